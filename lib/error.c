@@ -1,0 +1,103 @@
+#include "latch/error.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+void latch_freep(void *p)
+{
+	free(*(void **)p);
+}
+
+static char *format_message(const char *fmt, va_list ap)
+{
+	va_list copy;
+	va_copy(copy, ap);
+	int n = vsnprintf(NULL, 0, fmt, copy);
+	va_end(copy);
+	if (n < 0)
+		return NULL;
+	char *s = malloc((size_t)n + 1);
+	if (s)
+		vsnprintf(s, (size_t)n + 1, fmt, ap);
+	return s;
+}
+
+int latch_error_setv(struct latch_error *err, int code, const char *fmt, va_list ap)
+{
+	if (!err)
+		return code;
+	free(err->message);
+	err->code = code;
+	err->message = format_message(fmt, ap);
+	return code;
+}
+
+int latch_error_set(struct latch_error *err, int code, const char *fmt, ...)
+{
+	va_list ap;
+	va_start(ap, fmt);
+	latch_error_setv(err, code, fmt, ap);
+	va_end(ap);
+	return code;
+}
+
+int latch_error_prefix(struct latch_error *err, const char *fmt, ...)
+{
+	if (!err)
+		return LATCH_EINVAL;
+	va_list ap;
+	va_start(ap, fmt);
+	_cleanup_free_ char *prefix = format_message(fmt, ap);
+	va_end(ap);
+	const char *old = latch_error_message(err);
+	if (!prefix)
+		return err->code;
+	size_t n = strlen(prefix) + strlen(old) + 3;
+	char *joined = malloc(n);
+	if (!joined)
+		return err->code;
+	snprintf(joined, n, "%s: %s", prefix, old);
+	free(err->message);
+	err->message = joined;
+	return err->code;
+}
+
+const char *latch_code_name(int code)
+{
+	switch (code) {
+	case LATCH_OK: return "success";
+	case LATCH_ENOMEM: return "out of memory";
+	case LATCH_EINVAL: return "invalid input";
+	case LATCH_EPARSE: return "parse error";
+	case LATCH_ELIMIT: return "limit reached";
+	case LATCH_EIO: return "I/O error";
+	case LATCH_ENOSPC: return "no space left on device";
+	case LATCH_ECONNECT: return "connection failed";
+	case LATCH_ETIMEOUT: return "timed out";
+	case LATCH_ETLS: return "TLS error";
+	case LATCH_EHTTP: return "unexpected HTTP status";
+	case LATCH_ENOTFOUND: return "not found";
+	case LATCH_EFORBIDDEN: return "permission denied";
+	case LATCH_ECONFLICT: return "conflict";
+	case LATCH_EUNSUPPORTED: return "not supported";
+	default: return "unknown error";
+	}
+}
+
+const char *latch_error_message(const struct latch_error *err)
+{
+	if (!err)
+		return "unknown error";
+	if (err->message)
+		return err->message;
+	return latch_code_name(err->code);
+}
+
+void latch_error_done(struct latch_error *err)
+{
+	if (!err)
+		return;
+	free(err->message);
+	*err = (struct latch_error)LATCH_ERROR_INIT;
+}

@@ -1,0 +1,50 @@
+/* The error model: every fallible function returns 0 or a negative latch code and fills a
+ * caller-owned struct latch_error with what failed, on which object, and why. Library code
+ * never prints; the program prints the error once.
+ *
+ * Lifecycle: struct latch_error err = LATCH_ERROR_INIT; ...; latch_error_done(&err). */
+#pragma once
+
+#include <stdarg.h>
+
+#include "latch/macro.h"
+
+enum latch_code {
+	LATCH_OK = 0,
+	LATCH_ENOMEM = -1,      /* out of memory */
+	LATCH_EINVAL = -2,      /* bad input or argument */
+	LATCH_EPARSE = -3,      /* input does not parse (JSON, YAML, template) */
+	LATCH_ELIMIT = -4,      /* a configured limit was reached (size, depth, count) */
+	LATCH_EIO = -5,         /* a file system call failed */
+	LATCH_ENOSPC = -6,      /* no space left on the target file system */
+	LATCH_ECONNECT = -7,    /* could not connect or the connection broke */
+	LATCH_ETIMEOUT = -8,    /* a timeout or a deadline passed */
+	LATCH_ETLS = -9,        /* TLS handshake or verification failed */
+	LATCH_EHTTP = -10,      /* the server answered with a status the caller did not accept */
+	LATCH_ENOTFOUND = -11,  /* 404 or a missing file or key */
+	LATCH_EFORBIDDEN = -12, /* 401/403 */
+	LATCH_ECONFLICT = -13,  /* 409 */
+	LATCH_EUNSUPPORTED = -14, /* valid input that latch does not support */
+};
+
+struct latch_error {
+	int code;
+	long http_status; /* the HTTP status that caused the error, 0 if none */
+	char *message;    /* NULL when no error was recorded */
+};
+
+#define LATCH_ERROR_INIT { 0, 0, NULL }
+
+/* Record an error (replacing any earlier one) and return code, so callers can write
+ * `return latch_error_set(err, LATCH_EINVAL, "...")`. err may be NULL. */
+int latch_error_set(struct latch_error *err, int code, const char *fmt, ...) _printf_(3, 4);
+int latch_error_setv(struct latch_error *err, int code, const char *fmt, va_list ap) _printf_(3, 0);
+
+/* Prefix the recorded message with context ("reading 'x': <old message>"); returns the code. */
+int latch_error_prefix(struct latch_error *err, const char *fmt, ...) _printf_(2, 3);
+
+/* The message, or a description of the code when no message was recorded. Never NULL. */
+const char *latch_error_message(const struct latch_error *err);
+const char *latch_code_name(int code);
+
+void latch_error_done(struct latch_error *err);

@@ -1,0 +1,31 @@
+/* Files that hold secrets or state: written atomically, read with a cap.
+ *
+ * latch_file_write_atomic() writes into an unnamed temporary inode in the target's own
+ * directory (O_TMPFILE; a named ".<name>.latch-tmp-*" file where that is not available),
+ * with the final mode from creation, fsyncs it, links it in place with rename() and fsyncs
+ * the directory. A reader sees the old file or the new one, never a partial one, also when
+ * the writer is killed; temporary files a killed writer left behind are removed by the next
+ * write to the same name. */
+#pragma once
+
+#include <stdbool.h>
+#include <sys/types.h>
+
+#include "latch/buf.h"
+#include "latch/error.h"
+
+struct latch_file_opts {
+	mode_t mode;    /* permission bits; group/other write bits are refused */
+	bool set_owner; /* chown to uid:gid */
+	uid_t uid;
+	gid_t gid;
+};
+
+int latch_file_write_atomic(const char *path, struct latch_view data, const struct latch_file_opts *opts,
+			    struct latch_error *err);
+
+/* Read a whole file into ret (appending), failing with LATCH_ELIMIT past max bytes. */
+int latch_file_read(const char *path, size_t max, struct latch_buf *ret, struct latch_error *err);
+
+/* Create dir and its missing parents with mode (like mkdir -p). */
+int latch_file_mkdir_p(const char *dir, mode_t mode, struct latch_error *err);

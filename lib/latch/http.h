@@ -1,0 +1,77 @@
+/* The HTTP client, on libcurl (the only file that speaks CURLcode). One client keeps one
+ * connection pool and the TLS settings; each request runs under a retry policy with
+ * exponential backoff and full jitter, a total deadline and a response-body cap.
+ *
+ * Transport failures (connect, reset, per-attempt timeout) are retried; TLS failures and the
+ * body cap are not. Whether an HTTP status is retried is the caller's decision, through
+ * request.retry_status. latch_http_do() returns 0 whenever a response arrived, whatever its
+ * status, and the response body buffer is secret (zeroed on release).
+ *
+ * Lifecycle: latch_http_client_new() / latch_http_client_free(); a response is released
+ * with latch_http_response_done(). A client is not thread-safe. */
+#pragma once
+
+#include <stdbool.h>
+
+#include "latch/buf.h"
+#include "latch/error.h"
+
+struct latch_tls_options {
+	const char *ca_file;        /* PEM bundle; NULL uses the system store */
+	const char *ca_pem;         /* PEM text, instead of ca_file */
+	const char *server_name;    /* name to verify (and send as SNI) instead of the URL's host */
+	const char *client_cert_file;
+	const char *client_key_file;
+	bool insecure_skip_verify;  /* only when a user asked for it; the program warns */
+};
+
+struct latch_retry_policy {
+	unsigned max_attempts;      /* including the first; 1 = no retry */
+	unsigned base_delay_ms;     /* backoff before retry n is random in [0, min(max, base*2^n)] */
+	unsigned max_delay_ms;
+	unsigned deadline_ms;       /* over all attempts and waits; 0 = none */
+};
+
+struct latch_http_options {
+	struct latch_tls_options tls;
+	struct latch_retry_policy retry;
+	unsigned connect_timeout_ms;
+	unsigned request_timeout_ms; /* one attempt */
+	size_t max_body;             /* response body cap */
+};
+
+#define LATCH_HTTP_OPTIONS_DEFAULT                                                       \
+	((struct latch_http_options){ .retry = { 5, 250, 8000, 60000 }, .connect_timeout_ms = 5000, \
+				      .request_timeout_ms = 30000, .max_body = 8u << 20 })
+
+struct latch_http_request {
+	const char *method;         /* GET, POST, PUT, PATCH, DELETE */
+	const char *url;
+	const char *const *headers; /* "Name: value"; values may be secret, they are zeroed */
+	size_t n_headers;
+	struct latch_view body;
+	/* Return true to retry this status (e.g. 429, 5xx); NULL retries no status. */
+	bool (*retry_status)(long status, void *userdata);
+	void *userdata;
+};
+
+struct latch_http_response {
+	long status;
+	struct latch_buf body;
+	unsigned attempts;
+	char *content_type;
+};
+
+struct latch_http_client;
+
+int latch_http_client_new(const struct latch_http_options *opts, struct latch_http_client **ret,
+			  struct latch_error *err);
+void latch_http_client_free(struct latch_http_client *client);
+void latch_http_client_freep(struct latch_http_client **client);
+
+int latch_http_do(struct latch_http_client *client, const struct latch_http_request *req,
+		  struct latch_http_response *ret, struct latch_error *err);
+void latch_http_response_done(struct latch_http_response *resp);
+
+/* The delay before retry number `retry` (0-based) under policy, given a random value. */
+unsigned latch_retry_delay_ms(const struct latch_retry_policy *policy, unsigned retry, unsigned long long random);
