@@ -1,0 +1,53 @@
+# Thin wrapper over meson and dev/ for the commands README.md names.
+BUILD ?= build
+SAN_BUILD ?= build-sanitize
+export PATH := $(PATH):/usr/local/go/bin
+
+.PHONY: all deps build unit sanitize e2e test demo stack-up stack-down clean
+
+all: build
+
+deps:
+	dev/install-deps
+
+$(BUILD)/build.ninja:
+	meson setup $(BUILD) -Dwerror=true
+
+build: $(BUILD)/build.ninja
+	ninja -C $(BUILD)
+
+unit: build
+	meson test -C $(BUILD) --suite unit --print-errorlogs
+
+# The unit suite again under AddressSanitizer and UndefinedBehaviorSanitizer; any report fails.
+sanitize:
+	[ -f $(SAN_BUILD)/build.ninja ] || meson setup $(SAN_BUILD) -Dwerror=true -Db_sanitize=address,undefined -Db_lundef=false
+	ninja -C $(SAN_BUILD)
+	ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 \
+		meson test -C $(SAN_BUILD) --suite unit --print-errorlogs
+
+# e2e against the real stack: brought up here, and always taken down again.
+e2e: build
+	dev/stack up
+	status=0; . .stack/env && meson test -C $(BUILD) --suite e2e --print-errorlogs || status=$$?; \
+		dev/stack down; exit $$status
+
+test: deps
+	$(MAKE) unit
+	$(MAKE) sanitize
+	$(MAKE) e2e
+
+demo: deps build
+	dev/stack up
+	@echo
+	@echo "The stack is up. Try:  . .stack/env && meson test -C $(BUILD) --suite e2e"
+	@echo "Stop it with:          dev/stack down"
+
+stack-up:
+	dev/stack up
+
+stack-down:
+	dev/stack down
+
+clean:
+	rm -rf $(BUILD) $(SAN_BUILD)
