@@ -111,6 +111,11 @@ void latch_http_client_freep(struct latch_http_client **c)
 	*c = NULL;
 }
 
+void latch_http_client_set_deadline(struct latch_http_client *c, unsigned deadline_ms)
+{
+	c->opts.retry.deadline_ms = deadline_ms;
+}
+
 void latch_http_response_done(struct latch_http_response *resp)
 {
 	latch_buf_done(&resp->body);

@@ -103,6 +103,26 @@ json_t *latch_json_path(const json_t *obj, const char *dotted)
 	return cur;
 }
 
+static int compare_keys(const void *a, const void *b)
+{
+	return strcmp(*(const char *const *)a, *(const char *const *)b);
+}
+
+const char **latch_json_sorted_keys(const json_t *obj, size_t *ret_n)
+{
+	size_t n = json_object_size(obj);
+	const char **keys = calloc(n ? n : 1, sizeof(*keys));
+	if (!keys)
+		return NULL;
+	size_t i = 0;
+	const char *k;
+	json_t *val;
+	json_object_foreach((json_t *)obj, k, val) keys[i++] = k;
+	qsort(keys, n, sizeof(*keys), compare_keys);
+	*ret_n = n;
+	return keys;
+}
+
 void latch_json_decrefp(json_t **p)
 {
 	json_decref(*p);

@@ -1052,27 +1052,6 @@ struct latch_template_secret latch_template_secret(const struct latch_template *
 
 /* ---- values and printing ---- */
 
-static int compare_keys(const void *a, const void *b)
-{
-	return strcmp(*(const char *const *)a, *(const char *const *)b);
-}
-
-/* The keys of an object, sorted as Go sorts map keys; NULL when out of memory. */
-static const char **sorted_keys(const json_t *obj, size_t *ret_n)
-{
-	size_t n = json_object_size(obj);
-	const char **keys = calloc(n ? n : 1, sizeof(*keys));
-	if (!keys)
-		return NULL;
-	size_t i = 0;
-	const char *k;
-	json_t *val;
-	json_object_foreach((json_t *)obj, k, val) keys[i++] = k;
-	qsort(keys, n, sizeof(*keys), compare_keys);
-	*ret_n = n;
-	return keys;
-}
-
 int latch_template_print_value(const json_t *v, struct latch_buf *out)
 {
 	int r = 0;
@@ -1100,7 +1079,7 @@ int latch_template_print_value(const json_t *v, struct latch_buf *out)
 	}
 	case JSON_OBJECT: {
 		size_t n;
-		const char **keys = sorted_keys(v, &n);
+		const char **keys = latch_json_sorted_keys(v, &n);
 		if (!keys)
 			return LATCH_ENOMEM;
 		r = latch_buf_append_str(out, "map[");
@@ -1655,7 +1634,7 @@ static int exec_range(struct eval *e, const struct node *n, const struct val *do
 			r = exec_list(e, n->else_body, dot);
 	} else if (json_is_object(v.j) && !v.secret) {
 		size_t count;
-		const char **keys = sorted_keys(v.j, &count);
+		const char **keys = latch_json_sorted_keys(v.j, &count);
 		if (!keys)
 			r = latch_error_set(e->err, LATCH_ENOMEM, "out of memory");
 		for (size_t i = 0; keys && i < count && r == 0; i++) {

@@ -56,9 +56,19 @@ void latch_vault_freep(struct latch_vault **v)
 	*v = NULL;
 }
 
+void latch_vault_set_deadline(struct latch_vault *v, unsigned deadline_ms)
+{
+	latch_http_client_set_deadline(v->http, deadline_ms);
+}
+
 bool latch_vault_has_token(const struct latch_vault *v)
 {
 	return v->token != NULL;
+}
+
+const char *latch_vault_token(const struct latch_vault *v)
+{
+	return v->token;
 }
 
 int latch_vault_set_token(struct latch_vault *v, const char *token, struct latch_error *err)

@@ -69,6 +69,9 @@ int latch_http_client_new(const struct latch_http_options *opts, struct latch_ht
 void latch_http_client_free(struct latch_http_client *client);
 void latch_http_client_freep(struct latch_http_client **client);
 
+/* Change the total deadline for the requests that follow (0 = none). */
+void latch_http_client_set_deadline(struct latch_http_client *client, unsigned deadline_ms);
+
 int latch_http_do(struct latch_http_client *client, const struct latch_http_request *req,
 		  struct latch_http_response *ret, struct latch_error *err);
 void latch_http_response_done(struct latch_http_response *resp);

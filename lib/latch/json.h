@@ -28,5 +28,9 @@ const char *latch_json_get_str(const json_t *obj, const char *key);
 /* Follow a dotted path of object keys ("auth.client_token"); NULL when any step is missing. */
 json_t *latch_json_path(const json_t *obj, const char *dotted);
 
+/* The keys of an object in byte order (as Go sorts map keys); free() the array, not the
+ * keys. NULL when out of memory. */
+const char **latch_json_sorted_keys(const json_t *obj, size_t *ret_n);
+
 void latch_json_decrefp(json_t **p);
 #define _cleanup_json_ _cleanup_(latch_json_decrefp)

@@ -34,12 +34,17 @@ int latch_vault_new(const struct latch_vault_options *opts, struct latch_vault *
 void latch_vault_free(struct latch_vault *v);
 void latch_vault_freep(struct latch_vault **v);
 
+/* The total time the calls that follow may take, retries included (0 = the policy's own). */
+void latch_vault_set_deadline(struct latch_vault *v, unsigned deadline_ms);
+
 /* Log in at auth_path ("auth/kubernetes") with role and a JWT; the client keeps the token. */
 int latch_vault_login_jwt(struct latch_vault *v, const char *auth_path, const char *role, const char *jwt,
 			  struct latch_vault_auth *ret, struct latch_error *err);
 /* Use a token as it is (token file, dev); it is copied. */
 int latch_vault_set_token(struct latch_vault *v, const char *token, struct latch_error *err);
 bool latch_vault_has_token(const struct latch_vault *v);
+/* The current token, for the token sink file only; NULL before a login. */
+const char *latch_vault_token(const struct latch_vault *v);
 
 /* GET /v1/<path>. ret is the whole response envelope (lease_id, lease_duration, data...). */
 int latch_vault_read(struct latch_vault *v, const char *path, json_t **ret, struct latch_error *err);

@@ -1,0 +1,80 @@
+/* latch-init internals: one run's state and the steps the modes share.
+ *
+ * A run logs in, fetches each distinct Vault request once (a DB role read by three secrets
+ * is one set of credentials), renders every secret's files in memory, then writes them
+ * atomically. The sidecar keeps the state and renews or re-fetches what expires. */
+#pragma once
+
+#include <stdbool.h>
+
+#include "latch/config.h"
+#include "latch/vault.h"
+
+/* Exit codes, from sysexits.h where one fits. */
+enum init_exit {
+	INIT_EXIT_OK = 0,
+	INIT_EXIT_NOT_READY = 1,  /* probe: files not in place yet */
+	INIT_EXIT_USAGE = 64,
+	INIT_EXIT_CONFIG = 65,    /* LATCH_CONFIG or --config is invalid */
+	INIT_EXIT_UNAVAILABLE = 69, /* Vault unreachable, sealed, or the deadline passed */
+	INIT_EXIT_SOFTWARE = 70,
+	INIT_EXIT_WRITE = 73,     /* a file could not be written */
+	INIT_EXIT_AUTH = 77,      /* login refused, or no permission for a path */
+};
+
+/* One distinct Vault call (path and parameters) and what it returned. */
+struct init_request {
+	const char *path;
+	const json_t *params;
+	json_t *envelope;     /* the last response, NULL before the first fetch */
+	char *lease_id;       /* "" when the secret has no lease (KV) */
+	long lease_duration;  /* seconds */
+	bool renewable;
+	long original_duration; /* what the first fetch granted: renewals ask for this again */
+	double due;           /* monotonic seconds: next renewal or re-fetch */
+};
+
+struct init_state {
+	struct latch_config *config;
+	struct latch_vault *vault;
+	struct init_request *requests;
+	size_t n_requests;
+	long token_ttl;
+	bool token_renewable;
+	double token_due;
+	double deadline;      /* monotonic seconds for the current phase */
+};
+
+double init_now(void);
+
+int init_state_setup(struct init_state *s, struct latch_config *config, struct latch_error *err);
+void init_state_done(struct init_state *s);
+
+/* Log in with the configured method; the token then lives in s->vault. */
+int init_login(struct init_state *s, struct latch_error *err);
+/* Fetch one request again (read or write-style issue). */
+int init_fetch(struct init_state *s, struct init_request *r, struct latch_error *err);
+/* Render every secret and write the files that changed (all of them the first time). */
+int init_write_all(struct init_state *s, bool first, struct latch_error *err);
+/* Write the Vault token to token_file_name, when configured. */
+int init_write_token_file(const struct init_state *s, struct latch_error *err);
+/* populate: login, fetch all, write all. */
+int init_populate(struct init_state *s, struct latch_error *err);
+
+/* Whether every configured file and the ready marker are in place. */
+bool init_files_ready(const struct latch_config *c);
+
+/* The sidecar loop after populate: returns on SIGTERM/SIGINT. */
+int init_sidecar_loop(struct init_state *s, struct latch_error *err);
+
+/* Render one secret into up to three files (pem), contents in secret buffers. */
+struct init_output {
+	char *relpath;
+	struct latch_buf content;
+};
+int init_render_secret(const struct init_state *s, const struct latch_secret_config *sc, struct init_output out[3],
+		       size_t *ret_n, struct latch_error *err);
+void init_outputs_done(struct init_output *out, size_t n);
+
+/* Map an error code to the process exit code. */
+int init_exit_for(int code);

@@ -1,0 +1,333 @@
+/* Log in, fetch each distinct request once, render, write atomically. */
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "init.h"
+#include "latch/file.h"
+#include "latch/log.h"
+
+#define TOKEN_FILE_MAX (64u * 1024)
+#define STATE_DIR ".latch"
+
+double init_now(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+static bool same_request(const struct init_request *r, const char *path, const json_t *params)
+{
+	if (strcmp(r->path, path) != 0)
+		return false;
+	return (!r->params && !params) || (r->params && params && json_equal((json_t *)r->params, (json_t *)params));
+}
+
+static int add_request(struct init_state *s, const char *path, const json_t *params)
+{
+	for (size_t i = 0; i < s->n_requests; i++)
+		if (same_request(&s->requests[i], path, params))
+			return 0;
+	void *p = realloc(s->requests, (s->n_requests + 1) * sizeof(*s->requests));
+	if (!p)
+		return LATCH_ENOMEM;
+	s->requests = p;
+	s->requests[s->n_requests++] = (struct init_request){ .path = path, .params = params };
+	return 0;
+}
+
+/* The distinct requests of all secrets: a path read by several secrets or templates is one
+ * request, so they all see the same credentials. */
+static int collect_requests(struct init_state *s)
+{
+	for (size_t i = 0; i < s->config->n_secrets; i++) {
+		const struct latch_secret_config *sc = &s->config->secrets[i];
+		if (sc->format != LATCH_FORMAT_TEMPLATE) {
+			if (add_request(s, sc->path, sc->params) < 0)
+				return LATCH_ENOMEM;
+			continue;
+		}
+		for (size_t k = 0; k < latch_template_n_secrets(sc->template); k++) {
+			struct latch_template_secret ts = latch_template_secret(sc->template, k);
+			if (add_request(s, ts.path, ts.params) < 0)
+				return LATCH_ENOMEM;
+		}
+	}
+	return 0;
+}
+
+int init_state_setup(struct init_state *s, struct latch_config *c, struct latch_error *err)
+{
+	*s = (struct init_state){ .config = c };
+	struct latch_vault_options o = {
+		.address = c->vault.address,
+		.namespace = c->vault.namespace,
+		.http = LATCH_HTTP_OPTIONS_DEFAULT,
+	};
+	o.http.tls = (struct latch_tls_options){
+		.ca_file = c->vault.ca_file,
+		.ca_pem = c->vault.ca_pem,
+		.server_name = c->vault.server_name,
+		.client_cert_file = c->vault.client_cert_file,
+		.client_key_file = c->vault.client_key_file,
+		.insecure_skip_verify = c->vault.tls_skip_verify,
+	};
+	o.http.retry = (struct latch_retry_policy){ 1000, 250, 5000, c->deadline_seconds * 1000u };
+	o.http.request_timeout_ms = 30000;
+	if (c->vault.tls_skip_verify)
+		LATCH_LOG(LATCH_LOG_WARN, "TLS verification of Vault is turned off (vault.tls_skip_verify)",
+			  { "address", c->vault.address });
+	int r = latch_vault_new(&o, &s->vault, err);
+	if (r == 0 && collect_requests(s) < 0)
+		r = latch_error_set(err, LATCH_ENOMEM, "out of memory");
+	return r;
+}
+
+void init_state_done(struct init_state *s)
+{
+	for (size_t i = 0; i < s->n_requests; i++) {
+		json_decref(s->requests[i].envelope);
+		free(s->requests[i].lease_id);
+	}
+	free(s->requests);
+	latch_vault_free(s->vault);
+	*s = (struct init_state){ 0 };
+}
+
+/* Calls made from now on may take until the phase's deadline. */
+static void apply_deadline(struct init_state *s)
+{
+	double left = s->deadline - init_now();
+	latch_vault_set_deadline(s->vault, left > 0.001 ? (unsigned)(left * 1000) : 1);
+}
+
+int init_login(struct init_state *s, struct latch_error *err)
+{
+	const struct latch_config *c = s->config;
+	struct latch_buf token = LATCH_SECRET_BUF_INIT(TOKEN_FILE_MAX);
+	int r = latch_file_read(c->auth.token_file, TOKEN_FILE_MAX, &token, err);
+	if (r < 0) {
+		latch_buf_done(&token);
+		return latch_error_prefix(err, "reading the %s token", c->auth.method == LATCH_AUTH_TOKEN ? "Vault" : "service-account");
+	}
+	while (token.len > 0 && (token.ptr[token.len - 1] == '\n' || token.ptr[token.len - 1] == '\r'))
+		token.ptr[--token.len] = '\0';
+	apply_deadline(s);
+	struct latch_vault_auth auth = { 0 };
+	if (c->auth.method == LATCH_AUTH_TOKEN) {
+		r = latch_vault_set_token(s->vault, latch_buf_str(&token), err);
+		auth = (struct latch_vault_auth){ 0, false };
+	} else {
+		r = latch_vault_login_jwt(s->vault, c->auth.path, c->auth.role, latch_buf_str(&token), &auth, err);
+	}
+	latch_buf_done(&token);
+	if (r < 0)
+		return r;
+	s->token_ttl = auth.lease_duration;
+	s->token_renewable = auth.renewable;
+	s->token_due = auth.lease_duration > 0 ? init_now() + (double)auth.lease_duration * 2.0 / 3.0 : 0;
+	LATCH_LOG(LATCH_LOG_INFO, "logged in to Vault", { "auth_path", c->auth.method == LATCH_AUTH_TOKEN ? "token file" : c->auth.path },
+		  { "role", c->auth.role ? c->auth.role : "" });
+	return 0;
+}
+
+/* When to act on a request: a renewable lease at 2/3 of its duration (renew), a lease that
+ * cannot be renewed at 85% (fetch again), a secret without a lease every 5 minutes. */
+static void schedule(struct init_request *r, double now)
+{
+	if (r->lease_duration <= 0)
+		r->due = now + 300.0;
+	else if (r->renewable)
+		r->due = now + (double)r->lease_duration * 2.0 / 3.0;
+	else
+		r->due = now + (double)r->lease_duration * 0.85;
+}
+
+int init_fetch(struct init_state *s, struct init_request *r, struct latch_error *err)
+{
+	apply_deadline(s);
+	json_t *env = NULL;
+	int rc = r->params ? latch_vault_write(s->vault, r->path, r->params, &env, err)
+			   : latch_vault_read(s->vault, r->path, &env, err);
+	if (rc < 0)
+		return rc;
+	const char *lease = latch_json_get_str(env, "lease_id");
+	char *lease_copy = strdup(lease ? lease : "");
+	if (!lease_copy) {
+		json_decref(env);
+		return latch_error_set(err, LATCH_ENOMEM, "out of memory");
+	}
+	json_decref(r->envelope);
+	free(r->lease_id);
+	r->envelope = env;
+	r->lease_id = lease_copy;
+	r->lease_duration = (long)json_integer_value(json_object_get(env, "lease_duration"));
+	r->original_duration = r->lease_duration;
+	r->renewable = json_is_true(json_object_get(env, "renewable")) && *lease_copy;
+	schedule(r, init_now());
+	LATCH_LOG(LATCH_LOG_INFO, "fetched secret", { "path", r->path }, { "lease", *lease_copy ? "yes" : "no" });
+	return 0;
+}
+
+static int join_path(const char *dir, const char *rel, char **ret)
+{
+	struct latch_buf b = LATCH_BUF_INIT(8192);
+	int r = latch_buf_printf(&b, "%s/%s", dir, rel);
+	*ret = r == 0 ? latch_buf_take(&b) : NULL;
+	latch_buf_done(&b);
+	return *ret ? 0 : LATCH_ENOMEM;
+}
+
+/* Parent directories of a file inside output_dir ("certs/tls.crt"). */
+static int make_parents(const char *path, struct latch_error *err)
+{
+	_cleanup_free_ char *dir = strdup(path);
+	if (!dir)
+		return latch_error_set(err, LATCH_ENOMEM, "out of memory");
+	char *slash = strrchr(dir, '/');
+	if (!slash || slash == dir)
+		return 0;
+	*slash = '\0';
+	return latch_file_mkdir_p(dir, 0755, err);
+}
+
+/* Whether the file already holds exactly these bytes: the sidecar rewrites only what changed. */
+static bool unchanged(const char *path, const struct latch_buf *content)
+{
+	struct latch_buf old = LATCH_SECRET_BUF_INIT(content->len + 1);
+	bool same = latch_file_read(path, content->len + 1, &old, NULL) == 0 && old.len == content->len &&
+		    (content->len == 0 || memcmp(old.ptr, content->ptr, content->len) == 0);
+	latch_buf_done(&old);
+	return same;
+}
+
+static int write_output(const struct latch_config *c, const struct latch_secret_config *sc, const struct init_output *o,
+			bool first, bool *ret_written, struct latch_error *err)
+{
+	_cleanup_free_ char *path = NULL;
+	if (join_path(c->output_dir, o->relpath, &path) < 0)
+		return latch_error_set(err, LATCH_ENOMEM, "out of memory");
+	*ret_written = false;
+	if (!first && unchanged(path, &o->content))
+		return 0;
+	int r = make_parents(path, err);
+	struct latch_file_opts fo = { .mode = sc->mode, .set_owner = sc->set_owner, .uid = sc->uid, .gid = sc->gid };
+	if (r == 0)
+		r = latch_file_write_atomic(path, latch_buf_view(&o->content), &fo, err);
+	if (r < 0)
+		return latch_error_prefix(err, "secret '%s'", sc->name);
+	*ret_written = true;
+	return 0;
+}
+
+/* Lease metadata for people and probes: ids and times, never values. */
+static int write_state(const struct init_state *s, struct latch_error *err)
+{
+	_cleanup_free_ char *dir = NULL, *leases = NULL, *ready = NULL;
+	if (join_path(s->config->output_dir, STATE_DIR, &dir) < 0 || join_path(dir, "leases.json", &leases) < 0 ||
+	    join_path(dir, "ready", &ready) < 0)
+		return latch_error_set(err, LATCH_ENOMEM, "out of memory");
+	int r = latch_file_mkdir_p(dir, 0755, err);
+	if (r < 0)
+		return r;
+	json_t *list = json_array();
+	time_t now = time(NULL);
+	for (size_t i = 0; list && i < s->n_requests; i++) {
+		const struct init_request *q = &s->requests[i];
+		json_array_append_new(list, json_pack("{s:s,s:s,s:I,s:b,s:I}", "path", q->path, "lease_id", q->lease_id ? q->lease_id : "",
+						      "lease_duration", (json_int_t)q->lease_duration, "renewable", q->renewable,
+						      "written_at", (json_int_t)now));
+	}
+	struct latch_buf text = LATCH_BUF_INIT(4u << 20);
+	r = list ? latch_json_dump(list, &text, err) : latch_error_set(err, LATCH_ENOMEM, "out of memory");
+	json_decref(list);
+	struct latch_file_opts fo = { .mode = 0644 };
+	if (r == 0)
+		r = latch_file_write_atomic(leases, latch_buf_view(&text), &fo, err);
+	if (r == 0)
+		r = latch_file_write_atomic(ready, latch_view_str("ready\n"), &fo, err);
+	latch_buf_done(&text);
+	return r;
+}
+
+/* agent-inject-token: the Vault token as a file, for apps that call Vault themselves. */
+int init_write_token_file(const struct init_state *s, struct latch_error *err)
+{
+	if (!s->config->token_file_name)
+		return 0;
+	const char *token = latch_vault_token(s->vault);
+	_cleanup_free_ char *path = NULL;
+	if (join_path(s->config->output_dir, s->config->token_file_name, &path) < 0)
+		return latch_error_set(err, LATCH_ENOMEM, "out of memory");
+	struct latch_file_opts fo = { .mode = 0640 };
+	return latch_file_write_atomic(path, latch_view_str(token), &fo, err);
+}
+
+/* Render everything first, then write: a render error leaves every file as it was. */
+int init_write_all(struct init_state *s, bool first, struct latch_error *err)
+{
+	const struct latch_config *c = s->config;
+	struct init_output *outs = calloc(c->n_secrets * 3, sizeof(*outs));
+	size_t *counts = calloc(c->n_secrets, sizeof(*counts));
+	int r = outs && counts ? 0 : latch_error_set(err, LATCH_ENOMEM, "out of memory");
+	for (size_t i = 0; r == 0 && i < c->n_secrets; i++)
+		r = init_render_secret(s, &c->secrets[i], &outs[i * 3], &counts[i], err);
+	if (r == 0 && first)
+		r = latch_file_mkdir_p(c->output_dir, 0755, err);
+	size_t written = 0;
+	for (size_t i = 0; r == 0 && i < c->n_secrets; i++)
+		for (size_t k = 0; r == 0 && k < counts[i]; k++) {
+			bool w = false;
+			r = write_output(c, &c->secrets[i], &outs[i * 3 + k], first, &w, err);
+			written += w;
+		}
+	for (size_t i = 0; outs && counts && i < c->n_secrets; i++)
+		init_outputs_done(&outs[i * 3], counts[i]);
+	free(outs);
+	free(counts);
+	if (r == 0 && written > 0 && !first)
+		LATCH_LOG(LATCH_LOG_INFO, "updated secret files", { "count", written == 1 ? "1" : "several" });
+	if (r == 0 && (first || written > 0))
+		r = write_state(s, err);
+	return r;
+}
+
+int init_populate(struct init_state *s, struct latch_error *err)
+{
+	s->deadline = init_now() + s->config->deadline_seconds;
+	int r = init_login(s, err);
+	for (size_t i = 0; r == 0 && i < s->n_requests; i++)
+		r = init_fetch(s, &s->requests[i], err);
+	if (r == 0)
+		r = init_write_all(s, true, err);
+	if (r == 0)
+		r = init_write_token_file(s, err);
+	return r;
+}
+
+bool init_files_ready(const struct latch_config *c)
+{
+	_cleanup_free_ char *ready = NULL;
+	struct latch_buf b = LATCH_BUF_INIT(8192);
+	latch_buf_printf(&b, "%s/%s/ready", c->output_dir, STATE_DIR);
+	ready = latch_buf_take(&b);
+	if (!ready || access(ready, F_OK) != 0)
+		return false;
+	for (size_t i = 0; i < c->n_secrets; i++) {
+		char *names[3] = { 0 };
+		size_t n = latch_secret_files(&c->secrets[i], names);
+		bool ok = true;
+		for (size_t k = 0; k < n; k++) {
+			_cleanup_free_ char *path = NULL;
+			ok = ok && names[k] && join_path(c->output_dir, names[k], &path) == 0 && access(path, R_OK) == 0;
+			free(names[k]);
+		}
+		if (!ok)
+			return false;
+	}
+	return true;
+}

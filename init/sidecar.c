@@ -1,0 +1,167 @@
+/* The native-sidecar loop: renew the token and the leases before they expire, fetch again
+ * what cannot be renewed, re-render atomically, and stop promptly on SIGTERM. */
+#include <errno.h>
+#include <signal.h>
+#include <stdio.h>
+#include <time.h>
+
+#include "init.h"
+#include "latch/log.h"
+
+#define MAX_SLEEP_S 60.0
+#define MAX_BACKOFF_S 60.0
+
+static double earliest_due(const struct init_state *s)
+{
+	double next = s->token_due > 0 ? s->token_due : init_now() + MAX_SLEEP_S;
+	for (size_t i = 0; i < s->n_requests; i++)
+		if (s->requests[i].due < next)
+			next = s->requests[i].due;
+	return next;
+}
+
+/* Wait until `until` or a stop signal; true when a signal asked us to stop. */
+static bool wait_for_stop(double until)
+{
+	double left = until - init_now();
+	if (left <= 0)
+		return false;
+	if (left > MAX_SLEEP_S)
+		left = MAX_SLEEP_S;
+	sigset_t set;
+	sigemptyset(&set);
+	sigaddset(&set, SIGTERM);
+	sigaddset(&set, SIGINT);
+	struct timespec ts = { (time_t)left, (long)((left - (double)(time_t)left) * 1e9) };
+	return sigtimedwait(&set, NULL, &ts) > 0;
+}
+
+static double backoff_s(unsigned failures)
+{
+	double d = 1.0;
+	for (unsigned i = 0; i < failures && d < MAX_BACKOFF_S; i++)
+		d *= 2;
+	return d < MAX_BACKOFF_S ? d : MAX_BACKOFF_S;
+}
+
+static void log_failure(const char *what, const char *path, const struct latch_error *err)
+{
+	LATCH_LOG(LATCH_LOG_ERROR, what, { "path", path }, { "error", latch_error_message(err) });
+}
+
+/* Leases belong to the token that created them and die with it: after a new login every
+ * leased secret is fetched again under the new token. */
+static void refetch_leased_now(struct init_state *s)
+{
+	double now = init_now();
+	for (size_t i = 0; i < s->n_requests; i++)
+		if (s->requests[i].lease_id && *s->requests[i].lease_id)
+			s->requests[i].due = now;
+}
+
+static void handle_token(struct init_state *s, unsigned *failures)
+{
+	struct latch_error err = LATCH_ERROR_INIT;
+	int r = -1;
+	if (s->token_renewable) {
+		struct latch_vault_auth auth = { 0 };
+		r = latch_vault_renew_self(s->vault, s->token_ttl, &auth, &err);
+		if (r == 0 && auth.lease_duration >= s->token_ttl / 2) {
+			s->token_due = init_now() + (double)auth.lease_duration * 2.0 / 3.0;
+			LATCH_LOG(LATCH_LOG_INFO, "renewed the Vault token");
+			latch_error_done(&err);
+			*failures = 0;
+			return;
+		}
+		if (r < 0)
+			log_failure("renewing the Vault token failed; logging in again", "auth/token/renew-self", &err);
+	}
+	r = init_login(s, &err);
+	if (r == 0)
+		r = init_write_token_file(s, &err);
+	if (r < 0) {
+		log_failure("logging in to Vault failed; will retry", s->config->auth.path, &err);
+		s->token_due = init_now() + backoff_s((*failures)++);
+	} else {
+		*failures = 0;
+		refetch_leased_now(s);
+	}
+	latch_error_done(&err);
+}
+
+/* Renew a renewable lease; near its max TTL Vault grants less than asked, and the secret is
+ * then fetched again at 85% of what is left. */
+static bool renew_lease(struct init_state *s, struct init_request *q)
+{
+	struct latch_error err = LATCH_ERROR_INIT;
+	long granted = 0;
+	int r = latch_vault_lease_renew(s->vault, q->lease_id, q->original_duration, &granted, &err);
+	if (r < 0)
+		log_failure("renewing a lease failed; fetching the secret again", q->path, &err);
+	latch_error_done(&err);
+	if (r < 0 || granted <= 0)
+		return false;
+	q->lease_duration = granted;
+	if (granted < q->original_duration)
+		q->renewable = false;
+	double now = init_now();
+	q->due = q->renewable ? now + (double)granted * 2.0 / 3.0 : now + (double)granted * 0.85;
+	LATCH_LOG(LATCH_LOG_INFO, "renewed lease", { "path", q->path });
+	return true;
+}
+
+/* Returns true when the secret was fetched again (its files may change). */
+static bool handle_request(struct init_state *s, struct init_request *q, unsigned *failures)
+{
+	if (q->renewable && renew_lease(s, q))
+		return false;
+	struct latch_error err = LATCH_ERROR_INIT;
+	int r = init_fetch(s, q, &err);
+	if (r < 0) {
+		log_failure("fetching a secret failed; keeping the files as they are and retrying", q->path, &err);
+		q->due = init_now() + backoff_s((*failures)++);
+	} else {
+		*failures = 0;
+	}
+	latch_error_done(&err);
+	return r == 0;
+}
+
+static void run_due(struct init_state *s, unsigned *failures)
+{
+	double now = init_now();
+	s->deadline = now + s->config->deadline_seconds;
+	if (s->token_due > 0 && s->token_due <= now)
+		handle_token(s, failures);
+	bool changed = false;
+	for (size_t i = 0; i < s->n_requests; i++)
+		if (s->requests[i].due <= init_now())
+			changed |= handle_request(s, &s->requests[i], failures);
+	if (!changed)
+		return;
+	struct latch_error err = LATCH_ERROR_INIT;
+	if (init_write_all(s, false, &err) < 0)
+		LATCH_LOG(LATCH_LOG_ERROR, "writing the secret files failed; keeping the old ones",
+			  { "error", latch_error_message(&err) });
+	latch_error_done(&err);
+}
+
+int init_sidecar_loop(struct init_state *s, struct latch_error *err)
+{
+	unsigned failures = 0;
+	for (;;) {
+		if (wait_for_stop(earliest_due(s))) {
+			LATCH_LOG(LATCH_LOG_INFO, "stopping on signal");
+			break;
+		}
+		run_due(s, &failures);
+	}
+	if (!s->config->revoke_on_shutdown)
+		return 0;
+	s->deadline = init_now() + 5;
+	latch_vault_set_deadline(s->vault, 5000);
+	int r = latch_vault_revoke_self(s->vault, err);
+	if (r == 0)
+		LATCH_LOG(LATCH_LOG_INFO, "revoked the Vault token and its leases (revoke_on_shutdown)");
+	return r;
+}

@@ -1,0 +1,104 @@
+/* LATCH_CONFIG: what latch-init does in a pod, as JSON. latch-inject writes it from the
+ * pod's annotations; latch-init reads it from the env var LATCH_CONFIG or --config FILE.
+ * Parsing validates everything, templates included, so a config that latch-inject accepted
+ * does not fail in the pod. Unknown fields are errors that name the field.
+ *
+ *   {
+ *     "version": 1,
+ *     "vault": {"address": "https://vault:8200", "namespace": "", "ca_file": "", "ca_pem": "",
+ *               "server_name": "", "client_cert_file": "", "client_key_file": "",
+ *               "tls_skip_verify": false},
+ *     "auth": {"method": "kubernetes", "path": "auth/kubernetes", "role": "app",
+ *              "token_file": "/var/run/secrets/latch/token"},
+ *     "output_dir": "/vault/secrets",
+ *     "deadline_seconds": 120,
+ *     "revoke_on_shutdown": false,
+ *     "token_file_name": "",               (write the Vault token to <output_dir>/<name>)
+ *     "secrets": [
+ *       {"name": "db", "path": "database/creds/app", "format": "map"},
+ *       {"name": "cert", "path": "pki/issue/demo", "params": {"common_name": "a.demo.svc"},
+ *        "format": "pem"},
+ *       {"name": "env", "path": "secret/data/app", "format": "env", "file": "app.env",
+ *        "mode": "0640", "uid": 1000, "gid": 1000},
+ *       {"name": "url", "format": "template", "template": "{{ with secret ... }}...{{ end }}",
+ *        "left_delim": "{{", "right_delim": "}}", "error_on_missing_key": true}
+ *     ]
+ *   }
+ *
+ * format: map (default: "key: value" lines as the Vault Agent Injector writes them), json,
+ * env (export KEY='value'), dotenv (KEY='value'), raw (one "key"), pem (<file>.crt,
+ * <file>.key, <file>-ca.crt), template. Files are relative to output_dir; mode defaults to
+ * 0640 and may never be group- or world-writable.
+ *
+ * Lifecycle: latch_config_parse() fills a caller-owned struct; latch_config_done() frees it. */
+#pragma once
+
+#include <stdbool.h>
+#include <sys/types.h>
+
+#include "latch/buf.h"
+#include "latch/error.h"
+#include "latch/json.h"
+#include "latch/template.h"
+
+#define LATCH_CONFIG_VERSION 1
+
+enum latch_format {
+	LATCH_FORMAT_MAP,
+	LATCH_FORMAT_JSON,
+	LATCH_FORMAT_ENV,
+	LATCH_FORMAT_DOTENV,
+	LATCH_FORMAT_RAW,
+	LATCH_FORMAT_PEM,
+	LATCH_FORMAT_TEMPLATE,
+};
+
+enum latch_auth_method {
+	LATCH_AUTH_KUBERNETES,
+	LATCH_AUTH_JWT,
+	LATCH_AUTH_TOKEN,
+};
+
+struct latch_secret_config {
+	char *name;
+	char *path;            /* NULL for templates: their secret calls name the paths */
+	json_t *params;        /* write-style issue (pki/issue/...) when set */
+	char *file;            /* relative to output_dir */
+	enum latch_format format;
+	char *key;             /* raw */
+	struct latch_template *template;
+	bool error_on_missing_key;
+	mode_t mode;
+	bool set_owner;
+	uid_t uid;
+	gid_t gid;
+};
+
+struct latch_config {
+	int version;
+	struct {
+		char *address, *namespace, *ca_file, *ca_pem, *server_name, *client_cert_file, *client_key_file;
+		bool tls_skip_verify;
+	} vault;
+	struct {
+		enum latch_auth_method method;
+		char *path;
+		char *role;
+		char *token_file;
+	} auth;
+	char *output_dir;
+	unsigned deadline_seconds;
+	bool revoke_on_shutdown;
+	char *token_file_name;
+	struct latch_secret_config *secrets;
+	size_t n_secrets;
+};
+
+/* source names the input in errors ("LATCH_CONFIG", a file name). */
+int latch_config_parse(struct latch_view text, const char *source, struct latch_config *ret, struct latch_error *err);
+void latch_config_done(struct latch_config *c);
+
+const char *latch_format_name(enum latch_format f);
+int latch_format_parse(const char *name, enum latch_format *ret);
+/* The files a secret produces (pem: three), relative to output_dir, into names[0..2]. */
+size_t latch_secret_files(const struct latch_secret_config *s, char *names[3]);
