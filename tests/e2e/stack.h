@@ -1,0 +1,51 @@
+/* Helpers the e2e tests share: the stack's addresses from .stack/env, requests to the real
+ * kube-apiserver and Vault, a psql login, and running a program with a deadline.
+ * Every helper fails the current test (cmocka) instead of returning an error. */
+#pragma once
+
+#include <stdbool.h>
+#include <sys/types.h>
+
+#include "latch/http.h"
+#include "latch/json.h"
+
+struct stack {
+	const char *kube_url;
+	const char *vault_addr;
+	const char *vault_root_token;
+	const char *ca;
+	const char *dir;
+	char admin_cert[512];
+	char admin_key[512];
+	const char *pg_host;
+	const char *pg_port;
+	const char *pg_db;
+};
+
+extern struct stack stack;
+
+/* cmocka group setup: fails unless the stack's environment is there. */
+int stack_load(void **state);
+
+struct latch_http_client *stack_client(const struct latch_tls_options *tls);
+/* A request; returns the status and the parsed body (NULL when empty). */
+long stack_call(struct latch_http_client *c, const char *method, const char *url, const char *body, const char *header,
+		json_t **ret_json);
+/* A TokenRequest token for namespace/serviceaccount (caller frees). */
+char *stack_token_request(const char *ns, const char *sa, long seconds);
+/* Vault as root (set-up only): method path [json body] -> status, body. */
+long stack_vault_root(const char *method, const char *path, const char *body, json_t **ret_json);
+/* psql login as user/password; 0 when it worked. */
+int stack_psql_login(const char *user, const char *password);
+
+/* Run argv with env (NULL-terminated) and stdout+stderr to log_path; kill it after
+ * timeout_s. Returns the exit status (128+signal when killed) and the wall time. */
+int stack_run(char *const argv[], char *const envp[], const char *log_path, double timeout_s, double *ret_seconds);
+pid_t stack_spawn(char *const argv[], char *const envp[], const char *log_path);
+int stack_wait(pid_t pid, double timeout_s);
+
+char *stack_read_file(const char *path);
+void stack_write_file(const char *path, const char *text);
+char *stack_mkdtemp(const char *prefix);
+void stack_rm_rf(const char *dir);
+double stack_now(void);
