@@ -1,9 +1,11 @@
 # Thin wrapper over meson and dev/ for the commands README.md names.
 BUILD ?= build
 SAN_BUILD ?= build-sanitize
+STATIC_BUILD ?= build-static
+LATCH_INIT_STATIC := $(abspath $(STATIC_BUILD)/init/latch-init)
 export PATH := $(PATH):/usr/local/go/bin
 
-.PHONY: all deps build unit sanitize e2e test demo stack-up stack-down clean
+.PHONY: all deps build static bench-init unit sanitize e2e test demo stack-up stack-down clean
 
 all: build
 
@@ -16,6 +18,13 @@ $(BUILD)/build.ninja:
 build: $(BUILD)/build.ninja
 	ninja -C $(BUILD)
 
+# latch-init fully static (glibc, OpenSSL, a minimal libcurl built from Debian's source).
+static:
+	[ -f $(STATIC_BUILD)/build.ninja ] || meson setup $(STATIC_BUILD) -Dpkg_config_path=$$(dev/build-static-curl) \
+		-Dstatic=true -Dwerror=true --buildtype=minsize -Db_pie=false -Dstrip=true
+	ninja -C $(STATIC_BUILD) init/latch-init
+	@ls -l $(LATCH_INIT_STATIC)
+
 unit: build
 	meson test -C $(BUILD) --suite unit --print-errorlogs
 
@@ -27,15 +36,22 @@ sanitize:
 		meson test -C $(SAN_BUILD) --suite unit --print-errorlogs
 
 # e2e against the real stack: brought up here, and always taken down again.
-e2e: build
+e2e: build static
 	dev/stack up
-	status=0; . .stack/env && meson test -C $(BUILD) --suite e2e --print-errorlogs || status=$$?; \
+	status=0; . .stack/env && LATCH_INIT_STATIC=$(LATCH_INIT_STATIC) \
+		meson test -C $(BUILD) --suite e2e --print-errorlogs || status=$$?; \
 		dev/stack down; exit $$status
 
 test: deps
 	$(MAKE) unit
 	$(MAKE) sanitize
 	$(MAKE) e2e
+
+# latch-init versus vault agent, side by side (numbers go in README.md).
+bench-init: build static
+	dev/stack up
+	status=0; . .stack/env && LATCH_INIT_STATIC=$(LATCH_INIT_STATIC) bench/init/run || status=$$?; \
+		dev/stack down; exit $$status
 
 demo: deps build
 	dev/stack up
@@ -50,4 +66,4 @@ stack-down:
 	dev/stack down
 
 clean:
-	rm -rf $(BUILD) $(SAN_BUILD)
+	rm -rf $(BUILD) $(SAN_BUILD) $(STATIC_BUILD)
