@@ -1,5 +1,7 @@
 #include "latch/error.h"
 
+#include "latch/buf.h"
+
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -9,18 +11,16 @@ void latch_freep(void *p)
 	free(*(void **)p);
 }
 
+#define MESSAGE_MAX (64 * 1024)
+
 static char *format_message(const char *fmt, va_list ap)
 {
-	va_list copy;
-	va_copy(copy, ap);
-	int n = vsnprintf(NULL, 0, fmt, copy);
-	va_end(copy);
-	if (n < 0)
+	struct latch_buf b = LATCH_BUF_INIT(MESSAGE_MAX);
+	if (latch_buf_vprintf(&b, fmt, ap) < 0) {
+		latch_buf_done(&b);
 		return NULL;
-	char *s = malloc((size_t)n + 1);
-	if (s)
-		vsnprintf(s, (size_t)n + 1, fmt, ap);
-	return s;
+	}
+	return latch_buf_take(&b);
 }
 
 int latch_error_setv(struct latch_error *err, int code, const char *fmt, va_list ap)
@@ -48,18 +48,16 @@ int latch_error_prefix(struct latch_error *err, const char *fmt, ...)
 		return LATCH_EINVAL;
 	va_list ap;
 	va_start(ap, fmt);
-	_cleanup_free_ char *prefix = format_message(fmt, ap);
+	struct latch_buf b = LATCH_BUF_INIT(MESSAGE_MAX);
+	int r = latch_buf_vprintf(&b, fmt, ap);
 	va_end(ap);
-	const char *old = latch_error_message(err);
-	if (!prefix)
-		return err->code;
-	size_t n = strlen(prefix) + strlen(old) + 3;
-	char *joined = malloc(n);
-	if (!joined)
-		return err->code;
-	snprintf(joined, n, "%s: %s", prefix, old);
-	free(err->message);
-	err->message = joined;
+	if (r == 0)
+		r = latch_buf_printf(&b, ": %s", latch_error_message(err));
+	if (r == 0) {
+		free(err->message);
+		err->message = latch_buf_take(&b);
+	}
+	latch_buf_done(&b);
 	return err->code;
 }
 

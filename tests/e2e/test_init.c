@@ -72,16 +72,24 @@ static void run_done(struct run *r)
 	free(r->config);
 }
 
-/* A LATCH_CONFIG for the stack, with the given "secrets" list and extra top-level fields. */
-static void make_config(struct run *r, const char *vault_extra, const char *top_extra, const char *secrets)
+/* A LATCH_CONFIG: vault is the inside of the "vault" object, role the auth role. */
+static void make_config_for(struct run *r, const char *vault, const char *role, const char *top_extra, const char *secrets)
 {
 	char buf[16384];
 	snprintf(buf, sizeof(buf),
-		 "{\"version\":1,\"vault\":{\"address\":\"%s\",\"ca_file\":\"%s\"%s},"
-		 "\"auth\":{\"role\":\"demo\",\"token_file\":\"%s\"},\"output_dir\":\"%s\"%s,\"secrets\":%s}",
-		 stack.vault_addr, stack.ca, vault_extra, r->token_path, r->out, top_extra, secrets);
+		 "{\"version\":1,\"vault\":{%s},\"auth\":{\"role\":\"%s\",\"token_file\":\"%s\"},\"output_dir\":\"%s\"%s,"
+		 "\"secrets\":%s}",
+		 vault, role, r->token_path, r->out, top_extra, secrets);
 	free(r->config);
 	r->config = strdup(buf);
+}
+
+/* A LATCH_CONFIG for the stack's Vault, with the given "secrets" list and extra fields. */
+static void make_config(struct run *r, const char *vault_extra, const char *top_extra, const char *secrets)
+{
+	char vault[4096];
+	snprintf(vault, sizeof(vault), "\"address\":\"%s\",\"ca_file\":\"%s\"%s", stack.vault_addr, stack.ca, vault_extra);
+	make_config_for(r, vault, "demo", top_extra, secrets);
 }
 
 static char *latch_init_bin(void)
@@ -235,13 +243,9 @@ static void test_init__vault_down_bounded_retries(void **state)
 {
 	struct run r;
 	run_setup(&r, "app");
-	char config[8192];
 	/* Port 1 on loopback: nothing listens, connections are refused. */
-	snprintf(config, sizeof(config),
-		 "{\"version\":1,\"vault\":{\"address\":\"https://127.0.0.1:1\",\"ca_file\":\"%s\"},\"auth\":{\"role\":\"demo\","
-		 "\"token_file\":\"%s\"},\"output_dir\":\"%s\",\"deadline_seconds\":3,\"secrets\":[{\"name\":\"db\",\"path\":\"database/creds/app\"}]}",
-		 stack.ca, r.token_path, r.out);
-	r.config = strdup(config);
+	make_config_for(&r, "\"address\":\"https://127.0.0.1:1\"", "demo", ",\"deadline_seconds\":3",
+			"[{\"name\":\"db\",\"path\":\"database/creds/app\"}]");
 	double seconds;
 	assert_int_equal(run_init(&r, "populate", 30, &seconds), 69);
 	assert_true(seconds >= 1.0 && seconds < 10.0);
@@ -254,12 +258,9 @@ static void test_init__wrong_ca_and_wrong_name_are_refused(void **state)
 {
 	struct run r;
 	run_setup(&r, "app");
-	char config[8192];
-	snprintf(config, sizeof(config),
-		 "{\"version\":1,\"vault\":{\"address\":\"%s\"},\"auth\":{\"role\":\"demo\",\"token_file\":\"%s\"},"
-		 "\"output_dir\":\"%s\",\"deadline_seconds\":5,\"secrets\":[{\"name\":\"db\",\"path\":\"database/creds/app\"}]}",
-		 stack.vault_addr, r.token_path, r.out);
-	r.config = strdup(config);
+	char vault[1024];
+	snprintf(vault, sizeof(vault), "\"address\":\"%s\"", stack.vault_addr); /* no CA: the system store */
+	make_config_for(&r, vault, "demo", ",\"deadline_seconds\":5", "[{\"name\":\"db\",\"path\":\"database/creds/app\"}]");
 	double seconds;
 	assert_int_equal(run_init(&r, "populate", 30, &seconds), 69);
 	assert_true(seconds < 3.0); /* a TLS failure is not retried */
@@ -391,12 +392,9 @@ static void test_init__sidecar_keeps_short_lived_credentials_fresh(void **state)
 			 204);
 	struct run r;
 	run_setup(&r, "app");
-	char config[8192];
-	snprintf(config, sizeof(config),
-		 "{\"version\":1,\"vault\":{\"address\":\"%s\",\"ca_file\":\"%s\"},\"auth\":{\"role\":\"short\",\"token_file\":\"%s\"},"
-		 "\"output_dir\":\"%s\",\"secrets\":[{\"name\":\"db\",\"path\":\"database/creds/short\"}]}",
-		 stack.vault_addr, stack.ca, r.token_path, r.out);
-	r.config = strdup(config);
+	char vault[2048];
+	snprintf(vault, sizeof(vault), "\"address\":\"%s\",\"ca_file\":\"%s\"", stack.vault_addr, stack.ca);
+	make_config_for(&r, vault, "short", "", "[{\"name\":\"db\",\"path\":\"database/creds/short\"}]");
 	char env_config[9000];
 	snprintf(env_config, sizeof(env_config), "LATCH_CONFIG=%s", r.config);
 	char *envp[] = { env_config, NULL };
