@@ -1,5 +1,8 @@
 #include "latch/yaml.h"
 
+#include <ctype.h>
+#include <errno.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <yaml.h>
@@ -537,4 +540,176 @@ int latch_yaml_emit(const struct latch_yaml_stream *stream, struct latch_buf *ou
 	}
 	yaml_emitter_delete(&e);
 	return r;
+}
+
+/* ---- scalar resolution and JSON ---- */
+
+static bool one_of(const char *s, const char *const *words)
+{
+	for (; *words; words++)
+		if (strcmp(s, *words) == 0)
+			return true;
+	return false;
+}
+
+static const char *const yaml_true[] = { "true", "True", "TRUE", "yes", "Yes", "YES", "on", "On", "ON", "y", "Y", NULL };
+static const char *const yaml_false[] = { "false", "False", "FALSE", "no", "No", "NO", "off", "Off", "OFF", "n", "N", NULL };
+static const char *const yaml_null[] = { "", "~", "null", "Null", "NULL", NULL };
+
+static bool looks_like_int(const char *s, long long *ret)
+{
+	const char *p = s;
+	if (*p == '+' || *p == '-')
+		p++;
+	if (!*p)
+		return false;
+	int base = 10;
+	if (p[0] == '0' && (p[1] == 'x' || p[1] == 'X'))
+		base = 16;
+	else if (p[0] == '0' && (p[1] == 'o'))
+		base = 8;
+	const char *digits = base == 10 ? p : p + 2;
+	if (!*digits)
+		return false;
+	for (const char *q = digits; *q; q++)
+		if (!(base == 16 ? isxdigit((unsigned char)*q) : (*q >= '0' && *q <= (base == 8 ? '7' : '9'))))
+			return false;
+	/* YAML 1.1 reads 0640 as octal; Kubernetes fields holding such values are strings. */
+	if (base == 10 && digits[0] == '0' && digits[1])
+		base = 8;
+	errno = 0;
+	long long v = strtoll(digits, NULL, base);
+	if (errno)
+		return false;
+	*ret = *s == '-' ? -v : v;
+	return true;
+}
+
+static bool looks_like_float(const char *s, double *ret)
+{
+	if (one_of(s, (const char *const[]){ ".inf", ".Inf", ".INF", "+.inf", "-.inf", ".nan", ".NaN", ".NAN", NULL }))
+		return false; /* JSON has no infinity or NaN */
+	bool digit = false, dot_or_exp = false;
+	for (const char *p = s; *p; p++) {
+		if (isdigit((unsigned char)*p))
+			digit = true;
+		else if (*p == '.' || *p == 'e' || *p == 'E')
+			dot_or_exp = true;
+		else if (!(*p == '+' || *p == '-'))
+			return false;
+	}
+	if (!digit || !dot_or_exp)
+		return false;
+	char *end;
+	errno = 0;
+	double d = strtod(s, &end);
+	if (*end || errno)
+		return false;
+	*ret = d;
+	return true;
+}
+
+static bool is_str_tag(const char *tag)
+{
+	return tag && strcmp(tag, "tag:yaml.org,2002:str") == 0;
+}
+
+json_t *latch_yaml_scalar_to_json(const struct latch_yaml_node *n)
+{
+	if (n->style != LATCH_YAML_STYLE_PLAIN || is_str_tag(n->tag) || memchr(n->value, '\0', n->len))
+		return json_stringn(n->value, n->len);
+	long long i;
+	double d;
+	if (one_of(n->value, yaml_null))
+		return json_null();
+	if (one_of(n->value, yaml_true))
+		return json_true();
+	if (one_of(n->value, yaml_false))
+		return json_false();
+	if (looks_like_int(n->value, &i))
+		return json_integer(i);
+	if (looks_like_float(n->value, &d))
+		return json_real(d);
+	return json_stringn(n->value, n->len);
+}
+
+struct latch_yaml_node *latch_yaml_string_new(const char *value)
+{
+	struct latch_yaml_node probe = { .kind = LATCH_YAML_SCALAR, .style = LATCH_YAML_STYLE_PLAIN,
+					 .value = (char *)value, .len = strlen(value) };
+	json_t *meaning = latch_yaml_scalar_to_json(&probe);
+	bool plain_ok = json_is_string(meaning);
+	json_decref(meaning);
+	return latch_yaml_scalar_new(value, plain_ok ? LATCH_YAML_STYLE_ANY : LATCH_YAML_STYLE_DOUBLE);
+}
+
+json_t *latch_yaml_to_json(const struct latch_yaml_node *n)
+{
+	if (!n)
+		return json_null();
+	if (n->kind == LATCH_YAML_SCALAR)
+		return latch_yaml_scalar_to_json(n);
+	json_t *out = n->kind == LATCH_YAML_SEQUENCE ? json_array() : json_object();
+	for (size_t i = 0; out && i < n->n_items; i++)
+		if (json_array_append_new(out, latch_yaml_to_json(n->items[i])) < 0) {
+			json_decref(out);
+			return NULL;
+		}
+	for (size_t i = 0; out && i < n->n_pairs; i++) {
+		const struct latch_yaml_node *k = n->pairs[i].key;
+		if (!k || k->kind != LATCH_YAML_SCALAR || json_object_setn_new(out, k->value, k->len, latch_yaml_to_json(n->pairs[i].value)) < 0) {
+			json_decref(out);
+			return NULL;
+		}
+	}
+	return out;
+}
+
+struct latch_yaml_node *latch_yaml_from_json(const json_t *v)
+{
+	struct latch_yaml_node *n = NULL;
+	switch (json_typeof(v)) {
+	case JSON_OBJECT: {
+		n = latch_yaml_collection_new(LATCH_YAML_MAPPING);
+		const char *k;
+		json_t *item;
+		json_object_foreach((json_t *)v, k, item) {
+			struct latch_yaml_node *child = latch_yaml_from_json(item);
+			if (!n || !child || latch_yaml_map_set(n, k, child) < 0) {
+				latch_yaml_node_free(child);
+				latch_yaml_node_free(n);
+				return NULL;
+			}
+		}
+		return n;
+	}
+	case JSON_ARRAY: {
+		n = latch_yaml_collection_new(LATCH_YAML_SEQUENCE);
+		size_t i;
+		json_t *item;
+		json_array_foreach(v, i, item) {
+			struct latch_yaml_node *child = latch_yaml_from_json(item);
+			if (!n || !child || latch_yaml_seq_append(n, child) < 0) {
+				latch_yaml_node_free(child);
+				latch_yaml_node_free(n);
+				return NULL;
+			}
+		}
+		return n;
+	}
+	case JSON_STRING: return latch_yaml_string_new(json_string_value(v));
+	case JSON_INTEGER: {
+		char buf[32];
+		snprintf(buf, sizeof(buf), "%" JSON_INTEGER_FORMAT, json_integer_value(v));
+		return latch_yaml_scalar_new(buf, LATCH_YAML_STYLE_PLAIN);
+	}
+	case JSON_REAL: {
+		char buf[64];
+		snprintf(buf, sizeof(buf), "%.17g", json_real_value(v));
+		return latch_yaml_scalar_new(buf, LATCH_YAML_STYLE_PLAIN);
+	}
+	case JSON_TRUE: return latch_yaml_scalar_new("true", LATCH_YAML_STYLE_PLAIN);
+	case JSON_FALSE: return latch_yaml_scalar_new("false", LATCH_YAML_STYLE_PLAIN);
+	default: return latch_yaml_scalar_new("null", LATCH_YAML_STYLE_PLAIN);
+	}
 }

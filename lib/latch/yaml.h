@@ -13,6 +13,7 @@
 
 #include "latch/buf.h"
 #include "latch/error.h"
+#include "latch/json.h"
 
 enum latch_yaml_kind {
 	LATCH_YAML_SCALAR,
@@ -100,3 +101,15 @@ bool latch_yaml_map_remove(struct latch_yaml_node *map, const char *key);
 /* Append an item to a sequence, taking ownership. */
 int latch_yaml_seq_append(struct latch_yaml_node *seq, struct latch_yaml_node *item);
 bool latch_yaml_is_scalar(const struct latch_yaml_node *node, const char *value);
+
+/* A string scalar that reads back as a string: plain when that is unambiguous, double-quoted
+ * when a plain scalar would resolve to a bool, null or number ("true", "0640", "1.5"). */
+struct latch_yaml_node *latch_yaml_string_new(const char *value);
+/* What a scalar means the way Kubernetes reads YAML (YAML 1.1 plain scalars): a JSON value
+ * of the right type. Quoted and block scalars, and tagged !!str, are strings. */
+json_t *latch_yaml_scalar_to_json(const struct latch_yaml_node *scalar);
+/* A whole node as JSON (mapping keys must be scalars). NULL when out of memory or for a
+ * mapping with a non-scalar key. */
+json_t *latch_yaml_to_json(const struct latch_yaml_node *node);
+/* A JSON value as a YAML tree (new nodes, emitter-chosen styles; strings kept strings). */
+struct latch_yaml_node *latch_yaml_from_json(const json_t *value);

@@ -1,0 +1,42 @@
+/* Reading the Vault Agent Injector annotations (and their openbao.openbao.org/ and latch.dev/
+ * relatives) of one workload into what latch injects: the LATCH_CONFIG and the container
+ * settings. */
+#pragma once
+
+#include <stdbool.h>
+
+#include "inject.h"
+#include "latch/json.h"
+
+struct inject_settings {
+	bool inject;
+	bool already_injected;  /* agent-inject-status: injected */
+	bool pre_populate_only; /* a plain init container that exits */
+	bool pre_populate;      /* sidecar blocks the app until populated (startupProbe) */
+	bool init_first;
+	bool set_security_context;
+	bool run_as_same_user;
+	char *containers;       /* comma list, NULL for all */
+	char *image;
+	char *requests_cpu, *requests_mem, *limits_cpu, *limits_mem;
+	long run_as_user, run_as_group;
+	char *secret_volume_path;
+	char *tls_secret;
+	char *token_volume_name;
+	char *token_audience;
+	json_t *config;         /* the LATCH_CONFIG object, validated */
+};
+
+struct inject_context {
+	const char *name;       /* input name */
+	const char *object;     /* "Deployment 'web'" */
+	const struct latch_inject_options *opts;
+	struct latch_buf *warnings;
+	struct latch_error *err;
+};
+
+/* annotations: the merged annotation mapping nodes (workload first, pod template second;
+ * either may be NULL). */
+int inject_read_annotations(const struct inject_context *ctx, const struct latch_yaml_node *workload_annotations,
+			    const struct latch_yaml_node *pod_annotations, struct inject_settings *ret);
+void inject_settings_done(struct inject_settings *s);

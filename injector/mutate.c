@@ -1,0 +1,461 @@
+/* Adding latch to a pod template: the memory volume, the token volume, the latch-init
+ * container, the mounts in the app containers and the status annotation. Every part latch
+ * adds has a fixed name and is replaced, never duplicated, when injection runs again. */
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "annotations.h"
+#include "inject.h"
+
+#define CONTAINER_NAME "latch-init"
+#define SECRETS_VOLUME "latch-secrets"
+#define TOKEN_VOLUME "latch-token"
+#define TLS_VOLUME "latch-tls"
+#define TOKEN_DIR "/var/run/secrets/latch"
+#define TLS_DIR "/vault/tls"
+#define STATUS_KEY "vault.hashicorp.com/agent-inject-status"
+#define BAO_STATUS_KEY "openbao.openbao.org/agent-inject-status"
+
+struct pod_template {
+	struct latch_yaml_node *holder; /* the mapping with metadata and spec */
+	struct latch_yaml_node *spec;
+};
+
+static int obj_fail(const struct inject_context *ctx, const struct latch_yaml_node *at, const char *fmt, ...) _printf_(3, 4);
+static int obj_fail(const struct inject_context *ctx, const struct latch_yaml_node *at, const char *fmt, ...)
+{
+	struct latch_buf msg = LATCH_BUF_INIT(8192);
+	if (at && at->line)
+		latch_buf_printf(&msg, "%s:%zu:%zu: %s: ", ctx->name, at->line, at->column, ctx->object);
+	else
+		latch_buf_printf(&msg, "%s: %s: ", ctx->name, ctx->object);
+	va_list ap;
+	va_start(ap, fmt);
+	latch_buf_vprintf(&msg, fmt, ap);
+	va_end(ap);
+	int r = latch_error_set(ctx->err, LATCH_EINVAL, "%s", latch_buf_str(&msg));
+	latch_buf_done(&msg);
+	return r;
+}
+
+static struct latch_yaml_node *path_get(struct latch_yaml_node *n, const char *const *keys)
+{
+	for (; n && *keys; keys++)
+		n = latch_yaml_map_get(n, *keys);
+	return n;
+}
+
+static bool has_containers(const struct latch_yaml_node *spec)
+{
+	const struct latch_yaml_node *c = latch_yaml_map_get(spec, "containers");
+	return c && c->kind == LATCH_YAML_SEQUENCE;
+}
+
+/* The pod template of a workload: the Pod itself, a CronJob's job template, or anything
+ * with spec.template.spec.containers (Deployments, Jobs, custom resources...). */
+static bool find_pod_template(struct latch_yaml_node *obj, struct pod_template *ret)
+{
+	const char *kind = latch_yaml_map_get_str(obj, "kind");
+	struct latch_yaml_node *holder = NULL;
+	if (kind && strcmp(kind, "Pod") == 0)
+		holder = obj;
+	else if (kind && strcmp(kind, "CronJob") == 0)
+		holder = path_get(obj, (const char *const[]){ "spec", "jobTemplate", "spec", "template", NULL });
+	else
+		holder = path_get(obj, (const char *const[]){ "spec", "template", NULL });
+	struct latch_yaml_node *spec = latch_yaml_map_get(holder, "spec");
+	if (!holder || holder->kind != LATCH_YAML_MAPPING || !spec || spec->kind != LATCH_YAML_MAPPING || !has_containers(spec))
+		return false;
+	*ret = (struct pod_template){ holder, spec };
+	return true;
+}
+
+/* The mapping (or sequence) under key, created empty when missing. */
+static struct latch_yaml_node *ensure_child(struct latch_yaml_node *map, const char *key, enum latch_yaml_kind kind)
+{
+	struct latch_yaml_node *n = latch_yaml_map_get(map, key);
+	if (n && n->kind == kind)
+		return n;
+	if (n && !(n->kind == LATCH_YAML_SCALAR && n->len == 0))
+		return NULL; /* something else is there: the caller reports it */
+	n = latch_yaml_collection_new(kind);
+	if (!n || latch_yaml_map_set(map, key, n) < 0) {
+		latch_yaml_node_free(n);
+		return NULL;
+	}
+	return n;
+}
+
+static bool named(const struct latch_yaml_node *item, const char *name)
+{
+	return latch_yaml_is_scalar(latch_yaml_map_get(item, "name"), name);
+}
+
+static void remove_named(struct latch_yaml_node *seq, const char *name)
+{
+	if (!seq || seq->kind != LATCH_YAML_SEQUENCE)
+		return;
+	size_t out = 0;
+	for (size_t i = 0; i < seq->n_items; i++) {
+		if (named(seq->items[i], name))
+			latch_yaml_node_free(seq->items[i]);
+		else
+			seq->items[out++] = seq->items[i];
+	}
+	seq->n_items = out;
+}
+
+static int append_json(struct latch_yaml_node *seq, json_t *value, bool first)
+{
+	struct latch_yaml_node *n = latch_yaml_from_json(value);
+	json_decref(value);
+	if (!n || latch_yaml_seq_append(seq, n) < 0) {
+		latch_yaml_node_free(n);
+		return LATCH_ENOMEM;
+	}
+	if (first) {
+		memmove(&seq->items[1], &seq->items[0], (seq->n_items - 1) * sizeof(*seq->items));
+		seq->items[0] = n;
+	}
+	return 0;
+}
+
+static const char *image_of(const struct inject_settings *s, const struct latch_inject_options *o)
+{
+	return s->image ? s->image : o->image ? o->image : LATCH_INJECT_DEFAULT_IMAGE;
+}
+
+/* The registry part of an image reference: "ghcr.io/org/x:1" -> "ghcr.io/org/x". */
+static bool registry_allowed(const char *image, const struct latch_inject_options *o)
+{
+	if (o->n_allowed_registries == 0)
+		return true;
+	for (size_t i = 0; i < o->n_allowed_registries; i++) {
+		size_t n = strlen(o->allowed_registries[i]);
+		while (n > 0 && o->allowed_registries[i][n - 1] == '/')
+			n--;
+		if (strncmp(image, o->allowed_registries[i], n) == 0 && image[n] == '/')
+			return true;
+	}
+	return false;
+}
+
+static int check_image(const struct inject_context *ctx, const struct latch_yaml_node *at, const char *image)
+{
+	const struct latch_inject_options *o = ctx->opts;
+	if (o->require_image_digest && !strstr(image, "@sha256:"))
+		return obj_fail(ctx, at, "image '%s' is not pinned by digest (@sha256:...) and --require-image-digest is set", image);
+	if (!registry_allowed(image, o))
+		return obj_fail(ctx, at, "image '%s' is not from an allowed registry (--allowed-registries)", image);
+	return 0;
+}
+
+static int check_all_images(const struct inject_context *ctx, const struct latch_yaml_node *spec)
+{
+	static const char *const lists[] = { "containers", "initContainers" };
+	for (size_t l = 0; l < 2; l++) {
+		const struct latch_yaml_node *seq = latch_yaml_map_get(spec, lists[l]);
+		for (size_t i = 0; seq && seq->kind == LATCH_YAML_SEQUENCE && i < seq->n_items; i++) {
+			const struct latch_yaml_node *img = latch_yaml_map_get(seq->items[i], "image");
+			if (img && img->kind == LATCH_YAML_SCALAR && !named(seq->items[i], CONTAINER_NAME)) {
+				int r = check_image(ctx, img, img->value);
+				if (r < 0)
+					return r;
+			}
+		}
+	}
+	return 0;
+}
+
+static json_t *volumes_json(const struct inject_settings *s, json_t **ret_token, json_t **ret_tls)
+{
+	json_t *token_source = json_pack("{s:s,s:i}", "path", "token", "expirationSeconds", 600);
+	if (s->token_audience)
+		json_object_set_new(token_source, "audience", json_string(s->token_audience));
+	*ret_token = s->token_volume_name ? NULL
+					  : json_pack("{s:s,s:{s:[{s:o}]}}", "name", TOKEN_VOLUME, "projected", "sources",
+						      "serviceAccountToken", token_source);
+	if (s->token_volume_name)
+		json_decref(token_source);
+	*ret_tls = s->tls_secret ? json_pack("{s:s,s:{s:s}}", "name", TLS_VOLUME, "secret", "secretName", s->tls_secret) : NULL;
+	return json_pack("{s:s,s:{s:s}}", "name", SECRETS_VOLUME, "emptyDir", "medium", "Memory");
+}
+
+static int run_as_same_user(const struct inject_context *ctx, const struct latch_yaml_node *spec, long *ret_uid)
+{
+	const struct latch_yaml_node *containers = latch_yaml_map_get(spec, "containers");
+	const struct latch_yaml_node *first = containers->n_items ? containers->items[0] : NULL;
+	const struct latch_yaml_node *uid = path_get((struct latch_yaml_node *)first, (const char *const[]){ "securityContext", "runAsUser", NULL });
+	char *end = NULL;
+	long v = uid && uid->kind == LATCH_YAML_SCALAR ? strtol(uid->value, &end, 10) : -1;
+	if (!end || *end || v <= 0)
+		return obj_fail(ctx, first, "agent-run-as-same-user needs securityContext.runAsUser (not root) on the first container");
+	*ret_uid = v;
+	return 0;
+}
+
+static json_t *security_context_json(long uid, long gid)
+{
+	return json_pack("{s:b,s:I,s:I,s:b,s:b,s:{s:[s]},s:{s:s}}", "runAsNonRoot", 1, "runAsUser", (json_int_t)uid, "runAsGroup",
+			 (json_int_t)gid, "readOnlyRootFilesystem", 1, "allowPrivilegeEscalation", 0, "capabilities", "drop", "ALL",
+			 "seccompProfile", "type", "RuntimeDefault");
+}
+
+/* Requests and limits sized on what latch-init measurably uses (bench/init: under 10 MiB). */
+static json_t *resources_json(const struct inject_settings *s)
+{
+	return json_pack("{s:{s:s,s:s},s:{s:s,s:s}}", "requests", "cpu", s->requests_cpu ? s->requests_cpu : "10m", "memory",
+			 s->requests_mem ? s->requests_mem : "16Mi", "limits", "cpu", s->limits_cpu ? s->limits_cpu : "500m",
+			 "memory", s->limits_mem ? s->limits_mem : "32Mi");
+}
+
+static json_t *container_json(const struct inject_settings *s, const char *image, long uid)
+{
+	char *config = json_dumps(s->config, JSON_COMPACT | JSON_SORT_KEYS);
+	bool sidecar = !s->pre_populate_only;
+	json_t *mounts = json_pack("[{s:s,s:s}]", "name", SECRETS_VOLUME, "mountPath", s->secret_volume_path);
+	json_array_append_new(mounts, json_pack("{s:s,s:s,s:b}", "name", s->token_volume_name ? s->token_volume_name : TOKEN_VOLUME,
+						"mountPath", TOKEN_DIR, "readOnly", 1));
+	if (s->tls_secret)
+		json_array_append_new(mounts, json_pack("{s:s,s:s,s:b}", "name", TLS_VOLUME, "mountPath", TLS_DIR, "readOnly", 1));
+	json_t *c = json_pack("{s:s,s:s,s:[s],s:[s]}", "name", CONTAINER_NAME, "image", image, "command", "/latch-init", "args",
+			      sidecar ? "sidecar" : "populate");
+	if (sidecar)
+		json_object_set_new(c, "restartPolicy", json_string("Always"));
+	json_object_set_new(c, "env", json_pack("[{s:s,s:s}]", "name", "LATCH_CONFIG", "value", config ? config : ""));
+	json_object_set_new(c, "resources", resources_json(s));
+	if (s->set_security_context)
+		json_object_set_new(c, "securityContext", security_context_json(uid, s->run_as_group));
+	if (sidecar && s->pre_populate)
+		json_object_set_new(c, "startupProbe", json_pack("{s:{s:[s,s]},s:i,s:i}", "exec", "command", "/latch-init", "probe",
+								 "periodSeconds", 1, "failureThreshold", 180));
+	json_object_set_new(c, "volumeMounts", mounts);
+	free(config);
+	return c;
+}
+
+static bool selected(const char *list, const char *name)
+{
+	if (!list)
+		return true;
+	size_t n = strlen(name);
+	for (const char *p = list; *p;) {
+		while (*p == ' ' || *p == ',')
+			p++;
+		const char *e = p;
+		while (*e && *e != ',')
+			e++;
+		const char *t = e;
+		while (t > p && t[-1] == ' ')
+			t--;
+		if ((size_t)(t - p) == n && strncmp(p, name, n) == 0)
+			return true;
+		p = e;
+	}
+	return false;
+}
+
+static int check_container_names(const struct inject_context *ctx, const struct inject_settings *s,
+				 const struct latch_yaml_node *containers)
+{
+	if (!s->containers)
+		return 0;
+	_cleanup_free_ char *copy = strdup(s->containers);
+	char *save = NULL;
+	for (char *name = strtok_r(copy, ", ", &save); name; name = strtok_r(NULL, ", ", &save)) {
+		bool found = false;
+		for (size_t i = 0; i < containers->n_items && !found; i++)
+			found = named(containers->items[i], name);
+		if (!found)
+			return obj_fail(ctx, containers, "agent-inject-containers names '%s', which is not a container of the pod", name);
+	}
+	return 0;
+}
+
+/* The secrets mount in one app (or existing init) container, replacing an earlier one. */
+static int mount_into(const struct inject_context *ctx, struct latch_yaml_node *container, const char *path)
+{
+	struct latch_yaml_node *mounts = ensure_child(container, "volumeMounts", LATCH_YAML_SEQUENCE);
+	if (!mounts)
+		return obj_fail(ctx, container, "volumeMounts of a container is not a list");
+	remove_named(mounts, SECRETS_VOLUME);
+	for (size_t i = 0; i < mounts->n_items; i++)
+		if (latch_yaml_is_scalar(latch_yaml_map_get(mounts->items[i], "mountPath"), path))
+			return obj_fail(ctx, mounts->items[i], "a container already mounts something at %s, the secret volume path", path);
+	return append_json(mounts, json_pack("{s:s,s:s,s:b}", "name", SECRETS_VOLUME, "mountPath", path, "readOnly", 1), false);
+}
+
+static int mount_app_containers(const struct inject_context *ctx, const struct inject_settings *s, struct latch_yaml_node *spec)
+{
+	struct latch_yaml_node *containers = latch_yaml_map_get(spec, "containers");
+	int r = check_container_names(ctx, s, containers);
+	for (size_t i = 0; r == 0 && i < containers->n_items; i++) {
+		const char *name = latch_yaml_map_get_str(containers->items[i], "name");
+		if (name && selected(s->containers, name))
+			r = mount_into(ctx, containers->items[i], s->secret_volume_path);
+	}
+	/* Like the Vault Agent Injector: every existing init container gets the secrets too. */
+	struct latch_yaml_node *inits = latch_yaml_map_get(spec, "initContainers");
+	for (size_t i = 0; r == 0 && inits && inits->kind == LATCH_YAML_SEQUENCE && i < inits->n_items; i++)
+		if (!named(inits->items[i], CONTAINER_NAME))
+			r = mount_into(ctx, inits->items[i], s->secret_volume_path);
+	return r;
+}
+
+static int add_volumes(const struct inject_context *ctx, const struct inject_settings *s, struct latch_yaml_node *spec)
+{
+	struct latch_yaml_node *volumes = ensure_child(spec, "volumes", LATCH_YAML_SEQUENCE);
+	if (!volumes)
+		return obj_fail(ctx, spec, "spec.volumes is not a list");
+	remove_named(volumes, SECRETS_VOLUME);
+	remove_named(volumes, TOKEN_VOLUME);
+	remove_named(volumes, TLS_VOLUME);
+	json_t *token, *tls;
+	json_t *secrets = volumes_json(s, &token, &tls);
+	int r = append_json(volumes, secrets, false);
+	if (r == 0 && token)
+		r = append_json(volumes, token, false);
+	else
+		json_decref(token);
+	if (r == 0 && tls)
+		r = append_json(volumes, tls, false);
+	else
+		json_decref(tls);
+	return r < 0 ? latch_error_set(ctx->err, LATCH_ENOMEM, "out of memory") : 0;
+}
+
+static int add_container(const struct inject_context *ctx, const struct inject_settings *s, struct latch_yaml_node *spec)
+{
+	long uid = s->run_as_user;
+	if (s->run_as_same_user && run_as_same_user(ctx, spec, &uid) < 0)
+		return LATCH_EINVAL;
+	const char *image = image_of(s, ctx->opts);
+	int r = check_image(ctx, latch_yaml_map_get(spec, "containers"), image);
+	if (r == 0 && ctx->opts->policy == LATCH_INJECT_POLICY_ALL_IMAGES)
+		r = check_all_images(ctx, spec);
+	if (r < 0)
+		return r;
+	struct latch_yaml_node *inits = ensure_child(spec, "initContainers", LATCH_YAML_SEQUENCE);
+	if (!inits)
+		return obj_fail(ctx, spec, "spec.initContainers is not a list");
+	remove_named(inits, CONTAINER_NAME);
+	if (append_json(inits, container_json(s, image, uid), s->init_first) < 0)
+		return latch_error_set(ctx->err, LATCH_ENOMEM, "out of memory");
+	return 0;
+}
+
+static bool uses_openbao_prefix(const struct latch_yaml_node *annotations)
+{
+	for (size_t i = 0; annotations && i < annotations->n_pairs; i++)
+		if (annotations->pairs[i].key && annotations->pairs[i].key->kind == LATCH_YAML_SCALAR &&
+		    strncmp(annotations->pairs[i].key->value, "openbao.openbao.org/", 20) == 0)
+			return true;
+	return false;
+}
+
+/* agent-inject-status: injected, so a Vault (or OpenBao) webhook still installed skips it. */
+static int mark_injected(const struct inject_context *ctx, struct latch_yaml_node *holder, bool openbao)
+{
+	struct latch_yaml_node *meta = ensure_child(holder, "metadata", LATCH_YAML_MAPPING);
+	struct latch_yaml_node *ann = meta ? ensure_child(meta, "annotations", LATCH_YAML_MAPPING) : NULL;
+	if (!ann)
+		return obj_fail(ctx, holder, "the pod template's metadata.annotations is not a mapping");
+	int r = latch_yaml_map_set(ann, STATUS_KEY, latch_yaml_string_new("injected"));
+	if (r == 0 && openbao)
+		r = latch_yaml_map_set(ann, BAO_STATUS_KEY, latch_yaml_string_new("injected"));
+	return r < 0 ? latch_error_set(ctx->err, LATCH_ENOMEM, "out of memory") : 0;
+}
+
+static bool has_latch_container(const struct latch_yaml_node *spec)
+{
+	const struct latch_yaml_node *inits = latch_yaml_map_get(spec, "initContainers");
+	for (size_t i = 0; inits && inits->kind == LATCH_YAML_SEQUENCE && i < inits->n_items; i++)
+		if (named(inits->items[i], CONTAINER_NAME))
+			return true;
+	return false;
+}
+
+static void describe(const struct latch_yaml_node *obj, struct latch_buf *out)
+{
+	const char *kind = latch_yaml_map_get_str(obj, "kind");
+	const char *name = latch_yaml_map_get_str(latch_yaml_map_get(obj, "metadata"), "name");
+	const char *ns = latch_yaml_map_get_str(latch_yaml_map_get(obj, "metadata"), "namespace");
+	latch_buf_printf(out, "%s '%s%s%s'", kind ? kind : "object", ns ? ns : "", ns ? "/" : "", name ? name : "?");
+}
+
+static bool system_namespace(const struct latch_yaml_node *obj)
+{
+	const char *ns = latch_yaml_map_get_str(latch_yaml_map_get(obj, "metadata"), "namespace");
+	return ns && (strcmp(ns, "kube-system") == 0 || strcmp(ns, "kube-public") == 0);
+}
+
+int latch_inject_object(struct latch_yaml_node *obj, const char *name, const struct latch_inject_options *opts,
+			struct latch_buf *warnings, struct latch_error *err)
+{
+	struct pod_template pt;
+	if (!obj || obj->kind != LATCH_YAML_MAPPING || !find_pod_template(obj, &pt))
+		return 0;
+	struct latch_buf what = LATCH_BUF_INIT(4096);
+	describe(obj, &what);
+	struct inject_context ctx = { name, latch_buf_str(&what), opts, warnings, err };
+	struct latch_yaml_node *pod_ann = path_get(pt.holder, (const char *const[]){ "metadata", "annotations", NULL });
+	struct latch_yaml_node *obj_ann = pt.holder == obj ? NULL : path_get(obj, (const char *const[]){ "metadata", "annotations", NULL });
+	struct inject_settings s;
+	int r = inject_read_annotations(&ctx, obj_ann, pod_ann, &s);
+	if (r < 0 || !s.inject) {
+		latch_buf_done(&what);
+		return r < 0 ? r : 0;
+	}
+	if (s.already_injected && !has_latch_container(pt.spec)) {
+		latch_buf_printf(warnings, "%s: %s: already injected by a Vault Agent Injector; left as it is\n", name, ctx.object);
+		r = 0;
+	} else if (system_namespace(obj)) {
+		latch_buf_printf(warnings, "%s: %s: kube-system and kube-public are never injected\n", name, ctx.object);
+		r = 0;
+	} else {
+		bool openbao = uses_openbao_prefix(pod_ann) || uses_openbao_prefix(obj_ann);
+		r = add_volumes(&ctx, &s, pt.spec);
+		if (r == 0)
+			r = add_container(&ctx, &s, pt.spec);
+		if (r == 0)
+			r = mount_app_containers(&ctx, &s, pt.spec);
+		if (r == 0)
+			r = mark_injected(&ctx, pt.holder, openbao);
+		if (r == 0)
+			r = 1;
+	}
+	inject_settings_done(&s);
+	latch_buf_done(&what);
+	return r;
+}
+
+static bool is_list(const struct latch_yaml_node *doc)
+{
+	const char *kind = latch_yaml_map_get_str(doc, "kind");
+	const struct latch_yaml_node *items = latch_yaml_map_get(doc, "items");
+	return kind && items && items->kind == LATCH_YAML_SEQUENCE &&
+	       (strcmp(kind, "List") == 0 || strcmp(kind, "ResourceList") == 0 || strstr(kind, "List") == kind + strlen(kind) - 4);
+}
+
+int latch_inject_stream(struct latch_yaml_stream *stream, const char *name, const struct latch_inject_options *opts,
+			struct latch_buf *warnings, struct latch_inject_stats *stats, struct latch_error *err)
+{
+	struct latch_inject_stats st = { 0 };
+	for (size_t d = 0; d < stream->n_docs; d++) {
+		struct latch_yaml_node *doc = stream->docs[d].root;
+		struct latch_yaml_node *items = is_list(doc) ? latch_yaml_map_get(doc, "items") : NULL;
+		size_t n = items ? items->n_items : 1;
+		for (size_t i = 0; i < n; i++) {
+			int r = latch_inject_object(items ? items->items[i] : doc, name, opts, warnings, err);
+			if (r < 0)
+				return r;
+			st.objects++;
+			st.injected += (size_t)r;
+		}
+	}
+	if (stats)
+		*stats = st;
+	return 0;
+}
