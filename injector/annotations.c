@@ -476,7 +476,8 @@ static int validate_config(const struct inject_context *ctx, const struct ann_se
 			if (strcasestr(msg, needle))
 				at = &set->items[i];
 		}
-	r = fail_at(ctx, at, "%s", msg);
+	/* Said of the annotation, the position inside the generated config means nothing. */
+	r = fail_at(ctx, at, "%s", at ? t : msg);
 	latch_error_done(&inner);
 	return r;
 }
