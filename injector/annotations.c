@@ -96,8 +96,8 @@ static const char *get(const struct ann_set *set, const char *key)
 	return a ? a->value : NULL;
 }
 
-static int add_level(const struct inject_context *ctx, struct ann_set *set, const struct latch_yaml_node *annotations,
-		     bool pod_level)
+/* Add one object's annotations; a later level (the pod template) overrides an earlier one. */
+static int add_level(const struct inject_context *ctx, struct ann_set *set, const struct latch_yaml_node *annotations)
 {
 	if (!annotations || annotations->kind != LATCH_YAML_MAPPING)
 		return 0;
@@ -134,7 +134,6 @@ static int add_level(const struct inject_context *ctx, struct ann_set *set, cons
 		set->items = p;
 		set->items[set->n++] = a;
 	}
-	(void)pod_level;
 	return 0;
 }
 
@@ -524,9 +523,9 @@ int inject_read_annotations(const struct inject_context *ctx, const struct latch
 {
 	struct ann_set set = { 0 };
 	struct inject_settings s = { 0 };
-	int r = add_level(ctx, &set, workload_annotations, false);
+	int r = add_level(ctx, &set, workload_annotations);
 	if (r == 0)
-		r = add_level(ctx, &set, pod_annotations, true);
+		r = add_level(ctx, &set, pod_annotations);
 	if (r == 0)
 		r = parse_bool(ctx, &set, "agent-inject", false, &s.inject);
 	if (r == 0 && s.inject) {

@@ -431,12 +431,13 @@ int latch_inject_object(struct latch_yaml_node *obj, const char *name, const str
 	return r;
 }
 
+/* List, ResourceList, DeploymentList...: any kind ending in "List" that has items. */
 static bool is_list(const struct latch_yaml_node *doc)
 {
 	const char *kind = latch_yaml_map_get_str(doc, "kind");
 	const struct latch_yaml_node *items = latch_yaml_map_get(doc, "items");
-	return kind && items && items->kind == LATCH_YAML_SEQUENCE &&
-	       (strcmp(kind, "List") == 0 || strcmp(kind, "ResourceList") == 0 || strstr(kind, "List") == kind + strlen(kind) - 4);
+	size_t n = kind ? strlen(kind) : 0;
+	return n >= 4 && strcmp(kind + n - 4, "List") == 0 && items && items->kind == LATCH_YAML_SEQUENCE;
 }
 
 int latch_inject_stream(struct latch_yaml_stream *stream, const char *name, const struct latch_inject_options *opts,
