@@ -322,14 +322,23 @@ static int transport_error(struct latch_http_client *c, const struct latch_http_
 			       attempts == 1 ? "" : "s");
 }
 
-/* Wait before the next attempt; false when the deadline leaves no room for one. */
+/* The shortest time worth giving one more attempt before the deadline. */
+#define MIN_ATTEMPT_MS 200ull
+
+/* Wait before the next attempt; false when the deadline leaves no room for one. A wait that
+ * would cross the deadline is shortened, so the last attempt still happens before it. */
 static bool backoff(struct latch_http_client *c, unsigned retry, long retry_after_s, unsigned long long deadline)
 {
 	unsigned long long wait = latch_retry_delay_ms(&c->opts.retry, retry, next_random(c));
 	if (retry_after_s > 0 && (unsigned long long)retry_after_s * 1000ull > wait)
 		wait = (unsigned long long)retry_after_s * 1000ull;
-	if (deadline && now_ms() + wait >= deadline)
-		return false;
+	if (deadline) {
+		unsigned long long now = now_ms();
+		if (now + MIN_ATTEMPT_MS >= deadline)
+			return false;
+		if (now + wait + MIN_ATTEMPT_MS > deadline)
+			wait = deadline - now - MIN_ATTEMPT_MS;
+	}
 	sleep_ms(wait);
 	return true;
 }
