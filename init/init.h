@@ -36,6 +36,7 @@ struct init_request {
 
 struct init_state {
 	struct latch_config *config;
+	struct latch_vault_options vault_options; /* to open more clients for parallel fetches */
 	struct latch_vault *vault;
 	struct init_request *requests;
 	size_t n_requests;
@@ -54,6 +55,8 @@ void init_state_done(struct init_state *s);
 int init_login(struct init_state *s, struct latch_error *err);
 /* Fetch one request again (read or write-style issue). */
 int init_fetch(struct init_state *s, struct init_request *r, struct latch_error *err);
+/* Fetch every request, several at a time. */
+int init_fetch_all(struct init_state *s, struct latch_error *err);
 /* Render every secret and write the files that changed (all of them the first time). */
 int init_write_all(struct init_state *s, bool first, struct latch_error *err);
 /* Write the Vault token to token_file_name, when configured. */

@@ -1,5 +1,7 @@
 /* Log in, fetch each distinct request once, render, write atomically. */
 #include <errno.h>
+#include <pthread.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -63,12 +65,13 @@ static int collect_requests(struct init_state *s)
 int init_state_setup(struct init_state *s, struct latch_config *c, struct latch_error *err)
 {
 	*s = (struct init_state){ .config = c };
-	struct latch_vault_options o = {
+	struct latch_vault_options *o = &s->vault_options;
+	*o = (struct latch_vault_options){
 		.address = c->vault.address,
 		.namespace = c->vault.namespace,
 		.http = LATCH_HTTP_OPTIONS_DEFAULT,
 	};
-	o.http.tls = (struct latch_tls_options){
+	o->http.tls = (struct latch_tls_options){
 		.ca_file = c->vault.ca_file,
 		.ca_pem = c->vault.ca_pem,
 		.server_name = c->vault.server_name,
@@ -76,12 +79,12 @@ int init_state_setup(struct init_state *s, struct latch_config *c, struct latch_
 		.client_key_file = c->vault.client_key_file,
 		.insecure_skip_verify = c->vault.tls_skip_verify,
 	};
-	o.http.retry = (struct latch_retry_policy){ 1000, 250, 5000, c->deadline_seconds * 1000u };
-	o.http.request_timeout_ms = 30000;
+	o->http.retry = (struct latch_retry_policy){ 1000, 250, 5000, c->deadline_seconds * 1000u };
+	o->http.request_timeout_ms = 30000;
 	if (c->vault.tls_skip_verify)
 		LATCH_LOG(LATCH_LOG_WARN, "TLS verification of Vault is turned off (vault.tls_skip_verify)",
 			  { "address", c->vault.address });
-	int r = latch_vault_new(&o, &s->vault, err);
+	int r = latch_vault_new(o, &s->vault, err);
 	if (r == 0 && collect_requests(s) < 0)
 		r = latch_error_set(err, LATCH_ENOMEM, "out of memory");
 	return r;
@@ -99,10 +102,10 @@ void init_state_done(struct init_state *s)
 }
 
 /* Calls made from now on may take until the phase's deadline. */
-static void apply_deadline(struct init_state *s)
+static void apply_deadline(const struct init_state *s, struct latch_vault *vault)
 {
 	double left = s->deadline - init_now();
-	latch_vault_set_deadline(s->vault, left > 0.001 ? (unsigned)(left * 1000) : 1);
+	latch_vault_set_deadline(vault, left > 0.001 ? (unsigned)(left * 1000) : 1);
 }
 
 int init_login(struct init_state *s, struct latch_error *err)
@@ -116,7 +119,7 @@ int init_login(struct init_state *s, struct latch_error *err)
 	}
 	while (token.len > 0 && (token.ptr[token.len - 1] == '\n' || token.ptr[token.len - 1] == '\r'))
 		token.ptr[--token.len] = '\0';
-	apply_deadline(s);
+	apply_deadline(s, s->vault);
 	struct latch_vault_auth auth = { 0 };
 	if (c->auth.method == LATCH_AUTH_TOKEN) {
 		r = latch_vault_set_token(s->vault, latch_buf_str(&token), err);
@@ -147,12 +150,11 @@ static void schedule(struct init_request *r, double now)
 		r->due = now + (double)r->lease_duration * 0.85;
 }
 
-int init_fetch(struct init_state *s, struct init_request *r, struct latch_error *err)
+static int fetch_with(const struct init_state *s, struct latch_vault *vault, struct init_request *r, struct latch_error *err)
 {
-	apply_deadline(s);
+	apply_deadline(s, vault);
 	json_t *env = NULL;
-	int rc = r->params ? latch_vault_write(s->vault, r->path, r->params, &env, err)
-			   : latch_vault_read(s->vault, r->path, &env, err);
+	int rc = r->params ? latch_vault_write(vault, r->path, r->params, &env, err) : latch_vault_read(vault, r->path, &env, err);
 	if (rc < 0)
 		return rc;
 	const char *lease = latch_json_get_str(env, "lease_id");
@@ -171,6 +173,91 @@ int init_fetch(struct init_state *s, struct init_request *r, struct latch_error 
 	schedule(r, init_now());
 	LATCH_LOG(LATCH_LOG_INFO, "fetched secret", { "path", r->path }, { "lease", *lease_copy ? "yes" : "no" });
 	return 0;
+}
+
+int init_fetch(struct init_state *s, struct init_request *r, struct latch_error *err)
+{
+	return fetch_with(s, s->vault, r, err);
+}
+
+#define MAX_FETCH_WORKERS 8
+
+/* Each worker fetches every stride-th request with its own connection; the token is shared. */
+struct fetch_worker {
+	const struct init_state *s;
+	struct latch_vault *vault;
+	size_t first, stride;
+	size_t failed_at;  /* index of the request that failed, SIZE_MAX when none */
+	int result;
+	struct latch_error err;
+	pthread_t thread;
+};
+
+static void *fetch_worker_run(void *arg)
+{
+	struct fetch_worker *w = arg;
+	for (size_t i = w->first; i < w->s->n_requests && w->result == 0; i += w->stride) {
+		w->result = fetch_with(w->s, w->vault, &w->s->requests[i], &w->err);
+		if (w->result < 0)
+			w->failed_at = i;
+	}
+	return NULL;
+}
+
+static int open_worker(struct init_state *s, struct fetch_worker *w, size_t index, size_t n, struct latch_error *err)
+{
+	*w = (struct fetch_worker){ .s = s, .first = index, .stride = n, .failed_at = SIZE_MAX, .err = LATCH_ERROR_INIT };
+	if (index == 0) {
+		w->vault = s->vault;
+		return 0;
+	}
+	int r = latch_vault_new(&s->vault_options, &w->vault, err);
+	if (r == 0)
+		r = latch_vault_set_token(w->vault, latch_vault_token(s->vault), err);
+	return r;
+}
+
+/* Vault Agent fetches its templates' secrets concurrently; so does latch, up to
+ * MAX_FETCH_WORKERS at a time. The first failure in request order is the one reported. */
+int init_fetch_all(struct init_state *s, struct latch_error *err)
+{
+	size_t n = s->n_requests < MAX_FETCH_WORKERS ? s->n_requests : MAX_FETCH_WORKERS;
+	if (n <= 1) {
+		for (size_t i = 0; i < s->n_requests; i++) {
+			int r = init_fetch(s, &s->requests[i], err);
+			if (r < 0)
+				return r;
+		}
+		return 0;
+	}
+	struct fetch_worker workers[MAX_FETCH_WORKERS];
+	size_t opened = 0;
+	int r = 0;
+	for (; opened < n && r == 0; opened++)
+		r = open_worker(s, &workers[opened], opened, n, err);
+	size_t started = 0;
+	for (; r == 0 && started < n; started++)
+		if (pthread_create(&workers[started].thread, NULL, fetch_worker_run, &workers[started]) != 0)
+			break;
+	for (size_t i = 0; i < started; i++)
+		pthread_join(workers[i].thread, NULL);
+	if (r == 0 && started < n) {
+		/* Could not start every thread: the rest run here. */
+		for (size_t i = started; i < n; i++)
+			fetch_worker_run(&workers[i]);
+	}
+	const struct fetch_worker *first_failure = NULL;
+	for (size_t i = 0; r == 0 && i < n; i++)
+		if (workers[i].result < 0 && (!first_failure || workers[i].failed_at < first_failure->failed_at))
+			first_failure = &workers[i];
+	if (first_failure)
+		r = latch_error_set(err, first_failure->result, "%s", latch_error_message(&first_failure->err));
+	for (size_t i = 0; i < opened; i++) {
+		if (i > 0)
+			latch_vault_free(workers[i].vault);
+		latch_error_done(&workers[i].err);
+	}
+	return r;
 }
 
 static int join_path(const char *dir, const char *rel, char **ret)
@@ -300,8 +387,8 @@ int init_populate(struct init_state *s, struct latch_error *err)
 {
 	s->deadline = init_now() + s->config->deadline_seconds;
 	int r = init_login(s, err);
-	for (size_t i = 0; r == 0 && i < s->n_requests; i++)
-		r = init_fetch(s, &s->requests[i], err);
+	if (r == 0)
+		r = init_fetch_all(s, err);
 	if (r == 0)
 		r = init_write_all(s, true, err);
 	if (r == 0)
