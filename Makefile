@@ -5,7 +5,7 @@ STATIC_BUILD ?= build-static
 LATCH_INIT_STATIC := $(abspath $(STATIC_BUILD)/init/latch-init)
 export PATH := $(PATH):/usr/local/go/bin
 
-.PHONY: all deps build static bench-init unit sanitize e2e test demo stack-up stack-down clean
+.PHONY: all deps build static bench-init bench-inject unit sanitize e2e test demo stack-up stack-down clean
 
 all: build
 
@@ -52,6 +52,10 @@ bench-init: build static
 	dev/stack up
 	status=0; . .stack/env && LATCH_INIT_STATIC=$(LATCH_INIT_STATIC) bench/init/run || status=$$?; \
 		dev/stack down; exit $$status
+
+# latch-inject versus kustomize with an equivalent patch (numbers go in README.md).
+bench-inject: build
+	bench/inject/run
 
 demo: deps build
 	dev/stack up

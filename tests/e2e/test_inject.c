@@ -329,6 +329,43 @@ static void test_inject_e2e__krm_function(void **state)
 	free(dir);
 }
 
+/* As a kustomize exec function: kustomize build --enable-alpha-plugins --enable-exec. */
+static void test_inject_e2e__kustomize_exec_function(void **state)
+{
+	char *dir = stack_mkdtemp("latch-e2e-kustomize");
+	char path[1024], wrapper[1024];
+	snprintf(wrapper, sizeof(wrapper), "%s/latch-inject-fn", dir);
+	char script[2048];
+	snprintf(script, sizeof(script), "#!/bin/sh\nexec '%s' --vault-addr '%s'\n", bin("LATCH_INJECT"), stack.vault_addr);
+	stack_write_file(wrapper, script);
+	chmod(wrapper, 0755);
+	snprintf(path, sizeof(path), "%s/kustomization.yaml", dir);
+	stack_write_file(path, "resources: [deploy.yaml]\ntransformers: [latch.yaml]\n");
+	snprintf(path, sizeof(path), "%s/latch.yaml", dir);
+	char fn[2048];
+	snprintf(fn, sizeof(fn),
+		 "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: latch\n  annotations:\n    config.kubernetes.io/function: |\n"
+		 "      exec:\n        path: %s\ndata:\n  image: registry.example/latch-init:7\n", wrapper);
+	stack_write_file(path, fn);
+	snprintf(path, sizeof(path), "%s/deploy.yaml", dir);
+	stack_write_file(path, pipeline_manifest);
+	char out[1024], cmd[4096];
+	snprintf(out, sizeof(out), "%s/out.yaml", dir);
+	snprintf(cmd, sizeof(cmd), "'%s' build --enable-alpha-plugins --enable-exec '%s' >'%s'", bin("KUSTOMIZE_BIN"), dir, out);
+	char *argv[] = { "/bin/sh", "-c", cmd, NULL };
+	char *envp[] = { "PATH=/usr/bin:/bin", NULL };
+	assert_int_equal(stack_run(argv, envp, "/dev/null", 60, NULL), 0);
+	char *text = stack_read_file(out);
+	json_t *docs = docs_as_json(text);
+	json_t *latch = json_array_get(latch_json_path(json_array_get(docs, 0), "spec.template.spec.initContainers"), 0);
+	assert_string_equal(latch_json_get_str(latch, "name"), "latch-init");
+	assert_string_equal(latch_json_get_str(latch, "image"), "registry.example/latch-init:7");
+	json_decref(docs);
+	free(text);
+	stack_rm_rf(dir);
+	free(dir);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -336,6 +373,7 @@ int main(void)
 		cmocka_unit_test(test_inject_e2e__every_kind_passes_server_dry_run),
 		cmocka_unit_test(test_inject_e2e__bad_input_writes_nothing),
 		cmocka_unit_test(test_inject_e2e__krm_function),
+		cmocka_unit_test(test_inject_e2e__kustomize_exec_function),
 	};
 	return cmocka_run_group_tests(tests, stack_load, NULL);
 }
