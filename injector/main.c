@@ -42,11 +42,7 @@ struct cli {
 	bool json_output;
 	struct latch_inject_options opts;
 	char *registries; /* storage for opts.allowed_registries */
-};
-
-struct input {
-	char *name;
-	struct latch_yaml_stream stream;
+	char *fc_image, *fc_vault_address; /* copies from a KRM functionConfig */
 };
 
 static int parse_registries(struct cli *c, const char *list)
@@ -180,24 +176,13 @@ static int read_stdin(struct latch_buf *out, struct latch_error *err)
 	return ferror(stdin) ? latch_error_set(err, LATCH_EIO, "reading stdin failed") : 0;
 }
 
-static int load(const char *name, bool from_stdin, struct input *in, struct latch_error *err)
+static int read_input(const char *name, bool from_stdin, struct latch_buf *text, struct latch_error *err)
 {
-	struct latch_buf text = LATCH_BUF_INIT(INPUT_MAX);
-	int r = from_stdin ? read_stdin(&text, err) : latch_file_read(name, INPUT_MAX, &text, err);
-	struct latch_yaml_limits lim = LATCH_YAML_LIMITS_DEFAULT;
-	lim.max_bytes = INPUT_MAX;
-	in->name = strdup(name);
-	if (r == 0)
-		r = latch_yaml_parse(latch_buf_view(&text), name, &lim, &in->stream, err);
-	latch_buf_done(&text);
-	return r;
+	return from_stdin ? read_stdin(text, err) : latch_file_read(name, INPUT_MAX, text, err);
 }
 
-static bool is_resource_list(const struct input *in, size_t n)
+static bool is_resource_list(const struct latch_yaml_node *doc)
 {
-	if (n != 1 || in[0].stream.n_docs != 1)
-		return false;
-	const struct latch_yaml_node *doc = in[0].stream.docs[0].root;
 	const char *api = latch_yaml_map_get_str(doc, "apiVersion");
 	return latch_yaml_is_scalar(latch_yaml_map_get(doc, "kind"), "ResourceList") && api &&
 	       strncmp(api, "config.kubernetes.io/", 21) == 0;
@@ -211,10 +196,15 @@ static int function_config(struct cli *c, const struct latch_yaml_node *doc)
 	if (!data)
 		data = latch_yaml_map_get(fc, "spec");
 	const char *v;
-	if ((v = latch_yaml_map_get_str(data, "image")))
-		c->opts.image = v;
-	if ((v = latch_yaml_map_get_str(data, "vaultAddress")))
-		c->opts.vault_address = v;
+	/* Copied: the document is freed once injected, the options live on. */
+	if ((v = latch_yaml_map_get_str(data, "image"))) {
+		free(c->fc_image);
+		c->opts.image = c->fc_image = strdup(v);
+	}
+	if ((v = latch_yaml_map_get_str(data, "vaultAddress"))) {
+		free(c->fc_vault_address);
+		c->opts.vault_address = c->fc_vault_address = strdup(v);
+	}
 	if ((v = latch_yaml_map_get_str(data, "allowUnsupported")))
 		c->opts.allow_unsupported = strcmp(v, "true") == 0;
 	if ((v = latch_yaml_map_get_str(data, "requireImageDigest")))
@@ -226,84 +216,109 @@ static int function_config(struct cli *c, const struct latch_yaml_node *doc)
 	return 0;
 }
 
-static int emit_json(const struct input *in, size_t n, struct latch_buf *out, struct latch_error *err)
+/* Where the documents go: YAML text as they come, or JSON values collected for the end. */
+struct sink {
+	bool json;
+	struct latch_buf *out;
+	size_t n_docs;
+	json_t *items;
+};
+
+static int sink_add(struct sink *k, struct latch_yaml_doc *doc, const char *name, struct latch_error *err)
 {
-	json_t *items = json_array();
-	for (size_t i = 0; i < n; i++)
-		for (size_t d = 0; d < in[i].stream.n_docs; d++) {
-			json_t *j = latch_yaml_to_json(in[i].stream.docs[d].root);
-			if (!j) {
-				json_decref(items);
-				return latch_error_set(err, LATCH_EINVAL, "%s:%zu: a document cannot be written as JSON", in[i].name,
-						       in[i].stream.docs[d].line);
-			}
-			json_array_append_new(items, j);
-		}
-	json_t *doc = json_array_size(items) == 1 ? json_incref(json_array_get(items, 0))
-						  : json_pack("{s:s,s:s,s:O}", "apiVersion", "v1", "kind", "List", "items", items);
-	char *text = json_dumps(doc, JSON_INDENT(2) | JSON_ENCODE_ANY);
-	int r = text ? latch_buf_append_str(out, text) : LATCH_ENOMEM;
-	if (r == 0)
-		r = latch_buf_putc(out, '\n');
-	free(text);
-	json_decref(doc);
-	json_decref(items);
-	return r < 0 ? latch_error_set(err, r, "JSON output too large") : 0;
+	if (k->json) {
+		json_t *j = latch_yaml_to_json(doc->root);
+		if (!j || json_array_append_new(k->items, j) < 0)
+			return latch_error_set(err, LATCH_EINVAL, "%s:%zu: the document cannot be written as JSON", name, doc->line);
+		k->n_docs++;
+		return 0;
+	}
+	if (k->n_docs++ > 0 && latch_buf_append_str(k->out, "---\n") < 0)
+		return latch_error_set(err, LATCH_ELIMIT, "the output is larger than %u bytes", OUTPUT_MAX);
+	struct latch_yaml_stream one = { doc, 1 };
+	return latch_yaml_emit(&one, k->out, err);
 }
 
-static int emit_yaml(const struct input *in, size_t n, struct latch_buf *out, struct latch_error *err)
+static int sink_finish(struct sink *k, struct latch_error *err)
 {
-	struct latch_yaml_stream all = { 0 };
-	for (size_t i = 0; i < n; i++)
-		all.n_docs += in[i].stream.n_docs;
-	all.docs = calloc(all.n_docs ? all.n_docs : 1, sizeof(*all.docs));
-	if (!all.docs)
-		return latch_error_set(err, LATCH_ENOMEM, "out of memory");
-	size_t k = 0;
-	for (size_t i = 0; i < n; i++)
-		for (size_t d = 0; d < in[i].stream.n_docs; d++)
-			all.docs[k++] = in[i].stream.docs[d]; /* borrowed */
-	int r = latch_yaml_emit(&all, out, err);
-	free(all.docs);
-	return r;
+	if (!k->json)
+		return 0;
+	json_t *doc = json_array_size(k->items) == 1 ? json_incref(json_array_get(k->items, 0))
+						     : json_pack("{s:s,s:s,s:O}", "apiVersion", "v1", "kind", "List", "items", k->items);
+	char *text = json_dumps(doc, JSON_INDENT(2) | JSON_ENCODE_ANY);
+	int r = text ? latch_buf_append_str(k->out, text) : LATCH_ENOMEM;
+	if (r == 0)
+		r = latch_buf_putc(k->out, '\n');
+	free(text);
+	json_decref(doc);
+	return r < 0 ? latch_error_set(err, r, "the output is larger than %u bytes", OUTPUT_MAX) : 0;
+}
+
+/* One input, a document at a time: parse, inject, write to the sink, free. Only the output
+ * text is kept, so memory stays flat however many objects come. */
+static int process(struct cli *c, const char *name, bool from_stdin, struct sink *k, struct latch_buf *warnings,
+		   struct latch_error *err)
+{
+	struct latch_buf text = LATCH_BUF_INIT(INPUT_MAX);
+	struct latch_yaml_reader *reader = NULL;
+	struct latch_yaml_limits lim = LATCH_YAML_LIMITS_DEFAULT;
+	lim.max_bytes = INPUT_MAX;
+	int r = read_input(name, from_stdin, &text, err);
+	if (r == 0)
+		r = latch_yaml_reader_new(latch_buf_view(&text), name, &lim, &reader, err);
+	bool first = true;
+	struct latch_yaml_doc doc;
+	while (r == 0 && (r = latch_yaml_reader_next(reader, &doc, err)) == 0) {
+		if (first && from_stdin && is_resource_list(doc.root) && function_config(c, doc.root) < 0)
+			r = latch_error_set(err, LATCH_EINVAL, "%s: functionConfig has a bad allowedRegistries or policy", name);
+		first = false;
+		struct latch_yaml_stream one = { &doc, 1 };
+		if (r == 0)
+			r = latch_inject_stream(&one, name, &c->opts, warnings, NULL, err);
+		if (r == 0)
+			r = sink_add(k, &doc, name, err);
+		latch_yaml_node_free(doc.root);
+	}
+	latch_yaml_reader_free(reader);
+	latch_buf_done(&text);
+	return r == 1 ? 0 : r;
+}
+
+static int collect_inputs(struct cli *c, char ***files, size_t *n_files, struct latch_error *err)
+{
+	for (size_t i = 0; i < c->n_inputs; i++) {
+		struct stat st;
+		if (strcmp(c->inputs[i], "-") != 0 && stat(c->inputs[i], &st) == 0 && S_ISDIR(st.st_mode)) {
+			int r = list_dir(c->inputs[i], c->recursive, files, n_files, err);
+			if (r < 0)
+				return r;
+			continue;
+		}
+		char **p = realloc(*files, (*n_files + 1) * sizeof(**files));
+		if (!p)
+			return latch_error_set(err, LATCH_ENOMEM, "out of memory");
+		*files = p;
+		if (!((*files)[(*n_files)++] = strdup(c->inputs[i])))
+			return latch_error_set(err, LATCH_ENOMEM, "out of memory");
+	}
+	return 0;
 }
 
 static int run(struct cli *c, struct latch_buf *out, struct latch_buf *warnings, struct latch_error *err)
 {
 	char **files = NULL;
 	size_t n_files = 0;
-	int r = 0;
-	for (size_t i = 0; r == 0 && i < c->n_inputs; i++) {
-		struct stat st;
-		if (strcmp(c->inputs[i], "-") != 0 && stat(c->inputs[i], &st) == 0 && S_ISDIR(st.st_mode)) {
-			r = list_dir(c->inputs[i], c->recursive, &files, &n_files, err);
-		} else {
-			char **p = realloc(files, (n_files + 1) * sizeof(*files));
-			if (!p)
-				return latch_error_set(err, LATCH_ENOMEM, "out of memory");
-			files = p;
-			files[n_files++] = strdup(c->inputs[i]);
-		}
+	struct sink k = { .json = c->json_output, .out = out, .items = c->json_output ? json_array() : NULL };
+	int r = collect_inputs(c, &files, &n_files, err);
+	if (r == 0 && c->n_inputs == 0)
+		r = process(c, "<stdin>", true, &k, warnings, err);
+	for (size_t i = 0; r == 0 && i < n_files; i++) {
+		bool dash = strcmp(files[i], "-") == 0;
+		r = process(c, dash ? "<stdin>" : files[i], dash, &k, warnings, err);
 	}
-	bool use_stdin = c->n_inputs == 0;
-	size_t n_in = use_stdin ? 1 : n_files;
-	struct input *in = calloc(n_in ? n_in : 1, sizeof(*in));
-	for (size_t i = 0; r == 0 && in && i < n_in; i++) {
-		const char *name = use_stdin || strcmp(files[i], "-") == 0 ? "<stdin>" : files[i];
-		r = load(name, use_stdin || strcmp(files[i], "-") == 0, &in[i], err);
-	}
-	bool krm = r == 0 && in && use_stdin && is_resource_list(in, n_in);
-	if (krm && function_config(c, in[0].stream.docs[0].root) < 0)
-		r = latch_error_set(err, LATCH_EINVAL, "<stdin>: functionConfig has a bad allowedRegistries or policy");
-	for (size_t i = 0; r == 0 && in && i < n_in; i++)
-		r = latch_inject_stream(&in[i].stream, in[i].name, &c->opts, warnings, NULL, err);
-	if (r == 0 && in)
-		r = c->json_output ? emit_json(in, n_in, out, err) : emit_yaml(in, n_in, out, err);
-	for (size_t i = 0; in && i < n_in; i++) {
-		latch_yaml_stream_done(&in[i].stream);
-		free(in[i].name);
-	}
-	free(in);
+	if (r == 0)
+		r = sink_finish(&k, err);
+	json_decref(k.items);
 	for (size_t i = 0; i < n_files; i++)
 		free(files[i]);
 	free(files);
@@ -331,6 +346,8 @@ int main(int argc, char **argv)
 	latch_error_done(&err);
 	free((void *)c.opts.allowed_registries);
 	free(c.registries);
+	free(c.fc_image);
+	free(c.fc_vault_address);
 	free(c.inputs);
 	return r < 0 ? 1 : 0;
 }

@@ -213,7 +213,9 @@ struct builder {
 	size_t nodes;
 	struct latch_yaml_node *root;
 	size_t doc_line;
-	struct latch_yaml_stream out;
+	size_t n_docs;
+	struct latch_yaml_doc ready; /* a finished document, until the reader hands it out */
+	bool have_ready;
 };
 
 static enum latch_yaml_style scalar_style(yaml_scalar_style_t s)
@@ -356,17 +358,13 @@ static int on_document_end(struct builder *b, const yaml_event_t *ev)
 		latch_yaml_node_free(root);
 		return 0;
 	}
-	if (b->out.n_docs >= b->limits->max_documents) {
+	if (b->n_docs >= b->limits->max_documents) {
 		latch_yaml_node_free(root);
 		return at(b, ev, LATCH_ELIMIT, "more documents than the limit allows");
 	}
-	void *p = realloc(b->out.docs, (b->out.n_docs + 1) * sizeof(*b->out.docs));
-	if (!p) {
-		latch_yaml_node_free(root);
-		return latch_error_set(b->err, LATCH_ENOMEM, "out of memory");
-	}
-	b->out.docs = p;
-	b->out.docs[b->out.n_docs++] = (struct latch_yaml_doc){ root, b->doc_line };
+	b->n_docs++;
+	b->ready = (struct latch_yaml_doc){ root, b->doc_line };
+	b->have_ready = true;
 	return 0;
 }
 
@@ -395,44 +393,97 @@ static int on_event(struct builder *b, const yaml_event_t *ev)
 	}
 }
 
-int latch_yaml_parse(struct latch_view text, const char *name, const struct latch_yaml_limits *limits,
-		     struct latch_yaml_stream *ret, struct latch_error *err)
+struct latch_yaml_reader {
+	struct builder b;
+	yaml_parser_t parser;
+	bool done;
+};
+
+int latch_yaml_reader_new(struct latch_view text, const char *name, const struct latch_yaml_limits *limits,
+			  struct latch_yaml_reader **ret, struct latch_error *err)
 {
 	if (text.len > limits->max_bytes)
 		return latch_error_set(err, LATCH_ELIMIT, "%s: %zu bytes is more than the limit of %zu", name, text.len,
 				       limits->max_bytes);
-	struct builder b = { .name = name, .text = text, .limits = limits, .err = err };
-	b.stack = calloc(limits->max_depth + 1, sizeof(*b.stack));
-	if (!b.stack)
+	struct latch_yaml_reader *r = calloc(1, sizeof(*r));
+	if (!r)
 		return latch_error_set(err, LATCH_ENOMEM, "out of memory");
-	yaml_parser_t parser;
-	if (!yaml_parser_initialize(&parser)) {
-		free(b.stack);
+	r->b = (struct builder){ .name = name, .text = text, .limits = limits };
+	r->b.stack = calloc(limits->max_depth + 1, sizeof(*r->b.stack));
+	if (!r->b.stack || !yaml_parser_initialize(&r->parser)) {
+		free(r->b.stack);
+		free(r);
 		return latch_error_set(err, LATCH_ENOMEM, "out of memory");
 	}
-	yaml_parser_set_input_string(&parser, (const unsigned char *)text.ptr, text.len);
-	yaml_parser_set_encoding(&parser, YAML_UTF8_ENCODING);
+	yaml_parser_set_input_string(&r->parser, (const unsigned char *)text.ptr, text.len);
+	yaml_parser_set_encoding(&r->parser, YAML_UTF8_ENCODING);
+	*ret = r;
+	return 0;
+}
 
-	int r = 0;
-	for (bool done = false; !done && r == 0;) {
+int latch_yaml_reader_next(struct latch_yaml_reader *r, struct latch_yaml_doc *ret, struct latch_error *err)
+{
+	r->b.err = err;
+	int rc = 0;
+	while (rc == 0 && !r->done && !r->b.have_ready) {
 		yaml_event_t ev;
-		if (!yaml_parser_parse(&parser, &ev)) {
-			r = parser_error(&b, &parser);
+		if (!yaml_parser_parse(&r->parser, &ev)) {
+			rc = parser_error(&r->b, &r->parser);
 			break;
 		}
-		done = ev.type == YAML_STREAM_END_EVENT;
-		r = on_event(&b, &ev);
+		r->done = ev.type == YAML_STREAM_END_EVENT;
+		rc = on_event(&r->b, &ev);
 		yaml_event_delete(&ev);
 	}
-	yaml_parser_delete(&parser);
-	/* On failure the unfinished document is only reachable from its root. */
-	latch_yaml_node_free(b.root);
-	free(b.stack);
+	if (rc < 0) {
+		r->done = true; /* libyaml cannot go on after an error */
+		return rc;
+	}
+	if (!r->b.have_ready)
+		return 1;
+	*ret = r->b.ready;
+	r->b.have_ready = false;
+	return 0;
+}
+
+void latch_yaml_reader_free(struct latch_yaml_reader *r)
+{
+	if (!r)
+		return;
+	yaml_parser_delete(&r->parser);
+	/* An unfinished document is only reachable from its root. */
+	latch_yaml_node_free(r->b.root);
+	if (r->b.have_ready)
+		latch_yaml_node_free(r->b.ready.root);
+	free(r->b.stack);
+	free(r);
+}
+
+int latch_yaml_parse(struct latch_view text, const char *name, const struct latch_yaml_limits *limits,
+		     struct latch_yaml_stream *ret, struct latch_error *err)
+{
+	struct latch_yaml_reader *reader;
+	int r = latch_yaml_reader_new(text, name, limits, &reader, err);
+	if (r < 0)
+		return r;
+	struct latch_yaml_stream out = { 0 };
+	struct latch_yaml_doc doc;
+	while ((r = latch_yaml_reader_next(reader, &doc, err)) == 0) {
+		void *p = realloc(out.docs, (out.n_docs + 1) * sizeof(*out.docs));
+		if (!p) {
+			latch_yaml_node_free(doc.root);
+			r = latch_error_set(err, LATCH_ENOMEM, "out of memory");
+			break;
+		}
+		out.docs = p;
+		out.docs[out.n_docs++] = doc;
+	}
+	latch_yaml_reader_free(reader);
 	if (r < 0) {
-		latch_yaml_stream_done(&b.out);
+		latch_yaml_stream_done(&out);
 		return r;
 	}
-	*ret = b.out;
+	*ret = out;
 	return 0;
 }
 

@@ -80,6 +80,15 @@ struct latch_yaml_limits {
  * Documents that are empty (only comments, or "---" alone) are skipped. */
 int latch_yaml_parse(struct latch_view text, const char *name, const struct latch_yaml_limits *limits,
 		     struct latch_yaml_stream *ret, struct latch_error *err);
+/* The same, one document at a time, so a long stream need not be held whole:
+ * latch_yaml_reader_next() gives the next non-empty document (the caller owns its root) and
+ * returns 0, 1 at the end of the stream, or a negative code. text must outlive the reader. */
+struct latch_yaml_reader;
+int latch_yaml_reader_new(struct latch_view text, const char *name, const struct latch_yaml_limits *limits,
+			  struct latch_yaml_reader **ret, struct latch_error *err);
+int latch_yaml_reader_next(struct latch_yaml_reader *reader, struct latch_yaml_doc *ret, struct latch_error *err);
+void latch_yaml_reader_free(struct latch_yaml_reader *reader);
+
 /* Emit every document, "---"-separated, appending to out. */
 int latch_yaml_emit(const struct latch_yaml_stream *stream, struct latch_buf *out, struct latch_error *err);
 void latch_yaml_stream_done(struct latch_yaml_stream *stream);

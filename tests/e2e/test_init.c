@@ -240,6 +240,21 @@ static void test_init__wrong_service_account_fails_fast_with_hint(void **state)
 	run_done(&r);
 }
 
+static void test_init__wrong_role_fails_fast_with_hint(void **state)
+{
+	struct run r;
+	run_setup(&r, "app");
+	char vault[2048];
+	snprintf(vault, sizeof(vault), "\"address\":\"%s\",\"ca_file\":\"%s\"", stack.vault_addr, stack.ca);
+	make_config_for(&r, vault, "no-such-role", "", "[{\"name\":\"db\",\"path\":\"database/creds/app\"}]");
+	double seconds;
+	int status = run_init(&r, "populate", 30, &seconds);
+	assert_true(status == 65 || status == 77);
+	assert_true(seconds < 2.0);
+	assert_log_contains(&r, "with role 'no-such-role' as ServiceAccount 'demo/app' was refused");
+	run_done(&r);
+}
+
 static void test_init__vault_down_bounded_retries(void **state)
 {
 	struct run r;
@@ -519,6 +534,7 @@ int main(void)
 		cmocka_unit_test(test_init__populate_every_format),
 		cmocka_unit_test(test_init__probe_fails_before_populate),
 		cmocka_unit_test(test_init__wrong_service_account_fails_fast_with_hint),
+		cmocka_unit_test(test_init__wrong_role_fails_fast_with_hint),
 		cmocka_unit_test(test_init__vault_down_bounded_retries),
 		cmocka_unit_test(test_init__wrong_ca_and_wrong_name_are_refused),
 		cmocka_unit_test(test_init__missing_path_names_it),
