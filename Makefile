@@ -5,7 +5,7 @@ STATIC_BUILD ?= build-static
 LATCH_INIT_STATIC := $(abspath $(STATIC_BUILD)/init/latch-init)
 export PATH := $(PATH):/usr/local/go/bin
 
-.PHONY: all deps build static bench-init bench-inject unit sanitize e2e test demo stack-up stack-down clean
+.PHONY: all deps build static fuzz bench-init bench-inject unit sanitize e2e test demo stack-up stack-down clean
 
 all: build
 
@@ -47,6 +47,19 @@ test: deps
 	$(MAKE) sanitize
 	$(MAKE) e2e
 
+# Coverage-guided fuzzing of every parser for FUZZ_SECONDS each (clang and libFuzzer from
+# Debian: clang-14, libfuzzer-14-dev). New inputs go to build-fuzz/corpus; crashes stop it.
+FUZZ_SECONDS ?= 60
+fuzz:
+	[ -f build-fuzz/build.ninja ] || CC=clang-14 meson setup build-fuzz -Dfuzzing=true \
+		-Db_sanitize=address,undefined -Db_lundef=false
+	ninja -C build-fuzz
+	for h in yaml json template config inject; do \
+		mkdir -p build-fuzz/corpus/$$h && cp -n tests/fuzz/corpus/$$h/* build-fuzz/corpus/$$h/; \
+		build-fuzz/tests/fuzz/fuzz_$$h -max_total_time=$(FUZZ_SECONDS) -max_len=65536 \
+			-artifact_prefix=build-fuzz/crash-$$h- build-fuzz/corpus/$$h || exit 1; \
+	done
+
 # latch-init versus vault agent, side by side (numbers go in README.md).
 bench-init: build static
 	dev/stack up
@@ -70,4 +83,4 @@ stack-down:
 	dev/stack down
 
 clean:
-	rm -rf $(BUILD) $(SAN_BUILD) $(STATIC_BUILD)
+	rm -rf $(BUILD) $(SAN_BUILD) $(STATIC_BUILD) build-fuzz
