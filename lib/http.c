@@ -10,7 +10,7 @@
 struct latch_http_client {
 	CURL *curl;
 	struct latch_http_options opts;
-	char *ca_file, *ca_pem, *server_name, *client_cert_file, *client_key_file;
+	char *ca_file, *ca_pem, *server_name, *client_cert_file, *client_key_file, *client_cert_pem, *client_key_pem;
 	unsigned long long rng;
 };
 
@@ -81,7 +81,8 @@ int latch_http_client_new(const struct latch_http_options *opts, struct latch_ht
 	if (!c->curl || dup_opt(opts->tls.ca_file, &c->ca_file) < 0 || dup_opt(opts->tls.ca_pem, &c->ca_pem) < 0 ||
 	    dup_opt(opts->tls.server_name, &c->server_name) < 0 ||
 	    dup_opt(opts->tls.client_cert_file, &c->client_cert_file) < 0 ||
-	    dup_opt(opts->tls.client_key_file, &c->client_key_file) < 0) {
+	    dup_opt(opts->tls.client_key_file, &c->client_key_file) < 0 ||
+	    dup_opt(opts->tls.client_cert_pem, &c->client_cert_pem) < 0 || dup_opt(opts->tls.client_key_pem, &c->client_key_pem) < 0) {
 		latch_http_client_free(c);
 		return latch_error_set(err, LATCH_ENOMEM, "out of memory");
 	}
@@ -102,6 +103,8 @@ void latch_http_client_free(struct latch_http_client *c)
 	free(c->server_name);
 	free(c->client_cert_file);
 	free(c->client_key_file);
+	free(c->client_cert_pem);
+	latch_secret_free(c->client_key_pem);
 	free(c);
 }
 
@@ -241,6 +244,16 @@ static void set_tls(struct latch_http_client *c)
 		curl_easy_setopt(h, CURLOPT_SSLCERT, c->client_cert_file);
 	if (c->client_key_file)
 		curl_easy_setopt(h, CURLOPT_SSLKEY, c->client_key_file);
+	if (c->client_cert_pem) {
+		struct curl_blob blob = { c->client_cert_pem, strlen(c->client_cert_pem), CURL_BLOB_COPY };
+		curl_easy_setopt(h, CURLOPT_SSLCERT_BLOB, &blob);
+		curl_easy_setopt(h, CURLOPT_SSLCERTTYPE, "PEM");
+	}
+	if (c->client_key_pem) {
+		struct curl_blob blob = { c->client_key_pem, strlen(c->client_key_pem), CURL_BLOB_COPY };
+		curl_easy_setopt(h, CURLOPT_SSLKEY_BLOB, &blob);
+		curl_easy_setopt(h, CURLOPT_SSLKEYTYPE, "PEM");
+	}
 	long verify = c->opts.tls.insecure_skip_verify ? 0L : 1L;
 	curl_easy_setopt(h, CURLOPT_SSL_VERIFYPEER, verify);
 	curl_easy_setopt(h, CURLOPT_SSL_VERIFYHOST, verify ? 2L : 0L);

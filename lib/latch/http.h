@@ -22,6 +22,8 @@ struct latch_tls_options {
 	const char *server_name;    /* name to verify (and send as SNI) instead of the URL's host */
 	const char *client_cert_file;
 	const char *client_key_file;
+	const char *client_cert_pem;  /* PEM text, instead of the files (kubeconfig *-data) */
+	const char *client_key_pem;   /* secret: zeroed when the client is freed */
 	bool insecure_skip_verify;  /* only when a user asked for it; the program warns */
 };
 

@@ -1,0 +1,492 @@
+#include "latch/k8s.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "latch/base64.h"
+#include "latch/buf.h"
+#include "latch/file.h"
+#include "latch/http.h"
+#include "latch/yaml.h"
+
+#define KUBECONFIG_MAX (1u << 20)
+#define BODY_MAX (64u << 20)
+#define SA_DIR "/var/run/secrets/kubernetes.io/serviceaccount"
+
+struct resource {
+	char *group_version; /* "v1", "apps/v1" */
+	char *kind;
+	char *plural;
+	bool namespaced;
+};
+
+struct latch_k8s {
+	struct latch_http_client *http;
+	char *server;
+	char *auth_header; /* "Authorization: Bearer ..." or NULL */
+	struct resource *resources;
+	size_t n_resources;
+	bool discovered;
+};
+
+static void forget_resources(struct latch_k8s *k);
+
+void latch_k8s_free(struct latch_k8s *k)
+{
+	if (!k)
+		return;
+	latch_http_client_free(k->http);
+	free(k->server);
+	latch_secret_free(k->auth_header);
+	forget_resources(k);
+	free(k);
+}
+
+void latch_k8s_freep(struct latch_k8s **k)
+{
+	latch_k8s_free(*k);
+	*k = NULL;
+}
+
+const char *latch_k8s_server(const struct latch_k8s *k)
+{
+	return k->server;
+}
+
+/* ---- connection ---- */
+
+struct connection {
+	const char *server;
+	struct latch_tls_options tls;
+	char *token; /* secret */
+	/* storage for what tls points to */
+	char *ca_pem, *cert_pem, *key_pem, *ca_file, *cert_file, *key_file;
+};
+
+static void connection_done(struct connection *c)
+{
+	free(c->ca_pem);
+	free(c->cert_pem);
+	latch_secret_free(c->key_pem);
+	latch_secret_free(c->token);
+	free(c->ca_file);
+	free(c->cert_file);
+	free(c->key_file);
+}
+
+static int open_client(const struct connection *c, struct latch_k8s **ret, struct latch_error *err)
+{
+	struct latch_k8s *k = calloc(1, sizeof(*k));
+	if (!k || !(k->server = strdup(c->server))) {
+		free(k);
+		return latch_error_set(err, LATCH_ENOMEM, "out of memory");
+	}
+	size_t n = strlen(k->server);
+	while (n > 0 && k->server[n - 1] == '/')
+		k->server[--n] = '\0';
+	if (c->token) {
+		struct latch_buf h = LATCH_SECRET_BUF_INIT(65536);
+		latch_buf_printf(&h, "Authorization: Bearer %s", c->token);
+		k->auth_header = latch_buf_take(&h);
+		latch_buf_done(&h);
+	}
+	struct latch_http_options o = LATCH_HTTP_OPTIONS_DEFAULT;
+	o.tls = c->tls;
+	o.max_body = BODY_MAX;
+	o.retry = (struct latch_retry_policy){ 4, 200, 2000, 60000 };
+	int r = latch_http_client_new(&o, &k->http, err);
+	if (r < 0) {
+		latch_k8s_free(k);
+		return r;
+	}
+	*ret = k;
+	return 0;
+}
+
+/* A kubeconfig path relative to the kubeconfig's own directory. */
+static char *relative_to(const char *kubeconfig, const char *path)
+{
+	if (path[0] == '/')
+		return strdup(path);
+	const char *slash = strrchr(kubeconfig, '/');
+	struct latch_buf b = LATCH_BUF_INIT(8192);
+	latch_buf_printf(&b, "%.*s%s", slash ? (int)(slash - kubeconfig + 1) : 0, kubeconfig, path);
+	return latch_buf_take(&b);
+}
+
+static json_t *named_entry(const json_t *list, const char *name, const char *field)
+{
+	size_t i;
+	json_t *e;
+	json_array_foreach(list, i, e) if (name && latch_json_get_str(e, "name") && strcmp(latch_json_get_str(e, "name"), name) == 0) return json_object_get(e, field);
+	return NULL;
+}
+
+static int decode_pem(const char *b64, char **ret, const char *what, struct latch_error *err)
+{
+	struct latch_buf b = LATCH_SECRET_BUF_INIT(1u << 20);
+	if (latch_base64_decode(latch_view_str(b64), false, &b) < 0) {
+		latch_buf_done(&b);
+		return latch_error_set(err, LATCH_EINVAL, "kubeconfig: %s is not base64", what);
+	}
+	*ret = latch_buf_take(&b);
+	latch_buf_done(&b);
+	return 0;
+}
+
+static int read_token_file(const char *path, char **ret, struct latch_error *err)
+{
+	struct latch_buf b = LATCH_SECRET_BUF_INIT(65536);
+	int r = latch_file_read(path, 65536, &b, err);
+	while (r == 0 && b.len > 0 && (b.ptr[b.len - 1] == '\n' || b.ptr[b.len - 1] == '\r'))
+		b.ptr[--b.len] = '\0';
+	if (r == 0)
+		*ret = latch_buf_take(&b);
+	latch_buf_done(&b);
+	return r;
+}
+
+static int user_credentials(const char *path, const json_t *user, struct connection *c, struct latch_error *err)
+{
+	const char *v;
+	int r = 0;
+	if ((v = latch_json_get_str(user, "client-certificate-data")))
+		r = decode_pem(v, &c->cert_pem, "client-certificate-data", err);
+	if (r == 0 && (v = latch_json_get_str(user, "client-key-data")))
+		r = decode_pem(v, &c->key_pem, "client-key-data", err);
+	if (r == 0 && (v = latch_json_get_str(user, "client-certificate")))
+		c->cert_file = relative_to(path, v);
+	if (r == 0 && (v = latch_json_get_str(user, "client-key")))
+		c->key_file = relative_to(path, v);
+	if (r == 0 && (v = latch_json_get_str(user, "token")))
+		c->token = strdup(v);
+	else if (r == 0 && (v = latch_json_get_str(user, "tokenFile")))
+		r = read_token_file(v, &c->token, err);
+	c->tls.client_cert_pem = c->cert_pem;
+	c->tls.client_key_pem = c->key_pem;
+	c->tls.client_cert_file = c->cert_file;
+	c->tls.client_key_file = c->key_file;
+	return r;
+}
+
+static int kubeconfig_connection(const char *path, const json_t *cfg, struct connection *c, struct latch_error *err)
+{
+	const char *current = latch_json_get_str(cfg, "current-context");
+	const json_t *ctx = named_entry(json_object_get(cfg, "contexts"), current, "context");
+	if (!ctx)
+		return latch_error_set(err, LATCH_EINVAL, "kubeconfig '%s': no context '%s' (current-context)", path,
+				       current ? current : "");
+	const char *cluster_name = latch_json_get_str(ctx, "cluster");
+	const json_t *cluster = named_entry(json_object_get(cfg, "clusters"), cluster_name, "cluster");
+	const json_t *user = named_entry(json_object_get(cfg, "users"), latch_json_get_str(ctx, "user"), "user");
+	c->server = latch_json_get_str(cluster, "server");
+	if (!c->server)
+		return latch_error_set(err, LATCH_EINVAL, "kubeconfig '%s': cluster '%s' has no server", path,
+				       cluster_name ? cluster_name : "");
+	const char *v;
+	int r = 0;
+	if ((v = latch_json_get_str(cluster, "certificate-authority-data")))
+		r = decode_pem(v, &c->ca_pem, "certificate-authority-data", err);
+	if (r == 0 && (v = latch_json_get_str(cluster, "certificate-authority")))
+		c->ca_file = relative_to(path, v);
+	c->tls.ca_pem = c->ca_pem;
+	c->tls.ca_file = c->ca_file;
+	c->tls.server_name = latch_json_get_str(cluster, "tls-server-name");
+	c->tls.insecure_skip_verify = json_is_true(json_object_get(cluster, "insecure-skip-tls-verify"));
+	return r == 0 && user ? user_credentials(path, user, c, err) : r;
+}
+
+int latch_k8s_from_kubeconfig(const char *path, struct latch_k8s **ret, struct latch_error *err)
+{
+	_cleanup_free_ char *fallback = NULL;
+	if (!path || !*path)
+		path = getenv("KUBECONFIG");
+	if (!path || !*path) {
+		const char *home = getenv("HOME");
+		struct latch_buf b = LATCH_BUF_INIT(4096);
+		latch_buf_printf(&b, "%s/.kube/config", home ? home : "");
+		path = fallback = latch_buf_take(&b);
+	}
+	struct latch_buf text = LATCH_SECRET_BUF_INIT(KUBECONFIG_MAX);
+	struct latch_yaml_stream s = { 0 };
+	struct latch_yaml_limits lim = { KUBECONFIG_MAX, 32, 1, 100000 };
+	int r = latch_file_read(path, KUBECONFIG_MAX, &text, err);
+	if (r == 0)
+		r = latch_yaml_parse(latch_buf_view(&text), path, &lim, &s, err);
+	json_t *cfg = r == 0 && s.n_docs == 1 ? latch_yaml_to_json(s.docs[0].root) : NULL;
+	if (r == 0 && !json_is_object(cfg))
+		r = latch_error_set(err, LATCH_EINVAL, "kubeconfig '%s' is not a YAML mapping", path);
+	struct connection c = { 0 };
+	if (r == 0)
+		r = kubeconfig_connection(path, cfg, &c, err);
+	if (r == 0)
+		r = open_client(&c, ret, err);
+	connection_done(&c);
+	json_decref(cfg);
+	latch_yaml_stream_done(&s);
+	latch_buf_done(&text);
+	return r;
+}
+
+int latch_k8s_in_cluster(struct latch_k8s **ret, struct latch_error *err)
+{
+	const char *host = getenv("KUBERNETES_SERVICE_HOST"), *port = getenv("KUBERNETES_SERVICE_PORT");
+	if (!host || !port)
+		return latch_error_set(err, LATCH_EINVAL, "not in a cluster: KUBERNETES_SERVICE_HOST/PORT are not set");
+	struct latch_buf server = LATCH_BUF_INIT(1024);
+	latch_buf_printf(&server, strchr(host, ':') ? "https://[%s]:%s" : "https://%s:%s", host, port);
+	struct connection c = { .server = latch_buf_str(&server) };
+	c.tls.ca_file = SA_DIR "/ca.crt";
+	int r = read_token_file(SA_DIR "/token", &c.token, err);
+	if (r == 0)
+		r = open_client(&c, ret, err);
+	connection_done(&c);
+	latch_buf_done(&server);
+	return r;
+}
+
+/* ---- requests ---- */
+
+static bool retry_status(long status, void *userdata)
+{
+	return status == 429 || status == 502 || status == 503 || status == 504;
+}
+
+int latch_k8s_request(struct latch_k8s *k, const char *method, const char *path, const char *content_type,
+		      const char *body, long *ret_status, json_t **ret, struct latch_error *err)
+{
+	struct latch_buf url = LATCH_BUF_INIT(16384), ct = LATCH_BUF_INIT(512);
+	latch_buf_printf(&url, "%s%s", k->server, path);
+	latch_buf_printf(&ct, "Content-Type: %s", content_type ? content_type : "application/json");
+	const char *headers[3] = { latch_buf_str(&ct), "Accept: application/json", k->auth_header };
+	struct latch_http_request req = { .method = method, .url = latch_buf_str(&url), .headers = headers,
+					  .n_headers = k->auth_header ? 3 : 2, .retry_status = retry_status };
+	if (body)
+		req.body = latch_view_str(body);
+	struct latch_http_response resp = { 0 };
+	int r = latch_http_do(k->http, &req, &resp, err);
+	if (r == 0) {
+		*ret_status = resp.status;
+		*ret = NULL;
+		struct latch_json_limits lim = { BODY_MAX, 128 };
+		if (resp.body.len && latch_json_parse(latch_buf_view(&resp.body), path, &lim, ret, err) < 0)
+			r = latch_error_prefix(err, "%s %s answered %ld with a body that is not JSON", method, path, resp.status);
+	}
+	latch_http_response_done(&resp);
+	latch_buf_done(&url);
+	latch_buf_done(&ct);
+	return r;
+}
+
+static int status_error(long status, const json_t *body, const char *what, struct latch_error *err)
+{
+	const char *msg = latch_json_get_str(body, "message");
+	int code = status == 404 ? LATCH_ENOTFOUND : status == 409 ? LATCH_ECONFLICT
+		 : status == 401 || status == 403 ? LATCH_EFORBIDDEN : status == 422 || status == 400 ? LATCH_EINVAL
+		 : LATCH_EHTTP;
+	int r = latch_error_set(err, code, "%s: the API server answered %ld: %s", what, status, msg ? msg : "(no message)");
+	if (err)
+		err->http_status = status;
+	return r;
+}
+
+/* ---- discovery ---- */
+
+static int add_resources(struct latch_k8s *k, const char *group_version, const json_t *list)
+{
+	size_t i;
+	json_t *res;
+	json_array_foreach(json_object_get(list, "resources"), i, res) {
+		const char *name = latch_json_get_str(res, "name"), *kind = latch_json_get_str(res, "kind");
+		if (!name || !kind || strchr(name, '/'))
+			continue; /* subresources (deployments/status) */
+		void *p = realloc(k->resources, (k->n_resources + 1) * sizeof(*k->resources));
+		if (!p)
+			return LATCH_ENOMEM;
+		k->resources = p;
+		struct resource *r = &k->resources[k->n_resources++];
+		*r = (struct resource){ strdup(group_version), strdup(kind), strdup(name), json_is_true(json_object_get(res, "namespaced")) };
+		if (!r->group_version || !r->kind || !r->plural)
+			return LATCH_ENOMEM;
+	}
+	return 0;
+}
+
+static int discover_group_version(struct latch_k8s *k, const char *prefix, const char *group_version, struct latch_error *err)
+{
+	struct latch_buf path = LATCH_BUF_INIT(4096);
+	latch_buf_printf(&path, "%s/%s", prefix, group_version);
+	long status = 0;
+	json_t *list = NULL;
+	int r = latch_k8s_request(k, "GET", latch_buf_str(&path), NULL, NULL, &status, &list, err);
+	if (r == 0 && status == 200 && add_resources(k, group_version, list) < 0)
+		r = latch_error_set(err, LATCH_ENOMEM, "out of memory");
+	/* A group version that vanished between the two calls is not an error. */
+	json_decref(list);
+	latch_buf_done(&path);
+	return r;
+}
+
+static void forget_resources(struct latch_k8s *k)
+{
+	for (size_t i = 0; i < k->n_resources; i++) {
+		free(k->resources[i].group_version);
+		free(k->resources[i].kind);
+		free(k->resources[i].plural);
+	}
+	free(k->resources);
+	k->resources = NULL;
+	k->n_resources = 0;
+}
+
+static int discover(struct latch_k8s *k, struct latch_error *err)
+{
+	if (k->discovered)
+		return 0;
+	forget_resources(k);
+	int r = discover_group_version(k, "/api", "v1", err);
+	long status = 0;
+	json_t *groups = NULL;
+	if (r == 0)
+		r = latch_k8s_request(k, "GET", "/apis", NULL, NULL, &status, &groups, err);
+	if (r == 0 && status != 200)
+		r = status_error(status, groups, "discovery (GET /apis)", err);
+	size_t i;
+	json_t *g;
+	json_array_foreach(json_object_get(groups, "groups"), i, g) {
+		size_t j;
+		json_t *v;
+		json_array_foreach(json_object_get(g, "versions"), j, v) {
+			if (r == 0)
+				r = discover_group_version(k, "/apis", latch_json_get_str(v, "groupVersion"), err);
+		}
+	}
+	json_decref(groups);
+	k->discovered = r == 0;
+	return r;
+}
+
+static const struct resource *find_resource(const struct latch_k8s *k, const char *api_version, const char *kind)
+{
+	for (size_t i = 0; i < k->n_resources; i++)
+		if (strcmp(k->resources[i].group_version, api_version) == 0 && strcmp(k->resources[i].kind, kind) == 0)
+			return &k->resources[i];
+	return NULL;
+}
+
+int latch_k8s_object_path(struct latch_k8s *k, const char *api_version, const char *kind, const char *ns,
+			  const char *name, const char *default_namespace, char **ret_path, bool *ret_namespaced,
+			  struct latch_error *err)
+{
+	if (!api_version || !kind)
+		return latch_error_set(err, LATCH_EINVAL, "an object without apiVersion or kind");
+	const struct resource *res = NULL;
+	int r = discover(k, err);
+	if (r == 0 && !(res = find_resource(k, api_version, kind))) {
+		/* A CRD applied a moment ago: discovery is refreshed once. */
+		k->discovered = false;
+		r = discover(k, err);
+		if (r == 0 && !(res = find_resource(k, api_version, kind)))
+			return latch_error_set(err, LATCH_ENOTFOUND, "the API server serves no kind %s in %s", kind, api_version);
+	}
+	if (r < 0)
+		return r;
+	if (res->namespaced && !(ns && *ns))
+		ns = default_namespace && *default_namespace ? default_namespace : "default";
+	struct latch_buf b = LATCH_BUF_INIT(8192);
+	latch_buf_printf(&b, "%s/%s", strchr(api_version, '/') ? "/apis" : "/api", api_version);
+	if (res->namespaced)
+		latch_buf_printf(&b, "/namespaces/%s", ns);
+	latch_buf_printf(&b, "/%s", res->plural);
+	if (name)
+		latch_buf_printf(&b, "/%s", name);
+	*ret_path = latch_buf_take(&b);
+	if (ret_namespaced)
+		*ret_namespaced = res->namespaced;
+	return *ret_path ? 0 : latch_error_set(err, LATCH_ENOMEM, "out of memory");
+}
+
+static void describe(const json_t *obj, struct latch_buf *out)
+{
+	const json_t *meta = json_object_get(obj, "metadata");
+	const char *ns = latch_json_get_str(meta, "namespace");
+	latch_buf_printf(out, "%s '%s%s%s'", latch_json_get_str(obj, "kind") ? latch_json_get_str(obj, "kind") : "object",
+			 ns ? ns : "", ns ? "/" : "", latch_json_get_str(meta, "name") ? latch_json_get_str(meta, "name") : "?");
+}
+
+int latch_k8s_apply(struct latch_k8s *k, const json_t *obj, const struct latch_k8s_apply_options *o, json_t **ret,
+		    struct latch_error *err)
+{
+	const json_t *meta = json_object_get(obj, "metadata");
+	struct latch_buf what = LATCH_BUF_INIT(4096);
+	describe(obj, &what);
+	_cleanup_free_ char *path = NULL;
+	int r = latch_k8s_object_path(k, latch_json_get_str(obj, "apiVersion"), latch_json_get_str(obj, "kind"),
+				      latch_json_get_str(meta, "namespace"), latch_json_get_str(meta, "name"), o->default_namespace,
+				      &path, NULL, err);
+	if (r < 0) {
+		latch_error_prefix(err, "applying %s", latch_buf_str(&what));
+		latch_buf_done(&what);
+		return r;
+	}
+	struct latch_buf url = LATCH_BUF_INIT(16384);
+	latch_buf_printf(&url, "%s?fieldManager=%s%s%s", path, o->field_manager, o->force ? "&force=true" : "",
+			 o->dry_run ? "&dryRun=All" : "");
+	char *body = json_dumps(obj, JSON_COMPACT);
+	long status = 0;
+	json_t *resp = NULL;
+	r = body ? latch_k8s_request(k, "PATCH", latch_buf_str(&url), "application/apply-patch+yaml", body, &status, &resp, err)
+		 : latch_error_set(err, LATCH_ENOMEM, "out of memory");
+	if (r == 0 && status >= 300) {
+		latch_buf_printf(&what, "%s", o->dry_run ? " (dry run)" : "");
+		r = status_error(status, resp, latch_buf_str(&what), err);
+	}
+	if (r == 0 && ret)
+		*ret = json_incref(resp);
+	json_decref(resp);
+	free(body);
+	latch_buf_done(&url);
+	latch_buf_done(&what);
+	return r;
+}
+
+int latch_k8s_get(struct latch_k8s *k, const char *api_version, const char *kind, const char *ns, const char *name,
+		  json_t **ret, struct latch_error *err)
+{
+	_cleanup_free_ char *path = NULL;
+	int r = latch_k8s_object_path(k, api_version, kind, ns, name, NULL, &path, NULL, err);
+	long status = 0;
+	json_t *resp = NULL;
+	if (r == 0)
+		r = latch_k8s_request(k, "GET", path, NULL, NULL, &status, &resp, err);
+	if (r == 0 && status != 200) {
+		struct latch_buf what = LATCH_BUF_INIT(1024);
+		latch_buf_printf(&what, "getting %s '%s'", kind, name);
+		r = status_error(status, resp, latch_buf_str(&what), err);
+		latch_buf_done(&what);
+	}
+	if (r == 0)
+		*ret = json_incref(resp);
+	json_decref(resp);
+	return r;
+}
+
+int latch_k8s_delete(struct latch_k8s *k, const char *api_version, const char *kind, const char *ns, const char *name,
+		     struct latch_error *err)
+{
+	_cleanup_free_ char *path = NULL;
+	int r = latch_k8s_object_path(k, api_version, kind, ns, name, NULL, &path, NULL, err);
+	long status = 0;
+	json_t *resp = NULL;
+	if (r == 0)
+		r = latch_k8s_request(k, "DELETE", path, NULL, "{\"propagationPolicy\":\"Background\"}", &status, &resp, err);
+	if (r == 0 && status != 200 && status != 202 && status != 404) {
+		struct latch_buf what = LATCH_BUF_INIT(1024);
+		latch_buf_printf(&what, "deleting %s '%s'", kind, name);
+		r = status_error(status, resp, latch_buf_str(&what), err);
+		latch_buf_done(&what);
+	}
+	json_decref(resp);
+	return r;
+}

@@ -1,0 +1,53 @@
+/* The Kubernetes API client: connection from a kubeconfig file or the in-cluster service
+ * account, discovery of which resource serves a kind, and the calls latch-sync makes
+ * (server-side apply with optional dry run, get, delete).
+ *
+ * Lifecycle: latch_k8s_from_kubeconfig() or latch_k8s_in_cluster() -> calls ->
+ * latch_k8s_free(). Discovery runs on the first call that needs it and is cached. */
+#pragma once
+
+#include <stdbool.h>
+
+#include "latch/error.h"
+#include "latch/json.h"
+
+struct latch_k8s;
+
+/* path NULL: $KUBECONFIG, else ~/.kube/config. Uses the current context. */
+int latch_k8s_from_kubeconfig(const char *path, struct latch_k8s **ret, struct latch_error *err);
+/* KUBERNETES_SERVICE_HOST/PORT and /var/run/secrets/kubernetes.io/serviceaccount. */
+int latch_k8s_in_cluster(struct latch_k8s **ret, struct latch_error *err);
+void latch_k8s_free(struct latch_k8s *k);
+void latch_k8s_freep(struct latch_k8s **k);
+
+const char *latch_k8s_server(const struct latch_k8s *k);
+
+/* A raw request: path below the server ("/api/v1/namespaces"); ret gets the parsed body
+ * (NULL when empty), ret_status the HTTP status. Fails only when no answer came. */
+int latch_k8s_request(struct latch_k8s *k, const char *method, const char *path, const char *content_type,
+		      const char *body, long *ret_status, json_t **ret, struct latch_error *err);
+
+/* The REST path of an object ("/apis/apps/v1/namespaces/demo/deployments/web"), found by
+ * discovery; ret_namespaced says whether the kind is namespaced. name may be NULL (the
+ * collection); a namespaced kind without namespace uses default_namespace. */
+int latch_k8s_object_path(struct latch_k8s *k, const char *api_version, const char *kind, const char *ns,
+			  const char *name, const char *default_namespace, char **ret_path, bool *ret_namespaced,
+			  struct latch_error *err);
+
+struct latch_k8s_apply_options {
+	const char *field_manager;
+	bool force;
+	bool dry_run;
+	const char *default_namespace;
+};
+
+/* Server-side apply of one object; ret is what the server stored (or would store). A
+ * refusal is an error carrying the server's message and the object's kind/name. */
+int latch_k8s_apply(struct latch_k8s *k, const json_t *obj, const struct latch_k8s_apply_options *o, json_t **ret,
+		    struct latch_error *err);
+/* Get an object; LATCH_ENOTFOUND when it does not exist. */
+int latch_k8s_get(struct latch_k8s *k, const char *api_version, const char *kind, const char *ns, const char *name,
+		  json_t **ret, struct latch_error *err);
+/* Delete an object (background propagation); deleting one that is gone is success. */
+int latch_k8s_delete(struct latch_k8s *k, const char *api_version, const char *kind, const char *ns, const char *name,
+		     struct latch_error *err);
