@@ -1,0 +1,191 @@
+#include "latch/git.h"
+
+#include <git2.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "latch/file.h"
+
+struct latch_git {
+	git_repository *repo;
+	char *url;
+};
+
+/* The one place a libgit2 error becomes ours. */
+static int git_fail(struct latch_error *err, int code, const char *what, const char *object)
+{
+	const git_error *e = git_error_last();
+	return latch_error_set(err, code, "%s '%s': %s", what, object, e && e->message ? e->message : "unknown git error");
+}
+
+int latch_git_open(const char *cache_dir, const char *url, struct latch_git **ret, struct latch_error *err)
+{
+	static bool initialised;
+	if (!initialised) {
+		git_libgit2_init();
+		initialised = true;
+	}
+	int r = latch_file_mkdir_p(cache_dir, 0700, err);
+	if (r < 0)
+		return r;
+	struct latch_git *g = calloc(1, sizeof(*g));
+	if (!g || !(g->url = strdup(url))) {
+		free(g);
+		return latch_error_set(err, LATCH_ENOMEM, "out of memory");
+	}
+	if (git_repository_open_bare(&g->repo, cache_dir) < 0 && git_repository_init(&g->repo, cache_dir, 1) < 0) {
+		r = git_fail(err, LATCH_EIO, "opening the git cache", cache_dir);
+		latch_git_close(g);
+		return r;
+	}
+	*ret = g;
+	return 0;
+}
+
+void latch_git_close(struct latch_git *g)
+{
+	if (!g)
+		return;
+	git_repository_free(g->repo);
+	free(g->url);
+	free(g);
+}
+
+int latch_git_fetch(struct latch_git *g, struct latch_error *err)
+{
+	git_remote *remote = NULL;
+	if (git_remote_create_anonymous(&remote, g->repo, g->url) < 0)
+		return git_fail(err, LATCH_EINVAL, "git remote", g->url);
+	char *refspecs[] = { "+refs/heads/*:refs/remotes/origin/*", "+refs/tags/*:refs/tags/*" };
+	git_strarray specs = { refspecs, 2 };
+	git_fetch_options fo;
+	git_fetch_options_init(&fo, GIT_FETCH_OPTIONS_VERSION);
+	fo.prune = GIT_FETCH_PRUNE;
+	int r = 0;
+	if (git_remote_fetch(remote, &specs, &fo, NULL) < 0)
+		r = git_fail(err, LATCH_ECONNECT, "fetching", g->url);
+	git_remote_free(remote);
+	return r;
+}
+
+int latch_git_resolve(struct latch_git *g, const struct latch_git_ref *ref, char ret_sha[41], struct latch_error *err)
+{
+	git_object *obj = NULL;
+	struct latch_buf spec = LATCH_BUF_INIT(4096);
+	if (ref->commit)
+		latch_buf_printf(&spec, "%s^{commit}", ref->commit);
+	else if (ref->tag)
+		latch_buf_printf(&spec, "refs/tags/%s^{commit}", ref->tag);
+	else
+		latch_buf_printf(&spec, "refs/remotes/origin/%s^{commit}", ref->branch ? ref->branch : "main");
+	int r = 0;
+	if (git_revparse_single(&obj, g->repo, latch_buf_str(&spec)) < 0)
+		r = git_fail(err, LATCH_ENOTFOUND, "resolving", latch_buf_str(&spec));
+	else
+		git_oid_tostr(ret_sha, 41, git_object_id(obj));
+	git_object_free(obj);
+	latch_buf_done(&spec);
+	return r;
+}
+
+static bool manifest_file(const char *name)
+{
+	size_t n = strlen(name);
+	return (n > 5 && strcmp(name + n - 5, ".yaml") == 0) || (n > 4 && strcmp(name + n - 4, ".yml") == 0) ||
+	       (n > 5 && strcmp(name + n - 5, ".json") == 0);
+}
+
+struct walk {
+	struct latch_git *g;
+	const char *dir;
+	size_t max_file;
+	struct latch_git_files *out;
+	struct latch_error *err;
+	int result;
+};
+
+static int add_blob(struct walk *w, const char *root, const git_tree_entry *entry)
+{
+	git_blob *blob = NULL;
+	struct latch_buf path = LATCH_BUF_INIT(8192);
+	latch_buf_printf(&path, "%s%s%s%s", w->dir, *w->dir ? "/" : "", root, git_tree_entry_name(entry));
+	if (git_blob_lookup(&blob, w->g->repo, git_tree_entry_id(entry)) < 0) {
+		w->result = git_fail(w->err, LATCH_EIO, "reading", latch_buf_str(&path));
+		latch_buf_done(&path);
+		return -1;
+	}
+	size_t size = (size_t)git_blob_rawsize(blob);
+	if (size > w->max_file) {
+		w->result = latch_error_set(w->err, LATCH_ELIMIT, "'%s' is %zu bytes, more than the limit of %zu",
+					    latch_buf_str(&path), size, w->max_file);
+	} else {
+		void *p = realloc(w->out->items, (w->out->n + 1) * sizeof(*w->out->items));
+		char *data = malloc(size + 1);
+		if (!p || !data) {
+			free(data);
+			w->result = latch_error_set(w->err, LATCH_ENOMEM, "out of memory");
+		} else {
+			w->out->items = p;
+			memcpy(data, git_blob_rawcontent(blob), size);
+			data[size] = '\0';
+			w->out->items[w->out->n++] = (struct latch_git_file){ latch_buf_take(&path), data, size };
+		}
+	}
+	git_blob_free(blob);
+	latch_buf_done(&path);
+	return w->result < 0 ? -1 : 0;
+}
+
+static int walk_entry(const char *root, const git_tree_entry *entry, void *payload)
+{
+	struct walk *w = payload;
+	if (git_tree_entry_type(entry) != GIT_OBJECT_BLOB || !manifest_file(git_tree_entry_name(entry)))
+		return 0;
+	return add_blob(w, root, entry);
+}
+
+static int compare_files(const void *a, const void *b)
+{
+	return strcmp(((const struct latch_git_file *)a)->path, ((const struct latch_git_file *)b)->path);
+}
+
+int latch_git_read_tree(struct latch_git *g, const char *sha, const char *dir, size_t max_file,
+			struct latch_git_files *ret, struct latch_error *err)
+{
+	git_oid oid;
+	git_commit *commit = NULL;
+	git_tree *tree = NULL, *sub = NULL;
+	git_tree_entry *entry = NULL;
+	struct latch_git_files files = { 0 };
+	struct walk w = { g, dir ? dir : "", max_file, &files, err, 0 };
+	int r = 0;
+	if (git_oid_fromstr(&oid, sha) < 0 || git_commit_lookup(&commit, g->repo, &oid) < 0 || git_commit_tree(&tree, commit) < 0)
+		r = git_fail(err, LATCH_ENOTFOUND, "reading commit", sha);
+	else if (*w.dir && (git_tree_entry_bypath(&entry, tree, w.dir) < 0 || git_tree_entry_type(entry) != GIT_OBJECT_TREE))
+		r = latch_error_set(err, LATCH_ENOTFOUND, "commit %.12s has no directory '%s'", sha, w.dir);
+	else if (*w.dir && git_tree_lookup(&sub, g->repo, git_tree_entry_id(entry)) < 0)
+		r = git_fail(err, LATCH_EIO, "reading directory", w.dir);
+	else if (git_tree_walk(sub ? sub : tree, GIT_TREEWALK_PRE, walk_entry, &w) < 0)
+		r = w.result < 0 ? w.result : git_fail(err, LATCH_EIO, "walking", w.dir);
+	git_tree_entry_free(entry);
+	git_tree_free(sub);
+	git_tree_free(tree);
+	git_commit_free(commit);
+	if (r < 0) {
+		latch_git_files_done(&files);
+		return r;
+	}
+	qsort(files.items, files.n, sizeof(*files.items), compare_files);
+	*ret = files;
+	return 0;
+}
+
+void latch_git_files_done(struct latch_git_files *files)
+{
+	for (size_t i = 0; i < files->n; i++) {
+		free(files->items[i].path);
+		free(files->items[i].data);
+	}
+	free(files->items);
+	*files = (struct latch_git_files){ 0 };
+}

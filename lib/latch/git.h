@@ -1,0 +1,46 @@
+/* The git adapter (the only file that speaks libgit2): fetch a remote into a bare cache
+ * repository, resolve a branch, tag or commit, and read manifest files straight from the
+ * commit's tree, without a checkout.
+ *
+ * Lifecycle: latch_git_open() -> latch_git_fetch() -> latch_git_resolve() ->
+ * latch_git_read_tree() -> latch_git_files_done() / latch_git_close(). */
+#pragma once
+
+#include <stdbool.h>
+#include <stddef.h>
+
+#include "latch/buf.h"
+#include "latch/error.h"
+
+struct latch_git;
+
+struct latch_git_ref {
+	const char *branch; /* exactly one of the three */
+	const char *tag;
+	const char *commit;
+};
+
+struct latch_git_file {
+	char *path;  /* relative to the repository root */
+	char *data;
+	size_t len;
+};
+
+struct latch_git_files {
+	struct latch_git_file *items;
+	size_t n;
+};
+
+/* cache_dir: where the bare repository lives (created when missing). */
+int latch_git_open(const char *cache_dir, const char *url, struct latch_git **ret, struct latch_error *err);
+void latch_git_close(struct latch_git *g);
+
+/* Fetch every branch and tag; a force-pushed branch is followed. */
+int latch_git_fetch(struct latch_git *g, struct latch_error *err);
+/* The commit a ref names, as 40 hex characters. */
+int latch_git_resolve(struct latch_git *g, const struct latch_git_ref *ref, char ret_sha[41], struct latch_error *err);
+/* Every .yaml, .yml and .json file under dir ("" for the root) of the commit, sorted by path,
+ * recursively; each file at most max_file bytes. */
+int latch_git_read_tree(struct latch_git *g, const char *sha, const char *dir, size_t max_file,
+			struct latch_git_files *ret, struct latch_error *err);
+void latch_git_files_done(struct latch_git_files *files);

@@ -1,0 +1,142 @@
+/* latch-sync: the GitOps pull agent. */
+#include <getopt.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "latch/log.h"
+#include "sync.h"
+
+static const char usage[] =
+	"Usage: latch-sync once|diff|run --config FILE [--kubeconfig FILE] [--log-format text|json]\n"
+	"\n"
+	"  once   one pass over every source; exit 0 only if every source applied\n"
+	"  diff   validate every source with a server dry run; nothing is written\n"
+	"  run    a pass per source every interval, until SIGTERM\n"
+	"\n"
+	"Kubernetes access: --kubeconfig, $KUBECONFIG, or the in-cluster service account.\n";
+
+struct options {
+	const char *mode, *config, *kubeconfig;
+};
+
+static int parse(int argc, char **argv, struct options *o)
+{
+	static const struct option longopts[] = { { "config", required_argument, NULL, 'c' },
+						  { "kubeconfig", required_argument, NULL, 'k' },
+						  { "log-format", required_argument, NULL, 'f' },
+						  { "help", no_argument, NULL, 'h' },
+						  { NULL, 0, NULL, 0 } };
+	enum latch_log_format format = LATCH_LOG_TEXT;
+	int c;
+	while ((c = getopt_long(argc, argv, "h", longopts, NULL)) != -1) {
+		switch (c) {
+		case 'c': o->config = optarg; break;
+		case 'k': o->kubeconfig = optarg; break;
+		case 'f':
+			if (latch_log_format_parse(optarg, &format) < 0) {
+				fprintf(stderr, "latch-sync: --log-format '%s' is not text or json\n", optarg);
+				return 64;
+			}
+			break;
+		case 'h': fputs(usage, stdout); exit(0);
+		default: fputs(usage, stderr); return 64;
+		}
+	}
+	latch_log_setup(2, format, LATCH_LOG_INFO);
+	o->mode = optind < argc ? argv[optind] : NULL;
+	if (!o->mode || !o->config || (strcmp(o->mode, "once") && strcmp(o->mode, "diff") && strcmp(o->mode, "run"))) {
+		fputs(usage, stderr);
+		return 64;
+	}
+	return 0;
+}
+
+static int connect(const struct options *o, struct latch_k8s **k, struct latch_error *err)
+{
+	if (o->kubeconfig || getenv("KUBECONFIG") || !getenv("KUBERNETES_SERVICE_HOST"))
+		return latch_k8s_from_kubeconfig(o->kubeconfig, k, err);
+	return latch_k8s_in_cluster(k, err);
+}
+
+/* One pass over every source; returns the number that failed. */
+static size_t pass_all(struct latch_k8s *k, const struct sync_config *cfg, bool dry_run)
+{
+	size_t failed = 0;
+	for (size_t i = 0; i < cfg->n_sources; i++) {
+		const struct sync_source *s = &cfg->sources[i];
+		struct sync_result res;
+		struct latch_error err = LATCH_ERROR_INIT;
+		if (sync_source_pass(k, cfg, s, dry_run, &res, &err) < 0) {
+			LATCH_LOG(LATCH_LOG_ERROR, "sync failed", { "source", s->name }, { "error", latch_error_message(&err) });
+			failed++;
+		} else {
+			char applied[32], pruned[32];
+			snprintf(applied, sizeof(applied), "%zu", res.applied);
+			snprintf(pruned, sizeof(pruned), "%zu", res.pruned);
+			LATCH_LOG(LATCH_LOG_INFO, dry_run ? "validated" : "synced", { "source", s->name }, { "revision", res.revision },
+				  { "applied", applied }, { "pruned", pruned });
+		}
+		latch_error_done(&err);
+	}
+	return failed;
+}
+
+static long shortest_interval(const struct sync_config *cfg)
+{
+	long m = 3600;
+	for (size_t i = 0; i < cfg->n_sources; i++)
+		if (cfg->sources[i].interval_s < m)
+			m = cfg->sources[i].interval_s;
+	return m;
+}
+
+static bool wait_or_stop(long seconds)
+{
+	sigset_t set;
+	sigemptyset(&set);
+	sigaddset(&set, SIGTERM);
+	sigaddset(&set, SIGINT);
+	struct timespec ts = { seconds, 0 };
+	return sigtimedwait(&set, NULL, &ts) > 0;
+}
+
+int main(int argc, char **argv)
+{
+	sigset_t stop;
+	sigemptyset(&stop);
+	sigaddset(&stop, SIGTERM);
+	sigaddset(&stop, SIGINT);
+	sigprocmask(SIG_BLOCK, &stop, NULL);
+	struct options o = { 0 };
+	int r = parse(argc, argv, &o);
+	if (r)
+		return r;
+	struct sync_config cfg;
+	struct latch_k8s *k = NULL;
+	struct latch_error err = LATCH_ERROR_INIT;
+	if (sync_config_load(o.config, &cfg, &err) < 0) {
+		LATCH_LOG(LATCH_LOG_ERROR, "invalid configuration", { "error", latch_error_message(&err) });
+		latch_error_done(&err);
+		return 65;
+	}
+	if (connect(&o, &k, &err) < 0) {
+		LATCH_LOG(LATCH_LOG_ERROR, "cannot reach Kubernetes", { "error", latch_error_message(&err) });
+		sync_config_done(&cfg);
+		latch_error_done(&err);
+		return 69;
+	}
+	size_t failed = 0;
+	if (strcmp(o.mode, "run") == 0) {
+		do
+			pass_all(k, &cfg, false);
+		while (!wait_or_stop(shortest_interval(&cfg)));
+	} else {
+		failed = pass_all(k, &cfg, strcmp(o.mode, "diff") == 0);
+	}
+	latch_k8s_free(k);
+	sync_config_done(&cfg);
+	return failed ? 1 : 0;
+}

@@ -1,0 +1,363 @@
+/* One pass over a source: fetch, render, inject, validate the whole revision by server dry
+ * run, apply (Namespaces and CRDs first), prune what left, and record the inventory. A
+ * revision that fails anywhere before the apply changes nothing in the cluster. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "latch/git.h"
+#include "latch/log.h"
+#include "latch/yaml.h"
+#include "sync.h"
+
+#define FILE_MAX (8u << 20)
+#define FIELD_MANAGER "latch-sync"
+#define LABEL_CONFIG "latch.dev/config"
+#define LABEL_SOURCE "latch.dev/source"
+
+/* Apply order: what others depend on first, then a stable order by kind. */
+static int kind_rank(const char *kind)
+{
+	static const char *const order[] = { "Namespace", "CustomResourceDefinition", "ServiceAccount", "ClusterRole",
+					      "ClusterRoleBinding", "Role", "RoleBinding", "Secret", "ConfigMap",
+					      "PersistentVolumeClaim", "Service", NULL };
+	for (int i = 0; order[i]; i++)
+		if (kind && strcmp(kind, order[i]) == 0)
+			return i;
+	return 100;
+}
+
+static bool first_stage(const json_t *obj)
+{
+	return kind_rank(latch_json_get_str(obj, "kind")) <= 1;
+}
+
+static const char *meta_str(const json_t *obj, const char *key)
+{
+	return latch_json_get_str(json_object_get(obj, "metadata"), key);
+}
+
+static int compare_objects(const void *a, const void *b)
+{
+	const json_t *x = *(json_t *const *)a, *y = *(json_t *const *)b;
+	int d = kind_rank(latch_json_get_str(x, "kind")) - kind_rank(latch_json_get_str(y, "kind"));
+	if (d)
+		return d;
+	const char *kx = latch_json_get_str(x, "kind"), *ky = latch_json_get_str(y, "kind");
+	if ((d = strcmp(kx ? kx : "", ky ? ky : "")))
+		return d;
+	const char *nx = meta_str(x, "namespace"), *ny = meta_str(y, "namespace");
+	if ((d = strcmp(nx ? nx : "", ny ? ny : "")))
+		return d;
+	return strcmp(meta_str(x, "name") ? meta_str(x, "name") : "", meta_str(y, "name") ? meta_str(y, "name") : "");
+}
+
+/* The owner labels on every object: what prune checks before it deletes anything. */
+static void label(json_t *obj, const struct sync_config *c, const struct sync_source *s)
+{
+	json_t *meta = json_object_get(obj, "metadata");
+	json_t *labels = json_object_get(meta, "labels");
+	if (!json_is_object(labels)) {
+		labels = json_object();
+		json_object_set_new(meta, "labels", labels);
+	}
+	json_object_set_new(labels, LABEL_CONFIG, json_string(c->name));
+	json_object_set_new(labels, LABEL_SOURCE, json_string(s->name));
+}
+
+/* Render: every manifest file of the commit under path, each document injected. */
+static int render(const struct sync_config *c, const struct sync_source *s, const struct latch_git_files *files,
+		  const char *sha, json_t *objects, struct latch_error *err)
+{
+	struct latch_inject_options io = { .image = s->inject_image, .vault_address = s->inject_vault_address };
+	struct latch_buf warnings = LATCH_BUF_INIT(1u << 20);
+	int r = 0;
+	for (size_t i = 0; r == 0 && i < files->n; i++) {
+		struct latch_buf name = LATCH_BUF_INIT(8192);
+		latch_buf_printf(&name, "%s@%.12s", files->items[i].path, sha);
+		struct latch_yaml_limits lim = LATCH_YAML_LIMITS_DEFAULT;
+		struct latch_yaml_reader *reader = NULL;
+		r = latch_yaml_reader_new(latch_view_make(files->items[i].data, files->items[i].len), latch_buf_str(&name), &lim,
+					  &reader, err);
+		struct latch_yaml_doc doc;
+		while (r == 0 && (r = latch_yaml_reader_next(reader, &doc, err)) == 0) {
+			r = latch_inject_object(doc.root, latch_buf_str(&name), &io, &warnings, err);
+			json_t *obj = r >= 0 ? latch_yaml_to_json(doc.root) : NULL;
+			if (r >= 0 && (!json_is_object(obj) || !latch_json_get_str(obj, "kind") || !meta_str(obj, "name")))
+				r = latch_error_set(err, LATCH_EINVAL, "%s:%zu: a document without kind or metadata.name", latch_buf_str(&name),
+						    doc.line);
+			if (r >= 0) {
+				label(obj, c, s);
+				if (s->target_namespace && !meta_str(obj, "namespace"))
+					json_object_set_new(json_object_get(obj, "metadata"), "_defaultNamespace", json_string(s->target_namespace));
+				json_array_append(objects, obj);
+				r = 0;
+			}
+			json_decref(obj);
+			latch_yaml_node_free(doc.root);
+		}
+		if (r == 1)
+			r = 0;
+		latch_yaml_reader_free(reader);
+		latch_buf_done(&name);
+	}
+	if (warnings.len)
+		LATCH_LOG(LATCH_LOG_WARN, "latch-inject warnings", { "source", s->name }, { "warnings", latch_buf_str(&warnings) });
+	latch_buf_done(&warnings);
+	return r;
+}
+
+static const char *default_ns(const json_t *obj)
+{
+	return meta_str(obj, "_defaultNamespace");
+}
+
+/* The object as sent to the server: without our bookkeeping field. */
+static json_t *wire(const json_t *obj)
+{
+	json_t *copy = json_deep_copy(obj);
+	json_object_del(json_object_get(copy, "metadata"), "_defaultNamespace");
+	return copy;
+}
+
+static bool namespace_in_revision(const json_t *objects, const char *ns)
+{
+	size_t i;
+	json_t *o;
+	json_array_foreach(objects, i, o) if (strcmp(latch_json_get_str(o, "kind"), "Namespace") == 0 && meta_str(o, "name") && ns &&
+					    strcmp(meta_str(o, "name"), ns) == 0) return true;
+	return false;
+}
+
+/* Every object through a server-side apply with dryRun=All. Objects in a Namespace this
+ * revision creates cannot be checked before it exists; the apply checks them. */
+static int validate(struct latch_k8s *k, const json_t *objects, struct latch_error *err)
+{
+	size_t i;
+	json_t *o;
+	json_array_foreach(objects, i, o) {
+		struct latch_k8s_apply_options ao = { FIELD_MANAGER, true, true, default_ns(o) };
+		json_t *w = wire(o);
+		int r = latch_k8s_apply(k, w, &ao, NULL, err);
+		json_decref(w);
+		const char *ns = meta_str(o, "namespace") ? meta_str(o, "namespace") : default_ns(o);
+		if (r == LATCH_ENOTFOUND && namespace_in_revision(objects, ns))
+			continue;
+		if (r < 0)
+			return r;
+	}
+	return 0;
+}
+
+static int apply_all(struct latch_k8s *k, const json_t *objects, struct sync_result *res, struct latch_error *err)
+{
+	for (int stage = 0; stage < 2; stage++) {
+		size_t i;
+		json_t *o;
+		json_array_foreach(objects, i, o) {
+			if (first_stage(o) != (stage == 0))
+				continue;
+			struct latch_k8s_apply_options ao = { FIELD_MANAGER, true, false, default_ns(o) };
+			json_t *w = wire(o), *stored = NULL;
+			int r = latch_k8s_apply(k, w, &ao, &stored, err);
+			json_decref(w);
+			if (r < 0)
+				return r;
+			res->applied++;
+			json_decref(stored);
+		}
+	}
+	return 0;
+}
+
+/* ---- inventory ---- */
+
+static char *inventory_name(const struct sync_config *c, const struct sync_source *s)
+{
+	struct latch_buf b = LATCH_BUF_INIT(512);
+	latch_buf_printf(&b, "latch-sync.%s.%s", c->name, s->name);
+	return latch_buf_take(&b);
+}
+
+static json_t *entry_of(const json_t *obj)
+{
+	const char *ns = meta_str(obj, "namespace") ? meta_str(obj, "namespace") : default_ns(obj);
+	return json_pack("{s:s,s:s,s:s,s:s}", "apiVersion", latch_json_get_str(obj, "apiVersion"), "kind",
+			 latch_json_get_str(obj, "kind"), "namespace", ns ? ns : "", "name", meta_str(obj, "name"));
+}
+
+/* The inventory ConfigMap's data, or an empty object when there is none yet. */
+static json_t *read_inventory_data(struct latch_k8s *k, const struct sync_config *c, const struct sync_source *s)
+{
+	_cleanup_free_ char *name = inventory_name(c, s);
+	json_t *cm = NULL;
+	struct latch_error err = LATCH_ERROR_INIT;
+	json_t *data = NULL;
+	if (latch_k8s_get(k, "v1", "ConfigMap", c->namespace, name, &cm, &err) == 0)
+		data = json_incref(json_object_get(cm, "data"));
+	json_decref(cm);
+	latch_error_done(&err);
+	return json_is_object(data) ? data : (json_decref(data), json_object());
+}
+
+static json_t *read_inventory(struct latch_k8s *k, const struct sync_config *c, const struct sync_source *s)
+{
+	json_t *data = read_inventory_data(k, c, s);
+	const char *text = latch_json_get_str(data, "inventory");
+	json_t *entries = text ? json_loads(text, 0, NULL) : NULL;
+	json_decref(data);
+	return json_is_array(entries) ? entries : (json_decref(entries), json_array());
+}
+
+static int write_inventory(struct latch_k8s *k, const struct sync_config *c, const struct sync_source *s, const json_t *entries,
+			   const char *applied_rev, const char *attempted_rev, const char *result, struct latch_error *err)
+{
+	_cleanup_free_ char *name = inventory_name(c, s);
+	char *text = json_dumps(entries, JSON_COMPACT);
+	json_t *data = json_pack("{s:s,s:s,s:s}", "inventory", text ? text : "[]", "lastAttemptedRevision", attempted_rev,
+				 "result", result);
+	/* Server-side apply drops the fields this manager stops sending: keep the last applied
+	 * revision when this attempt failed. */
+	json_t *old = applied_rev ? NULL : read_inventory_data(k, c, s);
+	if (!applied_rev)
+		applied_rev = latch_json_get_str(old, "lastAppliedRevision");
+	if (applied_rev)
+		json_object_set_new(data, "lastAppliedRevision", json_string(applied_rev));
+	json_decref(old);
+	json_t *cm = json_pack("{s:s,s:s,s:{s:s,s:s,s:{s:s,s:s}},s:o}", "apiVersion", "v1", "kind", "ConfigMap", "metadata", "name",
+			       name, "namespace", c->namespace, "labels", LABEL_CONFIG, c->name, LABEL_SOURCE, s->name, "data", data);
+	json_t *ns = json_pack("{s:s,s:s,s:{s:s}}", "apiVersion", "v1", "kind", "Namespace", "metadata", "name", c->namespace);
+	struct latch_k8s_apply_options ao = { FIELD_MANAGER "-inventory", true, false, NULL };
+	int r = latch_k8s_apply(k, ns, &ao, NULL, err);
+	if (r == 0)
+		r = latch_k8s_apply(k, cm, &ao, NULL, err);
+	json_decref(ns);
+	json_decref(cm);
+	free(text);
+	return r;
+}
+
+static bool in_list(const json_t *entries, const json_t *e)
+{
+	size_t i;
+	json_t *x;
+	json_array_foreach(entries, i, x) if (json_equal(x, (json_t *)e)) return true;
+	return false;
+}
+
+/* Delete, newest-applied last first, what the previous inventory had and this revision does
+ * not, and only if it still carries this source's labels (someone may have taken it over). */
+static int prune(struct latch_k8s *k, const struct sync_config *c, const struct sync_source *s, const json_t *previous,
+		 const json_t *current, struct sync_result *res, struct latch_error *err)
+{
+	for (size_t i = json_array_size(previous); i-- > 0;) {
+		const json_t *e = json_array_get(previous, i);
+		if (in_list(current, e))
+			continue;
+		const char *ns = latch_json_get_str(e, "namespace");
+		json_t *live = NULL;
+		int r = latch_k8s_get(k, latch_json_get_str(e, "apiVersion"), latch_json_get_str(e, "kind"), *ns ? ns : NULL,
+				      latch_json_get_str(e, "name"), &live, err);
+		if (r == LATCH_ENOTFOUND)
+			continue;
+		if (r < 0)
+			return r;
+		const json_t *labels = json_object_get(json_object_get(live, "metadata"), "labels");
+		bool ours = latch_json_get_str(labels, LABEL_CONFIG) && strcmp(latch_json_get_str(labels, LABEL_CONFIG), c->name) == 0 &&
+			    latch_json_get_str(labels, LABEL_SOURCE) && strcmp(latch_json_get_str(labels, LABEL_SOURCE), s->name) == 0;
+		json_decref(live);
+		if (!ours)
+			continue;
+		r = latch_k8s_delete(k, latch_json_get_str(e, "apiVersion"), latch_json_get_str(e, "kind"), *ns ? ns : NULL,
+				     latch_json_get_str(e, "name"), err);
+		if (r < 0)
+			return r;
+		res->pruned++;
+		LATCH_LOG(LATCH_LOG_INFO, "pruned", { "kind", latch_json_get_str(e, "kind") }, { "name", latch_json_get_str(e, "name") });
+	}
+	return 0;
+}
+
+/* ---- the pass ---- */
+
+static int fetch_revision(const struct sync_config *c, const struct sync_source *s, char sha[41], struct latch_git_files *files,
+			  struct latch_error *err)
+{
+	struct latch_buf dir = LATCH_BUF_INIT(8192);
+	latch_buf_printf(&dir, "%s/%s/%s", c->cache_dir, c->name, s->name);
+	struct latch_git *g = NULL;
+	struct latch_git_ref ref = { s->branch, s->tag, s->commit };
+	int r = latch_git_open(latch_buf_str(&dir), s->url, &g, err);
+	if (r == 0)
+		r = latch_git_fetch(g, err);
+	if (r == 0)
+		r = latch_git_resolve(g, &ref, sha, err);
+	if (r == 0)
+		r = latch_git_read_tree(g, sha, s->path ? s->path : "", FILE_MAX, files, err);
+	latch_git_close(g);
+	latch_buf_done(&dir);
+	return r;
+}
+
+static json_t *sorted(json_t *objects)
+{
+	size_t n = json_array_size(objects);
+	json_t **items = calloc(n ? n : 1, sizeof(*items));
+	for (size_t i = 0; items && i < n; i++)
+		items[i] = json_array_get(objects, i);
+	if (items)
+		qsort(items, n, sizeof(*items), compare_objects);
+	json_t *out = json_array();
+	for (size_t i = 0; items && i < n; i++)
+		json_array_append(out, items[i]);
+	free(items);
+	return out;
+}
+
+int sync_source_pass(struct latch_k8s *k, const struct sync_config *c, const struct sync_source *s, bool dry_run,
+		     struct sync_result *ret, struct latch_error *err)
+{
+	struct sync_result res = { 0 };
+	struct latch_git_files files = { 0 };
+	json_t *rendered = json_array(), *objects = NULL, *previous = NULL, *current = json_array();
+	int r = fetch_revision(c, s, res.revision, &files, err);
+	if (r == 0)
+		r = render(c, s, &files, res.revision, rendered, err);
+	if (r == 0 && json_array_size(rendered) == 0 && !s->allow_empty)
+		r = latch_error_set(err, LATCH_EINVAL, "revision %.12s renders no object under '%s'; refusing to prune everything "
+						       "(set allowEmpty: true to allow it)", res.revision, s->path ? s->path : "");
+	if (r == 0) {
+		objects = sorted(rendered);
+		r = validate(k, objects, err);
+	}
+	size_t i;
+	json_t *o;
+	json_array_foreach(objects, i, o) json_array_append_new(current, entry_of(o));
+	if (r == 0 && !dry_run) {
+		previous = read_inventory(k, c, s);
+		r = apply_all(k, objects, &res, err);
+		if (r == 0 && s->prune)
+			r = prune(k, c, s, previous, current, &res, err);
+	}
+	if (!dry_run) {
+		/* Record the attempt either way; a failed revision keeps the last applied one. */
+		struct latch_error ierr = LATCH_ERROR_INIT;
+		json_t *keep = r == 0 ? json_incref(current) : (previous ? json_incref(previous) : read_inventory(k, c, s));
+		const char *applied = r == 0 ? res.revision : NULL;
+		if (write_inventory(k, c, s, keep, applied, res.revision[0] ? res.revision : "unknown", r == 0 ? "Applied" : latch_error_message(err),
+				    &ierr) < 0 &&
+		    r == 0)
+			r = latch_error_set(err, ierr.code, "%s", latch_error_message(&ierr));
+		json_decref(keep);
+		latch_error_done(&ierr);
+	}
+	json_decref(previous);
+	json_decref(current);
+	json_decref(objects);
+	json_decref(rendered);
+	latch_git_files_done(&files);
+	if (r < 0)
+		return r;
+	*ret = res;
+	return 0;
+}

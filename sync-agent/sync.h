@@ -1,0 +1,44 @@
+/* latch-sync internals: the SyncConfig, and one pass over a source (fetch, render, inject,
+ * validate by server dry run, apply, prune, record). */
+#pragma once
+
+#include <stdbool.h>
+
+#include "inject.h"
+#include "latch/error.h"
+#include "latch/k8s.h"
+
+struct sync_source {
+	char *name;
+	char *url;
+	char *branch, *tag, *commit;
+	char *path;
+	bool prune;
+	bool allow_empty;
+	char *target_namespace;
+	long interval_s;
+	char *inject_image;
+	char *inject_vault_address;
+};
+
+struct sync_config {
+	char *name;          /* metadata.name: names the inventory */
+	char *namespace;     /* spec.namespace: where inventories live */
+	char *cache_dir;
+	struct sync_source *sources;
+	size_t n_sources;
+};
+
+int sync_config_load(const char *path, struct sync_config *ret, struct latch_error *err);
+void sync_config_done(struct sync_config *c);
+
+struct sync_result {
+	char revision[41];
+	size_t applied;
+	size_t pruned;
+	size_t unchanged;
+};
+
+/* One pass over one source. dry_run: validate and report, write nothing. */
+int sync_source_pass(struct latch_k8s *k, const struct sync_config *c, const struct sync_source *s, bool dry_run,
+		     struct sync_result *ret, struct latch_error *err);

@@ -1,0 +1,230 @@
+/* latch-sync once against the stack's kube-apiserver and a git repository made by the test
+ * (file://): apply with injection and owner labels, prune, rollback by git revert, and a
+ * bad revision (invalid YAML, or an object the server refuses) that applies nothing. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "latch/k8s.h"
+#include "stack.h"
+
+struct repo {
+	char *dir;
+	char config[512];
+	char log[512];
+};
+
+static void sh(const char *dir, const char *cmd)
+{
+	char full[8192];
+	snprintf(full, sizeof(full), "cd '%s' && %s", dir, cmd);
+	char *argv[] = { "/bin/sh", "-c", full, NULL };
+	char *envp[] = { "PATH=/usr/bin:/bin", "GIT_AUTHOR_NAME=t", "GIT_AUTHOR_EMAIL=t@example.org", "GIT_COMMITTER_NAME=t",
+			 "GIT_COMMITTER_EMAIL=t@example.org", "HOME=/tmp", NULL };
+	if (stack_run(argv, envp, "/dev/null", 60, NULL) != 0)
+		fail_msg("command failed in %s: %s", dir, cmd);
+}
+
+static void write_in(const struct repo *r, const char *rel, const char *text)
+{
+	char path[1024];
+	snprintf(path, sizeof(path), "%s/repo/%s", r->dir, rel);
+	stack_write_file(path, text);
+}
+
+static const char base[] =
+	"apiVersion: v1\nkind: Namespace\nmetadata:\n  name: sync-e2e\n---\n"
+	"apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: settings\n  namespace: sync-e2e\ndata:\n  color: blue\n---\n"
+	"apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: web\n  namespace: sync-e2e\nspec:\n"
+	"  selector: {matchLabels: {app: web}}\n  template:\n    metadata:\n      labels: {app: web}\n      annotations:\n"
+	"        vault.hashicorp.com/agent-inject: \"true\"\n        vault.hashicorp.com/role: demo\n"
+	"        vault.hashicorp.com/agent-inject-secret-db: database/creds/app\n"
+	"    spec:\n      serviceAccountName: app\n      containers: [{name: web, image: nginx}]\n";
+
+static void repo_setup(struct repo *r)
+{
+	r->dir = stack_mkdtemp("latch-e2e-sync");
+	char path[1024];
+	snprintf(path, sizeof(path), "%s/repo/clusters/stack", r->dir);
+	char cmd[2048];
+	snprintf(cmd, sizeof(cmd), "mkdir -p '%s' && cd repo && git init -q -b main", path);
+	sh(r->dir, cmd);
+	write_in(r, "clusters/stack/app.yaml", base);
+	write_in(r, "README.md", "not a manifest\n");
+	sh(r->dir, "cd repo && git add -A && git commit -qm base");
+	snprintf(r->config, sizeof(r->config), "%s/sync.yaml", r->dir);
+	snprintf(r->log, sizeof(r->log), "%s/sync.log", r->dir);
+	char config[4096];
+	snprintf(config, sizeof(config),
+		 "apiVersion: latch.dev/v1alpha1\nkind: SyncConfig\nmetadata: {name: e2e}\nspec:\n  namespace: latch-system\n"
+		 "  cacheDir: %s/cache\n  sources:\n  - name: apps\n    url: file://%s/repo\n    ref: {branch: main}\n"
+		 "    path: clusters/stack\n    inject: {vaultAddress: '%s', image: 'latch-init:e2e'}\n",
+		 r->dir, r->dir, stack.vault_addr);
+	stack_write_file(r->config, config);
+}
+
+static int sync_once(const struct repo *r)
+{
+	char *bin = getenv("LATCH_SYNC");
+	if (!bin)
+		fail_msg("LATCH_SYNC is not set");
+	char kube[1024];
+	snprintf(kube, sizeof(kube), "KUBECONFIG=%s", getenv("KUBECONFIG"));
+	char *envp[] = { kube, NULL };
+	char *argv[] = { bin, "once", "--config", (char *)r->config, NULL };
+	return stack_run(argv, envp, r->log, 120, NULL);
+}
+
+static struct latch_k8s *kube(void)
+{
+	struct latch_k8s *k = NULL;
+	struct latch_error err = LATCH_ERROR_INIT;
+	if (latch_k8s_from_kubeconfig(getenv("KUBECONFIG"), &k, &err) < 0)
+		fail_msg("%s", latch_error_message(&err));
+	return k;
+}
+
+static json_t *get(struct latch_k8s *k, const char *api, const char *kind, const char *name)
+{
+	json_t *obj = NULL;
+	struct latch_error err = LATCH_ERROR_INIT;
+	int r = latch_k8s_get(k, api, kind, strcmp(kind, "Namespace") ? "sync-e2e" : NULL, name, &obj, &err);
+	latch_error_done(&err);
+	return r == 0 ? obj : NULL;
+}
+
+static json_t *inventory(struct latch_k8s *k)
+{
+	json_t *cm = NULL;
+	struct latch_error err = LATCH_ERROR_INIT;
+	assert_int_equal(latch_k8s_get(k, "v1", "ConfigMap", "latch-system", "latch-sync.e2e.apps", &cm, &err), 0);
+	return cm;
+}
+
+static char *head(const struct repo *r)
+{
+	char out[1024], cmd[2048];
+	snprintf(out, sizeof(out), "%s/head", r->dir);
+	snprintf(cmd, sizeof(cmd), "cd repo && git rev-parse HEAD > '%s'", out);
+	sh(r->dir, cmd);
+	char *sha = stack_read_file(out);
+	sha[40] = '\0';
+	return sha;
+}
+
+static void test_sync__apply_prune_revert_and_bad_revisions(void **state)
+{
+	struct repo r;
+	repo_setup(&r);
+	struct latch_k8s *k = kube();
+
+	/* First pass: everything applied, labelled, the Deployment injected. */
+	assert_int_equal(sync_once(&r), 0);
+	json_t *web = get(k, "apps/v1", "Deployment", "web");
+	assert_non_null(web);
+	json_t *labels = latch_json_path(web, "metadata.labels");
+	assert_string_equal(latch_json_get_str(labels, "latch.dev/config"), "e2e");
+	assert_string_equal(latch_json_get_str(labels, "latch.dev/source"), "apps");
+	assert_string_equal(latch_json_get_str(json_array_get(latch_json_path(web, "spec.template.spec.initContainers"), 0), "name"),
+			    "latch-init");
+	char *rev1 = head(&r);
+	json_t *inv = inventory(k);
+	assert_string_equal(latch_json_get_str(json_object_get(inv, "data"), "lastAppliedRevision"), rev1);
+	json_decref(inv);
+
+	/* An unchanged revision writes nothing: every resourceVersion stays. */
+	json_t *settings = get(k, "v1", "ConfigMap", "settings");
+	char *rv = strdup(latch_json_get_str(json_object_get(settings, "metadata"), "resourceVersion"));
+	json_decref(settings);
+	json_t *web_before = web;
+	assert_int_equal(sync_once(&r), 0);
+	settings = get(k, "v1", "ConfigMap", "settings");
+	assert_string_equal(latch_json_get_str(json_object_get(settings, "metadata"), "resourceVersion"), rv);
+	web = get(k, "apps/v1", "Deployment", "web");
+	assert_string_equal(latch_json_path(web, "metadata.resourceVersion") ? json_string_value(latch_json_path(web, "metadata.resourceVersion")) : "",
+			    json_string_value(latch_json_path(web_before, "metadata.resourceVersion")));
+	json_decref(settings);
+	json_decref(web_before);
+	json_decref(web);
+
+	/* The ConfigMap leaves the repository: it is pruned. */
+	const char *without = strstr(base, "apiVersion: apps/v1");
+	char text[4096];
+	snprintf(text, sizeof(text), "apiVersion: v1\nkind: Namespace\nmetadata:\n  name: sync-e2e\n---\n%s", without);
+	write_in(&r, "clusters/stack/app.yaml", text);
+	sh(r.dir, "cd repo && git commit -qam 'drop settings'");
+	assert_int_equal(sync_once(&r), 0);
+	assert_null(get(k, "v1", "ConfigMap", "settings"));
+
+	/* Rollback is git revert: the ConfigMap comes back. */
+	sh(r.dir, "cd repo && git revert --no-edit HEAD >/dev/null");
+	assert_int_equal(sync_once(&r), 0);
+	settings = get(k, "v1", "ConfigMap", "settings");
+	assert_non_null(settings);
+	json_decref(settings);
+	char *good = head(&r);
+
+	/* Invalid YAML next to a valid change: nothing of the revision is applied. */
+	write_in(&r, "clusters/stack/more.yaml", "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: extra\n  namespace: sync-e2e\n");
+	write_in(&r, "clusters/stack/zz-bad.yaml", "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: broken\n   bad: indent\n");
+	sh(r.dir, "cd repo && git add -A && git commit -qm bad");
+	assert_int_equal(sync_once(&r), 1);
+	assert_null(get(k, "v1", "ConfigMap", "extra"));
+	inv = inventory(k);
+	assert_string_equal(latch_json_get_str(json_object_get(inv, "data"), "lastAppliedRevision"), good);
+	assert_non_null(strstr(latch_json_get_str(json_object_get(inv, "data"), "result"), "clusters/stack/zz-bad.yaml@"));
+	assert_non_null(strstr(latch_json_get_str(json_object_get(inv, "data"), "result"), ":5:7:"));
+	json_decref(inv);
+
+	/* An object the server refuses: still nothing applied, the server's message recorded. */
+	write_in(&r, "clusters/stack/zz-bad.yaml", "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: Not_A_Valid_Name\n  namespace: sync-e2e\n");
+	sh(r.dir, "cd repo && git add -A && git commit -qm refused");
+	assert_int_equal(sync_once(&r), 1);
+	assert_null(get(k, "v1", "ConfigMap", "extra"));
+	char *log = stack_read_file(r.log);
+	assert_non_null(strstr(log, "ConfigMap 'sync-e2e/Not_A_Valid_Name' (dry run): the API server answered 422"));
+	free(log);
+
+	/* Fixed: the revision applies. */
+	sh(r.dir, "cd repo && git rm -q clusters/stack/zz-bad.yaml && git commit -qm fixed");
+	assert_int_equal(sync_once(&r), 0);
+	json_t *extra = get(k, "v1", "ConfigMap", "extra");
+	assert_non_null(extra);
+	json_decref(extra);
+
+	free(rev1);
+	free(rv);
+	free(good);
+	latch_k8s_free(k);
+	stack_rm_rf(r.dir);
+	free(r.dir);
+}
+
+static void test_sync__config_errors_name_key_and_line(void **state)
+{
+	struct repo r;
+	repo_setup(&r);
+	stack_write_file(r.config, "apiVersion: latch.dev/v1alpha1\nkind: SyncConfig\nmetadata: {name: e2e}\nspec:\n"
+				   "  namespace: latch-system\n  sources:\n  - name: apps\n    url: file:///nowhere\n    intervl: 1m\n");
+	assert_int_equal(sync_once(&r), 65);
+	char *log = stack_read_file(r.log);
+	assert_non_null(strstr(log, "sync.yaml:9:5: spec.sources[0].intervl: unknown key"));
+	free(log);
+	stack_rm_rf(r.dir);
+	free(r.dir);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_sync__apply_prune_revert_and_bad_revisions),
+		cmocka_unit_test(test_sync__config_errors_name_key_and_line),
+	};
+	return cmocka_run_group_tests(tests, stack_load, NULL);
+}
