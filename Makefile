@@ -5,7 +5,7 @@ STATIC_BUILD ?= build-static
 LATCH_INIT_STATIC := $(abspath $(STATIC_BUILD)/init/latch-init)
 export PATH := $(PATH):/usr/local/go/bin
 
-.PHONY: all deps build static fuzz bench-init bench-inject unit sanitize e2e test demo stack-up stack-down clean
+.PHONY: all deps build static sanitize-build fuzz bench-init bench-inject unit sanitize e2e test demo stack-up stack-down clean
 
 all: build
 
@@ -29,17 +29,22 @@ unit: build
 	meson test -C $(BUILD) --suite unit --print-errorlogs
 
 # The unit suite again under AddressSanitizer and UndefinedBehaviorSanitizer; any report fails.
-sanitize:
+sanitize-build:
 	[ -f $(SAN_BUILD)/build.ninja ] || meson setup $(SAN_BUILD) -Dwerror=true -Db_sanitize=address,undefined -Db_lundef=false
 	ninja -C $(SAN_BUILD)
+
+sanitize: sanitize-build
 	ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 \
 		meson test -C $(SAN_BUILD) --suite unit --print-errorlogs
 
-# e2e against the real stack: brought up here, and always taken down again.
-e2e: build static
+# e2e against the real stack: brought up here, and always taken down again. The suite runs
+# twice: with the plain build, and with the ASan/UBSan/LSan build (a report fails it).
+e2e: build static sanitize-build
 	dev/stack up
-	status=0; . .stack/env && LATCH_INIT_STATIC=$(LATCH_INIT_STATIC) \
-		meson test -C $(BUILD) --suite e2e --print-errorlogs || status=$$?; \
+	status=0; . .stack/env && export LATCH_INIT_STATIC=$(LATCH_INIT_STATIC) && \
+		meson test -C $(BUILD) --suite e2e --print-errorlogs && \
+		ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 \
+		meson test -C $(SAN_BUILD) --suite e2e --print-errorlogs || status=$$?; \
 		dev/stack down; exit $$status
 
 test: deps

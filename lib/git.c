@@ -18,9 +18,17 @@ static int git_fail(struct latch_error *err, int code, const char *what, const c
 	return latch_error_set(err, code, "%s '%s': %s", what, object, e && e->message ? e->message : "unknown git error");
 }
 
+static bool initialised;
+
+void latch_git_shutdown(void)
+{
+	if (initialised)
+		git_libgit2_shutdown();
+	initialised = false;
+}
+
 int latch_git_open(const char *cache_dir, const char *url, struct latch_git **ret, struct latch_error *err)
 {
-	static bool initialised;
 	if (!initialised) {
 		git_libgit2_init();
 		initialised = true;
@@ -54,7 +62,14 @@ void latch_git_close(struct latch_git *g)
 int latch_git_fetch(struct latch_git *g, struct latch_error *err)
 {
 	git_remote *remote = NULL;
-	if (git_remote_create_anonymous(&remote, g->repo, g->url) < 0)
+	/* Without url.*.insteadOf rewriting: applying it, Debian's libgit2 1.5.1 leaks PCRE2
+	 * match data for every config entry on every fetch (git_regexp_match returns early on
+	 * no match without freeing it); an agent that fetches every minute cannot afford that. */
+	git_remote_create_options ro;
+	git_remote_create_options_init(&ro, GIT_REMOTE_CREATE_OPTIONS_VERSION);
+	ro.repository = g->repo;
+	ro.flags = GIT_REMOTE_CREATE_SKIP_INSTEADOF | GIT_REMOTE_CREATE_SKIP_DEFAULT_FETCHSPEC;
+	if (git_remote_create_with_opts(&remote, g->url, &ro) < 0)
 		return git_fail(err, LATCH_EINVAL, "git remote", g->url);
 	char *refspecs[] = { "+refs/heads/*:refs/remotes/origin/*", "+refs/tags/*:refs/tags/*" };
 	git_strarray specs = { refspecs, 2 };
@@ -68,23 +83,40 @@ int latch_git_fetch(struct latch_git *g, struct latch_error *err)
 	return r;
 }
 
+/* The commit an object id names, peeling annotated tags. */
+static int peel_to_commit(struct latch_git *g, const git_oid *oid, const char *what, char ret_sha[41], struct latch_error *err)
+{
+	git_object *obj = NULL, *commit = NULL;
+	int r = 0;
+	if (git_object_lookup(&obj, g->repo, oid, GIT_OBJECT_ANY) < 0 || git_object_peel(&commit, obj, GIT_OBJECT_COMMIT) < 0)
+		r = git_fail(err, LATCH_ENOTFOUND, "resolving", what);
+	else
+		git_oid_tostr(ret_sha, 41, git_object_id(commit));
+	git_object_free(commit);
+	git_object_free(obj);
+	return r;
+}
+
+/* References are looked up by name rather than through git_revparse, whose regular
+ * expressions (PCRE2 in Debian's libgit2) leak match data. */
 int latch_git_resolve(struct latch_git *g, const struct latch_git_ref *ref, char ret_sha[41], struct latch_error *err)
 {
-	git_object *obj = NULL;
-	struct latch_buf spec = LATCH_BUF_INIT(4096);
-	if (ref->commit)
-		latch_buf_printf(&spec, "%s^{commit}", ref->commit);
-	else if (ref->tag)
-		latch_buf_printf(&spec, "refs/tags/%s^{commit}", ref->tag);
+	git_oid oid;
+	if (ref->commit) {
+		if (strlen(ref->commit) != 40 || git_oid_fromstr(&oid, ref->commit) < 0)
+			return latch_error_set(err, LATCH_EINVAL, "commit '%s' is not a full 40-character id", ref->commit);
+		return peel_to_commit(g, &oid, ref->commit, ret_sha, err);
+	}
+	struct latch_buf name = LATCH_BUF_INIT(4096);
+	if (ref->tag)
+		latch_buf_printf(&name, "refs/tags/%s", ref->tag);
 	else
-		latch_buf_printf(&spec, "refs/remotes/origin/%s^{commit}", ref->branch ? ref->branch : "main");
-	int r = 0;
-	if (git_revparse_single(&obj, g->repo, latch_buf_str(&spec)) < 0)
-		r = git_fail(err, LATCH_ENOTFOUND, "resolving", latch_buf_str(&spec));
-	else
-		git_oid_tostr(ret_sha, 41, git_object_id(obj));
-	git_object_free(obj);
-	latch_buf_done(&spec);
+		latch_buf_printf(&name, "refs/remotes/origin/%s", ref->branch ? ref->branch : "main");
+	int r = git_reference_name_to_id(&oid, g->repo, latch_buf_str(&name)) < 0
+			? latch_error_set(err, LATCH_ENOTFOUND, "'%s' has no %s '%s'", g->url, ref->tag ? "tag" : "branch",
+					  ref->tag ? ref->tag : ref->branch ? ref->branch : "main")
+			: peel_to_commit(g, &oid, latch_buf_str(&name), ret_sha, err);
+	latch_buf_done(&name);
 	return r;
 }
 

@@ -6,6 +6,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "latch/git.h"
 #include "latch/log.h"
 #include "sync.h"
 
@@ -138,5 +139,6 @@ int main(int argc, char **argv)
 	}
 	latch_k8s_free(k);
 	sync_config_done(&cfg);
+	latch_git_shutdown();
 	return failed ? 1 : 0;
 }

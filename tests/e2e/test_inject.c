@@ -268,7 +268,9 @@ static void test_inject_e2e__every_kind_passes_server_dry_run(void **state)
 		json_t *result = NULL;
 		long code = apply(doc, true, &result);
 		assert_true(code == 200 || code == 201);
-		assert_non_null(strstr(json_dumps(result, JSON_COMPACT), "latch-init"));
+		char *dump = json_dumps(result, JSON_COMPACT);
+		assert_non_null(strstr(dump, "latch-init"));
+		free(dump);
 		json_decref(result);
 	}
 	json_decref(docs);
