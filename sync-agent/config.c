@@ -117,6 +117,10 @@ static int parse_source(const struct ctx *c, const struct latch_yaml_node *n, si
 		r = get_bool(c, n, "allowEmpty", where, false, &s->allow_empty);
 	if (r == 0)
 		r = get_duration(c, n, "interval", where, 60, &s->interval_s);
+	if (r == 0)
+		r = get_duration(c, n, "timeout", where, 300, &s->timeout_s);
+	if (r == 0)
+		r = get_bool(c, n, "healthCheck", where, true, &s->health_check);
 	const struct latch_yaml_node *render = latch_yaml_map_get(n, "render");
 	if (r == 0 && render && !latch_yaml_is_scalar(render, "plain"))
 		r = bad(c, render, where, "render '%s' is not supported yet (plain is)", render->kind == LATCH_YAML_SCALAR ? render->value : "?");

@@ -4,9 +4,11 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "latch/git.h"
 #include "latch/log.h"
+#include "health.h"
 #include "latch/yaml.h"
 #include "sync.h"
 
@@ -278,6 +280,54 @@ static int prune(struct latch_k8s *k, const struct sync_config *c, const struct 
 	return 0;
 }
 
+/* ---- health ---- */
+
+static double now_s(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+/* Wait until every applied workload is healthy, one fails, or the source's timeout passes. */
+static int wait_healthy(struct latch_k8s *k, const struct sync_source *s, const json_t *objects, struct latch_error *err)
+{
+	double deadline = now_s() + (double)s->timeout_s;
+	for (;;) {
+		char reason[512] = "";
+		const json_t *waiting = NULL;
+		size_t i;
+		json_t *o;
+		json_array_foreach(objects, i, o) {
+			const char *ns = meta_str(o, "namespace") ? meta_str(o, "namespace") : default_ns(o);
+			json_t *live = NULL;
+			struct latch_error gerr = LATCH_ERROR_INIT;
+			if (latch_k8s_get(k, latch_json_get_str(o, "apiVersion"), latch_json_get_str(o, "kind"), ns, meta_str(o, "name"),
+					  &live, &gerr) < 0) {
+				int r = latch_error_set(err, gerr.code, "%s", latch_error_message(&gerr));
+				latch_error_done(&gerr);
+				return r;
+			}
+			enum sync_health h = sync_health_of(live, reason, sizeof(reason));
+			json_decref(live);
+			if (h == SYNC_HEALTH_FAILED)
+				return latch_error_set(err, LATCH_EINVAL, "%s '%s' is unhealthy: %s", latch_json_get_str(o, "kind"),
+						       meta_str(o, "name"), reason);
+			if (h == SYNC_HEALTH_PROGRESSING) {
+				waiting = o;
+				break;
+			}
+		}
+		if (!waiting)
+			return 0;
+		if (now_s() >= deadline)
+			return latch_error_set(err, LATCH_ETIMEOUT, "%s '%s' not healthy within %lds: %s", latch_json_get_str(waiting, "kind"),
+					       meta_str(waiting, "name"), s->timeout_s, reason);
+		struct timespec pause = { 1, 0 };
+		nanosleep(&pause, NULL);
+	}
+}
+
 /* ---- the pass ---- */
 
 static int fetch_revision(const struct sync_config *c, const struct sync_source *s, char sha[41], struct latch_git_files *files,
@@ -320,6 +370,7 @@ int sync_source_pass(struct latch_k8s *k, const struct sync_config *c, const str
 	struct sync_result res = { 0 };
 	struct latch_git_files files = { 0 };
 	json_t *rendered = json_array(), *objects = NULL, *previous = NULL, *current = json_array();
+	bool applied = false; /* the revision is in the cluster, whatever its health */
 	int r = fetch_revision(c, s, res.revision, &files, err);
 	if (r == 0)
 		r = render(c, s, &files, res.revision, rendered, err);
@@ -338,17 +389,27 @@ int sync_source_pass(struct latch_k8s *k, const struct sync_config *c, const str
 		r = apply_all(k, objects, &res, err);
 		if (r == 0 && s->prune)
 			r = prune(k, c, s, previous, current, &res, err);
+		if (r == 0 && s->health_check) {
+			applied = true;
+			r = wait_healthy(k, s, objects, err);
+		}
 	}
 	if (!dry_run) {
 		/* Record the attempt either way; a failed revision keeps the last applied one. */
 		struct latch_error ierr = LATCH_ERROR_INIT;
-		json_t *keep = r == 0 ? json_incref(current) : (previous ? json_incref(previous) : read_inventory(k, c, s));
-		const char *applied = r == 0 ? res.revision : NULL;
-		if (write_inventory(k, c, s, keep, applied, res.revision[0] ? res.revision : "unknown", r == 0 ? "Applied" : latch_error_message(err),
-				    &ierr) < 0 &&
+		bool in_cluster = r == 0 || applied;
+		json_t *keep = in_cluster ? json_incref(current) : (previous ? json_incref(previous) : read_inventory(k, c, s));
+		struct latch_buf result = LATCH_BUF_INIT(8192);
+		if (r == 0)
+			latch_buf_append_str(&result, "Applied");
+		else
+			latch_buf_printf(&result, "%s%s", applied ? "Applied, unhealthy: " : "", latch_error_message(err));
+		if (write_inventory(k, c, s, keep, in_cluster ? res.revision : NULL, res.revision[0] ? res.revision : "unknown",
+				    latch_buf_str(&result), &ierr) < 0 &&
 		    r == 0)
 			r = latch_error_set(err, ierr.code, "%s", latch_error_message(&ierr));
 		json_decref(keep);
+		latch_buf_done(&result);
 		latch_error_done(&ierr);
 	}
 	json_decref(previous);

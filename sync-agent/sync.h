@@ -17,6 +17,8 @@ struct sync_source {
 	bool allow_empty;
 	char *target_namespace;
 	long interval_s;
+	long timeout_s;
+	bool health_check;
 	char *inject_image;
 	char *inject_vault_address;
 };

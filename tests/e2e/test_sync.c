@@ -47,7 +47,9 @@ static const char base[] =
 	"        vault.hashicorp.com/agent-inject-secret-db: database/creds/app\n"
 	"    spec:\n      serviceAccountName: app\n      containers: [{name: web, image: nginx}]\n";
 
-static void repo_setup(struct repo *r)
+/* health: the healthCheck and timeout lines of the source. The stack runs no controllers, so
+ * a Deployment there never reports ready replicas: most tests turn the check off. */
+static void repo_setup_health(struct repo *r, const char *health)
 {
 	r->dir = stack_mkdtemp("latch-e2e-sync");
 	char path[1024];
@@ -64,9 +66,14 @@ static void repo_setup(struct repo *r)
 	snprintf(config, sizeof(config),
 		 "apiVersion: latch.dev/v1alpha1\nkind: SyncConfig\nmetadata: {name: e2e}\nspec:\n  namespace: latch-system\n"
 		 "  cacheDir: %s/cache\n  sources:\n  - name: apps\n    url: file://%s/repo\n    ref: {branch: main}\n"
-		 "    path: clusters/stack\n    inject: {vaultAddress: '%s', image: 'latch-init:e2e'}\n",
-		 r->dir, r->dir, stack.vault_addr);
+		 "    path: clusters/stack\n    inject: {vaultAddress: '%s', image: 'latch-init:e2e'}\n%s",
+		 r->dir, r->dir, stack.vault_addr, health);
 	stack_write_file(r->config, config);
+}
+
+static void repo_setup(struct repo *r)
+{
+	repo_setup_health(r, "    healthCheck: false\n");
 }
 
 static int sync_once(const struct repo *r)
@@ -220,11 +227,34 @@ static void test_sync__config_errors_name_key_and_line(void **state)
 	free(r.dir);
 }
 
+/* With the health check on, the revision is applied but the pass fails naming the workload
+ * and what it waits for; the inventory says so and keeps the revision as applied. */
+static void test_sync__unhealthy_workload_fails_the_pass(void **state)
+{
+	struct repo r;
+	repo_setup_health(&r, "    healthCheck: true\n    timeout: 2s\n");
+	struct latch_k8s *k = kube();
+	assert_int_equal(sync_once(&r), 1);
+	char *log = stack_read_file(r.log);
+	assert_non_null(strstr(log, "Deployment 'web' not healthy within 2s: waiting for the controller to observe generation"));
+	free(log);
+	json_t *inv = inventory(k);
+	char *rev = head(&r);
+	assert_string_equal(latch_json_get_str(json_object_get(inv, "data"), "lastAppliedRevision"), rev);
+	assert_true(strncmp(latch_json_get_str(json_object_get(inv, "data"), "result"), "Applied, unhealthy: ", 20) == 0);
+	json_decref(inv);
+	free(rev);
+	latch_k8s_free(k);
+	stack_rm_rf(r.dir);
+	free(r.dir);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_sync__apply_prune_revert_and_bad_revisions),
 		cmocka_unit_test(test_sync__config_errors_name_key_and_line),
+		cmocka_unit_test(test_sync__unhealthy_workload_fails_the_pass),
 	};
 	return cmocka_run_group_tests(tests, stack_load, NULL);
 }
