@@ -212,6 +212,25 @@ int latch_git_read_tree(struct latch_git *g, const char *sha, const char *dir, s
 	return 0;
 }
 
+int latch_git_checkout(struct latch_git *g, const char *sha, const char *dir, struct latch_error *err)
+{
+	git_oid oid;
+	git_commit *commit = NULL;
+	git_tree *tree = NULL;
+	int r = 0;
+	git_checkout_options co;
+	git_checkout_options_init(&co, GIT_CHECKOUT_OPTIONS_VERSION);
+	co.checkout_strategy = GIT_CHECKOUT_FORCE | GIT_CHECKOUT_DONT_UPDATE_INDEX;
+	co.target_directory = dir;
+	if (git_oid_fromstr(&oid, sha) < 0 || git_commit_lookup(&commit, g->repo, &oid) < 0 || git_commit_tree(&tree, commit) < 0)
+		r = git_fail(err, LATCH_ENOTFOUND, "reading commit", sha);
+	else if (git_checkout_tree(g->repo, (git_object *)tree, &co) < 0)
+		r = git_fail(err, LATCH_EIO, "checking out into", dir);
+	git_tree_free(tree);
+	git_commit_free(commit);
+	return r;
+}
+
 void latch_git_files_done(struct latch_git_files *files)
 {
 	for (size_t i = 0; i < files->n; i++) {

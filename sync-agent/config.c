@@ -99,7 +99,7 @@ static int get_duration(const struct ctx *c, const struct latch_yaml_node *map, 
 static int parse_source(const struct ctx *c, const struct latch_yaml_node *n, size_t i, struct sync_source *s)
 {
 	static const char *const keys[] = { "name", "url", "ref", "path", "render", "interval", "timeout", "prune", "allowEmpty",
-					    "targetNamespace", "inject", "healthCheck", NULL };
+					    "targetNamespace", "inject", "healthCheck", "kustomizePath", NULL };
 	char where[64];
 	snprintf(where, sizeof(where), "spec.sources[%zu]", i);
 	int r = check_keys(c, n, where, keys);
@@ -122,8 +122,13 @@ static int parse_source(const struct ctx *c, const struct latch_yaml_node *n, si
 	if (r == 0)
 		r = get_bool(c, n, "healthCheck", where, true, &s->health_check);
 	const struct latch_yaml_node *render = latch_yaml_map_get(n, "render");
-	if (r == 0 && render && !latch_yaml_is_scalar(render, "plain"))
-		r = bad(c, render, where, "render '%s' is not supported yet (plain is)", render->kind == LATCH_YAML_SCALAR ? render->value : "?");
+	if (r == 0 && render && !latch_yaml_is_scalar(render, "plain") && !latch_yaml_is_scalar(render, "kustomize"))
+		r = bad(c, render, where, "render '%s' is not plain or kustomize", render->kind == LATCH_YAML_SCALAR ? render->value : "?");
+	s->kustomize = latch_yaml_is_scalar(render, "kustomize");
+	if (r == 0)
+		r = get_str(c, n, "kustomizePath", where, false, &s->kustomize_path);
+	if (r == 0 && !s->kustomize_path && !(s->kustomize_path = strdup("kustomize")))
+		r = latch_error_set(c->err, LATCH_ENOMEM, "out of memory");
 	const struct latch_yaml_node *ref = latch_yaml_map_get(n, "ref");
 	if (r == 0 && ref) {
 		static const char *const ref_keys[] = { "branch", "tag", "commit", NULL };
@@ -222,6 +227,7 @@ void sync_config_done(struct sync_config *c)
 		free(s->target_namespace);
 		free(s->inject_image);
 		free(s->inject_vault_address);
+		free(s->kustomize_path);
 	}
 	free(c->sources);
 	free(c->name);

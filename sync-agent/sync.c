@@ -1,11 +1,19 @@
 /* One pass over a source: fetch, render, inject, validate the whole revision by server dry
  * run, apply (Namespaces and CRDs first), prune what left, and record the inventory. A
  * revision that fails anywhere before the apply changes nothing in the cluster. */
+#include <fcntl.h>
+#include <ftw.h>
+#include <signal.h>
+#include <spawn.h>
 #include <stdio.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
 
+#include "latch/file.h"
 #include "latch/git.h"
 #include "latch/log.h"
 #include "health.h"
@@ -67,45 +75,132 @@ static void label(json_t *obj, const struct sync_config *c, const struct sync_so
 	json_object_set_new(labels, LABEL_SOURCE, json_string(s->name));
 }
 
-/* Render: every manifest file of the commit under path, each document injected. */
-static int render(const struct sync_config *c, const struct sync_source *s, const struct latch_git_files *files,
-		  const char *sha, json_t *objects, struct latch_error *err)
+static double now_s(void);
+
+/* One manifest text (a file, or kustomize's output): every document injected, labelled and
+ * added to objects. name says where it came from in errors. */
+static int render_text(const struct sync_config *c, const struct sync_source *s, const char *name, const char *data, size_t len,
+		       json_t *objects, struct latch_buf *warnings, struct latch_error *err)
 {
 	struct latch_inject_options io = { .image = s->inject_image, .vault_address = s->inject_vault_address };
-	struct latch_buf warnings = LATCH_BUF_INIT(1u << 20);
-	int r = 0;
-	for (size_t i = 0; r == 0 && i < files->n; i++) {
-		struct latch_buf name = LATCH_BUF_INIT(8192);
-		latch_buf_printf(&name, "%s@%.12s", files->items[i].path, sha);
-		struct latch_yaml_limits lim = LATCH_YAML_LIMITS_DEFAULT;
-		struct latch_yaml_reader *reader = NULL;
-		r = latch_yaml_reader_new(latch_view_make(files->items[i].data, files->items[i].len), latch_buf_str(&name), &lim,
-					  &reader, err);
-		struct latch_yaml_doc doc;
-		while (r == 0 && (r = latch_yaml_reader_next(reader, &doc, err)) == 0) {
-			r = latch_inject_object(doc.root, latch_buf_str(&name), &io, &warnings, err);
-			json_t *obj = r >= 0 ? latch_yaml_to_json(doc.root) : NULL;
-			if (r >= 0 && (!json_is_object(obj) || !latch_json_get_str(obj, "kind") || !meta_str(obj, "name")))
-				r = latch_error_set(err, LATCH_EINVAL, "%s:%zu: a document without kind or metadata.name", latch_buf_str(&name),
-						    doc.line);
-			if (r >= 0) {
-				label(obj, c, s);
-				if (s->target_namespace && !meta_str(obj, "namespace"))
-					json_object_set_new(json_object_get(obj, "metadata"), "_defaultNamespace", json_string(s->target_namespace));
-				json_array_append(objects, obj);
-				r = 0;
-			}
-			json_decref(obj);
-			latch_yaml_node_free(doc.root);
-		}
-		if (r == 1)
+	struct latch_yaml_limits lim = LATCH_YAML_LIMITS_DEFAULT;
+	struct latch_yaml_reader *reader = NULL;
+	int r = latch_yaml_reader_new(latch_view_make(data, len), name, &lim, &reader, err);
+	struct latch_yaml_doc doc;
+	while (r == 0 && (r = latch_yaml_reader_next(reader, &doc, err)) == 0) {
+		r = latch_inject_object(doc.root, name, &io, warnings, err);
+		json_t *obj = r >= 0 ? latch_yaml_to_json(doc.root) : NULL;
+		if (r >= 0 && (!json_is_object(obj) || !latch_json_get_str(obj, "kind") || !meta_str(obj, "name")))
+			r = latch_error_set(err, LATCH_EINVAL, "%s:%zu: a document without kind or metadata.name", name, doc.line);
+		if (r >= 0) {
+			label(obj, c, s);
+			if (s->target_namespace && !meta_str(obj, "namespace"))
+				json_object_set_new(json_object_get(obj, "metadata"), "_defaultNamespace", json_string(s->target_namespace));
+			json_array_append(objects, obj);
 			r = 0;
-		latch_yaml_reader_free(reader);
+		}
+		json_decref(obj);
+		latch_yaml_node_free(doc.root);
+	}
+	latch_yaml_reader_free(reader);
+	return r == 1 ? 0 : r;
+}
+
+/* plain: every manifest file of the commit under path, straight from the tree. */
+static int render_files(const struct sync_config *c, const struct sync_source *s, struct latch_git *g, const char *sha,
+			json_t *objects, struct latch_buf *warnings, struct latch_error *err)
+{
+	struct latch_git_files files = { 0 };
+	int r = latch_git_read_tree(g, sha, s->path ? s->path : "", FILE_MAX, &files, err);
+	for (size_t i = 0; r == 0 && i < files.n; i++) {
+		struct latch_buf name = LATCH_BUF_INIT(8192);
+		latch_buf_printf(&name, "%s@%.12s", files.items[i].path, sha);
+		r = render_text(c, s, latch_buf_str(&name), files.items[i].data, files.items[i].len, objects, warnings, err);
 		latch_buf_done(&name);
 	}
-	if (warnings.len)
-		LATCH_LOG(LATCH_LOG_WARN, "latch-inject warnings", { "source", s->name }, { "warnings", latch_buf_str(&warnings) });
-	latch_buf_done(&warnings);
+	latch_git_files_done(&files);
+	return r;
+}
+
+static int remove_entry(const char *path, const struct stat *st, int type, struct FTW *ftw)
+{
+	return remove(path);
+}
+
+/* Run argv with stdout and stderr to files, killing it after timeout_s. */
+static int run_tool(char *const argv[], const char *out, const char *errf, long timeout_s, int *ret_status)
+{
+	posix_spawn_file_actions_t fa;
+	posix_spawn_file_actions_init(&fa);
+	posix_spawn_file_actions_addopen(&fa, 1, out, O_WRONLY | O_CREAT | O_TRUNC, 0600);
+	posix_spawn_file_actions_addopen(&fa, 2, errf, O_WRONLY | O_CREAT | O_TRUNC, 0600);
+	pid_t pid;
+	int r = posix_spawnp(&pid, argv[0], &fa, NULL, argv, environ);
+	posix_spawn_file_actions_destroy(&fa);
+	if (r != 0)
+		return -r;
+	double deadline = now_s() + (double)timeout_s;
+	int status = 0;
+	while (waitpid(pid, &status, WNOHANG) == 0) {
+		if (now_s() > deadline) {
+			kill(pid, SIGKILL);
+			waitpid(pid, &status, 0);
+			*ret_status = -1;
+			return 0;
+		}
+		struct timespec pause = { 0, 20000000 };
+		nanosleep(&pause, NULL);
+	}
+	*ret_status = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+	return 0;
+}
+
+/* kustomize: the commit checked out into a private directory, `kustomize build <path>`. */
+static int render_kustomize(const struct sync_config *c, const struct sync_source *s, struct latch_git *g, const char *sha,
+			    json_t *objects, struct latch_buf *warnings, struct latch_error *err)
+{
+	struct latch_buf tmp = LATCH_BUF_INIT(8192), dir = LATCH_BUF_INIT(8192), out = LATCH_BUF_INIT(8192), errf = LATCH_BUF_INIT(8192);
+	latch_buf_printf(&tmp, "%s/checkout-XXXXXX", c->cache_dir);
+	char *root = latch_buf_take(&tmp);
+	int r = root && mkdtemp(root) ? 0 : latch_error_set(err, LATCH_EIO, "cannot make a checkout directory under '%s'", c->cache_dir);
+	if (r == 0) {
+		latch_buf_printf(&dir, "%s/tree", root);
+		latch_buf_printf(&out, "%s/out.yaml", root);
+		latch_buf_printf(&errf, "%s/err.txt", root);
+		r = mkdir(latch_buf_str(&dir), 0700) == 0 ? 0 : latch_error_set(err, LATCH_EIO, "cannot make '%s'", latch_buf_str(&dir));
+	}
+	if (r == 0)
+		r = latch_git_checkout(g, sha, latch_buf_str(&dir), err);
+	if (r == 0) {
+		latch_buf_printf(&dir, "/%s", s->path ? s->path : "");
+		char *argv[] = { s->kustomize_path, "build", (char *)latch_buf_str(&dir), NULL };
+		int status = 0;
+		if (run_tool(argv, latch_buf_str(&out), latch_buf_str(&errf), s->timeout_s, &status) < 0)
+			r = latch_error_set(err, LATCH_EINVAL, "cannot run kustomize '%s'", s->kustomize_path);
+		else if (status != 0) {
+			struct latch_buf msg = LATCH_BUF_INIT(16384);
+			latch_file_read(latch_buf_str(&errf), 16000, &msg, NULL);
+			r = latch_error_set(err, LATCH_EINVAL, "kustomize build %s@%.12s %s: %s", s->path ? s->path : ".", sha,
+					    status < 0 ? "timed out" : "failed", latch_buf_str(&msg));
+			latch_buf_done(&msg);
+		}
+	}
+	if (r == 0) {
+		struct latch_buf text = LATCH_BUF_INIT(256u << 20);
+		r = latch_file_read(latch_buf_str(&out), 256u << 20, &text, err);
+		struct latch_buf name = LATCH_BUF_INIT(8192);
+		latch_buf_printf(&name, "kustomize build %s@%.12s", s->path ? s->path : ".", sha);
+		if (r == 0)
+			r = render_text(c, s, latch_buf_str(&name), latch_buf_str(&text), text.len, objects, warnings, err);
+		latch_buf_done(&name);
+		latch_buf_done(&text);
+	}
+	if (root)
+		nftw(root, remove_entry, 16, FTW_DEPTH | FTW_PHYS);
+	free(root);
+	latch_buf_done(&dir);
+	latch_buf_done(&out);
+	latch_buf_done(&errf);
 	return r;
 }
 
@@ -330,10 +425,11 @@ static int wait_healthy(struct latch_k8s *k, const struct sync_source *s, const 
 
 /* ---- the pass ---- */
 
-static int fetch_revision(const struct sync_config *c, const struct sync_source *s, char sha[41], struct latch_git_files *files,
-			  struct latch_error *err)
+/* Fetch, resolve the ref, render the commit (plain or kustomize). */
+static int render_revision(const struct sync_config *c, const struct sync_source *s, char sha[41], json_t *objects,
+			   struct latch_error *err)
 {
-	struct latch_buf dir = LATCH_BUF_INIT(8192);
+	struct latch_buf dir = LATCH_BUF_INIT(8192), warnings = LATCH_BUF_INIT(1u << 20);
 	latch_buf_printf(&dir, "%s/%s/%s", c->cache_dir, c->name, s->name);
 	struct latch_git *g = NULL;
 	struct latch_git_ref ref = { s->branch, s->tag, s->commit };
@@ -343,9 +439,12 @@ static int fetch_revision(const struct sync_config *c, const struct sync_source 
 	if (r == 0)
 		r = latch_git_resolve(g, &ref, sha, err);
 	if (r == 0)
-		r = latch_git_read_tree(g, sha, s->path ? s->path : "", FILE_MAX, files, err);
+		r = s->kustomize ? render_kustomize(c, s, g, sha, objects, &warnings, err) : render_files(c, s, g, sha, objects, &warnings, err);
+	if (warnings.len)
+		LATCH_LOG(LATCH_LOG_WARN, "latch-inject warnings", { "source", s->name }, { "warnings", latch_buf_str(&warnings) });
 	latch_git_close(g);
 	latch_buf_done(&dir);
+	latch_buf_done(&warnings);
 	return r;
 }
 
@@ -368,12 +467,9 @@ int sync_source_pass(struct latch_k8s *k, const struct sync_config *c, const str
 		     struct sync_result *ret, struct latch_error *err)
 {
 	struct sync_result res = { 0 };
-	struct latch_git_files files = { 0 };
 	json_t *rendered = json_array(), *objects = NULL, *previous = NULL, *current = json_array();
 	bool applied = false; /* the revision is in the cluster, whatever its health */
-	int r = fetch_revision(c, s, res.revision, &files, err);
-	if (r == 0)
-		r = render(c, s, &files, res.revision, rendered, err);
+	int r = render_revision(c, s, res.revision, rendered, err);
 	if (r == 0 && json_array_size(rendered) == 0 && !s->allow_empty)
 		r = latch_error_set(err, LATCH_EINVAL, "revision %.12s renders no object under '%s'; refusing to prune everything "
 						       "(set allowEmpty: true to allow it)", res.revision, s->path ? s->path : "");
@@ -416,7 +512,6 @@ int sync_source_pass(struct latch_k8s *k, const struct sync_config *c, const str
 	json_decref(current);
 	json_decref(objects);
 	json_decref(rendered);
-	latch_git_files_done(&files);
 	if (r < 0)
 		return r;
 	*ret = res;

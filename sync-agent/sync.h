@@ -19,6 +19,8 @@ struct sync_source {
 	long interval_s;
 	long timeout_s;
 	bool health_check;
+	bool kustomize;        /* render: kustomize (else plain) */
+	char *kustomize_path;  /* the kustomize binary, "kustomize" from PATH by default */
 	char *inject_image;
 	char *inject_vault_address;
 };

@@ -44,5 +44,7 @@ int latch_git_resolve(struct latch_git *g, const struct latch_git_ref *ref, char
 int latch_git_read_tree(struct latch_git *g, const char *sha, const char *dir, size_t max_file,
 			struct latch_git_files *ret, struct latch_error *err);
 void latch_git_files_done(struct latch_git_files *files);
+/* Write the commit's files into dir (which must exist), for tools that need a checkout. */
+int latch_git_checkout(struct latch_git *g, const char *sha, const char *dir, struct latch_error *err);
 /* Release libgit2's global state (at program exit). */
 void latch_git_shutdown(void);

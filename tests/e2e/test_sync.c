@@ -249,12 +249,60 @@ static void test_sync__unhealthy_workload_fails_the_pass(void **state)
 	free(r.dir);
 }
 
+/* render: kustomize, an overlay per cluster over a shared base. */
+static void test_sync__kustomize_overlay(void **state)
+{
+	const char *kustomize = getenv("KUSTOMIZE_BIN");
+	if (!kustomize)
+		fail_msg("KUSTOMIZE_BIN is not set (dev/stack writes it to .stack/env)");
+	struct repo r;
+	repo_setup(&r);
+	sh(r.dir, "mkdir -p repo/base repo/overlays/stack");
+	write_in(&r, "base/app.yaml", strstr(base, "apiVersion: v1\nkind: ConfigMap"));
+	write_in(&r, "base/kustomization.yaml", "resources: [app.yaml]\n");
+	write_in(&r, "overlays/stack/kustomization.yaml",
+		 "namespace: sync-kust\nnamePrefix: stack-\nresources: [../../base, namespace.yaml]\n");
+	write_in(&r, "overlays/stack/namespace.yaml", "apiVersion: v1\nkind: Namespace\nmetadata:\n  name: sync-kust\n");
+	sh(r.dir, "cd repo && git add -A && git commit -qm overlays");
+	char config[4096];
+	snprintf(config, sizeof(config),
+		 "apiVersion: latch.dev/v1alpha1\nkind: SyncConfig\nmetadata: {name: kust}\nspec:\n  namespace: latch-system\n"
+		 "  cacheDir: %s/cache\n  sources:\n  - name: apps\n    url: file://%s/repo\n    ref: {branch: main}\n"
+		 "    path: overlays/stack\n    render: kustomize\n    kustomizePath: %s\n    healthCheck: false\n"
+		 "    inject: {vaultAddress: '%s'}\n",
+		 r.dir, r.dir, kustomize, stack.vault_addr);
+	stack_write_file(r.config, config);
+	assert_int_equal(sync_once(&r), 0);
+	struct latch_k8s *k = kube();
+	json_t *web = NULL, *cm = NULL;
+	struct latch_error err = LATCH_ERROR_INIT;
+	assert_int_equal(latch_k8s_get(k, "apps/v1", "Deployment", "sync-kust", "stack-web", &web, &err), 0);
+	assert_string_equal(latch_json_get_str(json_array_get(latch_json_path(web, "spec.template.spec.initContainers"), 0), "name"),
+			    "latch-init");
+	assert_int_equal(latch_k8s_get(k, "v1", "ConfigMap", "sync-kust", "stack-settings", &cm, &err), 0);
+	json_decref(web);
+	json_decref(cm);
+
+	/* A kustomization that does not build: the pass fails with kustomize's message. */
+	write_in(&r, "overlays/stack/kustomization.yaml", "resources: [../../missing]\n");
+	sh(r.dir, "cd repo && git commit -qam broken");
+	assert_int_equal(sync_once(&r), 1);
+	char *log = stack_read_file(r.log);
+	assert_non_null(strstr(log, "kustomize build overlays/stack@"));
+	free(log);
+	latch_error_done(&err);
+	latch_k8s_free(k);
+	stack_rm_rf(r.dir);
+	free(r.dir);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_sync__apply_prune_revert_and_bad_revisions),
 		cmocka_unit_test(test_sync__config_errors_name_key_and_line),
 		cmocka_unit_test(test_sync__unhealthy_workload_fails_the_pass),
+		cmocka_unit_test(test_sync__kustomize_overlay),
 	};
 	return cmocka_run_group_tests(tests, stack_load, NULL);
 }
