@@ -1,9 +1,11 @@
 #include "latch/git.h"
 
 #include <git2.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "latch/base64.h"
 #include "latch/file.h"
 
 struct latch_git {
@@ -59,7 +61,90 @@ void latch_git_close(struct latch_git *g)
 	free(g);
 }
 
-int latch_git_fetch(struct latch_git *g, struct latch_error *err)
+struct fetch_state {
+	const struct latch_git_auth *auth;
+	const char *url;
+	unsigned credential_calls;
+	char *host_key_problem; /* why an ssh host key was refused, for the error */
+};
+
+static int credentials(git_credential **out, const char *url, const char *username_from_url, unsigned int allowed,
+		       void *payload)
+{
+	struct fetch_state *f = payload;
+	const struct latch_git_auth *a = f->auth;
+	/* libgit2 asks again after a refusal; a second ask means these credentials were refused. */
+	if (!a || f->credential_calls++ > 0)
+		return GIT_PASSTHROUGH;
+	if ((allowed & GIT_CREDENTIAL_SSH_KEY) && a->ssh_key_file)
+		return git_credential_ssh_key_new(out, username_from_url ? username_from_url : "git", NULL, a->ssh_key_file, NULL);
+	if ((allowed & GIT_CREDENTIAL_USERPASS_PLAINTEXT) && a->username && a->password)
+		return git_credential_userpass_plaintext_new(out, a->username, a->password);
+	return GIT_PASSTHROUGH;
+}
+
+/* Port of an ssh URL ("ssh://user@host:2222/path"), 22 when none. */
+static long url_port(const char *url)
+{
+	const char *at = strchr(url + strlen("ssh://"), '@');
+	const char *host = at ? at + 1 : url + strlen("ssh://");
+	const char *colon = strchr(host, ':'), *slash = strchr(host, '/');
+	if (!colon || (slash && colon > slash))
+		return 22;
+	return strtol(colon + 1, NULL, 10);
+}
+
+/* Whether known_hosts has this host (as "host" or "[host]:port") with exactly this key. */
+static bool known_host(const char *file, const char *host, long port, const char *key_b64)
+{
+	struct latch_buf text = LATCH_BUF_INIT(1u << 20);
+	if (latch_file_read(file, 1u << 20, &text, NULL) < 0) {
+		latch_buf_done(&text);
+		return false;
+	}
+	char bracketed[512];
+	snprintf(bracketed, sizeof(bracketed), "[%s]:%ld", host, port);
+	bool found = false;
+	char *save = NULL;
+	for (char *line = strtok_r(text.ptr ? text.ptr : (char *)"", "\n", &save); line && !found; line = strtok_r(NULL, "\n", &save)) {
+		char *fields[3] = { 0 };
+		char *fsave = NULL;
+		fields[0] = strtok_r(line, " \t", &fsave);
+		fields[1] = fields[0] ? strtok_r(NULL, " \t", &fsave) : NULL;
+		fields[2] = fields[1] ? strtok_r(NULL, " \t", &fsave) : NULL;
+		if (!fields[2] || fields[0][0] == '#')
+			continue;
+		char *hsave = NULL;
+		for (char *h = strtok_r(fields[0], ",", &hsave); h && !found; h = strtok_r(NULL, ",", &hsave))
+			found = (strcmp(h, bracketed) == 0 || (port == 22 && strcmp(h, host) == 0)) && strcmp(fields[2], key_b64) == 0;
+	}
+	latch_buf_done(&text);
+	return found;
+}
+
+static int certificate_check(git_cert *cert, int valid, const char *host, void *payload)
+{
+	struct fetch_state *f = payload;
+	if (cert->cert_type != GIT_CERT_HOSTKEY_LIBSSH2)
+		return valid ? 0 : GIT_ECERTIFICATE; /* TLS: libgit2 checked the chain and the name */
+	const git_cert_hostkey *hk = (const git_cert_hostkey *)cert;
+	const char *file = f->auth ? f->auth->known_hosts_file : NULL;
+	struct latch_buf b64 = LATCH_BUF_INIT(8192), why = LATCH_BUF_INIT(1024);
+	if (!(hk->type & GIT_CERT_SSH_RAW))
+		latch_buf_printf(&why, "the server's host key was not given in full");
+	else if (!file)
+		latch_buf_printf(&why, "no knownHostsFile is configured, so the host key of '%s' cannot be checked", host);
+	else if (latch_base64_encode(latch_view_make(hk->hostkey, hk->hostkey_len), false, &b64) < 0 ||
+		 !known_host(file, host, url_port(f->url), latch_buf_str(&b64)))
+		latch_buf_printf(&why, "the host key of '%s' is not in '%s'", host, file);
+	free(f->host_key_problem);
+	f->host_key_problem = why.len ? latch_buf_take(&why) : NULL;
+	latch_buf_done(&why);
+	latch_buf_done(&b64);
+	return f->host_key_problem ? GIT_ECERTIFICATE : 0;
+}
+
+int latch_git_fetch(struct latch_git *g, const struct latch_git_auth *auth, struct latch_error *err)
 {
 	git_remote *remote = NULL;
 	/* Without url.*.insteadOf rewriting: applying it, Debian's libgit2 1.5.1 leaks PCRE2
@@ -76,9 +161,22 @@ int latch_git_fetch(struct latch_git *g, struct latch_error *err)
 	git_fetch_options fo;
 	git_fetch_options_init(&fo, GIT_FETCH_OPTIONS_VERSION);
 	fo.prune = GIT_FETCH_PRUNE;
+	struct fetch_state f = { auth, g->url, 0, NULL };
+	fo.callbacks.credentials = credentials;
+	fo.callbacks.certificate_check = certificate_check;
+	fo.callbacks.payload = &f;
+	if (auth && auth->ca_file)
+		git_libgit2_opts(GIT_OPT_SET_SSL_CERT_LOCATIONS, auth->ca_file, NULL);
 	int r = 0;
-	if (git_remote_fetch(remote, &specs, &fo, NULL) < 0)
-		r = git_fail(err, LATCH_ECONNECT, "fetching", g->url);
+	if (git_remote_fetch(remote, &specs, &fo, NULL) < 0) {
+		if (f.host_key_problem)
+			r = latch_error_set(err, LATCH_ETLS, "fetching '%s': %s", g->url, f.host_key_problem);
+		else if (f.credential_calls > 1)
+			r = latch_error_set(err, LATCH_EFORBIDDEN, "fetching '%s': the credentials were refused", g->url);
+		else
+			r = git_fail(err, LATCH_ECONNECT, "fetching", g->url);
+	}
+	free(f.host_key_problem);
 	git_remote_free(remote);
 	return r;
 }

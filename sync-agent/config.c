@@ -99,7 +99,7 @@ static int get_duration(const struct ctx *c, const struct latch_yaml_node *map, 
 static int parse_source(const struct ctx *c, const struct latch_yaml_node *n, size_t i, struct sync_source *s)
 {
 	static const char *const keys[] = { "name", "url", "ref", "path", "render", "interval", "timeout", "prune", "allowEmpty",
-					    "targetNamespace", "inject", "healthCheck", "kustomizePath", NULL };
+					    "targetNamespace", "inject", "healthCheck", "kustomizePath", "credentials", "caFile", NULL };
 	char where[64];
 	snprintf(where, sizeof(where), "spec.sources[%zu]", i);
 	int r = check_keys(c, n, where, keys);
@@ -141,6 +141,25 @@ static int parse_source(const struct ctx *c, const struct latch_yaml_node *n, si
 			r = get_str(c, ref, "commit", "ref", false, &s->commit);
 		if (r == 0 && !!s->branch + !!s->tag + !!s->commit != 1)
 			r = bad(c, ref, "ref", "name exactly one of branch, tag or commit");
+	}
+	if (r == 0)
+		r = get_str(c, n, "caFile", where, false, &s->ca_file);
+	const struct latch_yaml_node *cred = latch_yaml_map_get(n, "credentials");
+	if (r == 0 && cred) {
+		static const char *const cred_keys[] = { "usernameFile", "passwordFile", "sshKeyFile", "knownHostsFile", NULL };
+		r = check_keys(c, cred, "credentials", cred_keys);
+		if (r == 0)
+			r = get_str(c, cred, "usernameFile", "credentials", false, &s->username_file);
+		if (r == 0)
+			r = get_str(c, cred, "passwordFile", "credentials", false, &s->password_file);
+		if (r == 0)
+			r = get_str(c, cred, "sshKeyFile", "credentials", false, &s->ssh_key_file);
+		if (r == 0)
+			r = get_str(c, cred, "knownHostsFile", "credentials", false, &s->known_hosts_file);
+		if (r == 0 && !!s->username_file != !!s->password_file)
+			r = bad(c, cred, "credentials", "usernameFile and passwordFile go together");
+		if (r == 0 && s->ssh_key_file && !s->known_hosts_file)
+			r = bad(c, cred, "credentials", "sshKeyFile needs a knownHostsFile: ssh host keys are always checked");
 	}
 	const struct latch_yaml_node *inject = latch_yaml_map_get(n, "inject");
 	if (r == 0 && inject) {
@@ -228,6 +247,11 @@ void sync_config_done(struct sync_config *c)
 		free(s->inject_image);
 		free(s->inject_vault_address);
 		free(s->kustomize_path);
+		free(s->username_file);
+		free(s->password_file);
+		free(s->ssh_key_file);
+		free(s->known_hosts_file);
+		free(s->ca_file);
 	}
 	free(c->sources);
 	free(c->name);

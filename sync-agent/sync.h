@@ -21,6 +21,9 @@ struct sync_source {
 	bool health_check;
 	bool kustomize;        /* render: kustomize (else plain) */
 	char *kustomize_path;  /* the kustomize binary, "kustomize" from PATH by default */
+	char *username_file, *password_file; /* https basic auth, read at every pass */
+	char *ssh_key_file, *known_hosts_file;
+	char *ca_file;         /* CA bundle for an https remote */
 	char *inject_image;
 	char *inject_vault_address;
 };

@@ -35,8 +35,19 @@ struct latch_git_files {
 int latch_git_open(const char *cache_dir, const char *url, struct latch_git **ret, struct latch_error *err);
 void latch_git_close(struct latch_git *g);
 
-/* Fetch every branch and tag; a force-pushed branch is followed. */
-int latch_git_fetch(struct latch_git *g, struct latch_error *err);
+/* How to reach the remote: basic auth for https, a key for ssh (whose host key must be in
+ * known_hosts_file: an ssh remote without one is refused), a CA bundle for https. All
+ * optional; password is a secret the caller zeroes. */
+struct latch_git_auth {
+	const char *username;
+	const char *password;
+	const char *ssh_key_file;
+	const char *known_hosts_file;
+	const char *ca_file;
+};
+
+/* Fetch every branch and tag; a force-pushed branch is followed. auth may be NULL. */
+int latch_git_fetch(struct latch_git *g, const struct latch_git_auth *auth, struct latch_error *err);
 /* The commit a ref names, as 40 hex characters. */
 int latch_git_resolve(struct latch_git *g, const struct latch_git_ref *ref, char ret_sha[41], struct latch_error *err);
 /* Every .yaml, .yml and .json file under dir ("" for the root) of the commit, sorted by path,
