@@ -65,7 +65,7 @@ struct fetch_state {
 	const struct latch_git_auth *auth;
 	const char *url;
 	unsigned credential_calls;
-	char *host_key_problem; /* why an ssh host key was refused, for the error */
+	char *host_key_problem; /* why a host key or certificate was refused, for the error */
 };
 
 static int credentials(git_credential **out, const char *url, const char *username_from_url, unsigned int allowed,
@@ -125,8 +125,20 @@ static bool known_host(const char *file, const char *host, long port, const char
 static int certificate_check(git_cert *cert, int valid, const char *host, void *payload)
 {
 	struct fetch_state *f = payload;
-	if (cert->cert_type != GIT_CERT_HOSTKEY_LIBSSH2)
-		return valid ? 0 : GIT_ECERTIFICATE; /* TLS: libgit2 checked the chain and the name */
+	if (cert->cert_type != GIT_CERT_HOSTKEY_LIBSSH2) {
+		/* TLS: libgit2 checked the chain and the name; say which CA and name. */
+		if (valid)
+			return 0;
+		struct latch_buf why = LATCH_BUF_INIT(1024);
+		latch_buf_printf(&why, "the TLS certificate of '%s' does not verify against %s%s (Debian's libgit2 uses mbedTLS 2, "
+				       "which matches DNS names only: use a host name, not an IP address)",
+				 host, f->auth && f->auth->ca_file ? "caFile " : "the system CA store",
+				 f->auth && f->auth->ca_file ? f->auth->ca_file : "");
+		free(f->host_key_problem);
+		f->host_key_problem = latch_buf_take(&why);
+		latch_buf_done(&why);
+		return GIT_ECERTIFICATE;
+	}
 	const git_cert_hostkey *hk = (const git_cert_hostkey *)cert;
 	const char *file = f->auth ? f->auth->known_hosts_file : NULL;
 	struct latch_buf b64 = LATCH_BUF_INIT(8192), why = LATCH_BUF_INIT(1024);

@@ -111,6 +111,11 @@ int main(int argc, char **argv)
 	sigaddset(&stop, SIGTERM);
 	sigaddset(&stop, SIGINT);
 	sigprocmask(SIG_BLOCK, &stop, NULL);
+	/* libgit2 1.5 reads ~/.ssh/known_hosts before our own check and fails every ssh fetch
+	 * when HOME is unset (as in a bare container); host keys are checked against the
+	 * source's knownHostsFile either way. */
+	if (!getenv("HOME"))
+		setenv("HOME", "/", 0);
 	struct options o = { 0 };
 	int r = parse(argc, argv, &o);
 	if (r)

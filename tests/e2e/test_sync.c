@@ -296,6 +296,73 @@ static void test_sync__kustomize_overlay(void **state)
 	free(r.dir);
 }
 
+/* The same repository served by the stack over https (basic auth, the stack CA), ssh (key,
+ * known_hosts) and git://; wrong credentials and an unknown host key are refused. */
+static void write_source_config(const struct repo *r, const char *url, const char *extra)
+{
+	char config[8192];
+	snprintf(config, sizeof(config),
+		 "apiVersion: latch.dev/v1alpha1\nkind: SyncConfig\nmetadata: {name: remote}\nspec:\n  namespace: latch-system\n"
+		 "  cacheDir: %s/cache\n  sources:\n  - name: apps\n    url: %s\n    ref: {branch: main}\n"
+		 "    path: clusters/stack\n    healthCheck: false\n    inject: {vaultAddress: '%s'}\n%s",
+		 r->dir, url, stack.vault_addr, extra);
+	stack_write_file(r->config, config);
+}
+
+static void test_sync__git_transports_and_credentials(void **state)
+{
+	struct repo r;
+	repo_setup(&r);
+	const char *root = getenv("LATCH_GIT_ROOT");
+	if (!root)
+		fail_msg("LATCH_GIT_ROOT is not set (the stack's git servers)");
+	char cmd[4096];
+	const char *name = strrchr(r.dir, '/') + 1;
+	snprintf(cmd, sizeof(cmd), "git init -q --bare '%s/%s.git' && cd repo && git push -q '%s/%s.git' main", root, name, root, name);
+	sh(r.dir, cmd);
+
+	char url[1024], extra[4096], wrong[1024];
+	snprintf(url, sizeof(url), "%s/%s.git", getenv("LATCH_GIT_HTTPS_URL"), name);
+	snprintf(wrong, sizeof(wrong), "%s/wrong-password", r.dir);
+	stack_write_file(wrong, "not-the-password\n");
+	char user[1024];
+	snprintf(user, sizeof(user), "%s/user", r.dir);
+	stack_write_file(user, "latch\n");
+	snprintf(extra, sizeof(extra), "    caFile: %s\n    credentials: {usernameFile: %s, passwordFile: %s}\n", stack.ca, user,
+		 getenv("LATCH_GIT_PASSWORD_FILE"));
+	write_source_config(&r, url, extra);
+	assert_int_equal(sync_once(&r), 0);
+
+	snprintf(extra, sizeof(extra), "    caFile: %s\n    credentials: {usernameFile: %s, passwordFile: %s}\n", stack.ca, user, wrong);
+	write_source_config(&r, url, extra);
+	assert_int_equal(sync_once(&r), 1);
+	char *log = stack_read_file(r.log);
+	assert_non_null(strstr(log, "the credentials were refused"));
+	free(log);
+
+	snprintf(url, sizeof(url), "%s%s/%s.git", getenv("LATCH_GIT_SSH_URL"), root, name);
+	snprintf(extra, sizeof(extra), "    credentials: {sshKeyFile: %s, knownHostsFile: %s}\n", getenv("LATCH_GIT_SSH_KEY"),
+		 getenv("LATCH_GIT_KNOWN_HOSTS"));
+	write_source_config(&r, url, extra);
+	assert_int_equal(sync_once(&r), 0);
+
+	char other_hosts[1024];
+	snprintf(other_hosts, sizeof(other_hosts), "%s/known_hosts", r.dir);
+	stack_write_file(other_hosts, "[127.0.0.1]:1 ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh2l9GKJl\n");
+	snprintf(extra, sizeof(extra), "    credentials: {sshKeyFile: %s, knownHostsFile: %s}\n", getenv("LATCH_GIT_SSH_KEY"), other_hosts);
+	write_source_config(&r, url, extra);
+	assert_int_equal(sync_once(&r), 1);
+	log = stack_read_file(r.log);
+	assert_non_null(strstr(log, "the host key of '127.0.0.1' is not in"));
+	free(log);
+
+	snprintf(url, sizeof(url), "%s/%s.git", getenv("LATCH_GIT_DAEMON_URL"), name);
+	write_source_config(&r, url, "");
+	assert_int_equal(sync_once(&r), 0);
+	stack_rm_rf(r.dir);
+	free(r.dir);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -303,6 +370,7 @@ int main(void)
 		cmocka_unit_test(test_sync__config_errors_name_key_and_line),
 		cmocka_unit_test(test_sync__unhealthy_workload_fails_the_pass),
 		cmocka_unit_test(test_sync__kustomize_overlay),
+		cmocka_unit_test(test_sync__git_transports_and_credentials),
 	};
 	return cmocka_run_group_tests(tests, stack_load, NULL);
 }
