@@ -139,10 +139,15 @@ int init_login(struct init_state *s, struct latch_error *err)
 }
 
 /* When to act on a request: a renewable lease at 2/3 of its duration (renew), a lease that
- * cannot be renewed at 85% (fetch again), a secret without a lease every 5 minutes. */
+ * cannot be renewed at 85% (fetch again), a certificate without a lease (pki/issue) at 85%
+ * of its validity, anything else without a lease every 5 minutes. */
 static void schedule(struct init_request *r, double now)
 {
-	if (r->lease_duration <= 0)
+	json_int_t expiration = json_integer_value(latch_json_path(r->envelope, "data.expiration"));
+	double valid_for = expiration > 0 ? (double)(expiration - (json_int_t)time(NULL)) : 0;
+	if (r->lease_duration <= 0 && valid_for > 0)
+		r->due = now + (valid_for * 0.85 > 1.0 ? valid_for * 0.85 : 1.0);
+	else if (r->lease_duration <= 0)
 		r->due = now + 300.0;
 	else if (r->renewable)
 		r->due = now + (double)r->lease_duration * 2.0 / 3.0;
@@ -358,8 +363,8 @@ int init_write_token_file(const struct init_state *s, struct latch_error *err)
 int init_write_all(struct init_state *s, bool first, struct latch_error *err)
 {
 	const struct latch_config *c = s->config;
-	struct init_output *outs = calloc(c->n_secrets * 3, sizeof(*outs));
-	size_t *counts = calloc(c->n_secrets, sizeof(*counts));
+	struct init_output *outs = calloc(c->n_secrets ? c->n_secrets * 3 : 1, sizeof(*outs));
+	size_t *counts = calloc(c->n_secrets ? c->n_secrets : 1, sizeof(*counts));
 	int r = outs && counts ? 0 : latch_error_set(err, LATCH_ENOMEM, "out of memory");
 	for (size_t i = 0; r == 0 && i < c->n_secrets; i++)
 		r = init_render_secret(s, &c->secrets[i], &outs[i * 3], &counts[i], err);

@@ -124,7 +124,7 @@ static int render_map(const json_t *data, struct latch_buf *out)
 		json_t *v = json_object_get(data, keys[i]);
 		r = latch_buf_printf(out, "%s: ", keys[i]);
 		if (r == 0)
-			r = json_is_null(v) ? latch_buf_append_str(out, "<nil>") : latch_template_print_value(v, out);
+			r = json_is_null(v) ? latch_buf_append_str(out, "<no value>") : latch_template_print_value(v, out);
 		if (r == 0)
 			r = latch_buf_putc(out, '\n');
 	}

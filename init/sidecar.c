@@ -50,13 +50,16 @@ static void log_failure(const char *what, const char *path, const struct latch_e
 }
 
 /* Leases belong to the token that created them and die with it: after a new login every
- * leased secret is fetched again under the new token. */
+ * leased secret is fetched again under the new token (not renewed: renewing would keep the
+ * old token's lease). */
 static void refetch_leased_now(struct init_state *s)
 {
 	double now = init_now();
 	for (size_t i = 0; i < s->n_requests; i++)
-		if (s->requests[i].lease_id && *s->requests[i].lease_id)
+		if (s->requests[i].lease_id && *s->requests[i].lease_id) {
 			s->requests[i].due = now;
+			s->requests[i].renewable = false;
+		}
 }
 
 static void handle_token(struct init_state *s, unsigned *failures)
@@ -77,14 +80,15 @@ static void handle_token(struct init_state *s, unsigned *failures)
 			log_failure("renewing the Vault token failed; logging in again", "auth/token/renew-self", &err);
 	}
 	r = init_login(s, &err);
-	if (r == 0)
+	if (r == 0) {
+		refetch_leased_now(s);
 		r = init_write_token_file(s, &err);
+	}
 	if (r < 0) {
-		log_failure("logging in to Vault failed; will retry", s->config->auth.path, &err);
+		log_failure("logging in to Vault, or writing the token file, failed; will retry", s->config->auth.path, &err);
 		s->token_due = init_now() + backoff_s((*failures)++);
 	} else {
 		*failures = 0;
-		refetch_leased_now(s);
 	}
 	latch_error_done(&err);
 }

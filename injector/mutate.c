@@ -196,19 +196,28 @@ static int run_as_same_user(const struct inject_context *ctx, const struct latch
 	return 0;
 }
 
+/* runAsNonRoot only when neither id is root: with uid 0 the kubelet would refuse to start it. */
 static json_t *security_context_json(long uid, long gid)
 {
-	return json_pack("{s:b,s:I,s:I,s:b,s:b,s:{s:[s]},s:{s:s}}", "runAsNonRoot", 1, "runAsUser", (json_int_t)uid, "runAsGroup",
+	return json_pack("{s:b,s:I,s:I,s:b,s:b,s:{s:[s]},s:{s:s}}", "runAsNonRoot", uid != 0 && gid != 0, "runAsUser", (json_int_t)uid, "runAsGroup",
 			 (json_int_t)gid, "readOnlyRootFilesystem", 1, "allowPrivilegeEscalation", 0, "capabilities", "drop", "ALL",
 			 "seccompProfile", "type", "RuntimeDefault");
 }
 
-/* Requests and limits sized on what latch-init measurably uses (bench/init: under 10 MiB). */
+/* Requests and limits sized on what latch-init measurably uses (bench/init: under 10 MiB).
+ * A request set by annotation without its limit drops latch's default limit, which could be
+ * below it (the Vault injector's own 64Mi request, say) and make the pod invalid. */
 static json_t *resources_json(const struct inject_settings *s)
 {
-	return json_pack("{s:{s:s,s:s},s:{s:s,s:s}}", "requests", "cpu", s->requests_cpu ? s->requests_cpu : "10m", "memory",
-			 s->requests_mem ? s->requests_mem : "16Mi", "limits", "cpu", s->limits_cpu ? s->limits_cpu : "500m",
-			 "memory", s->limits_mem ? s->limits_mem : "32Mi");
+	json_t *limits = json_object();
+	const char *cpu = s->limits_cpu ? s->limits_cpu : s->requests_cpu ? NULL : "500m";
+	const char *mem = s->limits_mem ? s->limits_mem : s->requests_mem ? NULL : "32Mi";
+	if (cpu)
+		json_object_set_new(limits, "cpu", json_string(cpu));
+	if (mem)
+		json_object_set_new(limits, "memory", json_string(mem));
+	return json_pack("{s:{s:s,s:s},s:o}", "requests", "cpu", s->requests_cpu ? s->requests_cpu : "10m", "memory",
+			 s->requests_mem ? s->requests_mem : "16Mi", "limits", limits);
 }
 
 static json_t *container_json(const struct inject_settings *s, const char *image, long uid)
@@ -228,9 +237,12 @@ static json_t *container_json(const struct inject_settings *s, const char *image
 	json_object_set_new(c, "resources", resources_json(s));
 	if (s->set_security_context)
 		json_object_set_new(c, "securityContext", security_context_json(uid, s->run_as_group));
+	/* The probe waits as long as latch-init's own deadline, and a little more. */
+	json_int_t deadline = json_integer_value(json_object_get(s->config, "deadline_seconds"));
 	if (sidecar && s->pre_populate)
-		json_object_set_new(c, "startupProbe", json_pack("{s:{s:[s,s]},s:i,s:i}", "exec", "command", "/latch-init", "probe",
-								 "periodSeconds", 1, "failureThreshold", 180));
+		json_object_set_new(c, "startupProbe", json_pack("{s:{s:[s,s]},s:i,s:I}", "exec", "command", "/latch-init", "probe",
+								 "periodSeconds", 1, "failureThreshold",
+								 (deadline > 0 ? deadline : 120) + 30));
 	json_object_set_new(c, "volumeMounts", mounts);
 	free(config);
 	return c;

@@ -216,7 +216,10 @@ static int parse_auth(const struct where *w, const json_t *v, struct latch_confi
 	/* A bare mount name ("kubernetes") means auth/<name>, as Vault Agent's mount_path does. */
 	if (strncmp(c->auth.path, "auth/", 5) != 0) {
 		struct latch_buf b = LATCH_BUF_INIT(4096);
-		latch_buf_printf(&b, "auth/%s", c->auth.path);
+		if (latch_buf_printf(&b, "auth/%s", c->auth.path) < 0) {
+			latch_buf_done(&b);
+			return bad(w, "auth.path", "%s", "is longer than 4 KiB");
+		}
 		free(c->auth.path);
 		c->auth.path = latch_buf_take(&b);
 	}
@@ -242,13 +245,17 @@ static int parse_format(const struct where *w, const json_t *s, const char *fiel
 static int parse_template(const struct where *w, const json_t *s, const char *at, struct latch_secret_config *sc)
 {
 	_cleanup_free_ char *text = NULL, *left = NULL, *right = NULL;
-	struct latch_buf field = LATCH_BUF_INIT(1024);
+	struct latch_buf field = LATCH_BUF_INIT(1024), left_field = LATCH_BUF_INIT(1024), right_field = LATCH_BUF_INIT(1024);
 	latch_buf_printf(&field, "%s.template", at);
+	latch_buf_printf(&left_field, "%s.left_delim", at);
+	latch_buf_printf(&right_field, "%s.right_delim", at);
 	int r = get_string(w, s, "template", latch_buf_str(&field), true, &text);
 	if (r == 0)
-		r = get_string(w, s, "left_delim", "left_delim", false, &left);
+		r = get_string(w, s, "left_delim", latch_buf_str(&left_field), false, &left);
 	if (r == 0)
-		r = get_string(w, s, "right_delim", "right_delim", false, &right);
+		r = get_string(w, s, "right_delim", latch_buf_str(&right_field), false, &right);
+	latch_buf_done(&left_field);
+	latch_buf_done(&right_field);
 	if (r == 0) {
 		struct latch_template_options o = { .left_delim = left, .right_delim = right };
 		r = latch_template_parse(text, sc->name, &o, &sc->template, w->err);
@@ -315,12 +322,28 @@ static int parse_secret(const struct where *w, const json_t *s, size_t i, struct
 	return r;
 }
 
-/* Two secrets may not write the same file: the second would silently replace the first. */
+static bool clashes_with_reserved(const struct latch_config *c, char *const *names, size_t n)
+{
+	for (size_t k = 0; k < n; k++)
+		if ((c->token_file_name && strcmp(names[k], c->token_file_name) == 0) || strcmp(names[k], ".latch") == 0 ||
+		    strncmp(names[k], ".latch/", 7) == 0)
+			return true;
+	return false;
+}
+
+/* Two secrets may not write the same file: the second would silently replace the first. Nor
+ * may one write the token file or into .latch/. */
 static int check_unique(const struct where *w, const struct latch_config *c)
 {
 	for (size_t i = 0; i < c->n_secrets; i++) {
 		char *a[3] = { 0 };
 		size_t na = latch_secret_files(&c->secrets[i], a);
+		if (clashes_with_reserved(c, a, na)) {
+			int r = bad(w, "secrets", "'%s' would write over the token file or .latch/", c->secrets[i].name);
+			for (size_t k = 0; k < na; k++)
+				free(a[k]);
+			return r;
+		}
 		for (size_t j = 0; j < i; j++) {
 			if (strcmp(c->secrets[i].name, c->secrets[j].name) == 0) {
 				for (size_t k = 0; k < na; k++)
@@ -351,9 +374,9 @@ static int parse_secrets(const struct where *w, const json_t *list, struct latch
 {
 	if (!json_is_array(list))
 		return bad(w, "secrets", "%s", "must be a list");
-	if (json_array_size(list) == 0)
-		return bad(w, "secrets", "%s", "must name at least one secret");
-	c->secrets = calloc(json_array_size(list), sizeof(*c->secrets));
+	if (json_array_size(list) == 0 && !c->token_file_name)
+		return bad(w, "secrets", "%s", "must name at least one secret (or set token_file_name)");
+	c->secrets = calloc(json_array_size(list) ? json_array_size(list) : 1, sizeof(*c->secrets));
 	if (!c->secrets)
 		return latch_error_set(w->err, LATCH_ENOMEM, "out of memory");
 	for (size_t i = 0; i < json_array_size(list); i++) {

@@ -373,10 +373,13 @@ static int run_attempts(struct latch_http_client *c, const struct latch_http_req
 		struct attempt a = { .resp = resp, .max_body = c->opts.max_body };
 		unsigned long long timeout = c->opts.request_timeout_ms;
 		if (deadline) {
-			unsigned long long left = deadline > now_ms() ? deadline - now_ms() : 1;
+			unsigned long long now = now_ms();
+			unsigned long long left = deadline > now ? deadline - now : 1;
 			if (left < timeout || timeout == 0)
 				timeout = left;
 		}
+		if (timeout == 0)
+			timeout = 1; /* 0 would mean no timeout at all to libcurl */
 		errbuf[0] = '\0';
 		set_request(c, req, url, headers, connect_to, &a, timeout, errbuf);
 		CURLcode cc = curl_easy_perform(c->curl);
@@ -401,6 +404,7 @@ static int run_attempts(struct latch_http_client *c, const struct latch_http_req
 			*resp = previous;
 			return 0;
 		}
+		latch_http_response_done(&previous);
 		if (code == LATCH_ETIMEOUT && deadline && now_ms() >= deadline)
 			return latch_error_set(err, code, "%s %s: no answer within the deadline of %u ms (%u attempt%s)",
 					       req->method, req->url, p->deadline_ms, attempt + 1, attempt == 0 ? "" : "s");

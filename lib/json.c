@@ -65,6 +65,10 @@ int latch_json_parse(struct latch_view text, const char *name, const struct latc
 	json_error_t jerr;
 	json_t *v = json_loadb(text.ptr, text.len, JSON_REJECT_DUPLICATES | JSON_DECODE_ANY | JSON_ALLOW_NUL, &jerr);
 	if (!v) {
+		/* jansson quotes the input "near '...'": that may be a token or a secret value. */
+		char *near = strstr(jerr.text, " near ");
+		if (near)
+			*near = '\0';
 		int col = jerr.column > 0 ? jerr.column : 1;
 		return latch_error_set(err, LATCH_EPARSE, "%s:%d:%d: %s", name, jerr.line > 0 ? jerr.line : 1, col,
 				       jerr.text);

@@ -207,12 +207,21 @@ struct parser {
 	size_t left_len, right_len;
 	struct latch_error *err;
 	struct latch_template *t;
+	/* the last position computed, so positions are found without rescanning the text */
+	const char *mark;
+	size_t mark_line, mark_column;
 	/* action being parsed */
 	const char *p, *end;
 	size_t line, column;
 	struct token tok;
 	bool have_tok;
 	size_t depth;
+	/* variables in scope, as Go checks them when it parses: names, and per open block the
+	 * count to return to at its end */
+	const char *vars[256];
+	size_t n_vars;
+	size_t scope_marks[64];
+	size_t n_scopes;
 };
 
 static int perr(struct parser *ps, size_t line, size_t column, const char *fmt, ...) _printf_(4, 5);
@@ -437,6 +446,29 @@ static int parse_number(struct parser *ps, const struct token *t, json_t **ret)
 
 static int parse_pipeline(struct parser *ps, bool in_parens, struct pipe **ret);
 
+static bool var_declared(const struct parser *ps, const char *name)
+{
+	if (!*name)
+		return true; /* $ */
+	for (size_t i = ps->n_vars; i-- > 0;)
+		if (strcmp(ps->vars[i], name) == 0)
+			return true;
+	return false;
+}
+
+/* A pipeline's declarations come into scope after it: {{ $x := $x }} is an error in Go too. */
+static int declare_pipeline_vars(struct parser *ps, const struct pipe *p, size_t line, size_t column)
+{
+	if (p->assign)
+		return var_declared(ps, p->decl[0]) ? 0 : perr(ps, line, column, "undefined variable \"$%s\"", p->decl[0]);
+	for (size_t i = 0; i < p->n_decl; i++) {
+		if (ps->n_vars >= ELEMENTSOF(ps->vars))
+			return perr(ps, line, column, "%s", "too many variables");
+		ps->vars[ps->n_vars++] = p->decl[i];
+	}
+	return 0;
+}
+
 static int find_function(const struct token *t)
 {
 	for (size_t i = 0; i < ELEMENTSOF(functions); i++)
@@ -472,6 +504,10 @@ static int parse_operand(struct parser *ps, struct arg **ret)
 		a->name = strndup(tok.start + 1, name_len);
 		if (!a->name || (dot && split_fields(a, dot, tok.len - name_len - 1) < 0))
 			goto oom;
+		if (!var_declared(ps, a->name)) {
+			r = perr(ps, tok.line, tok.column, "undefined variable \"$%s\"", a->name);
+			goto fail;
+		}
 		break;
 	}
 	case T_STRING:
@@ -817,6 +853,12 @@ static int open_block(struct parser *ps, struct builder *b, enum node_kind kind,
 		r = perr(ps, line, column, "%s", "range needs := to declare its variables");
 	if (r == 0 && kind != N_RANGE && n->pipe->n_decl > 1)
 		r = perr(ps, line, column, "%s", "too many declarations");
+	if (r == 0 && ps->n_scopes >= ELEMENTSOF(ps->scope_marks))
+		r = perr(ps, line, column, "%s", "blocks nested too deeply");
+	if (r == 0) {
+		ps->scope_marks[ps->n_scopes++] = ps->n_vars;
+		r = declare_pipeline_vars(ps, n->pipe, line, column);
+	}
 	if (r < 0) {
 		node_free(n);
 		return r;
@@ -855,8 +897,9 @@ static int on_end(struct parser *ps, struct builder *b, size_t line, size_t colu
 		return r;
 	if (b->depth == 0)
 		return perr(ps, line, column, "%s", "end without if, with or range");
-	while (b->stack[--b->depth].node->chained)
-		;
+	do
+		ps->n_vars = ps->scope_marks[--ps->n_scopes];
+	while (b->stack[--b->depth].node->chained);
 	return 0;
 }
 
@@ -893,7 +936,9 @@ static int on_action(struct parser *ps, struct builder *b)
 	struct node *n = node_new(N_ACTION, line, column);
 	if (!n)
 		return latch_error_set(ps->err, LATCH_ENOMEM, "out of memory");
-	if ((r = parse_pipeline(ps, false, &n->pipe)) < 0 || (r = expect_end_of_action(ps)) < 0) {
+	if ((r = parse_pipeline(ps, false, &n->pipe)) < 0 || (r = expect_end_of_action(ps)) < 0 ||
+	    (n->pipe->n_decl > 1 && (r = perr(ps, line, column, "%s", "too many declarations")) < 0) ||
+	    (r = declare_pipeline_vars(ps, n->pipe, line, column)) < 0) {
 		node_free(n);
 		return r;
 	}
@@ -902,18 +947,26 @@ static int on_action(struct parser *ps, struct builder *b)
 
 /* ---- scanning text and delimiters ---- */
 
-static void position_of(const struct parser *ps, const char *at, size_t *line, size_t *column)
+/* Line and column of a position; positions are asked for in increasing order, so counting
+ * resumes from the last one (a rescan from the start made parsing quadratic). */
+static void position_of(struct parser *ps, const char *at, size_t *line, size_t *column)
 {
-	*line = 1;
-	*column = 1;
-	for (const char *p = ps->text; p < at; p++) {
+	if (!ps->mark || at < ps->mark) {
+		ps->mark = ps->text;
+		ps->mark_line = 1;
+		ps->mark_column = 1;
+	}
+	for (const char *p = ps->mark; p < at; p++) {
 		if (*p == '\n') {
-			(*line)++;
-			*column = 1;
+			ps->mark_line++;
+			ps->mark_column = 1;
 		} else {
-			(*column)++;
+			ps->mark_column++;
 		}
 	}
+	ps->mark = at;
+	*line = ps->mark_line;
+	*column = ps->mark_column;
 }
 
 static int add_text(struct parser *ps, struct builder *b, const char *s, size_t n)
@@ -1059,10 +1112,14 @@ int latch_template_print_value(const json_t *v, struct latch_buf *out)
 	case JSON_STRING: return latch_buf_append(out, json_string_value(v), json_string_length(v));
 	case JSON_INTEGER: return latch_buf_printf(out, "%" JSON_INTEGER_FORMAT, json_integer_value(v));
 	case JSON_REAL: {
-		char *s = json_dumps(v, JSON_ENCODE_ANY | JSON_REAL_PRECISION(17));
-		r = s ? latch_buf_append_str(out, s) : LATCH_ENOMEM;
-		free(s);
-		return r;
+		/* The shortest form that reads back, as Go prints the json.Number Vault sent. */
+		char buf[64];
+		for (int precision = 15; precision <= 17; precision++) {
+			snprintf(buf, sizeof(buf), "%.*g", precision, json_real_value(v));
+			if (strtod(buf, NULL) == json_real_value(v))
+				break;
+		}
+		return latch_buf_append_str(out, buf);
 	}
 	case JSON_TRUE: return latch_buf_append_str(out, "true");
 	case JSON_FALSE: return latch_buf_append_str(out, "false");
@@ -1394,12 +1451,12 @@ static int fn_index(struct eval *e, const struct arg *at, struct val *args, size
 	return 0;
 }
 
+/* What an action prints: Go prints both a missing key and a nil value as <no value> (a nil
+ * inside a map or list prints <nil>, as fmt does). */
 static int print_val(const struct val *v, struct latch_buf *out)
 {
-	if (v->missing)
+	if (v->missing || !v->j)
 		return latch_buf_append_str(out, "<no value>");
-	if (!v->j)
-		return latch_buf_append_str(out, "<nil>");
 	return latch_template_print_value(v->j, out);
 }
 

@@ -174,7 +174,14 @@ static int do_call(struct latch_vault *v, const struct call *c, json_t **ret, lo
 	if (r < 0)
 		goto done;
 	*ret_status = resp.status;
-	if (resp.status >= 400) {
+	if (resp.status < 200 || (resp.status >= 300 && resp.status < 400)) {
+		/* A standby without request forwarding, or a proxy, redirects: an empty body here
+		 * must not pass for an empty secret. */
+		r = latch_error_set(err, LATCH_EHTTP, "%s %s: Vault answered %ld, not a success; point vault.address at the "
+						       "active node (a redirect is not followed)", c->method, c->path, resp.status);
+		if (err)
+			err->http_status = resp.status;
+	} else if (resp.status >= 400) {
 		struct latch_buf text = LATCH_BUF_INIT(8192);
 		vault_errors_text(latch_buf_view(&resp.body), &text);
 		r = latch_error_set(err, error_for_status(resp.status), "%s %s: Vault answered %ld%s: %s", c->method, c->path,

@@ -370,6 +370,26 @@ static void test_inject__bad_annotations_name_object_annotation_and_position(voi
 	assert_inject_error("        vault.hashicorp.com/agent-image: registry.example/latch:1\n", &registries, "image 'x' is not from an allowed registry");
 }
 
+/* Values the Vault injector's users carry over must still give a valid pod. */
+static void test_inject__resources_user_and_token_sink(void **state)
+{
+	json_t *obj;
+	json_t *latch = injected_latch("        vault.hashicorp.com/agent-requests-mem: 64Mi\n"
+				       "        vault.hashicorp.com/agent-run-as-user: '0'\n"
+				       "        vault.hashicorp.com/agent-inject-token: 'true'\n",
+				       NULL, &obj);
+	assert_string_equal(json_string_value(latch_json_path(latch, "resources.requests.memory")), "64Mi");
+	assert_null(latch_json_path(latch, "resources.limits.memory")); /* not a default below the request */
+	assert_false(json_is_true(latch_json_path(latch, "securityContext.runAsNonRoot")));
+	json_t *config = latch_config_of(latch);
+	assert_string_equal(json_string_value(json_object_get(config, "token_file_name")), "token");
+	json_decref(config);
+	json_decref(obj);
+	assert_inject_error("        vault.hashicorp.com/agent-inject-token: 'true'\n"
+			    "        vault.hashicorp.com/agent-inject-secret-token: secret/data/x\n",
+			    NULL, "would write over the token file");
+}
+
 static void test_inject__allow_unsupported_warns(void **state)
 {
 	struct latch_inject_options o = default_opts;
@@ -422,6 +442,7 @@ int main(void)
 		cmocka_unit_test(test_inject__workload_annotations_count_and_pod_template_wins),
 		cmocka_unit_test(test_inject__options_from_annotations),
 		cmocka_unit_test(test_inject__bad_annotations_name_object_annotation_and_position),
+		cmocka_unit_test(test_inject__resources_user_and_token_sink),
 		cmocka_unit_test(test_inject__allow_unsupported_warns),
 		cmocka_unit_test(test_inject__vault_webhook_output_left_alone),
 		cmocka_unit_test(test_inject__openbao_prefix_and_list),

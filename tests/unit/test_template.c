@@ -150,6 +150,16 @@ static void test_template__custom_delimiters(void **state)
 	free(out);
 }
 
+static void test_template__nil_and_float_print_like_go(void **state)
+{
+	json_t *saved = fx.db;
+	fx.db = json_loads("{\"data\":{\"n\":null,\"f\":0.1,\"m\":{\"x\":null}}}", 0, NULL);
+	assert_renders("{{ with secret \"database/creds/app\" }}{{ .Data.n }}|{{ .Data.f }}|{{ .Data.m }}{{ end }}",
+		       "<no value>|0.1|map[x:<nil>]");
+	json_decref(fx.db);
+	fx.db = saved;
+}
+
 static void test_template__missing_key(void **state)
 {
 	const char *text = "{{ with secret \"database/creds/app\" }}{{ .Data.nope }}{{ end }}";
@@ -189,6 +199,10 @@ static void test_template__unsupported_is_a_parse_error_with_position(void **sta
 	assert_parse_error("{{ with secret \"pki/issue/x\" \"common_name\" }}{{ end }}", "is not key=value");
 	assert_parse_error("{{ toJSON 1 2 }}", "wrong number of arguments for toJSON");
 	assert_parse_error("{{ .a | .b }}", "only a function can follow '|'");
+	/* Checked when parsed, as Go does, not in the pod. */
+	assert_parse_error("{{ $y }}", "db.tmpl:1:4: undefined variable \"$y\"");
+	assert_parse_error("{{ range $k, $v := .x }}{{ end }}{{ $k }}", "undefined variable \"$k\"");
+	assert_parse_error("{{ $a, $b := 1 }}", "too many declarations");
 }
 
 static void test_template__render_errors_name_the_position(void **state)
@@ -211,6 +225,7 @@ int main(void)
 		cmocka_unit_test(test_template__secret_fields_index_printf_base64),
 		cmocka_unit_test(test_template__if_else_range_else_with_else),
 		cmocka_unit_test(test_template__custom_delimiters),
+		cmocka_unit_test(test_template__nil_and_float_print_like_go),
 		cmocka_unit_test(test_template__missing_key),
 		cmocka_unit_test(test_template__secrets_are_collected_once),
 		cmocka_unit_test(test_template__unsupported_is_a_parse_error_with_position),
