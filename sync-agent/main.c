@@ -74,11 +74,13 @@ static size_t pass_all(struct latch_k8s *k, const struct sync_config *cfg, bool 
 			LATCH_LOG(LATCH_LOG_ERROR, "sync failed", { "source", s->name }, { "error", latch_error_message(&err) });
 			failed++;
 		} else {
-			char applied[32], pruned[32];
+			char applied[32], changed[32], drifted[32], pruned[32];
 			snprintf(applied, sizeof(applied), "%zu", res.applied);
+			snprintf(changed, sizeof(changed), "%zu", res.changed);
+			snprintf(drifted, sizeof(drifted), "%zu", res.drifted);
 			snprintf(pruned, sizeof(pruned), "%zu", res.pruned);
 			LATCH_LOG(LATCH_LOG_INFO, dry_run ? "validated" : "synced", { "source", s->name }, { "revision", res.revision },
-				  { "applied", applied }, { "pruned", pruned });
+				  { "applied", applied }, { "changed", changed }, { "drifted", drifted }, { "pruned", pruned });
 		}
 		latch_error_done(&err);
 	}

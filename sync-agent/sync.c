@@ -246,7 +246,19 @@ static int validate(struct latch_k8s *k, const json_t *objects, struct latch_err
 	return 0;
 }
 
-static int apply_all(struct latch_k8s *k, const json_t *objects, struct sync_result *res, struct latch_error *err)
+static char *object_key(const json_t *obj)
+{
+	const char *ns = meta_str(obj, "namespace") ? meta_str(obj, "namespace") : default_ns(obj);
+	struct latch_buf b = LATCH_BUF_INIT(4096);
+	latch_buf_printf(&b, "%s/%s/%s/%s", latch_json_get_str(obj, "apiVersion"), latch_json_get_str(obj, "kind"), ns ? ns : "",
+			 meta_str(obj, "name"));
+	return latch_buf_take(&b);
+}
+
+/* versions: resourceVersions the last pass left (read), replaced by this pass's (written). A
+ * different one means the apply changed the object. */
+static int apply_all(struct latch_k8s *k, const json_t *objects, json_t *versions, struct sync_result *res,
+		     struct latch_error *err)
 {
 	for (int stage = 0; stage < 2; stage++) {
 		size_t i;
@@ -261,6 +273,13 @@ static int apply_all(struct latch_k8s *k, const json_t *objects, struct sync_res
 			if (r < 0)
 				return r;
 			res->applied++;
+			_cleanup_free_ char *key = object_key(o);
+			const char *rv = meta_str(stored, "resourceVersion");
+			const char *before = latch_json_get_str(versions, key);
+			if (!before || !rv || strcmp(before, rv) != 0)
+				res->changed++;
+			if (key && rv)
+				json_object_set_new(versions, key, json_string(rv));
 			json_decref(stored);
 		}
 	}
@@ -307,12 +326,15 @@ static json_t *read_inventory(struct latch_k8s *k, const struct sync_config *c, 
 }
 
 static int write_inventory(struct latch_k8s *k, const struct sync_config *c, const struct sync_source *s, const json_t *entries,
-			   const char *applied_rev, const char *attempted_rev, const char *result, struct latch_error *err)
+			   const json_t *versions, const char *applied_rev, const char *attempted_rev, const char *result,
+			   struct latch_error *err)
 {
 	_cleanup_free_ char *name = inventory_name(c, s);
 	char *text = json_dumps(entries, JSON_COMPACT);
-	json_t *data = json_pack("{s:s,s:s,s:s}", "inventory", text ? text : "[]", "lastAttemptedRevision", attempted_rev,
-				 "result", result);
+	char *versions_text = json_dumps(versions, JSON_COMPACT | JSON_SORT_KEYS);
+	json_t *data = json_pack("{s:s,s:s,s:s,s:s}", "inventory", text ? text : "[]", "lastAttemptedRevision", attempted_rev,
+				 "result", result, "resourceVersions", versions_text ? versions_text : "{}");
+	free(versions_text);
 	/* Server-side apply drops the fields this manager stops sending: keep the last applied
 	 * revision when this attempt failed. */
 	json_t *old = applied_rev ? NULL : read_inventory_data(k, c, s);
@@ -423,6 +445,39 @@ static int wait_healthy(struct latch_k8s *k, const struct sync_source *s, const 
 	}
 }
 
+/* A Kubernetes Event on the inventory ConfigMap, for kubectl get events and alerting. */
+static void record_event(struct latch_k8s *k, const struct sync_config *c, const struct sync_source *s, bool warning,
+			 const char *reason, const char *message)
+{
+	_cleanup_free_ char *name = inventory_name(c, s);
+	char now[32];
+	time_t t = time(NULL);
+	struct tm tm;
+	gmtime_r(&t, &tm);
+	strftime(now, sizeof(now), "%Y-%m-%dT%H:%M:%SZ", &tm);
+	struct latch_buf prefix = LATCH_BUF_INIT(512);
+	latch_buf_printf(&prefix, "%s.", name);
+	json_t *ev = json_pack("{s:s,s:s,s:{s:s,s:s},s:{s:s,s:s,s:s,s:s},s:s,s:s,s:s,s:s,s:s,s:i,s:{s:s}}", "apiVersion", "v1",
+			       "kind", "Event", "metadata", "generateName", latch_buf_str(&prefix), "namespace", c->namespace,
+			       "involvedObject", "apiVersion", "v1", "kind", "ConfigMap", "name", name, "namespace", c->namespace,
+			       "reason", reason, "message", message, "type", warning ? "Warning" : "Normal", "firstTimestamp", now,
+			       "lastTimestamp", now, "count", 1, "source", "component", "latch-sync");
+	char *body = json_dumps(ev, JSON_COMPACT);
+	struct latch_buf path = LATCH_BUF_INIT(1024);
+	latch_buf_printf(&path, "/api/v1/namespaces/%s/events", c->namespace);
+	long status = 0;
+	json_t *resp = NULL;
+	struct latch_error err = LATCH_ERROR_INIT;
+	if (body && (latch_k8s_request(k, "POST", latch_buf_str(&path), NULL, body, &status, &resp, &err) < 0 || status >= 300))
+		LATCH_LOG(LATCH_LOG_WARN, "recording an Event failed", { "source", s->name });
+	json_decref(resp);
+	latch_error_done(&err);
+	latch_buf_done(&path);
+	latch_buf_done(&prefix);
+	free(body);
+	json_decref(ev);
+}
+
 /* ---- the pass ---- */
 
 /* A secret file's first line. */
@@ -507,9 +562,20 @@ int sync_source_pass(struct latch_k8s *k, const struct sync_config *c, const str
 	size_t i;
 	json_t *o;
 	json_array_foreach(objects, i, o) json_array_append_new(current, entry_of(o));
+	json_t *data = dry_run ? NULL : read_inventory_data(k, c, s);
+	const char *versions_text = latch_json_get_str(data, "resourceVersions");
+	json_t *versions = versions_text ? json_loads(versions_text, 0, NULL) : NULL;
+	if (!json_is_object(versions)) {
+		json_decref(versions);
+		versions = json_object();
+	}
+	const char *last_applied = latch_json_get_str(data, "lastAppliedRevision");
+	bool same_revision = last_applied && strcmp(last_applied, res.revision) == 0;
 	if (r == 0 && !dry_run) {
 		previous = read_inventory(k, c, s);
-		r = apply_all(k, objects, &res, err);
+		r = apply_all(k, objects, versions, &res, err);
+		if (same_revision)
+			res.drifted = res.changed;
 		if (r == 0 && s->prune)
 			r = prune(k, c, s, previous, current, &res, err);
 		if (r == 0 && s->health_check) {
@@ -524,13 +590,19 @@ int sync_source_pass(struct latch_k8s *k, const struct sync_config *c, const str
 		json_t *keep = in_cluster ? json_incref(current) : (previous ? json_incref(previous) : read_inventory(k, c, s));
 		struct latch_buf result = LATCH_BUF_INIT(8192);
 		if (r == 0)
-			latch_buf_append_str(&result, "Applied");
+			latch_buf_printf(&result, "Applied: %zu objects, %zu changed (%zu drifted), %zu pruned", res.applied, res.changed,
+					 res.drifted, res.pruned);
 		else
 			latch_buf_printf(&result, "%s%s", applied ? "Applied, unhealthy: " : "", latch_error_message(err));
-		if (write_inventory(k, c, s, keep, in_cluster ? res.revision : NULL, res.revision[0] ? res.revision : "unknown",
+		if (write_inventory(k, c, s, keep, versions, in_cluster ? res.revision : NULL, res.revision[0] ? res.revision : "unknown",
 				    latch_buf_str(&result), &ierr) < 0 &&
 		    r == 0)
 			r = latch_error_set(err, ierr.code, "%s", latch_error_message(&ierr));
+		/* Events when something happened, not on every quiet pass. */
+		if (r < 0)
+			record_event(k, c, s, true, "SyncFailed", latch_buf_str(&result));
+		else if (!same_revision || res.changed > 0 || res.pruned > 0)
+			record_event(k, c, s, false, "Synced", latch_buf_str(&result));
 		json_decref(keep);
 		latch_buf_done(&result);
 		latch_error_done(&ierr);
@@ -539,6 +611,8 @@ int sync_source_pass(struct latch_k8s *k, const struct sync_config *c, const str
 	json_decref(current);
 	json_decref(objects);
 	json_decref(rendered);
+	json_decref(versions);
+	json_decref(data);
 	if (r < 0)
 		return r;
 	*ret = res;

@@ -43,7 +43,8 @@ struct sync_result {
 	char revision[41];
 	size_t applied;
 	size_t pruned;
-	size_t unchanged;
+	size_t changed;  /* objects the apply changed: new, updated, or put back after drift */
+	size_t drifted;  /* of those, changed although the revision was the same */
 };
 
 /* One pass over one source. dry_run: validate and report, write nothing. */

@@ -159,6 +159,31 @@ static void test_sync__apply_prune_revert_and_bad_revisions(void **state)
 	json_decref(settings);
 	json_decref(web_before);
 	json_decref(web);
+	inv = inventory(k);
+	assert_non_null(strstr(latch_json_get_str(json_object_get(inv, "data"), "result"), "0 changed (0 drifted)"));
+	json_decref(inv);
+
+	/* Someone edits an object by hand: the next pass puts it back and counts the drift. */
+	json_t *edit = json_pack("{s:s,s:s,s:{s:s,s:s},s:{s:s}}", "apiVersion", "v1", "kind", "ConfigMap", "metadata", "name",
+				 "settings", "namespace", "sync-e2e", "data", "color", "red");
+	struct latch_k8s_apply_options by_hand = { .field_manager = "kubectl-edit", .force = true };
+	struct latch_error eerr = LATCH_ERROR_INIT;
+	assert_int_equal(latch_k8s_apply(k, edit, &by_hand, NULL, &eerr), 0);
+	json_decref(edit);
+	assert_int_equal(sync_once(&r), 0);
+	settings = get(k, "v1", "ConfigMap", "settings");
+	assert_string_equal(latch_json_get_str(json_object_get(settings, "data"), "color"), "blue");
+	json_decref(settings);
+	inv = inventory(k);
+	assert_non_null(strstr(latch_json_get_str(json_object_get(inv, "data"), "result"), "1 changed (1 drifted)"));
+	json_decref(inv);
+	long status = 0;
+	json_t *events = NULL;
+	assert_int_equal(latch_k8s_request(k, "GET", "/api/v1/namespaces/latch-system/events", NULL, NULL, &status, &events, &eerr), 0);
+	char *dump = json_dumps(events, JSON_COMPACT);
+	assert_non_null(strstr(dump, "1 changed (1 drifted)"));
+	free(dump);
+	json_decref(events);
 
 	/* The ConfigMap leaves the repository: it is pruned. */
 	const char *without = strstr(base, "apiVersion: apps/v1");
