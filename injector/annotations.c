@@ -59,9 +59,8 @@ static int fail_at(const struct inject_context *ctx, const struct ann *a, const 
 		latch_buf_printf(&msg, "annotation '%s': ", a->full);
 	va_list ap;
 	va_start(ap, fmt);
-	latch_buf_vprintf(&msg, fmt, ap);
+	int r = latch_error_setv_prefixed(ctx->err, LATCH_EINVAL, latch_buf_str(&msg), fmt, ap);
 	va_end(ap);
-	int r = latch_error_set(ctx->err, LATCH_EINVAL, "%s", latch_buf_str(&msg));
 	latch_buf_done(&msg);
 	return r;
 }

@@ -33,9 +33,8 @@ static int obj_fail(const struct inject_context *ctx, const struct latch_yaml_no
 		latch_buf_printf(&msg, "%s: %s: ", ctx->name, ctx->object);
 	va_list ap;
 	va_start(ap, fmt);
-	latch_buf_vprintf(&msg, fmt, ap);
+	int r = latch_error_setv_prefixed(ctx->err, LATCH_EINVAL, latch_buf_str(&msg), fmt, ap);
 	va_end(ap);
-	int r = latch_error_set(ctx->err, LATCH_EINVAL, "%s", latch_buf_str(&msg));
 	latch_buf_done(&msg);
 	return r;
 }

@@ -42,9 +42,8 @@ static int bad(const struct where *w, const char *field, const char *fmt, ...)
 	latch_buf_printf(&msg, "%s: %s: ", w->source, field);
 	va_list ap;
 	va_start(ap, fmt);
-	latch_buf_vprintf(&msg, fmt, ap);
+	int r = latch_error_setv_prefixed(w->err, LATCH_EINVAL, latch_buf_str(&msg), fmt, ap);
 	va_end(ap);
-	int r = latch_error_set(w->err, LATCH_EINVAL, "%s", latch_buf_str(&msg));
 	latch_buf_done(&msg);
 	return r;
 }

@@ -227,13 +227,13 @@ struct parser {
 static int perr(struct parser *ps, size_t line, size_t column, const char *fmt, ...) _printf_(4, 5);
 static int perr(struct parser *ps, size_t line, size_t column, const char *fmt, ...)
 {
-	struct latch_buf msg = LATCH_BUF_INIT(4096);
+	struct latch_buf prefix = LATCH_BUF_INIT(4096);
+	latch_buf_printf(&prefix, "template %s:%zu:%zu: ", ps->name, line, column);
 	va_list ap;
 	va_start(ap, fmt);
-	latch_buf_vprintf(&msg, fmt, ap);
+	int r = latch_error_setv_prefixed(ps->err, LATCH_EPARSE, latch_buf_str(&prefix), fmt, ap);
 	va_end(ap);
-	int r = latch_error_set(ps->err, LATCH_EPARSE, "template %s:%zu:%zu: %s", ps->name, line, column, latch_buf_str(&msg));
-	latch_buf_done(&msg);
+	latch_buf_done(&prefix);
 	return r;
 }
 
@@ -1231,14 +1231,13 @@ static struct val val_copy(const struct val *v)
 static int eerr(struct eval *e, size_t line, size_t column, const char *fmt, ...) _printf_(4, 5);
 static int eerr(struct eval *e, size_t line, size_t column, const char *fmt, ...)
 {
-	struct latch_buf msg = LATCH_BUF_INIT(4096);
+	struct latch_buf prefix = LATCH_BUF_INIT(4096);
+	latch_buf_printf(&prefix, "template %s:%zu:%zu: ", e->t->name, line, column);
 	va_list ap;
 	va_start(ap, fmt);
-	latch_buf_vprintf(&msg, fmt, ap);
+	int r = latch_error_setv_prefixed(e->err, LATCH_EINVAL, latch_buf_str(&prefix), fmt, ap);
 	va_end(ap);
-	int r = latch_error_set(e->err, LATCH_EINVAL, "template %s:%zu:%zu: %s", e->t->name, line, column,
-				latch_buf_str(&msg));
-	latch_buf_done(&msg);
+	latch_buf_done(&prefix);
 	return r;
 }
 

@@ -23,9 +23,8 @@ static int bad(const struct ctx *c, const struct latch_yaml_node *at, const char
 	latch_buf_printf(&msg, "%s:%zu:%zu: %s: ", c->file, at ? at->line : 0, at ? at->column : 0, key);
 	va_list ap;
 	va_start(ap, fmt);
-	latch_buf_vprintf(&msg, fmt, ap);
+	int r = latch_error_setv_prefixed(c->err, LATCH_EINVAL, latch_buf_str(&msg), fmt, ap);
 	va_end(ap);
-	int r = latch_error_set(c->err, LATCH_EINVAL, "%s", latch_buf_str(&msg));
 	latch_buf_done(&msg);
 	return r;
 }

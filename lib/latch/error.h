@@ -40,6 +40,11 @@ struct latch_error {
 int latch_error_set(struct latch_error *err, int code, const char *fmt, ...) _printf_(3, 4);
 int latch_error_setv(struct latch_error *err, int code, const char *fmt, va_list ap) _printf_(3, 0);
 
+/* Record "<prefix><formatted message>": the shape of every positioned error
+ * ("file:3:7: Deployment 'web': ..."). */
+int latch_error_setv_prefixed(struct latch_error *err, int code, const char *prefix, const char *fmt, va_list ap)
+	_printf_(4, 0);
+
 /* Prefix the recorded message with context ("reading 'x': <old message>"); returns the code. */
 int latch_error_prefix(struct latch_error *err, const char *fmt, ...) _printf_(2, 3);
 
