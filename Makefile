@@ -43,7 +43,8 @@ e2e: build static sanitize-build
 	dev/stack up
 	status=0; . .stack/env && export LATCH_INIT_STATIC=$(LATCH_INIT_STATIC) && \
 		meson test -C $(BUILD) --suite e2e --print-errorlogs && \
-		ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 \
+		ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 \
+		UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 LSAN_OPTIONS=suppressions=$(abspath tests/lsan.supp) \
 		meson test -C $(SAN_BUILD) --suite e2e --print-errorlogs || status=$$?; \
 		dev/stack down; exit $$status
 

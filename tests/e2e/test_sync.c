@@ -81,9 +81,15 @@ static int sync_once(const struct repo *r)
 	char *bin = getenv("LATCH_SYNC");
 	if (!bin)
 		fail_msg("LATCH_SYNC is not set");
-	char kube[1024];
+	char kube[1024], lsan[1024], asan[1024];
 	snprintf(kube, sizeof(kube), "KUBECONFIG=%s", getenv("KUBECONFIG"));
-	char *envp[] = { kube, NULL };
+	/* The sanitizer build's options and suppressions (tests/lsan.supp) reach the agent too. */
+	snprintf(lsan, sizeof(lsan), "LSAN_OPTIONS=%s", getenv("LSAN_OPTIONS") ? getenv("LSAN_OPTIONS") : "");
+	/* Full stacks for leaks: libgit2 has no frame pointers, and the suppressions match on
+	 * frames below it. */
+	snprintf(asan, sizeof(asan), "ASAN_OPTIONS=%s%sfast_unwind_on_malloc=0", getenv("ASAN_OPTIONS") ? getenv("ASAN_OPTIONS") : "",
+		 getenv("ASAN_OPTIONS") ? ":" : "");
+	char *envp[] = { kube, lsan, asan, NULL };
 	char *argv[] = { bin, "once", "--config", (char *)r->config, NULL };
 	return stack_run(argv, envp, r->log, 120, NULL);
 }
