@@ -15,12 +15,13 @@ static const char usage[] =
 	"\n"
 	"  once   one pass over every source; exit 0 only if every source applied\n"
 	"  diff   validate every source with a server dry run; nothing is written\n"
-	"  run    a pass per source every interval, until SIGTERM\n"
+	"  run    a pass per source every interval, until SIGTERM (or --max-passes N)\n"
 	"\n"
 	"Kubernetes access: --kubeconfig, $KUBECONFIG, or the in-cluster service account.\n";
 
 struct options {
 	const char *mode, *config, *kubeconfig;
+	long max_passes; /* run: stop after this many passes (0: until SIGTERM) */
 };
 
 static int parse(int argc, char **argv, struct options *o)
@@ -28,6 +29,7 @@ static int parse(int argc, char **argv, struct options *o)
 	static const struct option longopts[] = { { "config", required_argument, NULL, 'c' },
 						  { "kubeconfig", required_argument, NULL, 'k' },
 						  { "log-format", required_argument, NULL, 'f' },
+						  { "max-passes", required_argument, NULL, 'p' },
 						  { "help", no_argument, NULL, 'h' },
 						  { NULL, 0, NULL, 0 } };
 	enum latch_log_format format = LATCH_LOG_TEXT;
@@ -36,6 +38,15 @@ static int parse(int argc, char **argv, struct options *o)
 		switch (c) {
 		case 'c': o->config = optarg; break;
 		case 'k': o->kubeconfig = optarg; break;
+		case 'p': {
+			char *end = NULL;
+			o->max_passes = strtol(optarg, &end, 10);
+			if (!*optarg || *end || o->max_passes <= 0) {
+				fprintf(stderr, "latch-sync: --max-passes '%s' is not a positive number\n", optarg);
+				return 64;
+			}
+			break;
+		}
 		case 'f':
 			if (latch_log_format_parse(optarg, &format) < 0) {
 				fprintf(stderr, "latch-sync: --log-format '%s' is not text or json\n", optarg);
@@ -138,9 +149,10 @@ int main(int argc, char **argv)
 	}
 	size_t failed = 0;
 	if (strcmp(o.mode, "run") == 0) {
+		long passes = 0;
 		do
 			pass_all(k, &cfg, false);
-		while (!wait_or_stop(shortest_interval(&cfg)));
+		while ((o.max_passes == 0 || ++passes < o.max_passes) && !wait_or_stop(shortest_interval(&cfg)));
 	} else {
 		failed = pass_all(k, &cfg, strcmp(o.mode, "diff") == 0);
 	}
