@@ -1459,11 +1459,116 @@ static int print_val(const struct val *v, struct latch_buf *out)
 	return latch_template_print_value(v->j, out);
 }
 
+/* strconv.Quote: Go's %q of a string. Unlike JSON, it does not escape <, > or &. */
+static int quote_go(const char *s, size_t len, struct latch_buf *out)
+{
+	int r = latch_buf_putc(out, '"');
+	for (size_t i = 0; r == 0 && i < len; i++) {
+		unsigned char c = (unsigned char)s[i];
+		const char *esc = c == '"' ? "\\\"" : c == '\\' ? "\\\\" : c == '\n' ? "\\n" : c == '\t' ? "\\t" : c == '\r' ? "\\r"
+				: c == '\a' ? "\\a" : c == '\b' ? "\\b" : c == '\f' ? "\\f" : c == '\v' ? "\\v" : NULL;
+		if (esc)
+			r = latch_buf_append_str(out, esc);
+		else if (c < 0x20 || c == 0x7f)
+			r = latch_buf_printf(out, "\\x%02x", c);
+		else
+			r = latch_buf_putc(out, (char)c);
+	}
+	return r ? r : latch_buf_putc(out, '"');
+}
+
+static size_t rune_count(const char *s, size_t len)
+{
+	size_t n = 0;
+	for (size_t i = 0; i < len; i++)
+		n += ((unsigned char)s[i] & 0xC0) != 0x80;
+	return n;
+}
+
+/* Bytes that hold the first `runes` runes of s. */
+static size_t rune_prefix(const char *s, size_t len, size_t runes)
+{
+	size_t i = 0;
+	for (size_t seen = 0; i < len; i++) {
+		if (((unsigned char)s[i] & 0xC0) != 0x80 && seen++ == runes)
+			break;
+	}
+	return i;
+}
+
+struct verb_spec {
+	bool minus, zero, plus, space, hash;
+	long width, precision; /* -1: none */
+	char verb;
+};
+
+/* A text verb (s, v, q, or x/X on a string): precision and width count runes, as in Go. */
+static int format_text(const struct verb_spec *vs, const struct val *a, struct latch_buf *out)
+{
+	struct latch_buf text = LATCH_SECRET_BUF_INIT(TEMPLATE_MAX_DEFAULT);
+	const char *str = a->j && json_is_string(a->j) ? json_string_value(a->j) : NULL;
+	size_t len = str ? json_string_length(a->j) : 0;
+	int r = 0;
+	if (vs->verb == 'q' && str)
+		r = quote_go(str, vs->precision >= 0 ? rune_prefix(str, len, (size_t)vs->precision) : len, &text);
+	else if ((vs->verb == 'x' || vs->verb == 'X') && str)
+		for (size_t i = 0; r == 0 && i < len; i++)
+			r = latch_buf_printf(&text, vs->verb == 'x' ? "%02x" : "%02X", (unsigned char)str[i]);
+	else {
+		r = print_val(a, &text);
+		if (r == 0 && vs->precision >= 0)
+			text.len = rune_prefix(text.ptr ? text.ptr : "", text.len, (size_t)vs->precision);
+	}
+	size_t runes = rune_count(text.ptr ? text.ptr : "", text.len);
+	for (long pad = vs->width - (long)runes; r == 0 && !vs->minus && pad > 0; pad--)
+		r = latch_buf_putc(out, ' ');
+	if (r == 0)
+		r = latch_buf_append(out, text.ptr ? text.ptr : "", text.len);
+	for (long pad = vs->width - (long)runes; r == 0 && vs->minus && pad > 0; pad--)
+		r = latch_buf_putc(out, ' ');
+	latch_buf_done(&text);
+	return r;
+}
+
 /* The C format below is assembled only from Go's flag, width and precision characters and
  * one checked verb, so it is not input-controlled. */
 #pragma GCC diagnostic push
 #pragma GCC diagnostic ignored "-Wformat-nonliteral"
-/* printf: the Go verbs templates use (%s %v %d %q %x %X %f %t %%), with flags and width. */
+static int format_number(const char *spec, size_t flen, char verb, const struct val *a, struct latch_buf *out)
+{
+	char cspec[32];
+	if (verb == 'f') {
+		snprintf(cspec, sizeof(cspec), "%.*sf", (int)flen, spec);
+		return latch_buf_printf(out, cspec, json_number_value(a->j));
+	}
+	snprintf(cspec, sizeof(cspec), "%.*sll%c", (int)flen, spec, verb);
+	return latch_buf_printf(out, cspec, (long long)json_integer_value(a->j));
+}
+#pragma GCC diagnostic pop
+
+/* "%-8.3s": flags, width and precision; p is past the '%'. Returns the verb's position. */
+static const char *parse_verb(const char *p, struct verb_spec *vs)
+{
+	*vs = (struct verb_spec){ .width = -1, .precision = -1 };
+	for (; *p && strchr("-+# 0", *p); p++) {
+		vs->minus |= *p == '-';
+		vs->plus |= *p == '+';
+		vs->space |= *p == ' ';
+		vs->hash |= *p == '#';
+		vs->zero |= *p == '0';
+	}
+	if (isdigit((unsigned char)*p))
+		vs->width = strtol(p, (char **)&p, 10);
+	if (*p == '.') {
+		p++;
+		vs->precision = isdigit((unsigned char)*p) ? strtol(p, (char **)&p, 10) : 0;
+	}
+	vs->verb = *p;
+	return p;
+}
+
+/* printf: the Go verbs templates use (%s %v %d %q %x %X %f %t %%), with flags, width and
+ * precision. */
 static int fn_printf(struct eval *e, const struct arg *at, struct val *args, size_t n, struct val *ret)
 {
 	if (need_string(e, at, &args[0], "printf") < 0)
@@ -1477,55 +1582,42 @@ static int fn_printf(struct eval *e, const struct arg *at, struct val *args, siz
 			r = latch_buf_putc(&out, *p);
 			continue;
 		}
-		const char *spec = p++;
-		while (*p && strchr("-+# 0", *p))
-			p++;
-		while (isdigit((unsigned char)*p) || *p == '.')
-			p++;
+		const char *spec = p;
+		struct verb_spec vs;
+		p = parse_verb(p + 1, &vs);
 		if (!*p)
 			break;
-		char verb = *p;
-		if (verb == '%') {
+		if (vs.verb == '%') {
 			r = latch_buf_putc(&out, '%');
 			continue;
 		}
-		char cspec[32];
 		size_t flen = (size_t)(p - spec);
-		if (flen > 20 || !strchr("svdqxXft", verb)) {
-			r = latch_buf_printf(&out, "%%!%c(BADVERB)", verb);
+		if (flen > 20 || vs.width > 4096 || vs.precision > 4096 || !strchr("svdqxXft", vs.verb)) {
+			r = latch_buf_printf(&out, "%%!%c(BADVERB)", vs.verb);
 			continue;
 		}
 		if (next >= n) {
-			r = latch_buf_printf(&out, "%%!%c(MISSING)", verb);
+			r = latch_buf_printf(&out, "%%!%c(MISSING)", vs.verb);
 			continue;
 		}
 		struct val *a = &args[next++];
-		if ((verb == 'd' || verb == 'x' || verb == 'X') && a->j && json_is_integer(a->j)) {
-			snprintf(cspec, sizeof(cspec), "%.*sll%c", (int)flen, spec, verb);
-			r = latch_buf_printf(&out, cspec, (long long)json_integer_value(a->j));
-		} else if (verb == 'f' && a->j && json_is_number(a->j)) {
-			snprintf(cspec, sizeof(cspec), "%.*sf", (int)flen, spec);
-			r = latch_buf_printf(&out, cspec, json_number_value(a->j));
-		} else if (verb == 'q' && a->j && json_is_string(a->j)) {
-			r = latch_template_to_json(a->j, false, &out);
-		} else {
-			struct latch_buf text = LATCH_SECRET_BUF_INIT(TEMPLATE_MAX_DEFAULT);
-			r = print_val(a, &text);
-			if (r == 0) {
-				snprintf(cspec, sizeof(cspec), "%.*ss", (int)flen, spec);
-				r = latch_buf_printf(&out, cspec, latch_buf_str(&text));
-			}
-			latch_buf_done(&text);
-		}
+		bool integer = a->j && json_is_integer(a->j);
+		if ((vs.verb == 'd' || vs.verb == 'x' || vs.verb == 'X') && integer)
+			r = format_number(spec, flen, vs.verb, a, &out);
+		else if (vs.verb == 'f' && a->j && json_is_number(a->j))
+			r = format_number(spec, flen, 'f', a, &out);
+		else
+			r = format_text(&vs, a, &out);
 	}
 	if (r == 0) {
 		*ret = (struct val){ .j = json_stringn(out.ptr ? out.ptr : "", out.len) };
 		r = ret->j ? 0 : LATCH_ENOMEM;
 	}
 	latch_buf_done(&out);
-	return r < 0 ? latch_error_set(e->err, r, "template %s: printf output too large", e->t->name) : 0;
+	if (r == LATCH_ENOMEM && !ret->j)
+		return latch_error_set(e->err, r, "template %s: printf made text that is not valid UTF-8, or ran out of memory", e->t->name);
+	return r < 0 ? latch_error_set(e->err, r, "template %s: printf output larger than its limit", e->t->name) : 0;
 }
-#pragma GCC diagnostic pop
 
 static int fn_base64(struct eval *e, const struct arg *at, const struct val *arg, bool encode, struct val *ret)
 {

@@ -128,6 +128,11 @@ static void test_template__secret_fields_index_printf_base64(void **state)
 		       "x=42%|aGk=|hi");
 	assert_renders("{{ $s := secret \"database/creds/app\" }}{{ $s.Data.username | printf \"%q\" }}",
 		       "\"v-kubernet-app-abc-1764133000\"");
+	/* As Go's fmt: %q is strconv.Quote (no HTML escapes), width and precision count runes,
+	 * %x of a string is its bytes in hex. */
+	assert_renders("{{ printf \"%q\" \"a<b\\\"c\\n\" }}", "\"a<b\\\"c\\n\"");
+	assert_renders("{{ printf \"[%5s|%-4s|%.2s]\" \"\xc3\xa9\" \"ab\" \"h\xc3\xa9llo\" }}", "[    \xc3\xa9|ab  |h\xc3\xa9]");
+	assert_renders("{{ printf \"%x %X %05d\" \"abc\" \"hi\" 7 }}", "616263 6869 00007");
 }
 
 static void test_template__if_else_range_else_with_else(void **state)
