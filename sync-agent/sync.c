@@ -255,9 +255,31 @@ static char *object_key(const json_t *obj)
 	return latch_buf_take(&b);
 }
 
+static bool name_in(const json_t *names, const char *name)
+{
+	size_t i;
+	json_t *n;
+	json_array_foreach(names, i, n) if (json_string_value(n) && strcmp(json_string_value(n), name) == 0) return true;
+	return false;
+}
+
+/* Namespaces this source created: only those may be pruned (deleting a Namespace deletes
+ * everything in it, and one that existed before latch-sync is not its to delete). */
+static int note_created_namespace(struct latch_k8s *k, const json_t *obj, json_t *created, struct latch_error *err)
+{
+	if (strcmp(latch_json_get_str(obj, "kind"), "Namespace") != 0 || name_in(created, meta_str(obj, "name")))
+		return 0;
+	json_t *live = NULL;
+	int r = latch_k8s_get(k, "v1", "Namespace", NULL, meta_str(obj, "name"), &live, err);
+	json_decref(live);
+	if (r == LATCH_ENOTFOUND)
+		return json_array_append_new(created, json_string(meta_str(obj, "name"))) < 0 ? LATCH_ENOMEM : 0;
+	return r;
+}
+
 /* versions: resourceVersions the last pass left (read), replaced by this pass's (written). A
- * different one means the apply changed the object. */
-static int apply_all(struct latch_k8s *k, const json_t *objects, json_t *versions, struct sync_result *res,
+ * different one means the apply changed the object. created: see note_created_namespace. */
+static int apply_all(struct latch_k8s *k, const json_t *objects, json_t *versions, json_t *created, struct sync_result *res,
 		     struct latch_error *err)
 {
 	for (int stage = 0; stage < 2; stage++) {
@@ -267,8 +289,11 @@ static int apply_all(struct latch_k8s *k, const json_t *objects, json_t *version
 			if (first_stage(o) != (stage == 0))
 				continue;
 			struct latch_k8s_apply_options ao = { FIELD_MANAGER, true, false, default_ns(o) };
+			int r = stage == 0 ? note_created_namespace(k, o, created, err) : 0;
+			if (r < 0)
+				return r;
 			json_t *w = wire(o), *stored = NULL;
-			int r = latch_k8s_apply(k, w, &ao, &stored, err);
+			r = latch_k8s_apply(k, w, &ao, &stored, err);
 			json_decref(w);
 			if (r < 0)
 				return r;
@@ -326,8 +351,8 @@ static json_t *read_inventory(struct latch_k8s *k, const struct sync_config *c, 
 }
 
 static int write_inventory(struct latch_k8s *k, const struct sync_config *c, const struct sync_source *s, const json_t *entries,
-			   const json_t *versions, const char *applied_rev, const char *attempted_rev, const char *result,
-			   struct latch_error *err)
+			   const json_t *versions, const json_t *created, const char *applied_rev, const char *attempted_rev,
+			   const char *result, struct latch_error *err)
 {
 	_cleanup_free_ char *name = inventory_name(c, s);
 	char *text = json_dumps(entries, JSON_COMPACT);
@@ -335,6 +360,9 @@ static int write_inventory(struct latch_k8s *k, const struct sync_config *c, con
 	json_t *data = json_pack("{s:s,s:s,s:s,s:s}", "inventory", text ? text : "[]", "lastAttemptedRevision", attempted_rev,
 				 "result", result, "resourceVersions", versions_text ? versions_text : "{}");
 	free(versions_text);
+	char *created_text = json_dumps(created, JSON_COMPACT);
+	json_object_set_new(data, "createdNamespaces", json_string(created_text ? created_text : "[]"));
+	free(created_text);
 	/* Server-side apply drops the fields this manager stops sending: keep the last applied
 	 * revision when this attempt failed. */
 	json_t *old = applied_rev ? NULL : read_inventory_data(k, c, s);
@@ -367,13 +395,17 @@ static bool in_list(const json_t *entries, const json_t *e)
 /* Delete, newest-applied last first, what the previous inventory had and this revision does
  * not, and only if it still carries this source's labels (someone may have taken it over). */
 static int prune(struct latch_k8s *k, const struct sync_config *c, const struct sync_source *s, const json_t *previous,
-		 const json_t *current, struct sync_result *res, struct latch_error *err)
+		 const json_t *current, json_t *created, struct sync_result *res, struct latch_error *err)
 {
 	for (size_t i = json_array_size(previous); i-- > 0;) {
 		const json_t *e = json_array_get(previous, i);
 		if (in_list(current, e))
 			continue;
 		const char *ns = latch_json_get_str(e, "namespace");
+		if (strcmp(latch_json_get_str(e, "kind"), "Namespace") == 0 && !name_in(created, latch_json_get_str(e, "name"))) {
+			LATCH_LOG(LATCH_LOG_INFO, "kept a Namespace latch-sync did not create", { "name", latch_json_get_str(e, "name") });
+			continue;
+		}
 		json_t *live = NULL;
 		int r = latch_k8s_get(k, latch_json_get_str(e, "apiVersion"), latch_json_get_str(e, "kind"), *ns ? ns : NULL,
 				      latch_json_get_str(e, "name"), &live, err);
@@ -569,15 +601,21 @@ int sync_source_pass(struct latch_k8s *k, const struct sync_config *c, const str
 		json_decref(versions);
 		versions = json_object();
 	}
+	const char *created_text = latch_json_get_str(data, "createdNamespaces");
+	json_t *created = created_text ? json_loads(created_text, 0, NULL) : NULL;
+	if (!json_is_array(created)) {
+		json_decref(created);
+		created = json_array();
+	}
 	const char *last_applied = latch_json_get_str(data, "lastAppliedRevision");
 	bool same_revision = last_applied && strcmp(last_applied, res.revision) == 0;
 	if (r == 0 && !dry_run) {
 		previous = read_inventory(k, c, s);
-		r = apply_all(k, objects, versions, &res, err);
+		r = apply_all(k, objects, versions, created, &res, err);
 		if (same_revision)
 			res.drifted = res.changed;
 		if (r == 0 && s->prune)
-			r = prune(k, c, s, previous, current, &res, err);
+			r = prune(k, c, s, previous, current, created, &res, err);
 		if (r == 0 && s->health_check) {
 			applied = true;
 			r = wait_healthy(k, s, objects, err);
@@ -594,7 +632,7 @@ int sync_source_pass(struct latch_k8s *k, const struct sync_config *c, const str
 					 res.drifted, res.pruned);
 		else
 			latch_buf_printf(&result, "%s%s", applied ? "Applied, unhealthy: " : "", latch_error_message(err));
-		if (write_inventory(k, c, s, keep, versions, in_cluster ? res.revision : NULL, res.revision[0] ? res.revision : "unknown",
+		if (write_inventory(k, c, s, keep, versions, created, in_cluster ? res.revision : NULL, res.revision[0] ? res.revision : "unknown",
 				    latch_buf_str(&result), &ierr) < 0 &&
 		    r == 0)
 			r = latch_error_set(err, ierr.code, "%s", latch_error_message(&ierr));
@@ -612,6 +650,7 @@ int sync_source_pass(struct latch_k8s *k, const struct sync_config *c, const str
 	json_decref(objects);
 	json_decref(rendered);
 	json_decref(versions);
+	json_decref(created);
 	json_decref(data);
 	if (r < 0)
 		return r;

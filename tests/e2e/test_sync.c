@@ -395,6 +395,40 @@ static void test_sync__git_transports_and_credentials(void **state)
 	free(r.dir);
 }
 
+/* A Namespace that existed before latch-sync is never pruned; what latch-sync put in it is. */
+static void test_sync__prune_keeps_namespaces_it_did_not_create(void **state)
+{
+	struct repo r;
+	repo_setup(&r);
+	struct latch_k8s *k = kube();
+	struct latch_error err = LATCH_ERROR_INIT;
+	json_t *ns = json_pack("{s:s,s:s,s:{s:s}}", "apiVersion", "v1", "kind", "Namespace", "metadata", "name", "sync-pre");
+	struct latch_k8s_apply_options by_hand = { .field_manager = "kubectl-create", .force = true };
+	assert_int_equal(latch_k8s_apply(k, ns, &by_hand, NULL, &err), 0);
+	json_decref(ns);
+	write_in(&r, "clusters/stack/pre.yaml", "apiVersion: v1\nkind: Namespace\nmetadata:\n  name: sync-pre\n---\n"
+						"apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: pre-settings\n  namespace: sync-pre\n");
+	sh(r.dir, "cd repo && git add -A && git commit -qm pre");
+	assert_int_equal(sync_once(&r), 0);
+	json_t *cm = NULL;
+	assert_int_equal(latch_k8s_get(k, "v1", "ConfigMap", "sync-pre", "pre-settings", &cm, &err), 0);
+	json_decref(cm);
+	sh(r.dir, "cd repo && git rm -q clusters/stack/pre.yaml && git commit -qm 'drop pre'");
+	assert_int_equal(sync_once(&r), 0);
+	assert_int_equal(latch_k8s_get(k, "v1", "ConfigMap", "sync-pre", "pre-settings", &cm, &err), LATCH_ENOTFOUND);
+	json_t *live = NULL;
+	assert_int_equal(latch_k8s_get(k, "v1", "Namespace", NULL, "sync-pre", &live, &err), 0);
+	assert_null(latch_json_path(live, "metadata.deletionTimestamp"));
+	json_decref(live);
+	char *log = stack_read_file(r.log);
+	assert_non_null(strstr(log, "kept a Namespace latch-sync did not create"));
+	free(log);
+	latch_error_done(&err);
+	latch_k8s_free(k);
+	stack_rm_rf(r.dir);
+	free(r.dir);
+}
+
 static long rss_kib(pid_t pid)
 {
 	char path[64];
@@ -465,6 +499,7 @@ int main(void)
 		cmocka_unit_test(test_sync__unhealthy_workload_fails_the_pass),
 		cmocka_unit_test(test_sync__kustomize_overlay),
 		cmocka_unit_test(test_sync__git_transports_and_credentials),
+		cmocka_unit_test(test_sync__prune_keeps_namespaces_it_did_not_create),
 		cmocka_unit_test(test_sync__run_loop_memory_is_flat),
 	};
 	return cmocka_run_group_tests(tests, stack_load, NULL);
