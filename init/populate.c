@@ -112,13 +112,11 @@ int init_login(struct init_state *s, struct latch_error *err)
 {
 	const struct latch_config *c = s->config;
 	struct latch_buf token = LATCH_SECRET_BUF_INIT(TOKEN_FILE_MAX);
-	int r = latch_file_read(c->auth.token_file, TOKEN_FILE_MAX, &token, err);
+	int r = latch_file_read_line(c->auth.token_file, TOKEN_FILE_MAX, &token, err);
 	if (r < 0) {
 		latch_buf_done(&token);
 		return latch_error_prefix(err, "reading the %s token", c->auth.method == LATCH_AUTH_TOKEN ? "Vault" : "service-account");
 	}
-	while (token.len > 0 && (token.ptr[token.len - 1] == '\n' || token.ptr[token.len - 1] == '\r'))
-		token.ptr[--token.len] = '\0';
 	apply_deadline(s, s->vault);
 	struct latch_vault_auth auth = { 0 };
 	if (c->auth.method == LATCH_AUTH_TOKEN) {

@@ -223,6 +223,14 @@ int latch_file_read(const char *path, size_t max, struct latch_buf *ret, struct 
 	return 0;
 }
 
+int latch_file_read_line(const char *path, size_t max, struct latch_buf *ret, struct latch_error *err)
+{
+	int r = latch_file_read(path, max, ret, err);
+	while (r == 0 && ret->len > 0 && (ret->ptr[ret->len - 1] == '\n' || ret->ptr[ret->len - 1] == '\r'))
+		ret->ptr[--ret->len] = '\0';
+	return r;
+}
+
 int latch_file_mkdir_p(const char *dir, mode_t mode, struct latch_error *err)
 {
 	_cleanup_free_ char *copy = strdup(dir);

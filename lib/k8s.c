@@ -138,9 +138,7 @@ static int decode_pem(const char *b64, char **ret, const char *what, struct latc
 static int read_token_file(const char *path, char **ret, struct latch_error *err)
 {
 	struct latch_buf b = LATCH_SECRET_BUF_INIT(65536);
-	int r = latch_file_read(path, 65536, &b, err);
-	while (r == 0 && b.len > 0 && (b.ptr[b.len - 1] == '\n' || b.ptr[b.len - 1] == '\r'))
-		b.ptr[--b.len] = '\0';
+	int r = latch_file_read_line(path, 65536, &b, err);
 	if (r == 0)
 		*ret = latch_buf_take(&b);
 	latch_buf_done(&b);

@@ -512,24 +512,15 @@ static void record_event(struct latch_k8s *k, const struct sync_config *c, const
 
 /* ---- the pass ---- */
 
-/* A secret file's first line. */
-static int read_secret_line(const char *path, struct latch_buf *out, struct latch_error *err)
-{
-	int r = latch_file_read(path, 65536, out, err);
-	while (r == 0 && out->len > 0 && (out->ptr[out->len - 1] == '\n' || out->ptr[out->len - 1] == '\r'))
-		out->ptr[--out->len] = '\0';
-	return r;
-}
-
 /* Credentials are read at every pass, so a rotated password is picked up. */
 static int fetch_with_credentials(struct latch_git *g, const struct sync_source *s, struct latch_error *err)
 {
 	struct latch_buf user = LATCH_SECRET_BUF_INIT(65536), pass = LATCH_SECRET_BUF_INIT(65536);
 	int r = 0;
 	if (s->username_file)
-		r = read_secret_line(s->username_file, &user, err);
+		r = latch_file_read_line(s->username_file, 65536, &user, err);
 	if (r == 0 && s->password_file)
-		r = read_secret_line(s->password_file, &pass, err);
+		r = latch_file_read_line(s->password_file, 65536, &pass, err);
 	struct latch_git_auth auth = { s->username_file ? latch_buf_str(&user) : NULL, s->password_file ? latch_buf_str(&pass) : NULL,
 				       s->ssh_key_file, s->known_hosts_file, s->ca_file };
 	if (r == 0)

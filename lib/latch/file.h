@@ -27,5 +27,8 @@ int latch_file_write_atomic(const char *path, struct latch_view data, const stru
 /* Read a whole file into ret (appending), failing with LATCH_ELIMIT past max bytes. */
 int latch_file_read(const char *path, size_t max, struct latch_buf *ret, struct latch_error *err);
 
+/* The same for a one-line file (a token, a password): trailing newlines are dropped. */
+int latch_file_read_line(const char *path, size_t max, struct latch_buf *ret, struct latch_error *err);
+
 /* Create dir and its missing parents with mode (like mkdir -p). */
 int latch_file_mkdir_p(const char *dir, mode_t mode, struct latch_error *err);
