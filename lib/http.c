@@ -92,6 +92,19 @@ int latch_http_client_new(const struct latch_http_options *opts, struct latch_ht
 	return 0;
 }
 
+int latch_http_client_clone(const struct latch_http_client *c, struct latch_http_client **ret, struct latch_error *err)
+{
+	struct latch_http_options o = c->opts;
+	o.tls.ca_file = c->ca_file;
+	o.tls.ca_pem = c->ca_pem;
+	o.tls.server_name = c->server_name;
+	o.tls.client_cert_file = c->client_cert_file;
+	o.tls.client_key_file = c->client_key_file;
+	o.tls.client_cert_pem = c->client_cert_pem;
+	o.tls.client_key_pem = c->client_key_pem;
+	return latch_http_client_new(&o, ret, err);
+}
+
 void latch_http_client_free(struct latch_http_client *c)
 {
 	if (!c)

@@ -54,6 +54,45 @@ const char *latch_k8s_server(const struct latch_k8s *k)
 	return k->server;
 }
 
+static int copy_resources(const struct latch_k8s *from, struct latch_k8s *to)
+{
+	if (!from->n_resources)
+		return 0;
+	to->resources = calloc(from->n_resources, sizeof(*to->resources));
+	if (!to->resources)
+		return LATCH_ENOMEM;
+	for (size_t i = 0; i < from->n_resources; i++) {
+		const struct resource *f = &from->resources[i];
+		to->resources[to->n_resources++] = (struct resource){ strdup(f->group_version), strdup(f->kind), strdup(f->plural), f->namespaced };
+		if (!to->resources[i].group_version || !to->resources[i].kind || !to->resources[i].plural)
+			return LATCH_ENOMEM;
+	}
+	return 0;
+}
+
+int latch_k8s_clone(const struct latch_k8s *k, struct latch_k8s **ret, struct latch_error *err)
+{
+	struct latch_k8s *c = calloc(1, sizeof(*c));
+	if (!c || !(c->server = strdup(k->server)) || (k->auth_header && !(c->auth_header = strdup(k->auth_header))) ||
+	    copy_resources(k, c) < 0) {
+		latch_k8s_free(c);
+		return latch_error_set(err, LATCH_ENOMEM, "out of memory");
+	}
+	c->discovered = k->discovered;
+	int r = latch_http_client_clone(k->http, &c->http, err);
+	if (r < 0) {
+		latch_k8s_free(c);
+		return r;
+	}
+	*ret = c;
+	return 0;
+}
+
+void latch_k8s_forget_discovery(struct latch_k8s *k)
+{
+	k->discovered = false;
+}
+
 /* ---- connection ---- */
 
 struct connection {
@@ -487,4 +526,60 @@ int latch_k8s_delete(struct latch_k8s *k, const char *api_version, const char *k
 	}
 	json_decref(resp);
 	return r;
+}
+
+/* One page of a cluster-wide list; *cont gets the continue token (NULL on the last page). */
+static int list_page(struct latch_k8s *k, const char *path, const char *selector, char **cont, json_t *items,
+		     struct latch_error *err)
+{
+	struct latch_buf url = LATCH_BUF_INIT(16384);
+	latch_buf_printf(&url, "%s?limit=500", path);
+	if (selector)
+		latch_buf_printf(&url, "&labelSelector=%s", selector);
+	if (*cont)
+		latch_buf_printf(&url, "&continue=%s", *cont);
+	free(*cont);
+	*cont = NULL;
+	long status = 0;
+	json_t *resp = NULL;
+	int r = latch_k8s_request(k, "GET", latch_buf_str(&url), NULL, NULL, &status, &resp, err);
+	if (r == 0 && status != 200)
+		r = status_error(status, resp, path, err);
+	if (r == 0) {
+		json_array_extend(items, json_object_get(resp, "items"));
+		const char *next = latch_json_get_str(json_object_get(resp, "metadata"), "continue");
+		if (next && *next && !(*cont = strdup(next)))
+			r = latch_error_set(err, LATCH_ENOMEM, "out of memory");
+	}
+	json_decref(resp);
+	latch_buf_done(&url);
+	return r;
+}
+
+int latch_k8s_list(struct latch_k8s *k, const char *api_version, const char *kind, const char *label_selector, json_t **ret,
+		   struct latch_error *err)
+{
+	_cleanup_free_ char *path = NULL;
+	bool namespaced = false;
+	int r = latch_k8s_object_path(k, api_version, kind, NULL, NULL, NULL, &path, &namespaced, err);
+	if (r < 0)
+		return r;
+	if (namespaced) { /* across namespaces: drop "/namespaces/default" */
+		char *ns = strstr(path, "/namespaces/");
+		char *rest = ns ? strchr(ns + strlen("/namespaces/"), '/') : NULL;
+		if (rest)
+			memmove(ns, rest, strlen(rest) + 1);
+	}
+	json_t *items = json_array();
+	char *cont = NULL;
+	do
+		r = list_page(k, path, label_selector, &cont, items, err);
+	while (r == 0 && cont);
+	free(cont);
+	if (r < 0) {
+		json_decref(items);
+		return latch_error_prefix(err, "listing %s", kind);
+	}
+	*ret = items;
+	return 0;
 }

@@ -106,6 +106,15 @@ static enum sync_health job(const json_t *obj, char *reason, size_t n)
 	return SYNC_HEALTH_PROGRESSING;
 }
 
+bool sync_health_has_rules(const char *kind)
+{
+	static const char *const kinds[] = { "Deployment", "StatefulSet", "DaemonSet", "Job", NULL };
+	for (int i = 0; kind && kinds[i]; i++)
+		if (strcmp(kind, kinds[i]) == 0)
+			return true;
+	return false;
+}
+
 enum sync_health sync_health_of(const json_t *obj, char *reason, size_t n)
 {
 	const char *kind = latch_json_get_str(obj, "kind");

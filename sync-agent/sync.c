@@ -17,6 +17,7 @@
 #include "latch/git.h"
 #include "latch/log.h"
 #include "health.h"
+#include "parallel.h"
 #include "latch/yaml.h"
 #include "sync.h"
 
@@ -94,6 +95,9 @@ static int render_text(const struct sync_config *c, const struct sync_source *s,
 			r = latch_error_set(err, LATCH_EINVAL, "%s:%zu: a document without kind or metadata.name", name, doc.line);
 		if (r >= 0) {
 			label(obj, c, s);
+			char origin[4096];
+			snprintf(origin, sizeof(origin), "%s:%zu", name, doc.line);
+			json_object_set_new(json_object_get(obj, "metadata"), "_origin", json_string(origin));
 			if (s->target_namespace && !meta_str(obj, "namespace"))
 				json_object_set_new(json_object_get(obj, "metadata"), "_defaultNamespace", json_string(s->target_namespace));
 			json_array_append(objects, obj);
@@ -209,50 +213,179 @@ static const char *default_ns(const json_t *obj)
 	return meta_str(obj, "_defaultNamespace");
 }
 
-/* The object as sent to the server: without our bookkeeping field. */
+static const char *namespace_of(const json_t *obj)
+{
+	return meta_str(obj, "namespace") ? meta_str(obj, "namespace") : default_ns(obj);
+}
+
+/* Where the object came from ("apps/web.yaml@1a2b3c4d5e6f:12"), for error messages. */
+static const char *origin_of(const json_t *obj)
+{
+	return meta_str(obj, "_origin") ? meta_str(obj, "_origin") : "?";
+}
+
+/* The object as sent to the server: without our bookkeeping fields. */
 static json_t *wire(const json_t *obj)
 {
 	json_t *copy = json_deep_copy(obj);
 	json_object_del(json_object_get(copy, "metadata"), "_defaultNamespace");
+	json_object_del(json_object_get(copy, "metadata"), "_origin");
 	return copy;
+}
+
+static bool is_kind(const json_t *obj, const char *kind)
+{
+	const char *k = latch_json_get_str(obj, "kind");
+	return k && strcmp(k, kind) == 0;
 }
 
 static bool namespace_in_revision(const json_t *objects, const char *ns)
 {
 	size_t i;
 	json_t *o;
-	json_array_foreach(objects, i, o) if (strcmp(latch_json_get_str(o, "kind"), "Namespace") == 0 && meta_str(o, "name") && ns &&
-					    strcmp(meta_str(o, "name"), ns) == 0) return true;
+	json_array_foreach(objects, i, o) if (is_kind(o, "Namespace") && meta_str(o, "name") && ns && strcmp(meta_str(o, "name"), ns) == 0) return true;
 	return false;
 }
 
-/* Every object through a server-side apply with dryRun=All. Objects in a Namespace this
- * revision creates cannot be checked before it exists; the apply checks them. */
-static int validate(struct latch_k8s *k, const json_t *objects, struct latch_error *err)
+/* Whether a CustomResourceDefinition of this revision defines kind in api_version's group. */
+static bool kind_defined_in_revision(const json_t *objects, const char *api_version, const char *kind)
 {
+	const char *slash = api_version ? strchr(api_version, '/') : NULL;
 	size_t i;
 	json_t *o;
 	json_array_foreach(objects, i, o) {
-		struct latch_k8s_apply_options ao = { FIELD_MANAGER, true, true, default_ns(o) };
-		json_t *w = wire(o);
-		int r = latch_k8s_apply(k, w, &ao, NULL, err);
-		json_decref(w);
-		const char *ns = meta_str(o, "namespace") ? meta_str(o, "namespace") : default_ns(o);
-		if (r == LATCH_ENOTFOUND && namespace_in_revision(objects, ns))
-			continue;
-		if (r < 0)
-			return r;
+		const json_t *spec = json_object_get(o, "spec");
+		const char *group = latch_json_get_str(spec, "group");
+		const char *defined = latch_json_get_str(json_object_get(spec, "names"), "kind");
+		if (slash && kind && is_kind(o, "CustomResourceDefinition") && group && defined && strlen(group) == (size_t)(slash - api_version) &&
+		    strncmp(group, api_version, (size_t)(slash - api_version)) == 0 && strcmp(defined, kind) == 0)
+			return true;
 	}
-	return 0;
+	return false;
 }
 
-static char *object_key(const json_t *obj)
+/* Objects in a Namespace this revision creates, and custom resources of a CRD it defines,
+ * cannot be checked before the first stage exists; the apply checks them. */
+static bool waits_for_first_stage(const json_t *objects, const json_t *o, int code)
 {
-	const char *ns = meta_str(obj, "namespace") ? meta_str(obj, "namespace") : default_ns(obj);
+	return code == LATCH_ENOTFOUND && (namespace_in_revision(objects, namespace_of(o)) ||
+					   kind_defined_in_revision(objects, latch_json_get_str(o, "apiVersion"), latch_json_get_str(o, "kind")));
+}
+
+static struct apply_job *make_jobs(const json_t *objects)
+{
+	size_t n = json_array_size(objects);
+	struct apply_job *jobs = calloc(n ? n : 1, sizeof(*jobs));
+	for (size_t i = 0; jobs && i < n; i++) {
+		const json_t *o = json_array_get(objects, i);
+		jobs[i] = (struct apply_job){ .object = wire(o), .default_namespace = default_ns(o), .error = LATCH_ERROR_INIT };
+	}
+	return jobs;
+}
+
+static int job_error(const json_t *obj, const struct apply_job *job, struct latch_error *err)
+{
+	return latch_error_set(err, job->result, "%s: %s", origin_of(obj), latch_error_message(&job->error));
+}
+
+/* Every object through a server-side apply with dryRun=All, in parallel; the first refusal in
+ * the revision's order is the error. */
+static int validate(struct latch_k8s *k, const json_t *objects, struct latch_error *err)
+{
+	size_t n = json_array_size(objects);
+	struct apply_job *jobs = make_jobs(objects);
+	if (!jobs)
+		return latch_error_set(err, LATCH_ENOMEM, "out of memory");
+	struct latch_k8s_apply_options ao = { FIELD_MANAGER, true, true, NULL };
+	apply_parallel(k, jobs, n, &ao, true, NULL);
+	int r = 0;
+	for (size_t i = 0; r == 0 && i < n; i++) {
+		const json_t *o = json_array_get(objects, i);
+		if (jobs[i].result < 0 && !waits_for_first_stage(objects, o, jobs[i].result))
+			r = job_error(o, &jobs[i], err);
+	}
+	apply_jobs_done(jobs, n);
+	return r;
+}
+
+static char *key_in(const json_t *obj, const char *ns)
+{
 	struct latch_buf b = LATCH_BUF_INIT(4096);
 	latch_buf_printf(&b, "%s/%s/%s/%s", latch_json_get_str(obj, "apiVersion"), latch_json_get_str(obj, "kind"), ns ? ns : "",
 			 meta_str(obj, "name"));
 	return latch_buf_take(&b);
+}
+
+static char *object_key(const json_t *obj)
+{
+	return key_in(obj, namespace_of(obj));
+}
+
+/* The live copy of obj in what list_live returned; a namespaced object that names no
+ * namespace is in "default". */
+static const json_t *live_of(const json_t *live, const json_t *obj)
+{
+	_cleanup_free_ char *key = object_key(obj);
+	const json_t *item = key ? json_object_get(live, key) : NULL;
+	if (!item && !namespace_of(obj)) {
+		_cleanup_free_ char *in_default = key_in(obj, "default");
+		item = in_default ? json_object_get(live, in_default) : NULL;
+	}
+	return item;
+}
+
+/* This source's live objects of the kinds in objects, by object key: one list per kind,
+ * selected by the owner labels. Items get back the kind and apiVersion lists leave out. */
+static int list_live(struct latch_k8s *k, const struct sync_config *c, const struct sync_source *s, const json_t *objects,
+		     json_t *live, struct latch_error *err)
+{
+	struct latch_buf selector = LATCH_BUF_INIT(1024);
+	latch_buf_printf(&selector, LABEL_CONFIG "=%s," LABEL_SOURCE "=%s", c->name, s->name);
+	json_t *listed = json_object();
+	size_t i;
+	json_t *o;
+	int r = 0;
+	json_array_foreach(objects, i, o) {
+		const char *api_version = latch_json_get_str(o, "apiVersion"), *kind = latch_json_get_str(o, "kind");
+		struct latch_buf kk = LATCH_BUF_INIT(1024);
+		latch_buf_printf(&kk, "%s/%s", api_version, kind);
+		json_t *items = NULL;
+		if (r == 0 && !json_object_get(listed, latch_buf_str(&kk))) {
+			json_object_set_new(listed, latch_buf_str(&kk), json_true());
+			r = latch_k8s_list(k, api_version, kind, latch_buf_str(&selector), &items, err);
+		}
+		size_t j;
+		json_t *item;
+		json_array_foreach(items, j, item) {
+			json_object_set_new(item, "apiVersion", json_string(api_version));
+			json_object_set_new(item, "kind", json_string(kind));
+			_cleanup_free_ char *key = key_in(item, meta_str(item, "namespace"));
+			if (key)
+				json_object_set(live, key, item);
+		}
+		json_decref(items);
+		latch_buf_done(&kk);
+	}
+	json_decref(listed);
+	latch_buf_done(&selector);
+	return r;
+}
+
+/* Objects whose live resourceVersion is not the one the last pass recorded: changed by
+ * someone else (drift), or gone. */
+static json_t *drifted_objects(const json_t *objects, const json_t *versions, const json_t *live)
+{
+	json_t *out = json_array();
+	size_t i;
+	json_t *o;
+	json_array_foreach(objects, i, o) {
+		_cleanup_free_ char *key = object_key(o);
+		const char *recorded = key ? latch_json_get_str(versions, key) : NULL;
+		const char *now = meta_str(live_of(live, o), "resourceVersion");
+		if (!recorded || !now || strcmp(recorded, now) != 0)
+			json_array_append(out, o);
+	}
+	return out;
 }
 
 static bool name_in(const json_t *names, const char *name)
@@ -267,7 +400,7 @@ static bool name_in(const json_t *names, const char *name)
  * everything in it, and one that existed before latch-sync is not its to delete). */
 static int note_created_namespace(struct latch_k8s *k, const json_t *obj, json_t *created, struct latch_error *err)
 {
-	if (strcmp(latch_json_get_str(obj, "kind"), "Namespace") != 0 || name_in(created, meta_str(obj, "name")))
+	if (!is_kind(obj, "Namespace") || name_in(created, meta_str(obj, "name")))
 		return 0;
 	json_t *live = NULL;
 	int r = latch_k8s_get(k, "v1", "Namespace", NULL, meta_str(obj, "name"), &live, err);
@@ -277,38 +410,114 @@ static int note_created_namespace(struct latch_k8s *k, const json_t *obj, json_t
 	return r;
 }
 
-/* versions: resourceVersions the last pass left (read), replaced by this pass's (written). A
- * different one means the apply changed the object. created: see note_created_namespace. */
-static int apply_all(struct latch_k8s *k, const json_t *objects, json_t *versions, json_t *created, struct sync_result *res,
-		     struct latch_error *err)
+static bool condition_true(const json_t *obj, const char *type)
 {
-	for (int stage = 0; stage < 2; stage++) {
-		size_t i;
-		json_t *o;
-		json_array_foreach(objects, i, o) {
-			if (first_stage(o) != (stage == 0))
-				continue;
-			struct latch_k8s_apply_options ao = { FIELD_MANAGER, true, false, default_ns(o) };
-			int r = stage == 0 ? note_created_namespace(k, o, created, err) : 0;
-			if (r < 0)
-				return r;
-			json_t *w = wire(o), *stored = NULL;
-			r = latch_k8s_apply(k, w, &ao, &stored, err);
-			json_decref(w);
-			if (r < 0)
-				return r;
-			res->applied++;
-			_cleanup_free_ char *key = object_key(o);
-			const char *rv = meta_str(stored, "resourceVersion");
-			const char *before = latch_json_get_str(versions, key);
-			if (!before || !rv || strcmp(before, rv) != 0)
-				res->changed++;
-			if (key && rv)
-				json_object_set_new(versions, key, json_string(rv));
-			json_decref(stored);
-		}
+	size_t i;
+	json_t *cond;
+	json_array_foreach(json_object_get(json_object_get(obj, "status"), "conditions"), i, cond) {
+		const char *t = latch_json_get_str(cond, "type"), *st = latch_json_get_str(cond, "status");
+		if (t && st && strcmp(t, type) == 0 && strcmp(st, "True") == 0)
+			return true;
 	}
+	return false;
+}
+
+/* A CRD's custom resources can be applied once the CRD is Established. */
+static int wait_established(struct latch_k8s *k, const json_t *crd, double deadline, struct latch_error *err)
+{
+	for (;;) {
+		json_t *live = NULL;
+		int r = latch_k8s_get(k, latch_json_get_str(crd, "apiVersion"), "CustomResourceDefinition", NULL, meta_str(crd, "name"), &live,
+				      err);
+		bool established = r == 0 && condition_true(live, "Established");
+		json_decref(live);
+		if (r < 0 || established)
+			return r;
+		if (now_s() >= deadline)
+			return latch_error_set(err, LATCH_ETIMEOUT, "CustomResourceDefinition '%s' not established in time", meta_str(crd, "name"));
+		struct timespec pause = { 0, 100000000 };
+		nanosleep(&pause, NULL);
+	}
+}
+
+/* Record what the apply stored; it changed the object if the resourceVersion moved from
+ * the live one (or, without a live copy, from the one the last pass recorded). */
+static void note_applied(const json_t *obj, const json_t *stored, json_t *versions, const json_t *live, struct sync_result *res)
+{
+	_cleanup_free_ char *key = object_key(obj);
+	const char *rv = meta_str(stored, "resourceVersion");
+	const char *before = live ? meta_str(live_of(live, obj), "resourceVersion") : (key ? latch_json_get_str(versions, key) : NULL);
+	res->applied++;
+	if (!before || !rv || strcmp(before, rv) != 0)
+		res->changed++;
+	if (key && rv)
+		json_object_set_new(versions, key, json_string(rv));
+}
+
+/* Stage one, one at a time: Namespaces and CRDs, each CRD waited for until Established. */
+static int apply_first_stage(struct latch_k8s *k, const struct sync_source *s, const json_t *objects, json_t *versions,
+			     const json_t *live, json_t *created, struct sync_result *res, struct latch_error *err)
+{
+	double deadline = now_s() + (double)s->timeout_s;
+	bool crds = false;
+	size_t i;
+	json_t *o;
+	json_array_foreach(objects, i, o) {
+		if (!first_stage(o))
+			continue;
+		struct latch_k8s_apply_options ao = { FIELD_MANAGER, true, false, default_ns(o) };
+		int r = note_created_namespace(k, o, created, err);
+		json_t *w = wire(o), *stored = NULL;
+		if (r == 0)
+			r = latch_k8s_apply(k, w, &ao, &stored, err);
+		json_decref(w);
+		if (r == 0 && is_kind(o, "CustomResourceDefinition")) {
+			crds = true;
+			r = wait_established(k, o, deadline, err);
+		}
+		if (r < 0) {
+			json_decref(stored);
+			return latch_error_prefix(err, "%s", origin_of(o));
+		}
+		note_applied(o, stored, versions, live, res);
+		json_decref(stored);
+	}
+	if (crds) /* their kinds are served now */
+		latch_k8s_forget_discovery(k);
 	return 0;
+}
+
+/* versions: resourceVersions the last pass left (read), replaced by this pass's (written).
+ * live: the objects as listed before the apply, or NULL. created: see note_created_namespace. */
+static int apply_all(struct latch_k8s *k, const struct sync_source *s, const json_t *objects, json_t *versions, const json_t *live,
+		     json_t *created, struct sync_result *res, struct latch_error *err)
+{
+	int r = apply_first_stage(k, s, objects, versions, live, created, res, err);
+	json_t *rest = json_array();
+	size_t i;
+	json_t *o;
+	json_array_foreach(objects, i, o) if (!first_stage(o)) json_array_append(rest, o);
+	char *path = NULL;
+	if (r == 0 && json_array_size(rest)) /* discovery once here, not in every worker */
+		r = latch_k8s_object_path(k, "v1", "ConfigMap", NULL, NULL, NULL, &path, NULL, err);
+	free(path);
+	size_t n = json_array_size(rest);
+	struct apply_job *jobs = r == 0 ? make_jobs(rest) : NULL;
+	if (r == 0 && !jobs)
+		r = latch_error_set(err, LATCH_ENOMEM, "out of memory");
+	struct latch_k8s_apply_options ao = { FIELD_MANAGER, true, false, NULL };
+	if (r == 0)
+		apply_parallel(k, jobs, n, &ao, false, NULL);
+	for (size_t j = 0; r == 0 && j < n; j++) {
+		if (jobs[j].result < 0)
+			r = job_error(json_array_get(rest, j), &jobs[j], err);
+		else
+			note_applied(json_array_get(rest, j), jobs[j].stored, versions, live, res);
+	}
+	if (jobs)
+		apply_jobs_done(jobs, n);
+	json_decref(rest);
+	return r;
 }
 
 /* ---- inventory ---- */
@@ -322,7 +531,7 @@ static char *inventory_name(const struct sync_config *c, const struct sync_sourc
 
 static json_t *entry_of(const json_t *obj)
 {
-	const char *ns = meta_str(obj, "namespace") ? meta_str(obj, "namespace") : default_ns(obj);
+	const char *ns = namespace_of(obj);
 	return json_pack("{s:s,s:s,s:s,s:s}", "apiVersion", latch_json_get_str(obj, "apiVersion"), "kind",
 			 latch_json_get_str(obj, "kind"), "namespace", ns ? ns : "", "name", meta_str(obj, "name"));
 }
@@ -341,35 +550,76 @@ static json_t *read_inventory_data(struct latch_k8s *k, const struct sync_config
 	return json_is_object(data) ? data : (json_decref(data), json_object());
 }
 
-static json_t *read_inventory(struct latch_k8s *k, const struct sync_config *c, const struct sync_source *s)
+/* A JSON text field of the inventory, or an empty value of the expected type. */
+static json_t *inventory_field(const json_t *data, const char *key, bool array)
 {
-	json_t *data = read_inventory_data(k, c, s);
-	const char *text = latch_json_get_str(data, "inventory");
-	json_t *entries = text ? json_loads(text, 0, NULL) : NULL;
-	json_decref(data);
-	return json_is_array(entries) ? entries : (json_decref(entries), json_array());
+	const char *text = latch_json_get_str(data, key);
+	json_t *v = text ? json_loads(text, 0, NULL) : NULL;
+	if (array ? json_is_array(v) : json_is_object(v))
+		return v;
+	json_decref(v);
+	return array ? json_array() : json_object();
 }
 
-static int write_inventory(struct latch_k8s *k, const struct sync_config *c, const struct sync_source *s, const json_t *entries,
-			   const json_t *versions, const json_t *created, const char *applied_rev, const char *attempted_rev,
-			   const char *result, struct latch_error *err)
+/* What the last pass recorded. */
+struct last_pass {
+	json_t *data;
+	json_t *entries;  /* the objects it left in the cluster */
+	json_t *versions; /* their resourceVersions by object key */
+	json_t *created;  /* Namespaces latch-sync created */
+	const char *applied_revision;
+};
+
+static void last_pass_read(struct latch_k8s *k, const struct sync_config *c, const struct sync_source *s, struct last_pass *lp)
+{
+	lp->data = k ? read_inventory_data(k, c, s) : json_object();
+	lp->entries = inventory_field(lp->data, "inventory", true);
+	lp->versions = inventory_field(lp->data, "resourceVersions", false);
+	lp->created = inventory_field(lp->data, "createdNamespaces", true);
+	lp->applied_revision = latch_json_get_str(lp->data, "lastAppliedRevision");
+}
+
+static void last_pass_done(struct last_pass *lp)
+{
+	json_decref(lp->entries);
+	json_decref(lp->versions);
+	json_decref(lp->created);
+	json_decref(lp->data);
+}
+
+/* What a pass writes to the inventory. */
+struct record {
+	const json_t *entries, *versions, *created;
+	const char *applied_revision;   /* NULL: keep the last one */
+	const char *attempted_revision;
+	const char *result;
+	const char *durations;          /* NULL: keep the last ones */
+};
+
+static json_t *dumped(const json_t *v)
+{
+	char *text = json_dumps(v, JSON_COMPACT | JSON_SORT_KEYS);
+	json_t *s = json_string(text ? text : "null");
+	free(text);
+	return s;
+}
+
+static int write_inventory(struct latch_k8s *k, const struct sync_config *c, const struct sync_source *s, const struct record *rec,
+			   struct latch_error *err)
 {
 	_cleanup_free_ char *name = inventory_name(c, s);
-	char *text = json_dumps(entries, JSON_COMPACT);
-	char *versions_text = json_dumps(versions, JSON_COMPACT | JSON_SORT_KEYS);
-	json_t *data = json_pack("{s:s,s:s,s:s,s:s}", "inventory", text ? text : "[]", "lastAttemptedRevision", attempted_rev,
-				 "result", result, "resourceVersions", versions_text ? versions_text : "{}");
-	free(versions_text);
-	char *created_text = json_dumps(created, JSON_COMPACT);
-	json_object_set_new(data, "createdNamespaces", json_string(created_text ? created_text : "[]"));
-	free(created_text);
-	/* Server-side apply drops the fields this manager stops sending: keep the last applied
-	 * revision when this attempt failed. */
-	json_t *old = applied_rev ? NULL : read_inventory_data(k, c, s);
-	if (!applied_rev)
-		applied_rev = latch_json_get_str(old, "lastAppliedRevision");
-	if (applied_rev)
-		json_object_set_new(data, "lastAppliedRevision", json_string(applied_rev));
+	json_t *data = json_pack("{s:o,s:o,s:o,s:s,s:s}", "inventory", dumped(rec->entries), "resourceVersions", dumped(rec->versions),
+				 "createdNamespaces", dumped(rec->created), "lastAttemptedRevision", rec->attempted_revision, "result",
+				 rec->result);
+	/* Server-side apply drops the fields this manager stops sending: carry over what this
+	 * pass does not replace. */
+	json_t *old = rec->applied_revision && rec->durations ? NULL : read_inventory_data(k, c, s);
+	const char *applied = rec->applied_revision ? rec->applied_revision : latch_json_get_str(old, "lastAppliedRevision");
+	const char *durations = rec->durations ? rec->durations : latch_json_get_str(old, "durations");
+	if (applied)
+		json_object_set_new(data, "lastAppliedRevision", json_string(applied));
+	if (durations)
+		json_object_set_new(data, "durations", json_string(durations));
 	json_decref(old);
 	json_t *cm = json_pack("{s:s,s:s,s:{s:s,s:s,s:{s:s,s:s}},s:o}", "apiVersion", "v1", "kind", "ConfigMap", "metadata", "name",
 			       name, "namespace", c->namespace, "labels", LABEL_CONFIG, c->name, LABEL_SOURCE, s->name, "data", data);
@@ -380,7 +630,6 @@ static int write_inventory(struct latch_k8s *k, const struct sync_config *c, con
 		r = latch_k8s_apply(k, cm, &ao, NULL, err);
 	json_decref(ns);
 	json_decref(cm);
-	free(text);
 	return r;
 }
 
@@ -438,43 +687,48 @@ static double now_s(void)
 	return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
 }
 
-/* Wait until every applied workload is healthy, one fails, or the source's timeout passes. */
-static int wait_healthy(struct latch_k8s *k, const struct sync_source *s, const json_t *objects, struct latch_error *err)
+/* Wait until every applied workload is healthy, one fails, or the source's timeout passes.
+ * Workloads are read by one labelled list per kind, so waiting costs a few requests a second
+ * whatever the number of objects. */
+static int wait_healthy(struct latch_k8s *k, const struct sync_config *c, const struct sync_source *s, const json_t *objects,
+			struct latch_error *err)
 {
+	json_t *workloads = json_array();
+	size_t i;
+	json_t *o;
+	json_array_foreach(objects, i, o) if (sync_health_has_rules(latch_json_get_str(o, "kind"))) json_array_append(workloads, o);
 	double deadline = now_s() + (double)s->timeout_s;
-	for (;;) {
+	int r = 0;
+	while (r == 0 && json_array_size(workloads)) {
 		char reason[512] = "";
 		const json_t *waiting = NULL;
-		size_t i;
-		json_t *o;
-		json_array_foreach(objects, i, o) {
-			const char *ns = meta_str(o, "namespace") ? meta_str(o, "namespace") : default_ns(o);
-			json_t *live = NULL;
-			struct latch_error gerr = LATCH_ERROR_INIT;
-			if (latch_k8s_get(k, latch_json_get_str(o, "apiVersion"), latch_json_get_str(o, "kind"), ns, meta_str(o, "name"),
-					  &live, &gerr) < 0) {
-				int r = latch_error_set(err, gerr.code, "%s", latch_error_message(&gerr));
-				latch_error_done(&gerr);
-				return r;
-			}
-			enum sync_health h = sync_health_of(live, reason, sizeof(reason));
-			json_decref(live);
-			if (h == SYNC_HEALTH_FAILED)
-				return latch_error_set(err, LATCH_EINVAL, "%s '%s' is unhealthy: %s", latch_json_get_str(o, "kind"),
-						       meta_str(o, "name"), reason);
-			if (h == SYNC_HEALTH_PROGRESSING) {
-				waiting = o;
+		json_t *live = json_object();
+		r = list_live(k, c, s, workloads, live, err);
+		json_array_foreach(workloads, i, o) {
+			if (r < 0 || waiting)
 				break;
-			}
+			const json_t *item = live_of(live, o);
+			enum sync_health h = item ? sync_health_of(item, reason, sizeof(reason)) : SYNC_HEALTH_PROGRESSING;
+			if (!item)
+				snprintf(reason, sizeof(reason), "not found (deleted since the apply?)");
+			if (h == SYNC_HEALTH_FAILED)
+				r = latch_error_set(err, LATCH_EINVAL, "%s '%s' is unhealthy: %s", latch_json_get_str(o, "kind"), meta_str(o, "name"), reason);
+			else if (h == SYNC_HEALTH_PROGRESSING)
+				waiting = o;
 		}
-		if (!waiting)
-			return 0;
-		if (now_s() >= deadline)
-			return latch_error_set(err, LATCH_ETIMEOUT, "%s '%s' not healthy within %lds: %s", latch_json_get_str(waiting, "kind"),
-					       meta_str(waiting, "name"), s->timeout_s, reason);
+		json_decref(live);
+		if (r < 0 || !waiting)
+			break;
+		if (now_s() >= deadline) {
+			r = latch_error_set(err, LATCH_ETIMEOUT, "%s '%s' not healthy within %lds: %s", latch_json_get_str(waiting, "kind"),
+					    meta_str(waiting, "name"), s->timeout_s, reason);
+			break;
+		}
 		struct timespec pause = { 1, 0 };
 		nanosleep(&pause, NULL);
 	}
+	json_decref(workloads);
+	return r;
 }
 
 /* A Kubernetes Event on the inventory ConfigMap, for kubectl get events and alerting. */
@@ -568,83 +822,188 @@ static json_t *sorted(json_t *objects)
 	return out;
 }
 
+static bool adds_entries(const json_t *previous, const json_t *current)
+{
+	size_t i;
+	json_t *e;
+	json_array_foreach(current, i, e) if (!in_list(previous, e)) return true;
+	return false;
+}
+
+static json_t *union_of(const json_t *a, const json_t *b)
+{
+	json_t *out = json_copy((json_t *)a);
+	size_t i;
+	json_t *e;
+	json_array_foreach(b, i, e) if (!in_list(out, e)) json_array_append(out, e);
+	return out;
+}
+
+/* Before a revision adds objects, the inventory lists them too: a pass killed during the
+ * apply leaves nothing that a later revision's prune would not find. */
+static int record_intent(struct latch_k8s *k, const struct sync_config *c, const struct sync_source *s, const struct last_pass *lp,
+			 const json_t *current, const char *revision, struct latch_error *err)
+{
+	if (!adds_entries(lp->entries, current))
+		return 0;
+	json_t *both = union_of(lp->entries, current);
+	struct latch_buf result = LATCH_BUF_INIT(256);
+	latch_buf_printf(&result, "Applying %.12s", revision);
+	struct record rec = { both, lp->versions, lp->created, NULL, revision, latch_buf_str(&result), NULL };
+	int r = write_inventory(k, c, s, &rec, err);
+	latch_buf_done(&result);
+	json_decref(both);
+	return r;
+}
+
+struct timings {
+	double start, rendered, validated, applied, pruned, healthy;
+};
+
+static char *timings_text(const struct timings *t)
+{
+	json_t *d = json_pack("{s:f,s:f,s:f,s:f,s:f,s:f}", "render", t->rendered - t->start, "validate", t->validated - t->rendered, "apply",
+			      t->applied - t->validated, "prune", t->pruned - t->applied, "health", t->healthy - t->pruned, "total",
+			      t->healthy - t->start);
+	char *text = json_dumps(d, JSON_COMPACT | JSON_REAL_PRECISION(3));
+	json_decref(d);
+	return text;
+}
+
+/* The live objects, when the revision is the one last applied: then only what drifted is
+ * applied again. NULL means apply (and validate) everything. */
+static json_t *live_if_same_revision(struct latch_k8s *k, const struct sync_config *c, const struct sync_source *s, const json_t *objects,
+				     bool same_revision)
+{
+	if (!same_revision)
+		return NULL;
+	json_t *live = json_object();
+	struct latch_error err = LATCH_ERROR_INIT;
+	if (list_live(k, c, s, objects, live, &err) < 0) {
+		LATCH_LOG(LATCH_LOG_WARN, "listing the live objects failed; applying every object", { "source", s->name },
+			  { "error", latch_error_message(&err) });
+		json_decref(live);
+		live = NULL;
+	}
+	latch_error_done(&err);
+	return live;
+}
+
+/* Apply, prune and wait for health; *in_cluster says the revision got applied. */
+static int apply_revision(struct latch_k8s *k, const struct sync_config *c, const struct sync_source *s, const json_t *objects,
+			  const json_t *to_apply, const json_t *live, const json_t *current, struct last_pass *lp, struct sync_result *res,
+			  struct timings *t, bool *in_cluster, struct latch_error *err)
+{
+	int r = record_intent(k, c, s, lp, current, res->revision, err);
+	if (r == 0)
+		r = apply_all(k, s, to_apply, lp->versions, live, lp->created, res, err);
+	t->applied = now_s();
+	if (r == 0) {
+		res->applied = json_array_size(objects);
+		*in_cluster = true;
+		if (s->prune)
+			r = prune(k, c, s, lp->entries, current, lp->created, res, err);
+	}
+	t->pruned = now_s();
+	if (r == 0 && s->health_check)
+		r = wait_healthy(k, c, s, objects, err);
+	t->healthy = now_s();
+	return r;
+}
+
+/* Record the attempt either way; a failed revision keeps the last applied one. Events when
+ * something happened, not on every quiet pass. */
+static int record_pass(struct latch_k8s *k, const struct sync_config *c, const struct sync_source *s, const struct last_pass *lp,
+		       const json_t *current, const struct sync_result *res, const struct timings *t, bool in_cluster, bool quiet,
+		       int r, struct latch_error *err)
+{
+	struct latch_buf result = LATCH_BUF_INIT(8192);
+	if (r == 0)
+		latch_buf_printf(&result, "Applied: %zu objects, %zu changed (%zu drifted), %zu pruned", res->applied, res->changed,
+				 res->drifted, res->pruned);
+	else
+		latch_buf_printf(&result, "%s%s", in_cluster ? "Applied, unhealthy: " : "", latch_error_message(err));
+	char *durations = quiet ? NULL : timings_text(t);
+	struct record rec = { in_cluster ? current : lp->entries, lp->versions, lp->created, in_cluster ? res->revision : NULL,
+			      res->revision[0] ? res->revision : "unknown", latch_buf_str(&result), durations };
+	struct latch_error ierr = LATCH_ERROR_INIT;
+	if (write_inventory(k, c, s, &rec, &ierr) < 0 && r == 0)
+		r = latch_error_set(err, ierr.code, "recording the inventory: %s", latch_error_message(&ierr));
+	if (r < 0)
+		record_event(k, c, s, true, "SyncFailed", latch_buf_str(&result));
+	else if (!quiet)
+		record_event(k, c, s, false, "Synced", latch_buf_str(&result));
+	free(durations);
+	latch_error_done(&ierr);
+	latch_buf_done(&result);
+	return r;
+}
+
 int sync_source_pass(struct latch_k8s *k, const struct sync_config *c, const struct sync_source *s, bool dry_run,
 		     struct sync_result *ret, struct latch_error *err)
 {
 	struct sync_result res = { 0 };
-	json_t *rendered = json_array(), *objects = NULL, *previous = NULL, *current = json_array();
-	bool applied = false; /* the revision is in the cluster, whatever its health */
+	struct timings t = { .start = now_s() };
+	json_t *rendered = json_array(), *objects = NULL, *current = json_array(), *live = NULL, *to_apply = NULL;
+	struct last_pass lp = { 0 };
+	bool in_cluster = false;
 	int r = render_revision(c, s, res.revision, rendered, err);
 	if (r == 0 && json_array_size(rendered) == 0 && !s->allow_empty)
 		r = latch_error_set(err, LATCH_EINVAL, "revision %.12s renders no object under '%s'; refusing to prune everything "
 						       "(set allowEmpty: true to allow it)", res.revision, s->path ? s->path : "");
-	if (r == 0) {
-		objects = sorted(rendered);
-		r = validate(k, objects, err);
-	}
+	objects = sorted(rendered);
 	size_t i;
 	json_t *o;
 	json_array_foreach(objects, i, o) json_array_append_new(current, entry_of(o));
-	json_t *data = dry_run ? NULL : read_inventory_data(k, c, s);
-	const char *versions_text = latch_json_get_str(data, "resourceVersions");
-	json_t *versions = versions_text ? json_loads(versions_text, 0, NULL) : NULL;
-	if (!json_is_object(versions)) {
-		json_decref(versions);
-		versions = json_object();
-	}
-	const char *created_text = latch_json_get_str(data, "createdNamespaces");
-	json_t *created = created_text ? json_loads(created_text, 0, NULL) : NULL;
-	if (!json_is_array(created)) {
-		json_decref(created);
-		created = json_array();
-	}
-	const char *last_applied = latch_json_get_str(data, "lastAppliedRevision");
-	bool same_revision = last_applied && strcmp(last_applied, res.revision) == 0;
-	if (r == 0 && !dry_run) {
-		previous = read_inventory(k, c, s);
-		r = apply_all(k, objects, versions, created, &res, err);
-		if (same_revision)
-			res.drifted = res.changed;
-		if (r == 0 && s->prune)
-			r = prune(k, c, s, previous, current, created, &res, err);
-		if (r == 0 && s->health_check) {
-			applied = true;
-			r = wait_healthy(k, s, objects, err);
-		}
-	}
-	if (!dry_run) {
-		/* Record the attempt either way; a failed revision keeps the last applied one. */
-		struct latch_error ierr = LATCH_ERROR_INIT;
-		bool in_cluster = r == 0 || applied;
-		json_t *keep = in_cluster ? json_incref(current) : (previous ? json_incref(previous) : read_inventory(k, c, s));
-		struct latch_buf result = LATCH_BUF_INIT(8192);
-		if (r == 0)
-			latch_buf_printf(&result, "Applied: %zu objects, %zu changed (%zu drifted), %zu pruned", res.applied, res.changed,
-					 res.drifted, res.pruned);
-		else
-			latch_buf_printf(&result, "%s%s", applied ? "Applied, unhealthy: " : "", latch_error_message(err));
-		if (write_inventory(k, c, s, keep, versions, created, in_cluster ? res.revision : NULL, res.revision[0] ? res.revision : "unknown",
-				    latch_buf_str(&result), &ierr) < 0 &&
-		    r == 0)
-			r = latch_error_set(err, ierr.code, "%s", latch_error_message(&ierr));
-		/* Events when something happened, not on every quiet pass. */
-		if (r < 0)
-			record_event(k, c, s, true, "SyncFailed", latch_buf_str(&result));
-		else if (!same_revision || res.changed > 0 || res.pruned > 0)
-			record_event(k, c, s, false, "Synced", latch_buf_str(&result));
-		json_decref(keep);
-		latch_buf_done(&result);
-		latch_error_done(&ierr);
-	}
-	json_decref(previous);
+	t.rendered = now_s();
+	last_pass_read(dry_run ? NULL : k, c, s, &lp);
+	bool same_revision = lp.applied_revision && strcmp(lp.applied_revision, res.revision) == 0;
+	if (r == 0 && (live = live_if_same_revision(k, c, s, objects, same_revision && !dry_run)))
+		to_apply = drifted_objects(objects, lp.versions, live);
+	else if (r == 0 && (r = validate(k, objects, err)) == 0)
+		to_apply = json_incref(objects);
+	t.validated = t.applied = t.pruned = t.healthy = now_s();
+	if (r == 0 && !dry_run)
+		r = apply_revision(k, c, s, objects, to_apply, live, current, &lp, &res, &t, &in_cluster, err);
+	if (same_revision)
+		res.drifted = res.changed;
+	bool quiet = same_revision && res.changed == 0 && res.pruned == 0;
+	if (!dry_run)
+		r = record_pass(k, c, s, &lp, current, &res, &t, in_cluster, quiet, r, err);
+	last_pass_done(&lp);
+	json_decref(live);
+	json_decref(to_apply);
 	json_decref(current);
 	json_decref(objects);
 	json_decref(rendered);
-	json_decref(versions);
-	json_decref(created);
-	json_decref(data);
 	if (r < 0)
 		return r;
 	*ret = res;
 	return 0;
+}
+
+int sync_source_status(struct latch_k8s *k, const struct sync_config *c, const struct sync_source *s, struct sync_status *ret)
+{
+	struct last_pass lp = { 0 };
+	last_pass_read(k, c, s, &lp);
+	const char *attempted = latch_json_get_str(lp.data, "lastAttemptedRevision");
+	const char *result = latch_json_get_str(lp.data, "result");
+	const char *durations = latch_json_get_str(lp.data, "durations");
+	*ret = (struct sync_status){ .applied_revision = lp.applied_revision ? strdup(lp.applied_revision) : NULL,
+				     .attempted_revision = attempted ? strdup(attempted) : NULL,
+				     .result = result ? strdup(result) : NULL,
+				     .durations = durations ? strdup(durations) : NULL,
+				     .objects = json_array_size(lp.entries) };
+	ret->ok = ret->result && strncmp(ret->result, "Applied: ", 9) == 0 && ret->applied_revision && ret->attempted_revision &&
+		  strcmp(ret->applied_revision, ret->attempted_revision) == 0;
+	last_pass_done(&lp);
+	return ret->attempted_revision ? 0 : LATCH_ENOTFOUND;
+}
+
+void sync_status_done(struct sync_status *st)
+{
+	free(st->applied_revision);
+	free(st->attempted_revision);
+	free(st->result);
+	free(st->durations);
 }

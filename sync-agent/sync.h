@@ -50,3 +50,13 @@ struct sync_result {
 /* One pass over one source. dry_run: validate and report, write nothing. */
 int sync_source_pass(struct latch_k8s *k, const struct sync_config *c, const struct sync_source *s, bool dry_run,
 		     struct sync_result *ret, struct latch_error *err);
+
+struct sync_status {
+	char *applied_revision, *attempted_revision, *result, *durations;
+	size_t objects;
+	bool ok; /* the last attempt applied, healthy */
+};
+
+/* What the last pass recorded in the inventory; LATCH_ENOTFOUND if no pass has run. */
+int sync_source_status(struct latch_k8s *k, const struct sync_config *c, const struct sync_source *s, struct sync_status *ret);
+void sync_status_done(struct sync_status *st);

@@ -68,6 +68,8 @@ struct latch_http_client;
 
 int latch_http_client_new(const struct latch_http_options *opts, struct latch_http_client **ret,
 			  struct latch_error *err);
+/* A new client with the same options and its own connection: one per thread. */
+int latch_http_client_clone(const struct latch_http_client *client, struct latch_http_client **ret, struct latch_error *err);
 void latch_http_client_free(struct latch_http_client *client);
 void latch_http_client_freep(struct latch_http_client **client);
 

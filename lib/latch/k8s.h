@@ -22,6 +22,12 @@ void latch_k8s_freep(struct latch_k8s **k);
 
 const char *latch_k8s_server(const struct latch_k8s *k);
 
+/* Another client to the same server with its own connection and a copy of what discovery
+ * found: one per thread (a client is not thread-safe). */
+int latch_k8s_clone(const struct latch_k8s *k, struct latch_k8s **ret, struct latch_error *err);
+/* The next call that needs discovery runs it again (after a CRD was established). */
+void latch_k8s_forget_discovery(struct latch_k8s *k);
+
 /* A raw request: path below the server ("/api/v1/namespaces"); ret gets the parsed body
  * (NULL when empty), ret_status the HTTP status. Fails only when no answer came. */
 int latch_k8s_request(struct latch_k8s *k, const char *method, const char *path, const char *content_type,
@@ -51,3 +57,7 @@ int latch_k8s_get(struct latch_k8s *k, const char *api_version, const char *kind
 /* Delete an object (background propagation); deleting one that is gone is success. */
 int latch_k8s_delete(struct latch_k8s *k, const char *api_version, const char *kind, const char *ns, const char *name,
 		     struct latch_error *err);
+/* Every object of a kind in all namespaces matching label_selector (NULL: all), following
+ * continue tokens; ret is an array of the items (which carry no kind or apiVersion). */
+int latch_k8s_list(struct latch_k8s *k, const char *api_version, const char *kind, const char *label_selector, json_t **ret,
+		   struct latch_error *err);
