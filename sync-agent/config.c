@@ -16,6 +16,20 @@ struct ctx {
 	struct latch_error *err;
 };
 
+/* "./clusters/a/" and "clusters/a" name the same folder; "." and "" the repository's root. */
+static void normalize_path(char *path)
+{
+	char *p = path;
+	while (p[0] == '.' && (p[1] == '/' || p[1] == '\0'))
+		p += p[1] ? 2 : 1;
+	while (*p == '/')
+		p++;
+	memmove(path, p, strlen(p) + 1);
+	size_t n = strlen(path);
+	while (n > 0 && path[n - 1] == '/')
+		path[--n] = '\0';
+}
+
 static int bad(const struct ctx *c, const struct latch_yaml_node *at, const char *key, const char *fmt, ...) _printf_(4, 5);
 static int bad(const struct ctx *c, const struct latch_yaml_node *at, const char *key, const char *fmt, ...)
 {
@@ -108,6 +122,8 @@ static int parse_source(const struct ctx *c, const struct latch_yaml_node *n, si
 		r = get_str(c, n, "url", where, true, &s->url);
 	if (r == 0)
 		r = get_str(c, n, "path", where, false, &s->path);
+	if (r == 0 && s->path)
+		normalize_path(s->path);
 	if (r == 0)
 		r = get_str(c, n, "targetNamespace", where, false, &s->target_namespace);
 	if (r == 0)

@@ -13,6 +13,7 @@
 #include <time.h>
 
 #include "latch/k8s.h"
+#include "gitops.h"
 #include "stack.h"
 
 struct repo {
@@ -20,17 +21,6 @@ struct repo {
 	char config[512];
 	char log[512];
 };
-
-static void sh(const char *dir, const char *cmd)
-{
-	char full[8192];
-	snprintf(full, sizeof(full), "cd '%s' && %s", dir, cmd);
-	char *argv[] = { "/bin/sh", "-c", full, NULL };
-	char *envp[] = { "PATH=/usr/bin:/bin", "GIT_AUTHOR_NAME=t", "GIT_AUTHOR_EMAIL=t@example.org", "GIT_COMMITTER_NAME=t",
-			 "GIT_COMMITTER_EMAIL=t@example.org", "HOME=/tmp", NULL };
-	if (stack_run(argv, envp, "/dev/null", 60, NULL) != 0)
-		fail_msg("command failed in %s: %s", dir, cmd);
-}
 
 static void write_in(const struct repo *r, const char *rel, const char *text)
 {
@@ -57,10 +47,10 @@ static void repo_setup_health(struct repo *r, const char *health)
 	snprintf(path, sizeof(path), "%s/repo/clusters/stack", r->dir);
 	char cmd[2048];
 	snprintf(cmd, sizeof(cmd), "mkdir -p '%s' && cd repo && git init -q -b main", path);
-	sh(r->dir, cmd);
+	gitops_sh(r->dir, cmd);
 	write_in(r, "clusters/stack/app.yaml", base);
 	write_in(r, "README.md", "not a manifest\n");
-	sh(r->dir, "cd repo && git add -A && git commit -qm base");
+	gitops_sh(r->dir, "cd repo && git add -A && git commit -qm base");
 	snprintf(r->config, sizeof(r->config), "%s/sync.yaml", r->dir);
 	snprintf(r->log, sizeof(r->log), "%s/sync.log", r->dir);
 	char config[4096];
@@ -79,29 +69,12 @@ static void repo_setup(struct repo *r)
 
 static int sync_once(const struct repo *r)
 {
-	char *bin = getenv("LATCH_SYNC");
-	if (!bin)
-		fail_msg("LATCH_SYNC is not set");
-	char kube[1024], lsan[1024], asan[1024];
-	snprintf(kube, sizeof(kube), "KUBECONFIG=%s", getenv("KUBECONFIG"));
-	/* The sanitizer build's options and suppressions (tests/lsan.supp) reach the agent too. */
-	snprintf(lsan, sizeof(lsan), "LSAN_OPTIONS=%s", getenv("LSAN_OPTIONS") ? getenv("LSAN_OPTIONS") : "");
-	/* Full stacks for leaks: libgit2 has no frame pointers, and the suppressions match on
-	 * frames below it. */
-	snprintf(asan, sizeof(asan), "ASAN_OPTIONS=%s%sfast_unwind_on_malloc=0", getenv("ASAN_OPTIONS") ? getenv("ASAN_OPTIONS") : "",
-		 getenv("ASAN_OPTIONS") ? ":" : "");
-	char *envp[] = { kube, lsan, asan, NULL };
-	char *argv[] = { bin, "once", "--config", (char *)r->config, NULL };
-	return stack_run(argv, envp, r->log, 120, NULL);
+	return gitops_sync("once", r->config, getenv("KUBECONFIG"), r->log);
 }
 
 static struct latch_k8s *kube(void)
 {
-	struct latch_k8s *k = NULL;
-	struct latch_error err = LATCH_ERROR_INIT;
-	if (latch_k8s_from_kubeconfig(getenv("KUBECONFIG"), &k, &err) < 0)
-		fail_msg("%s", latch_error_message(&err));
-	return k;
+	return gitops_kube(getenv("KUBECONFIG"));
 }
 
 static json_t *get(struct latch_k8s *k, const char *api, const char *kind, const char *name)
@@ -123,13 +96,9 @@ static json_t *inventory(struct latch_k8s *k)
 
 static char *head(const struct repo *r)
 {
-	char out[1024], cmd[2048];
-	snprintf(out, sizeof(out), "%s/head", r->dir);
-	snprintf(cmd, sizeof(cmd), "cd repo && git rev-parse HEAD > '%s'", out);
-	sh(r->dir, cmd);
-	char *sha = stack_read_file(out);
-	sha[40] = '\0';
-	return sha;
+	char repo[1024];
+	snprintf(repo, sizeof(repo), "%s/repo", r->dir);
+	return gitops_rev(repo, "HEAD");
 }
 
 static void test_sync__apply_prune_revert_and_bad_revisions(void **state)
@@ -197,12 +166,12 @@ static void test_sync__apply_prune_revert_and_bad_revisions(void **state)
 	char text[4096];
 	snprintf(text, sizeof(text), "apiVersion: v1\nkind: Namespace\nmetadata:\n  name: sync-e2e\n---\n%s", without);
 	write_in(&r, "clusters/stack/app.yaml", text);
-	sh(r.dir, "cd repo && git commit -qam 'drop settings'");
+	gitops_sh(r.dir, "cd repo && git commit -qam 'drop settings'");
 	assert_int_equal(sync_once(&r), 0);
 	assert_null(get(k, "v1", "ConfigMap", "settings"));
 
 	/* Rollback is git revert: the ConfigMap comes back. */
-	sh(r.dir, "cd repo && git revert --no-edit HEAD >/dev/null");
+	gitops_sh(r.dir, "cd repo && git revert --no-edit HEAD >/dev/null");
 	assert_int_equal(sync_once(&r), 0);
 	settings = get(k, "v1", "ConfigMap", "settings");
 	assert_non_null(settings);
@@ -212,7 +181,7 @@ static void test_sync__apply_prune_revert_and_bad_revisions(void **state)
 	/* Invalid YAML next to a valid change: nothing of the revision is applied. */
 	write_in(&r, "clusters/stack/more.yaml", "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: extra\n  namespace: sync-e2e\n");
 	write_in(&r, "clusters/stack/zz-bad.yaml", "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: broken\n   bad: indent\n");
-	sh(r.dir, "cd repo && git add -A && git commit -qm bad");
+	gitops_sh(r.dir, "cd repo && git add -A && git commit -qm bad");
 	assert_int_equal(sync_once(&r), 1);
 	assert_null(get(k, "v1", "ConfigMap", "extra"));
 	inv = inventory(k);
@@ -223,7 +192,7 @@ static void test_sync__apply_prune_revert_and_bad_revisions(void **state)
 
 	/* An object the server refuses: still nothing applied, the server's message recorded. */
 	write_in(&r, "clusters/stack/zz-bad.yaml", "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: Not_A_Valid_Name\n  namespace: sync-e2e\n");
-	sh(r.dir, "cd repo && git add -A && git commit -qm refused");
+	gitops_sh(r.dir, "cd repo && git add -A && git commit -qm refused");
 	assert_int_equal(sync_once(&r), 1);
 	assert_null(get(k, "v1", "ConfigMap", "extra"));
 	char *log = stack_read_file(r.log);
@@ -231,7 +200,7 @@ static void test_sync__apply_prune_revert_and_bad_revisions(void **state)
 	free(log);
 
 	/* Fixed: the revision applies. */
-	sh(r.dir, "cd repo && git rm -q clusters/stack/zz-bad.yaml && git commit -qm fixed");
+	gitops_sh(r.dir, "cd repo && git rm -q clusters/stack/zz-bad.yaml && git commit -qm fixed");
 	assert_int_equal(sync_once(&r), 0);
 	json_t *extra = get(k, "v1", "ConfigMap", "extra");
 	assert_non_null(extra);
@@ -289,13 +258,13 @@ static void test_sync__kustomize_overlay(void **state)
 		fail_msg("KUSTOMIZE_BIN is not set (dev/stack writes it to .stack/env)");
 	struct repo r;
 	repo_setup(&r);
-	sh(r.dir, "mkdir -p repo/base repo/overlays/stack");
+	gitops_sh(r.dir, "mkdir -p repo/base repo/overlays/stack");
 	write_in(&r, "base/app.yaml", strstr(base, "apiVersion: v1\nkind: ConfigMap"));
 	write_in(&r, "base/kustomization.yaml", "resources: [app.yaml]\n");
 	write_in(&r, "overlays/stack/kustomization.yaml",
 		 "namespace: sync-kust\nnamePrefix: stack-\nresources: [../../base, namespace.yaml]\n");
 	write_in(&r, "overlays/stack/namespace.yaml", "apiVersion: v1\nkind: Namespace\nmetadata:\n  name: sync-kust\n");
-	sh(r.dir, "cd repo && git add -A && git commit -qm overlays");
+	gitops_sh(r.dir, "cd repo && git add -A && git commit -qm overlays");
 	char config[4096];
 	snprintf(config, sizeof(config),
 		 "apiVersion: latch.dev/v1alpha1\nkind: SyncConfig\nmetadata: {name: kust}\nspec:\n  namespace: latch-system\n"
@@ -317,7 +286,7 @@ static void test_sync__kustomize_overlay(void **state)
 
 	/* A kustomization that does not build: the pass fails with kustomize's message. */
 	write_in(&r, "overlays/stack/kustomization.yaml", "resources: [../../missing]\n");
-	sh(r.dir, "cd repo && git commit -qam broken");
+	gitops_sh(r.dir, "cd repo && git commit -qam broken");
 	assert_int_equal(sync_once(&r), 1);
 	char *log = stack_read_file(r.log);
 	assert_non_null(strstr(log, "kustomize build overlays/stack@"));
@@ -351,7 +320,7 @@ static void test_sync__git_transports_and_credentials(void **state)
 	char cmd[4096];
 	const char *name = strrchr(r.dir, '/') + 1;
 	snprintf(cmd, sizeof(cmd), "git init -q --bare '%s/%s.git' && cd repo && git push -q '%s/%s.git' main", root, name, root, name);
-	sh(r.dir, cmd);
+	gitops_sh(r.dir, cmd);
 
 	char url[1024], extra[4096], wrong[1024];
 	snprintf(url, sizeof(url), "%s/%s.git", getenv("LATCH_GIT_HTTPS_URL"), name);
@@ -408,12 +377,12 @@ static void test_sync__prune_keeps_namespaces_it_did_not_create(void **state)
 	json_decref(ns);
 	write_in(&r, "clusters/stack/pre.yaml", "apiVersion: v1\nkind: Namespace\nmetadata:\n  name: sync-pre\n---\n"
 						"apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: pre-settings\n  namespace: sync-pre\n");
-	sh(r.dir, "cd repo && git add -A && git commit -qm pre");
+	gitops_sh(r.dir, "cd repo && git add -A && git commit -qm pre");
 	assert_int_equal(sync_once(&r), 0);
 	json_t *cm = NULL;
 	assert_int_equal(latch_k8s_get(k, "v1", "ConfigMap", "sync-pre", "pre-settings", &cm, &err), 0);
 	json_decref(cm);
-	sh(r.dir, "cd repo && git rm -q clusters/stack/pre.yaml && git commit -qm 'drop pre'");
+	gitops_sh(r.dir, "cd repo && git rm -q clusters/stack/pre.yaml && git commit -qm 'drop pre'");
 	assert_int_equal(sync_once(&r), 0);
 	assert_int_equal(latch_k8s_get(k, "v1", "ConfigMap", "sync-pre", "pre-settings", &cm, &err), LATCH_ENOTFOUND);
 	json_t *live = NULL;
@@ -461,12 +430,8 @@ static void test_sync__run_loop_memory_is_flat(void **state)
 	snprintf(config, sizeof(config), "%s    interval: 1s\n", text);
 	free(text);
 	stack_write_file(r.config, config);
-	char kube[1024], lsan[1024];
-	snprintf(kube, sizeof(kube), "KUBECONFIG=%s", getenv("KUBECONFIG"));
-	snprintf(lsan, sizeof(lsan), "LSAN_OPTIONS=%s", getenv("LSAN_OPTIONS") ? getenv("LSAN_OPTIONS") : "");
-	char *envp[] = { kube, lsan, NULL };
-	char *argv[] = { getenv("LATCH_SYNC"), "run", "--config", r.config, "--max-passes", "45", NULL };
-	pid_t pid = stack_spawn(argv, envp, r.log);
+	const char *const limit[] = { "--max-passes", "45", NULL };
+	pid_t pid = gitops_spawn(r.config, getenv("KUBECONFIG"), r.log, limit);
 	long at10 = -1, at40 = -1;
 	double end = stack_now() + 120;
 	while (stack_now() < end && at40 < 0) {

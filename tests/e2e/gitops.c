@@ -1,0 +1,115 @@
+#include "gitops.h"
+
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "stack.h"
+
+void gitops_sh(const char *dir, const char *cmd)
+{
+	char full[8192];
+	snprintf(full, sizeof(full), "cd '%s' && %s", dir, cmd);
+	char *argv[] = { "/bin/sh", "-c", full, NULL };
+	char *envp[] = { "PATH=/usr/bin:/bin", "GIT_AUTHOR_NAME=t", "GIT_AUTHOR_EMAIL=t@example.org", "GIT_COMMITTER_NAME=t",
+			 "GIT_COMMITTER_EMAIL=t@example.org", "HOME=/tmp", NULL };
+	if (stack_run(argv, envp, "/dev/null", 60, NULL) != 0)
+		fail_msg("command failed in %s: %s", dir, cmd);
+}
+
+char *gitops_rev(const char *dir, const char *ref)
+{
+	char out[1024], cmd[2048];
+	snprintf(out, sizeof(out), "%s/.rev-XXXXXX", dir);
+	snprintf(cmd, sizeof(cmd), "git rev-parse '%s' > '%s'", ref, out);
+	gitops_sh(dir, cmd);
+	char *sha = stack_read_file(out);
+	if (!sha || strlen(sha) < 40)
+		fail_msg("no revision for %s in %s", ref, dir);
+	sha[40] = '\0';
+	remove(out);
+	return sha;
+}
+
+struct sync_env {
+	char kube[1024], lsan[1024], asan[1024];
+	char *envp[4];
+};
+
+static void sync_env_init(struct sync_env *e, const char *kubeconfig)
+{
+	snprintf(e->kube, sizeof(e->kube), "KUBECONFIG=%s", kubeconfig);
+	/* The sanitizer build's options and suppressions (tests/lsan.supp) reach the agent too. */
+	snprintf(e->lsan, sizeof(e->lsan), "LSAN_OPTIONS=%s", getenv("LSAN_OPTIONS") ? getenv("LSAN_OPTIONS") : "");
+	/* Full stacks for leaks: libgit2 has no frame pointers, and the suppressions match on
+	 * frames below it. */
+	snprintf(e->asan, sizeof(e->asan), "ASAN_OPTIONS=%s%sfast_unwind_on_malloc=0", getenv("ASAN_OPTIONS") ? getenv("ASAN_OPTIONS") : "",
+		 getenv("ASAN_OPTIONS") ? ":" : "");
+	e->envp[0] = e->kube;
+	e->envp[1] = e->lsan;
+	e->envp[2] = e->asan;
+	e->envp[3] = NULL;
+}
+
+static char *sync_bin(void)
+{
+	char *bin = getenv("LATCH_SYNC");
+	if (!bin)
+		fail_msg("LATCH_SYNC is not set");
+	return bin;
+}
+
+int gitops_sync(const char *mode, const char *config, const char *kubeconfig, const char *log)
+{
+	struct sync_env e;
+	sync_env_init(&e, kubeconfig);
+	char *argv[] = { sync_bin(), (char *)mode, "--config", (char *)config, NULL };
+	return stack_run(argv, e.envp, log, 180, NULL);
+}
+
+pid_t gitops_spawn(const char *config, const char *kubeconfig, const char *log, const char *const extra[])
+{
+	struct sync_env e;
+	sync_env_init(&e, kubeconfig);
+	char *argv[16] = { sync_bin(), "run", "--config", (char *)config };
+	size_t n = 4;
+	for (size_t i = 0; extra && extra[i] && n < 15; i++)
+		argv[n++] = (char *)extra[i];
+	argv[n] = NULL;
+	return stack_spawn(argv, e.envp, log);
+}
+
+struct latch_k8s *gitops_kube(const char *kubeconfig)
+{
+	struct latch_k8s *k = NULL;
+	struct latch_error err = LATCH_ERROR_INIT;
+	if (latch_k8s_from_kubeconfig(kubeconfig, &k, &err) < 0)
+		fail_msg("%s", latch_error_message(&err));
+	return k;
+}
+
+json_t *gitops_get(struct latch_k8s *k, const char *api_version, const char *kind, const char *ns, const char *name)
+{
+	json_t *obj = NULL;
+	struct latch_error err = LATCH_ERROR_INIT;
+	int r = latch_k8s_get(k, api_version, kind, ns, name, &obj, &err);
+	if (r < 0 && r != LATCH_ENOTFOUND)
+		fail_msg("getting %s %s/%s: %s", kind, ns ? ns : "", name, latch_error_message(&err));
+	latch_error_done(&err);
+	return r == 0 ? obj : NULL;
+}
+
+char *gitops_configmap_value(struct latch_k8s *k, const char *ns, const char *name, const char *key)
+{
+	json_t *cm = gitops_get(k, "v1", "ConfigMap", ns, name);
+	const char *v = latch_json_get_str(json_object_get(cm, "data"), key);
+	char *copy = v ? strdup(v) : NULL;
+	json_decref(cm);
+	return copy;
+}

@@ -1,0 +1,323 @@
+/* latch-sync when things go wrong: a CRD and its custom resources in one commit, the git
+ * server going away and coming back, and the agent killed with SIGKILL in the middle of an
+ * apply. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include <netinet/in.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "gitops.h"
+#include "stack.h"
+
+struct fixture {
+	char *dir;
+	char repo[1024], config[1024], log[1024];
+};
+
+static void fixture_init(struct fixture *f, const char *name, const char *url)
+{
+	f->dir = stack_mkdtemp("latch-e2e-faults");
+	snprintf(f->repo, sizeof(f->repo), "%s/repo", f->dir);
+	snprintf(f->config, sizeof(f->config), "%s/sync.yaml", f->dir);
+	snprintf(f->log, sizeof(f->log), "%s/sync.log", f->dir);
+	gitops_sh(f->dir, "mkdir repo && cd repo && git init -q -b main");
+	char text[4096], own_url[1200];
+	snprintf(own_url, sizeof(own_url), "file://%s", f->repo);
+	snprintf(text, sizeof(text),
+		 "apiVersion: latch.dev/v1alpha1\nkind: SyncConfig\nmetadata: {name: %s}\nspec:\n  namespace: latch-system\n"
+		 "  cacheDir: %s/cache\n  sources:\n  - name: apps\n    url: %s\n    ref: {branch: main}\n    path: .\n"
+		 "    healthCheck: false\n    timeout: 60s\n",
+		 name, f->dir, url ? url : own_url);
+	stack_write_file(f->config, text);
+}
+
+static void fixture_done(struct fixture *f)
+{
+	stack_rm_rf(f->dir);
+	free(f->dir);
+}
+
+static void put(const struct fixture *f, const char *rel, const char *text)
+{
+	char path[2048];
+	snprintf(path, sizeof(path), "%s/%s", f->repo, rel);
+	stack_write_file(path, text);
+}
+
+static void commit(const struct fixture *f, const char *message)
+{
+	char cmd[512];
+	snprintf(cmd, sizeof(cmd), "cd repo && git add -A && git commit -qm '%s'", message);
+	gitops_sh(f->dir, cmd);
+}
+
+static int sync_once(const struct fixture *f)
+{
+	return gitops_sync("once", f->config, getenv("KUBECONFIG"), f->log);
+}
+
+static void must_sync(const struct fixture *f)
+{
+	int status = sync_once(f);
+	if (status != 0) {
+		char *log = stack_read_file(f->log);
+		fail_msg("latch-sync once exited %d:\n%s", status, log ? log : "");
+	}
+}
+
+static bool log_has(const struct fixture *f, const char *needle)
+{
+	char *log = stack_read_file(f->log);
+	bool found = log && strstr(log, needle);
+	free(log);
+	return found;
+}
+
+static const char crd[] =
+	"apiVersion: apiextensions.k8s.io/v1\nkind: CustomResourceDefinition\nmetadata:\n  name: widgets.faults.latch.dev\n"
+	"spec:\n  group: faults.latch.dev\n  scope: Namespaced\n  names: {plural: widgets, singular: widget, kind: Widget, listKind: WidgetList}\n"
+	"  versions:\n  - name: v1\n    served: true\n    storage: true\n    schema:\n      openAPIV3Schema:\n        type: object\n"
+	"        properties:\n          spec:\n            type: object\n            properties:\n              size: {type: integer}\n";
+
+static void test_faults__crd_and_its_resources_in_one_commit(void **state)
+{
+	struct fixture f;
+	fixture_init(&f, "faults-crd", NULL);
+	put(&f, "crd.yaml", crd);
+	put(&f, "widgets.yaml",
+	    "apiVersion: v1\nkind: Namespace\nmetadata:\n  name: faults-crd\n---\n"
+	    "apiVersion: faults.latch.dev/v1\nkind: Widget\nmetadata:\n  name: small\n  namespace: faults-crd\nspec:\n  size: 3\n");
+	commit(&f, "crd and widget");
+	must_sync(&f);
+	struct latch_k8s *k = gitops_kube(getenv("KUBECONFIG"));
+	json_t *w = gitops_get(k, "faults.latch.dev/v1", "Widget", "faults-crd", "small");
+	assert_non_null(w);
+	assert_int_equal(json_integer_value(latch_json_path(w, "spec.size")), 3);
+	json_decref(w);
+
+	/* A custom resource the CRD's schema refuses: nothing of that revision is applied. */
+	put(&f, "widgets.yaml",
+	    "apiVersion: v1\nkind: Namespace\nmetadata:\n  name: faults-crd\n---\n"
+	    "apiVersion: faults.latch.dev/v1\nkind: Widget\nmetadata:\n  name: small\n  namespace: faults-crd\nspec:\n  size: 4\n---\n"
+	    "apiVersion: faults.latch.dev/v1\nkind: Widget\nmetadata:\n  name: wrong\n  namespace: faults-crd\nspec:\n  size: many\n");
+	commit(&f, "a bad widget");
+	assert_int_equal(sync_once(&f), 1);
+	assert_true(log_has(&f, "widgets.yaml@"));
+	w = gitops_get(k, "faults.latch.dev/v1", "Widget", "faults-crd", "small");
+	assert_int_equal(json_integer_value(latch_json_path(w, "spec.size")), 3);
+	json_decref(w);
+	assert_null(gitops_get(k, "faults.latch.dev/v1", "Widget", "faults-crd", "wrong"));
+	latch_k8s_free(k);
+	fixture_done(&f);
+}
+
+static int free_port(void)
+{
+	int fd = socket(AF_INET, SOCK_STREAM, 0);
+	struct sockaddr_in a = { .sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
+	socklen_t len = sizeof(a);
+	if (fd < 0 || bind(fd, (struct sockaddr *)&a, sizeof(a)) < 0 || getsockname(fd, (struct sockaddr *)&a, &len) < 0)
+		fail_msg("no free port");
+	close(fd);
+	return ntohs(a.sin_port);
+}
+
+/* A git daemon of the test's own, serving dir on port: the server the test takes down. */
+static pid_t start_git_daemon(const char *dir, int port, const char *log)
+{
+	char port_arg[64], base[1200];
+	snprintf(port_arg, sizeof(port_arg), "--port=%d", port);
+	snprintf(base, sizeof(base), "--base-path=%s", dir);
+	char *argv[] = { "/usr/lib/git-core/git-daemon", "--reuseaddr", "--listen=127.0.0.1", port_arg, "--export-all", base, (char *)dir, NULL };
+	char *envp[] = { "PATH=/usr/bin:/bin", NULL };
+	pid_t pid = stack_spawn(argv, envp, log);
+	double end = stack_now() + 10;
+	struct sockaddr_in a = { .sin_family = AF_INET, .sin_port = htons((uint16_t)port), .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
+	while (stack_now() < end) {
+		int fd = socket(AF_INET, SOCK_STREAM, 0);
+		int ok = connect(fd, (struct sockaddr *)&a, sizeof(a)) == 0;
+		close(fd);
+		if (ok)
+			return pid;
+		struct timespec pause = { 0, 50000000 };
+		nanosleep(&pause, NULL);
+	}
+	fail_msg("git daemon did not listen on %d", port);
+	return -1;
+}
+
+static void stop(pid_t pid)
+{
+	kill(pid, SIGKILL);
+	stack_wait(pid, 10);
+}
+
+static void put_value(const struct fixture *f, const char *value)
+{
+	char text[512];
+	snprintf(text, sizeof(text), "apiVersion: v1\nkind: Namespace\nmetadata:\n  name: faults-git\n---\n"
+				     "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: app\n  namespace: faults-git\ndata:\n  value: %s\n",
+		 value);
+	put(f, "app.yaml", text);
+}
+
+static char *value_in_cluster(void)
+{
+	struct latch_k8s *k = gitops_kube(getenv("KUBECONFIG"));
+	char *v = gitops_configmap_value(k, "faults-git", "app", "value");
+	latch_k8s_free(k);
+	return v;
+}
+
+static void test_faults__git_server_down_keeps_state_and_recovers(void **state)
+{
+	int port = free_port();
+	char url[256];
+	snprintf(url, sizeof(url), "git://127.0.0.1:%d/repo", port);
+	struct fixture f;
+	fixture_init(&f, "faults-git", url);
+	char daemon_log[1200], status_log[1200];
+	snprintf(daemon_log, sizeof(daemon_log), "%s/daemon.log", f.dir);
+	snprintf(status_log, sizeof(status_log), "%s/status.log", f.dir);
+	put_value(&f, "one");
+	commit(&f, "one");
+	pid_t daemon = start_git_daemon(f.dir, port, daemon_log);
+	must_sync(&f);
+	char *v = value_in_cluster();
+	assert_string_equal(v, "one");
+	free(v);
+	assert_int_equal(gitops_sync("status", f.config, getenv("KUBECONFIG"), status_log), 0);
+
+	/* The server goes away while a new commit waits: the cluster keeps what it had, and the
+	 * status says why the new revision is not there. */
+	stop(daemon);
+	put_value(&f, "two");
+	commit(&f, "two");
+	assert_int_equal(sync_once(&f), 1);
+	v = value_in_cluster();
+	assert_string_equal(v, "one");
+	free(v);
+	assert_int_equal(gitops_sync("status", f.config, getenv("KUBECONFIG"), status_log), 1);
+	char *status = stack_read_file(status_log);
+	assert_non_null(strstr(status, "127.0.0.1"));
+	free(status);
+
+	/* Back: the next pass applies the waiting commit. */
+	daemon = start_git_daemon(f.dir, port, daemon_log);
+	must_sync(&f);
+	v = value_in_cluster();
+	assert_string_equal(v, "two");
+	free(v);
+	assert_int_equal(gitops_sync("status", f.config, getenv("KUBECONFIG"), status_log), 0);
+	stop(daemon);
+	fixture_done(&f);
+}
+
+#define MANY 600
+
+static void put_many(const struct fixture *f, const char *prefix, size_t n)
+{
+	size_t cap = 200 + n * 160;
+	char *text = malloc(cap);
+	size_t len = (size_t)snprintf(text, cap, "apiVersion: v1\nkind: Namespace\nmetadata:\n  name: faults-kill\n");
+	for (size_t i = 0; i < n; i++)
+		len += (size_t)snprintf(text + len, cap - len,
+					"---\napiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: %s-%04zu\n  namespace: faults-kill\ndata:\n  i: \"%zu\"\n",
+					prefix, i, i);
+	put(f, "many.yaml", text);
+	free(text);
+}
+
+/* ConfigMaps of this test's SyncConfig in faults-kill whose name starts with prefix. */
+static size_t labelled_configmaps(struct latch_k8s *k, const char *prefix)
+{
+	json_t *items = NULL;
+	struct latch_error err = LATCH_ERROR_INIT;
+	if (latch_k8s_list(k, "v1", "ConfigMap", "latch.dev/config=faults-kill", &items, &err) < 0)
+		fail_msg("%s", latch_error_message(&err));
+	size_t n = 0, i;
+	json_t *item;
+	json_array_foreach(items, i, item) {
+		const char *ns = json_string_value(latch_json_path(item, "metadata.namespace"));
+		const char *name = json_string_value(latch_json_path(item, "metadata.name"));
+		n += ns && name && strcmp(ns, "faults-kill") == 0 && strncmp(name, prefix, strlen(prefix)) == 0;
+	}
+	json_decref(items);
+	return n;
+}
+
+static bool applying(struct latch_k8s *k)
+{
+	char *result = gitops_configmap_value(k, "latch-system", "latch-sync.faults-kill.apps", "result");
+	bool yes = result && strncmp(result, "Applying ", 9) == 0;
+	free(result);
+	return yes;
+}
+
+/* Starts a pass and kills it with SIGKILL once part of the revision is in the cluster;
+ * returns how many of its ConfigMaps were there. */
+static size_t kill_mid_apply(const struct fixture *f, struct latch_k8s *k, const char *prefix)
+{
+	pid_t pid = gitops_spawn(f->config, getenv("KUBECONFIG"), f->log, (const char *const[]){ "--max-passes", "1", NULL });
+	double end = stack_now() + 60;
+	while (stack_now() < end && !(applying(k) && labelled_configmaps(k, prefix) >= 10)) {
+		struct timespec pause = { 0, 2000000 };
+		nanosleep(&pause, NULL);
+	}
+	kill(pid, SIGKILL);
+	stack_wait(pid, 10);
+	size_t n = labelled_configmaps(k, prefix);
+	if (n == 0 || n >= MANY)
+		fail_msg("SIGKILL landed with %zu of %d objects applied, not during the apply; the test proves nothing", n, MANY);
+	return n;
+}
+
+/* SIGKILL lands in the middle of an apply. Restarted, the agent converges; and when the
+ * repository moved on meanwhile, the next revision prunes what the killed pass created:
+ * nothing is left behind untracked. */
+static void test_faults__kill_during_apply_then_converge(void **state)
+{
+	struct fixture f;
+	fixture_init(&f, "faults-kill", NULL);
+	struct latch_k8s *k = gitops_kube(getenv("KUBECONFIG"));
+	put(&f, "seed.yaml", "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: seed\n  namespace: default\n");
+	commit(&f, "seed");
+	must_sync(&f);
+
+	put_many(&f, "first", MANY);
+	commit(&f, "many");
+	size_t first = kill_mid_apply(&f, k, "first");
+	must_sync(&f);
+	assert_int_equal(labelled_configmaps(k, "first"), MANY);
+
+	put_many(&f, "second", MANY);
+	commit(&f, "many more");
+	size_t second = kill_mid_apply(&f, k, "second");
+	gitops_sh(f.dir, "cd repo && git rm -q many.yaml && git commit -qm 'none of them'");
+	must_sync(&f);
+	assert_int_equal(labelled_configmaps(k, "first"), 0);
+	assert_int_equal(labelled_configmaps(k, "second"), 0);
+	printf("# killed with %zu and %zu of %d objects applied; converged, and pruned to 0\n", first, second, MANY);
+	latch_k8s_free(k);
+	fixture_done(&f);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_faults__crd_and_its_resources_in_one_commit),
+		cmocka_unit_test(test_faults__git_server_down_keeps_state_and_recovers),
+		cmocka_unit_test(test_faults__kill_during_apply_then_converge),
+	};
+	return cmocka_run_group_tests(tests, stack_load, NULL);
+}
