@@ -404,12 +404,22 @@ static int discover(struct latch_k8s *k, struct latch_error *err)
 	return r;
 }
 
+int latch_k8s_discover(struct latch_k8s *k, struct latch_error *err)
+{
+	return discover(k, err);
+}
+
 static const struct resource *find_resource(const struct latch_k8s *k, const char *api_version, const char *kind)
 {
 	for (size_t i = 0; i < k->n_resources; i++)
 		if (strcmp(k->resources[i].group_version, api_version) == 0 && strcmp(k->resources[i].kind, kind) == 0)
 			return &k->resources[i];
 	return NULL;
+}
+
+bool latch_k8s_serves(const struct latch_k8s *k, const char *api_version, const char *kind)
+{
+	return api_version && kind && find_resource(k, api_version, kind);
 }
 
 int latch_k8s_object_path(struct latch_k8s *k, const char *api_version, const char *kind, const char *ns,

@@ -1,4 +1,4 @@
-/* Workers take the next job by an atomic index. Each owns a clone of the client, so no
+/* Workers take the next unit by an atomic index. Each owns a clone of the client, so no
  * connection or curl handle is shared between threads. */
 #include "parallel.h"
 
@@ -9,25 +9,23 @@
 #define MAX_WORKERS 8
 
 struct shared {
-	struct apply_job *jobs;
 	size_t n;
-	const struct latch_k8s_apply_options *options;
+	parallel_fn fn;
+	void *ctx;
+	int *results;
 	bool keep_going;
 	atomic_size_t next;
 	atomic_bool failed;
 };
 
-static void run_jobs(struct shared *sh, struct latch_k8s *k)
+static void run_units(struct shared *sh, struct latch_k8s *k)
 {
 	for (;;) {
 		size_t i = atomic_fetch_add(&sh->next, 1);
 		if (i >= sh->n || (!sh->keep_going && atomic_load(&sh->failed)))
 			return;
-		struct apply_job *j = &sh->jobs[i];
-		struct latch_k8s_apply_options o = *sh->options;
-		o.default_namespace = j->default_namespace;
-		j->result = latch_k8s_apply(k, j->object, &o, &j->stored, &j->error);
-		if (j->result < 0)
+		sh->results[i] = sh->fn(k, i, sh->ctx);
+		if (sh->results[i] < 0)
 			atomic_store(&sh->failed, true);
 	}
 }
@@ -40,28 +38,18 @@ struct worker {
 static void *worker(void *arg)
 {
 	struct worker *w = arg;
-	run_jobs(w->shared, w->client);
+	run_units(w->shared, w->client);
 	return NULL;
 }
 
-static int first_failure(const struct apply_job *jobs, size_t n, struct latch_error *err)
+int parallel_run(struct latch_k8s *k, size_t n, parallel_fn fn, void *ctx, bool keep_going, int *results)
 {
-	for (size_t i = 0; i < n; i++) {
-		if (jobs[i].result < 0)
-			return latch_error_set(err, jobs[i].result, "%s", latch_error_message(&jobs[i].error));
-	}
-	return 0;
-}
-
-int apply_parallel(struct latch_k8s *k, struct apply_job *jobs, size_t n, const struct latch_k8s_apply_options *o,
-		   bool keep_going, struct latch_error *err)
-{
-	struct shared sh = { .jobs = jobs, .n = n, .options = o, .keep_going = keep_going };
+	struct shared sh = { .n = n, .fn = fn, .ctx = ctx, .results = results, .keep_going = keep_going };
 	atomic_init(&sh.next, 0);
 	atomic_init(&sh.failed, false);
 	for (size_t i = 0; i < n; i++)
-		jobs[i].result = 0;
-	/* Clients are cloned before any thread runs: a clone reads what k's discovery holds. */
+		results[i] = 1;
+	/* Clients are cloned before any thread runs. */
 	struct worker workers[MAX_WORKERS];
 	pthread_t threads[MAX_WORKERS];
 	size_t wanted = n < MAX_WORKERS ? n : MAX_WORKERS, cloned = 0, started = 0;
@@ -71,12 +59,42 @@ int apply_parallel(struct latch_k8s *k, struct apply_job *jobs, size_t n, const 
 	}
 	while (started < cloned && pthread_create(&threads[started], NULL, worker, &workers[started]) == 0)
 		started++;
-	run_jobs(&sh, k); /* the calling thread works too, on k */
+	run_units(&sh, k); /* the calling thread works too, on k */
 	for (size_t t = 0; t < started; t++)
 		pthread_join(threads[t], NULL);
 	for (size_t t = 0; t < cloned; t++)
 		latch_k8s_free(workers[t].client);
-	return first_failure(jobs, n, err);
+	for (size_t i = 0; i < n; i++)
+		if (results[i] < 0)
+			return results[i];
+	return 0;
+}
+
+struct apply_ctx {
+	struct apply_job *jobs;
+	const struct latch_k8s_apply_options *options;
+};
+
+static int apply_one(struct latch_k8s *k, size_t i, void *ctx)
+{
+	struct apply_ctx *a = ctx;
+	struct apply_job *j = &a->jobs[i];
+	struct latch_k8s_apply_options o = *a->options;
+	o.default_namespace = j->default_namespace;
+	return latch_k8s_apply(k, j->object, &o, &j->stored, &j->error);
+}
+
+int apply_parallel(struct latch_k8s *k, struct apply_job *jobs, size_t n, const struct latch_k8s_apply_options *o, bool keep_going)
+{
+	int *results = calloc(n ? n : 1, sizeof(*results));
+	if (!results)
+		return LATCH_ENOMEM;
+	struct apply_ctx ctx = { jobs, o };
+	int r = parallel_run(k, n, apply_one, &ctx, keep_going, results);
+	for (size_t i = 0; i < n; i++)
+		jobs[i].result = results[i];
+	free(results);
+	return r;
 }
 
 void apply_jobs_done(struct apply_job *jobs, size_t n)

@@ -1,4 +1,4 @@
-/* Server-side apply of many objects at once: a few workers, each with its own connection. */
+/* Many Kubernetes requests at once: a few workers, each with its own connection. */
 #pragma once
 
 #include <stdbool.h>
@@ -7,17 +7,24 @@
 #include "latch/error.h"
 #include "latch/k8s.h"
 
+/* One unit of work, run on the worker's own client; returns 0 or an error code. */
+typedef int (*parallel_fn)(struct latch_k8s *k, size_t i, void *ctx);
+
+/* Runs fn for i in [0, n) on up to 8 workers; results[i] gets what fn returned, or 1 for a
+ * unit that did not run (after a failure, unless keep_going). k's discovery has run
+ * (latch_k8s_discover): the clients the workers get copy it instead of running it again.
+ * Returns 0, or the first failure in index order. */
+int parallel_run(struct latch_k8s *k, size_t n, parallel_fn fn, void *ctx, bool keep_going, int *results);
+
 struct apply_job {
 	json_t *object;                /* as sent */
 	const char *default_namespace; /* for a namespaced object without one */
 	json_t *stored;                /* what the server stored (or would store); NULL on failure */
-	int result;                    /* 0, or the error code */
+	int result;                    /* 0, an error code, or 1: not run */
 	struct latch_error error;
 };
 
-/* Apply every job; returns 0 if all succeeded, else the error of the first failed job in
- * job order (so the message does not depend on timing). After a failure no new job starts
- * unless keep_going (a dry run checks them all). */
+/* Server-side apply of every job with parallel_run. */
 int apply_parallel(struct latch_k8s *k, struct apply_job *jobs, size_t n, const struct latch_k8s_apply_options *o,
-		   bool keep_going, struct latch_error *err);
+		   bool keep_going);
 void apply_jobs_done(struct apply_job *jobs, size_t n);

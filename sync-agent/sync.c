@@ -239,14 +239,6 @@ static bool is_kind(const json_t *obj, const char *kind)
 	return k && strcmp(k, kind) == 0;
 }
 
-static bool namespace_in_revision(const json_t *objects, const char *ns)
-{
-	size_t i;
-	json_t *o;
-	json_array_foreach(objects, i, o) if (is_kind(o, "Namespace") && meta_str(o, "name") && ns && strcmp(meta_str(o, "name"), ns) == 0) return true;
-	return false;
-}
-
 /* Whether a CustomResourceDefinition of this revision defines kind in api_version's group. */
 static bool kind_defined_in_revision(const json_t *objects, const char *api_version, const char *kind)
 {
@@ -264,12 +256,34 @@ static bool kind_defined_in_revision(const json_t *objects, const char *api_vers
 	return false;
 }
 
-/* Objects in a Namespace this revision creates, and custom resources of a CRD it defines,
- * cannot be checked before the first stage exists; the apply checks them. */
-static bool waits_for_first_stage(const json_t *objects, const json_t *o, int code)
+/* Namespaces of this revision that do not exist yet. */
+static int new_namespaces(struct latch_k8s *k, const json_t *objects, json_t *ret, struct latch_error *err)
 {
-	return code == LATCH_ENOTFOUND && (namespace_in_revision(objects, namespace_of(o)) ||
-					   kind_defined_in_revision(objects, latch_json_get_str(o, "apiVersion"), latch_json_get_str(o, "kind")));
+	size_t i;
+	json_t *o;
+	json_array_foreach(objects, i, o) {
+		if (!is_kind(o, "Namespace"))
+			continue;
+		json_t *live = NULL;
+		int r = latch_k8s_get(k, "v1", "Namespace", NULL, meta_str(o, "name"), &live, err);
+		json_decref(live);
+		if (r == LATCH_ENOTFOUND)
+			json_object_set_new(ret, meta_str(o, "name"), json_true());
+		else if (r < 0)
+			return r;
+	}
+	return 0;
+}
+
+/* Objects in a Namespace this revision creates, and custom resources of a CRD it defines
+ * that the server does not serve yet, cannot be checked before the first stage exists; the
+ * apply checks them. (A dry run into a missing Namespace also costs the server a slow
+ * lookup: 60 ms each on the stack.) */
+static bool waits_for_first_stage(struct latch_k8s *k, const json_t *objects, const json_t *created_here, const json_t *o)
+{
+	const char *ns = namespace_of(o), *api_version = latch_json_get_str(o, "apiVersion"), *kind = latch_json_get_str(o, "kind");
+	return (ns && !first_stage(o) && json_object_get(created_here, ns)) ||
+	       (kind_defined_in_revision(objects, api_version, kind) && !latch_k8s_serves(k, api_version, kind));
 }
 
 static struct apply_job *make_jobs(const json_t *objects)
@@ -283,28 +297,38 @@ static struct apply_job *make_jobs(const json_t *objects)
 	return jobs;
 }
 
-static int job_error(const json_t *obj, const struct apply_job *job, struct latch_error *err)
+/* The error of the first failed job, named by where its object came from. */
+static int first_job_error(const json_t *objects, const struct apply_job *jobs, size_t n, struct latch_error *err)
 {
-	return latch_error_set(err, job->result, "%s: %s", origin_of(obj), latch_error_message(&job->error));
+	for (size_t i = 0; i < n; i++)
+		if (jobs[i].result < 0)
+			return latch_error_set(err, jobs[i].result, "%s: %s", origin_of(json_array_get(objects, i)),
+					       latch_error_message(&jobs[i].error));
+	return latch_error_set(err, LATCH_ENOMEM, "out of memory");
 }
 
 /* Every object through a server-side apply with dryRun=All, in parallel; the first refusal in
  * the revision's order is the error. */
 static int validate(struct latch_k8s *k, const json_t *objects, struct latch_error *err)
 {
-	size_t n = json_array_size(objects);
-	struct apply_job *jobs = make_jobs(objects);
-	if (!jobs)
-		return latch_error_set(err, LATCH_ENOMEM, "out of memory");
+	json_t *created_here = json_object(), *checked = json_array();
+	int r = latch_k8s_discover(k, err);
+	if (r == 0)
+		r = new_namespaces(k, objects, created_here, err);
+	size_t i;
+	json_t *o;
+	json_array_foreach(objects, i, o) if (!waits_for_first_stage(k, objects, created_here, o)) json_array_append(checked, o);
+	size_t n = json_array_size(checked);
+	struct apply_job *jobs = r == 0 ? make_jobs(checked) : NULL;
+	if (r == 0 && !jobs)
+		r = latch_error_set(err, LATCH_ENOMEM, "out of memory");
 	struct latch_k8s_apply_options ao = { FIELD_MANAGER, true, true, NULL };
-	apply_parallel(k, jobs, n, &ao, true, NULL);
-	int r = 0;
-	for (size_t i = 0; r == 0 && i < n; i++) {
-		const json_t *o = json_array_get(objects, i);
-		if (jobs[i].result < 0 && !waits_for_first_stage(objects, o, jobs[i].result))
-			r = job_error(o, &jobs[i], err);
-	}
-	apply_jobs_done(jobs, n);
+	if (r == 0 && apply_parallel(k, jobs, n, &ao, true) < 0) /* the first refusal in the revision's order */
+		r = first_job_error(checked, jobs, n, err);
+	if (jobs)
+		apply_jobs_done(jobs, n);
+	json_decref(checked);
+	json_decref(created_here);
 	return r;
 }
 
@@ -353,6 +377,8 @@ static int list_live(struct latch_k8s *k, const struct sync_config *c, const str
 		if (r == 0 && !json_object_get(listed, latch_buf_str(&kk))) {
 			json_object_set_new(listed, latch_buf_str(&kk), json_true());
 			r = latch_k8s_list(k, api_version, kind, latch_buf_str(&selector), &items, err);
+			if (r == LATCH_ENOTFOUND && !latch_k8s_serves(k, api_version, kind))
+				r = 0; /* a kind the server no longer serves has no objects */
 		}
 		size_t j;
 		json_t *item;
@@ -497,23 +523,17 @@ static int apply_all(struct latch_k8s *k, const struct sync_source *s, const jso
 	size_t i;
 	json_t *o;
 	json_array_foreach(objects, i, o) if (!first_stage(o)) json_array_append(rest, o);
-	char *path = NULL;
-	if (r == 0 && json_array_size(rest)) /* discovery once here, not in every worker */
-		r = latch_k8s_object_path(k, "v1", "ConfigMap", NULL, NULL, NULL, &path, NULL, err);
-	free(path);
+	if (r == 0)
+		r = latch_k8s_discover(k, err);
 	size_t n = json_array_size(rest);
 	struct apply_job *jobs = r == 0 ? make_jobs(rest) : NULL;
 	if (r == 0 && !jobs)
 		r = latch_error_set(err, LATCH_ENOMEM, "out of memory");
 	struct latch_k8s_apply_options ao = { FIELD_MANAGER, true, false, NULL };
-	if (r == 0)
-		apply_parallel(k, jobs, n, &ao, false, NULL);
-	for (size_t j = 0; r == 0 && j < n; j++) {
-		if (jobs[j].result < 0)
-			r = job_error(json_array_get(rest, j), &jobs[j], err);
-		else
-			note_applied(json_array_get(rest, j), jobs[j].stored, versions, live, res);
-	}
+	if (r == 0 && apply_parallel(k, jobs, n, &ao, false) < 0)
+		r = first_job_error(rest, jobs, n, err);
+	for (size_t j = 0; r == 0 && j < n; j++)
+		note_applied(json_array_get(rest, j), jobs[j].stored, versions, live, res);
 	if (jobs)
 		apply_jobs_done(jobs, n);
 	json_decref(rest);
@@ -641,41 +661,90 @@ static bool in_list(const json_t *entries, const json_t *e)
 	return false;
 }
 
-/* Delete, newest-applied last first, what the previous inventory had and this revision does
- * not, and only if it still carries this source's labels (someone may have taken it over). */
+/* An inventory entry as an object carrying only its identity, for list_live and live_of. */
+static json_t *object_of_entry(const json_t *e)
+{
+	const char *ns = latch_json_get_str(e, "namespace");
+	json_t *o = json_pack("{s:s?,s:s?,s:{s:s?}}", "apiVersion", latch_json_get_str(e, "apiVersion"), "kind", latch_json_get_str(e, "kind"),
+			      "metadata", "name", latch_json_get_str(e, "name"));
+	if (o && ns && *ns)
+		json_object_set_new(json_object_get(o, "metadata"), "namespace", json_string(ns));
+	return o;
+}
+
+struct delete_ctx {
+	const json_t *objects;
+	struct latch_error *errors;
+};
+
+static int delete_one(struct latch_k8s *k, size_t i, void *ctx)
+{
+	struct delete_ctx *d = ctx;
+	const json_t *o = json_array_get(d->objects, i);
+	return latch_k8s_delete(k, latch_json_get_str(o, "apiVersion"), latch_json_get_str(o, "kind"), meta_str(o, "namespace"),
+				meta_str(o, "name"), &d->errors[i]);
+}
+
+/* Deletes objects (in parallel unless one_by_one, which keeps their order). */
+static int delete_all(struct latch_k8s *k, const json_t *objects, bool one_by_one, struct sync_result *res, struct latch_error *err)
+{
+	size_t n = json_array_size(objects);
+	struct latch_error *errors = calloc(n ? n : 1, sizeof(*errors));
+	int *results = calloc(n ? n : 1, sizeof(*results));
+	struct delete_ctx ctx = { objects, errors };
+	int r = errors && results ? 0 : latch_error_set(err, LATCH_ENOMEM, "out of memory");
+	for (size_t i = 0; r == 0 && one_by_one && i < n; i++)
+		results[i] = delete_one(k, i, &ctx);
+	if (r == 0 && !one_by_one)
+		parallel_run(k, n, delete_one, &ctx, false, results);
+	for (size_t i = 0; r == 0 && i < n; i++) {
+		const json_t *o = json_array_get(objects, i);
+		if (results[i] < 0)
+			r = latch_error_set(err, results[i], "pruning: %s", latch_error_message(&errors[i]));
+		else if (results[i] == 0) {
+			res->pruned++;
+			LATCH_LOG(LATCH_LOG_INFO, "pruned", { "kind", latch_json_get_str(o, "kind") }, { "name", meta_str(o, "name") });
+		}
+	}
+	for (size_t i = 0; errors && i < n; i++)
+		latch_error_done(&errors[i]);
+	free(errors);
+	free(results);
+	return r;
+}
+
+/* Delete what the previous inventory had and this revision does not, and only if it still
+ * carries this source's labels (someone may have taken it over; the labelled lists say).
+ * Namespaces and CRDs go last, after what they hold. */
 static int prune(struct latch_k8s *k, const struct sync_config *c, const struct sync_source *s, const json_t *previous,
 		 const json_t *current, json_t *created, struct sync_result *res, struct latch_error *err)
 {
+	json_t *gone = json_array(), *live = json_object(), *rest = json_array(), *last = json_array();
 	for (size_t i = json_array_size(previous); i-- > 0;) {
 		const json_t *e = json_array_get(previous, i);
 		if (in_list(current, e))
 			continue;
-		const char *ns = latch_json_get_str(e, "namespace");
 		if (strcmp(latch_json_get_str(e, "kind"), "Namespace") == 0 && !name_in(created, latch_json_get_str(e, "name"))) {
 			LATCH_LOG(LATCH_LOG_INFO, "kept a Namespace latch-sync did not create", { "name", latch_json_get_str(e, "name") });
 			continue;
 		}
-		json_t *live = NULL;
-		int r = latch_k8s_get(k, latch_json_get_str(e, "apiVersion"), latch_json_get_str(e, "kind"), *ns ? ns : NULL,
-				      latch_json_get_str(e, "name"), &live, err);
-		if (r == LATCH_ENOTFOUND)
-			continue;
-		if (r < 0)
-			return r;
-		const json_t *labels = json_object_get(json_object_get(live, "metadata"), "labels");
-		bool ours = latch_json_get_str(labels, LABEL_CONFIG) && strcmp(latch_json_get_str(labels, LABEL_CONFIG), c->name) == 0 &&
-			    latch_json_get_str(labels, LABEL_SOURCE) && strcmp(latch_json_get_str(labels, LABEL_SOURCE), s->name) == 0;
-		json_decref(live);
-		if (!ours)
-			continue;
-		r = latch_k8s_delete(k, latch_json_get_str(e, "apiVersion"), latch_json_get_str(e, "kind"), *ns ? ns : NULL,
-				     latch_json_get_str(e, "name"), err);
-		if (r < 0)
-			return r;
-		res->pruned++;
-		LATCH_LOG(LATCH_LOG_INFO, "pruned", { "kind", latch_json_get_str(e, "kind") }, { "name", latch_json_get_str(e, "name") });
+		json_array_append_new(gone, object_of_entry(e));
 	}
-	return 0;
+	int r = json_array_size(gone) ? latch_k8s_discover(k, err) : 0;
+	if (r == 0 && json_array_size(gone))
+		r = list_live(k, c, s, gone, live, err);
+	size_t i;
+	json_t *o;
+	json_array_foreach(gone, i, o) if (live_of(live, o)) json_array_append(first_stage(o) ? last : rest, o);
+	if (r == 0)
+		r = delete_all(k, rest, false, res, err);
+	if (r == 0)
+		r = delete_all(k, last, true, res, err);
+	json_decref(gone);
+	json_decref(live);
+	json_decref(rest);
+	json_decref(last);
+	return r;
 }
 
 /* ---- health ---- */
@@ -911,12 +980,23 @@ static int apply_revision(struct latch_k8s *k, const struct sync_config *c, cons
 	return r;
 }
 
+/* Whether the inventory already says this revision was applied and healthy: a quiet pass
+ * then writes nothing, not even the inventory. */
+static bool already_recorded(const struct last_pass *lp, const char *revision)
+{
+	const char *attempted = latch_json_get_str(lp->data, "lastAttemptedRevision");
+	const char *result = latch_json_get_str(lp->data, "result");
+	return attempted && strcmp(attempted, revision) == 0 && result && strncmp(result, "Applied: ", 9) == 0;
+}
+
 /* Record the attempt either way; a failed revision keeps the last applied one. Events when
  * something happened, not on every quiet pass. */
 static int record_pass(struct latch_k8s *k, const struct sync_config *c, const struct sync_source *s, const struct last_pass *lp,
 		       const json_t *current, const struct sync_result *res, const struct timings *t, bool in_cluster, bool quiet,
 		       int r, struct latch_error *err)
 {
+	if (r == 0 && quiet && already_recorded(lp, res->revision))
+		return 0;
 	struct latch_buf result = LATCH_BUF_INIT(8192);
 	if (r == 0)
 		latch_buf_printf(&result, "Applied: %zu objects, %zu changed (%zu drifted), %zu pruned", res->applied, res->changed,

@@ -25,6 +25,10 @@ const char *latch_k8s_server(const struct latch_k8s *k);
 /* Another client to the same server with its own connection and a copy of what discovery
  * found: one per thread (a client is not thread-safe). */
 int latch_k8s_clone(const struct latch_k8s *k, struct latch_k8s **ret, struct latch_error *err);
+/* Run discovery now if it has not run (before cloning: clones copy what it found). */
+int latch_k8s_discover(struct latch_k8s *k, struct latch_error *err);
+/* Whether the last discovery found the kind (no request, no refresh). */
+bool latch_k8s_serves(const struct latch_k8s *k, const char *api_version, const char *kind);
 /* The next call that needs discovery runs it again (after a CRD was established). */
 void latch_k8s_forget_discovery(struct latch_k8s *k);
 
