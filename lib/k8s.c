@@ -539,11 +539,11 @@ int latch_k8s_delete(struct latch_k8s *k, const char *api_version, const char *k
 }
 
 /* One page of a cluster-wide list; *cont gets the continue token (NULL on the last page). */
-static int list_page(struct latch_k8s *k, const char *path, const char *selector, char **cont, json_t *items,
+static int list_page(struct latch_k8s *k, const char *path, const char *selector, bool cached, char **cont, json_t *items,
 		     struct latch_error *err)
 {
 	struct latch_buf url = LATCH_BUF_INIT(16384);
-	latch_buf_printf(&url, "%s?limit=500", path);
+	latch_buf_printf(&url, "%s?limit=500%s", path, cached ? "&resourceVersion=0" : "");
 	if (selector)
 		latch_buf_printf(&url, "&labelSelector=%s", selector);
 	if (*cont)
@@ -566,8 +566,8 @@ static int list_page(struct latch_k8s *k, const char *path, const char *selector
 	return r;
 }
 
-int latch_k8s_list(struct latch_k8s *k, const char *api_version, const char *kind, const char *label_selector, json_t **ret,
-		   struct latch_error *err)
+int latch_k8s_list(struct latch_k8s *k, const char *api_version, const char *kind, const char *label_selector, bool cached,
+		   json_t **ret, struct latch_error *err)
 {
 	_cleanup_free_ char *path = NULL;
 	bool namespaced = false;
@@ -583,7 +583,7 @@ int latch_k8s_list(struct latch_k8s *k, const char *api_version, const char *kin
 	json_t *items = json_array();
 	char *cont = NULL;
 	do
-		r = list_page(k, path, label_selector, &cont, items, err);
+		r = list_page(k, path, label_selector, cached, &cont, items, err);
 	while (r == 0 && cont);
 	free(cont);
 	if (r < 0) {

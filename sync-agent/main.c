@@ -15,7 +15,8 @@ static const char usage[] =
 	"\n"
 	"  once   one pass over every source; exit 0 only if every source applied\n"
 	"  diff   validate every source with a server dry run; nothing is written\n"
-	"  run    a pass per source every interval, until SIGTERM (or --max-passes N)\n"
+	"  run    a pass per source every interval, until SIGTERM (or --max-passes N);\n"
+	"         --interval SECONDS overrides the sources' intervals (0: back to back, for soak tests)\n"
 	"  status what the last pass of every source recorded; exit 0 only if all applied\n"
 	"\n"
 	"Kubernetes access: --kubeconfig, $KUBECONFIG, or the in-cluster service account.\n";
@@ -23,6 +24,7 @@ static const char usage[] =
 struct options {
 	const char *mode, *config, *kubeconfig;
 	long max_passes; /* run: stop after this many passes (0: until SIGTERM) */
+	long interval_s; /* run: seconds between passes instead of the sources' intervals; -1: theirs */
 };
 
 static int parse(int argc, char **argv, struct options *o)
@@ -31,6 +33,7 @@ static int parse(int argc, char **argv, struct options *o)
 						  { "kubeconfig", required_argument, NULL, 'k' },
 						  { "log-format", required_argument, NULL, 'f' },
 						  { "max-passes", required_argument, NULL, 'p' },
+						  { "interval", required_argument, NULL, 'i' },
 						  { "help", no_argument, NULL, 'h' },
 						  { NULL, 0, NULL, 0 } };
 	enum latch_log_format format = LATCH_LOG_TEXT;
@@ -44,6 +47,15 @@ static int parse(int argc, char **argv, struct options *o)
 			o->max_passes = strtol(optarg, &end, 10);
 			if (!*optarg || *end || o->max_passes <= 0) {
 				fprintf(stderr, "latch-sync: --max-passes '%s' is not a positive number\n", optarg);
+				return 64;
+			}
+			break;
+		}
+		case 'i': {
+			char *end = NULL;
+			o->interval_s = strtol(optarg, &end, 10);
+			if (!*optarg || *end || o->interval_s < 0) {
+				fprintf(stderr, "latch-sync: --interval '%s' is not a number of seconds\n", optarg);
 				return 64;
 			}
 			break;
@@ -150,7 +162,7 @@ int main(int argc, char **argv)
 	 * source's knownHostsFile either way. */
 	if (!getenv("HOME"))
 		setenv("HOME", "/", 0);
-	struct options o = { 0 };
+	struct options o = { .interval_s = -1 };
 	int r = parse(argc, argv, &o);
 	if (r)
 		return r;
@@ -173,7 +185,7 @@ int main(int argc, char **argv)
 		long passes = 0;
 		do
 			pass_all(k, &cfg, false);
-		while ((o.max_passes == 0 || ++passes < o.max_passes) && !wait_or_stop(shortest_interval(&cfg)));
+		while ((o.max_passes == 0 || ++passes < o.max_passes) && !wait_or_stop(o.interval_s >= 0 ? o.interval_s : shortest_interval(&cfg)));
 	} else if (strcmp(o.mode, "status") == 0) {
 		failed = status_all(k, &cfg);
 	} else {

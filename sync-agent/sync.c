@@ -361,7 +361,7 @@ static const json_t *live_of(const json_t *live, const json_t *obj)
 /* This source's live objects of the kinds in objects, by object key: one list per kind,
  * selected by the owner labels. Items get back the kind and apiVersion lists leave out. */
 static int list_live(struct latch_k8s *k, const struct sync_config *c, const struct sync_source *s, const json_t *objects,
-		     json_t *live, struct latch_error *err)
+		     bool cached, json_t *live, struct latch_error *err)
 {
 	struct latch_buf selector = LATCH_BUF_INIT(1024);
 	latch_buf_printf(&selector, LABEL_CONFIG "=%s," LABEL_SOURCE "=%s", c->name, s->name);
@@ -376,7 +376,7 @@ static int list_live(struct latch_k8s *k, const struct sync_config *c, const str
 		json_t *items = NULL;
 		if (r == 0 && !json_object_get(listed, latch_buf_str(&kk))) {
 			json_object_set_new(listed, latch_buf_str(&kk), json_true());
-			r = latch_k8s_list(k, api_version, kind, latch_buf_str(&selector), &items, err);
+			r = latch_k8s_list(k, api_version, kind, latch_buf_str(&selector), cached, &items, err);
 			if (r == LATCH_ENOTFOUND && !latch_k8s_serves(k, api_version, kind))
 				r = 0; /* a kind the server no longer serves has no objects */
 		}
@@ -466,14 +466,16 @@ static int wait_established(struct latch_k8s *k, const json_t *crd, double deadl
 	}
 }
 
-/* Record what the apply stored; it changed the object if the resourceVersion moved from
- * the live one (or, without a live copy, from the one the last pass recorded). */
+/* Record what the apply stored. It changed the object if the resourceVersion moved from
+ * the one the last pass recorded (or, for an object new to the inventory, from the live one,
+ * which a lagging watch cache cannot make look like a change). */
 static void note_applied(const json_t *obj, const json_t *stored, json_t *versions, const json_t *live, struct sync_result *res)
 {
 	_cleanup_free_ char *key = object_key(obj);
 	const char *rv = meta_str(stored, "resourceVersion");
-	const char *before = live ? meta_str(live_of(live, obj), "resourceVersion") : (key ? latch_json_get_str(versions, key) : NULL);
-	res->applied++;
+	const char *before = key ? latch_json_get_str(versions, key) : NULL;
+	if (!before && live)
+		before = meta_str(live_of(live, obj), "resourceVersion");
 	if (!before || !rv || strcmp(before, rv) != 0)
 		res->changed++;
 	if (key && rv)
@@ -732,7 +734,7 @@ static int prune(struct latch_k8s *k, const struct sync_config *c, const struct 
 	}
 	int r = json_array_size(gone) ? latch_k8s_discover(k, err) : 0;
 	if (r == 0 && json_array_size(gone))
-		r = list_live(k, c, s, gone, live, err);
+		r = list_live(k, c, s, gone, false, live, err); /* fresh: never delete what was just taken over */
 	size_t i;
 	json_t *o;
 	json_array_foreach(gone, i, o) if (live_of(live, o)) json_array_append(first_stage(o) ? last : rest, o);
@@ -772,7 +774,7 @@ static int wait_healthy(struct latch_k8s *k, const struct sync_config *c, const 
 		char reason[512] = "";
 		const json_t *waiting = NULL;
 		json_t *live = json_object();
-		r = list_live(k, c, s, workloads, live, err);
+		r = list_live(k, c, s, workloads, true, live, err);
 		json_array_foreach(workloads, i, o) {
 			if (r < 0 || waiting)
 				break;
@@ -948,7 +950,7 @@ static json_t *live_if_same_revision(struct latch_k8s *k, const struct sync_conf
 		return NULL;
 	json_t *live = json_object();
 	struct latch_error err = LATCH_ERROR_INIT;
-	if (list_live(k, c, s, objects, live, &err) < 0) {
+	if (list_live(k, c, s, objects, true, live, &err) < 0) {
 		LATCH_LOG(LATCH_LOG_WARN, "listing the live objects failed; applying every object", { "source", s->name },
 			  { "error", latch_error_message(&err) });
 		json_decref(live);
