@@ -5,7 +5,7 @@ STATIC_BUILD ?= build-static
 LATCH_INIT_STATIC := $(abspath $(STATIC_BUILD)/init/latch-init)
 export PATH := $(PATH):/usr/local/go/bin
 
-.PHONY: all deps build static sanitize-build fuzz bench-init bench-inject unit sanitize e2e test demo stack-up stack-down clean
+.PHONY: all deps build static sanitize-build fuzz bench-init bench-inject bench-sync unit sanitize e2e test demo stack-up stack-down clean
 
 all: build
 
@@ -75,6 +75,12 @@ bench-init: build static
 # latch-inject versus kustomize with an equivalent patch (numbers go in README.md).
 bench-inject: build
 	bench/inject/run
+
+# latch-sync versus kubectl apply --server-side (numbers go in README.md).
+bench-sync: build
+	dev/stack up
+	status=0; . .stack/env && bench/sync/run || status=$$?; \
+		dev/stack down; exit $$status
 
 demo: deps build
 	dev/stack up

@@ -94,7 +94,9 @@ static size_t pass_all(struct latch_k8s *k, const struct sync_config *cfg, bool 
 		const struct sync_source *s = &cfg->sources[i];
 		struct sync_result res;
 		struct latch_error err = LATCH_ERROR_INIT;
-		if (sync_source_pass(k, cfg, s, dry_run, &res, &err) < 0) {
+		if (dry_run)
+			printf("# %s\n", s->name);
+		if (sync_source_pass(k, cfg, s, dry_run ? stdout : NULL, &res, &err) < 0) {
 			LATCH_LOG(LATCH_LOG_ERROR, "sync failed", { "source", s->name }, { "error", latch_error_message(&err) });
 			failed++;
 		} else {
@@ -103,8 +105,14 @@ static size_t pass_all(struct latch_k8s *k, const struct sync_config *cfg, bool 
 			snprintf(changed, sizeof(changed), "%zu", res.changed);
 			snprintf(drifted, sizeof(drifted), "%zu", res.drifted);
 			snprintf(pruned, sizeof(pruned), "%zu", res.pruned);
-			LATCH_LOG(LATCH_LOG_INFO, dry_run ? "validated" : "synced", { "source", s->name }, { "revision", res.revision },
-				  { "applied", applied }, { "changed", changed }, { "drifted", drifted }, { "pruned", pruned });
+			if (dry_run) {
+				char would[32];
+				snprintf(would, sizeof(would), "%zu", res.would_change);
+				LATCH_LOG(LATCH_LOG_INFO, "validated", { "source", s->name }, { "revision", res.revision }, { "would_change", would });
+			} else {
+				LATCH_LOG(LATCH_LOG_INFO, "synced", { "source", s->name }, { "revision", res.revision }, { "applied", applied },
+					  { "changed", changed }, { "drifted", drifted }, { "pruned", pruned });
+			}
 		}
 		latch_error_done(&err);
 	}

@@ -3,6 +3,7 @@
 #pragma once
 
 #include <stdbool.h>
+#include <stdio.h>
 
 #include "inject.h"
 #include "latch/error.h"
@@ -45,10 +46,12 @@ struct sync_result {
 	size_t pruned;
 	size_t changed;  /* objects the apply changed: new, updated, or put back after drift */
 	size_t drifted;  /* of those, changed although the revision was the same */
+	size_t would_change; /* diff: objects the apply and prune would change */
 };
 
-/* One pass over one source. dry_run: validate and report, write nothing. */
-int sync_source_pass(struct latch_k8s *k, const struct sync_config *c, const struct sync_source *s, bool dry_run,
+/* One pass over one source. diff non-NULL: a dry run, writing nothing in the cluster; what
+ * the pass would change is printed to diff. */
+int sync_source_pass(struct latch_k8s *k, const struct sync_config *c, const struct sync_source *s, FILE *diff,
 		     struct sync_result *ret, struct latch_error *err);
 
 struct sync_status {

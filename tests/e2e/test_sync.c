@@ -219,6 +219,41 @@ static void test_sync__apply_prune_revert_and_bad_revisions(void **state)
 	free(r.dir);
 }
 
+/* diff: what the next pass would change, field paths only (no values), nothing written. */
+static void test_sync__diff_names_changes_and_writes_nothing(void **state)
+{
+	struct repo r;
+	repo_setup(&r);
+	struct latch_k8s *k = kube();
+	assert_int_equal(sync_once(&r), 0);
+	char *before = gitops_configmap_value(k, "sync-e2e", "settings", "color");
+	assert_string_equal(before, "blue");
+	char text[4096];
+	snprintf(text, sizeof(text), "%s---\napiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: added\n  namespace: sync-e2e\n", base);
+	char *changed = strdup(text);
+	char *blue = strstr(changed, "color: blue");
+	memcpy(blue, "color: pink", strlen("color: pink"));
+	write_in(&r, "clusters/stack/app.yaml", changed);
+	free(changed);
+	gitops_sh(r.dir, "cd repo && git commit -qam 'pink, and one more'");
+	assert_int_equal(gitops_sync("diff", r.config, getenv("KUBECONFIG"), r.log), 0);
+	char *log = stack_read_file(r.log);
+	assert_non_null(strstr(log, "~ v1 ConfigMap sync-e2e/settings: data.color\n"));
+	assert_non_null(strstr(log, "+ v1 ConfigMap sync-e2e/added\n"));
+	assert_null(strstr(log, "Deployment sync-e2e/web"));
+	assert_null(strstr(log, "pink"));
+	assert_non_null(strstr(log, "would_change=2"));
+	free(log);
+	char *after = gitops_configmap_value(k, "sync-e2e", "settings", "color");
+	assert_string_equal(after, "blue");
+	assert_null(gitops_get(k, "v1", "ConfigMap", "sync-e2e", "added"));
+	free(before);
+	free(after);
+	latch_k8s_free(k);
+	stack_rm_rf(r.dir);
+	free(r.dir);
+}
+
 static void test_sync__config_errors_name_key_and_line(void **state)
 {
 	struct repo r;
@@ -465,6 +500,7 @@ int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_sync__apply_prune_revert_and_bad_revisions),
+		cmocka_unit_test(test_sync__diff_names_changes_and_writes_nothing),
 		cmocka_unit_test(test_sync__config_errors_name_key_and_line),
 		cmocka_unit_test(test_sync__unhealthy_workload_fails_the_pass),
 		cmocka_unit_test(test_sync__kustomize_overlay),

@@ -1,0 +1,404 @@
+#include "cluster.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "health.h"
+#include "latch/log.h"
+#include "objects.h"
+#include "parallel.h"
+
+/* Whether a CustomResourceDefinition of this revision defines kind in api_version's group. */
+static bool kind_defined_in_revision(const json_t *objects, const char *api_version, const char *kind)
+{
+	const char *slash = api_version ? strchr(api_version, '/') : NULL;
+	size_t i;
+	json_t *o;
+	json_array_foreach(objects, i, o) {
+		const json_t *spec = json_object_get(o, "spec");
+		const char *group = latch_json_get_str(spec, "group");
+		const char *defined = latch_json_get_str(json_object_get(spec, "names"), "kind");
+		if (slash && kind && sync_object_is(o, "CustomResourceDefinition") && group && defined && strlen(group) == (size_t)(slash - api_version) &&
+		    strncmp(group, api_version, (size_t)(slash - api_version)) == 0 && strcmp(defined, kind) == 0)
+			return true;
+	}
+	return false;
+}
+
+/* Namespaces of this revision that do not exist yet. */
+static int new_namespaces(struct latch_k8s *k, const json_t *objects, json_t *ret, struct latch_error *err)
+{
+	size_t i;
+	json_t *o;
+	json_array_foreach(objects, i, o) {
+		if (!sync_object_is(o, "Namespace"))
+			continue;
+		json_t *live = NULL;
+		int r = latch_k8s_get(k, "v1", "Namespace", NULL, sync_object_meta(o, "name"), &live, err);
+		json_decref(live);
+		if (r == LATCH_ENOTFOUND)
+			json_object_set_new(ret, sync_object_meta(o, "name"), json_true());
+		else if (r < 0)
+			return r;
+	}
+	return 0;
+}
+
+/* Objects in a Namespace this revision creates, and custom resources of a CRD it defines
+ * that the server does not serve yet, cannot be checked before the first stage exists; the
+ * apply checks them. (A dry run into a missing Namespace also costs the server a slow
+ * lookup: 60 ms each on the stack.) */
+static bool waits_for_first_stage(struct latch_k8s *k, const json_t *objects, const json_t *created_here, const json_t *o)
+{
+	const char *ns = sync_object_namespace(o), *api_version = latch_json_get_str(o, "apiVersion"), *kind = latch_json_get_str(o, "kind");
+	return (ns && !sync_object_first_stage(o) && json_object_get(created_here, ns)) ||
+	       (kind_defined_in_revision(objects, api_version, kind) && !latch_k8s_serves(k, api_version, kind));
+}
+
+static struct apply_job *make_jobs(const json_t *objects)
+{
+	size_t n = json_array_size(objects);
+	struct apply_job *jobs = calloc(n ? n : 1, sizeof(*jobs));
+	for (size_t i = 0; jobs && i < n; i++) {
+		const json_t *o = json_array_get(objects, i);
+		jobs[i] = (struct apply_job){ .object = sync_object_wire(o), .default_namespace = sync_object_default_namespace(o), .error = LATCH_ERROR_INIT };
+	}
+	return jobs;
+}
+
+/* The error of the first failed job, named by where its object came from. */
+static int first_job_error(const json_t *objects, const struct apply_job *jobs, size_t n, struct latch_error *err)
+{
+	for (size_t i = 0; i < n; i++)
+		if (jobs[i].result < 0)
+			return latch_error_set(err, jobs[i].result, "%s: %s", sync_object_origin(json_array_get(objects, i)),
+					       latch_error_message(&jobs[i].error));
+	return latch_error_set(err, LATCH_ENOMEM, "out of memory");
+}
+
+/* Every object through a server-side apply with dryRun=All, in parallel; the first refusal in
+ * the revision's order is the error. */
+int sync_validate(struct latch_k8s *k, const json_t *objects, json_t *would_store, struct latch_error *err)
+{
+	json_t *created_here = json_object(), *checked = json_array();
+	int r = latch_k8s_discover(k, err);
+	if (r == 0)
+		r = new_namespaces(k, objects, created_here, err);
+	size_t i;
+	json_t *o;
+	json_array_foreach(objects, i, o) if (!waits_for_first_stage(k, objects, created_here, o)) json_array_append(checked, o);
+	size_t n = json_array_size(checked);
+	struct apply_job *jobs = r == 0 ? make_jobs(checked) : NULL;
+	if (r == 0 && !jobs)
+		r = latch_error_set(err, LATCH_ENOMEM, "out of memory");
+	struct latch_k8s_apply_options ao = { FIELD_MANAGER, true, true, NULL };
+	if (r == 0 && apply_parallel(k, jobs, n, &ao, true) < 0) /* the first refusal in the revision's order */
+		r = first_job_error(checked, jobs, n, err);
+	for (i = 0; r == 0 && would_store && i < n; i++) {
+		_cleanup_free_ char *key = sync_object_key(json_array_get(checked, i));
+		if (key)
+			json_object_set(would_store, key, jobs[i].stored);
+	}
+	if (jobs)
+		apply_jobs_done(jobs, n);
+	json_decref(checked);
+	json_decref(created_here);
+	return r;
+}
+
+/* This source's live objects of the kinds in objects, by object key: one list per kind,
+ * selected by the owner labels. Items get back the kind and apiVersion lists leave out. */
+int sync_list_live(struct latch_k8s *k, const struct sync_config *c, const struct sync_source *s, const json_t *objects,
+		     bool cached, json_t *live, struct latch_error *err)
+{
+	struct latch_buf selector = LATCH_BUF_INIT(1024);
+	latch_buf_printf(&selector, LABEL_CONFIG "=%s," LABEL_SOURCE "=%s", c->name, s->name);
+	json_t *listed = json_object();
+	size_t i;
+	json_t *o;
+	int r = 0;
+	json_array_foreach(objects, i, o) {
+		const char *api_version = latch_json_get_str(o, "apiVersion"), *kind = latch_json_get_str(o, "kind");
+		struct latch_buf kk = LATCH_BUF_INIT(1024);
+		latch_buf_printf(&kk, "%s/%s", api_version, kind);
+		json_t *items = NULL;
+		if (r == 0 && !json_object_get(listed, latch_buf_str(&kk))) {
+			json_object_set_new(listed, latch_buf_str(&kk), json_true());
+			r = latch_k8s_list(k, api_version, kind, latch_buf_str(&selector), cached, &items, err);
+			if (r == LATCH_ENOTFOUND && !latch_k8s_serves(k, api_version, kind))
+				r = 0; /* a kind the server no longer serves has no objects */
+		}
+		size_t j;
+		json_t *item;
+		json_array_foreach(items, j, item) {
+			json_object_set_new(item, "apiVersion", json_string(api_version));
+			json_object_set_new(item, "kind", json_string(kind));
+			_cleanup_free_ char *key = sync_object_key_in(item, sync_object_meta(item, "namespace"));
+			if (key)
+				json_object_set(live, key, item);
+		}
+		json_decref(items);
+		latch_buf_done(&kk);
+	}
+	json_decref(listed);
+	latch_buf_done(&selector);
+	return r;
+}
+
+/* Objects whose live resourceVersion is not the one the last pass recorded: changed by
+ * someone else (drift), or gone. */
+json_t *sync_drifted_objects(const json_t *objects, const json_t *versions, const json_t *live)
+{
+	json_t *out = json_array();
+	size_t i;
+	json_t *o;
+	json_array_foreach(objects, i, o) {
+		_cleanup_free_ char *key = sync_object_key(o);
+		const char *recorded = key ? latch_json_get_str(versions, key) : NULL;
+		const char *now = sync_object_meta(sync_object_live(live, o), "resourceVersion");
+		if (!recorded || !now || strcmp(recorded, now) != 0)
+			json_array_append(out, o);
+	}
+	return out;
+}
+
+/* Namespaces this source created: only those may be pruned (deleting a Namespace deletes
+ * everything in it, and one that existed before latch-sync is not its to delete). */
+static int note_created_namespace(struct latch_k8s *k, const json_t *obj, json_t *created, struct latch_error *err)
+{
+	if (!sync_object_is(obj, "Namespace") || sync_names_contain(created, sync_object_meta(obj, "name")))
+		return 0;
+	json_t *live = NULL;
+	int r = latch_k8s_get(k, "v1", "Namespace", NULL, sync_object_meta(obj, "name"), &live, err);
+	json_decref(live);
+	if (r == LATCH_ENOTFOUND)
+		return json_array_append_new(created, json_string(sync_object_meta(obj, "name"))) < 0 ? LATCH_ENOMEM : 0;
+	return r;
+}
+
+static bool condition_true(const json_t *obj, const char *type)
+{
+	size_t i;
+	json_t *cond;
+	json_array_foreach(json_object_get(json_object_get(obj, "status"), "conditions"), i, cond) {
+		const char *t = latch_json_get_str(cond, "type"), *st = latch_json_get_str(cond, "status");
+		if (t && st && strcmp(t, type) == 0 && strcmp(st, "True") == 0)
+			return true;
+	}
+	return false;
+}
+
+/* A CRD's custom resources can be applied once the CRD is Established. */
+static int wait_established(struct latch_k8s *k, const json_t *crd, double deadline, struct latch_error *err)
+{
+	for (;;) {
+		json_t *live = NULL;
+		int r = latch_k8s_get(k, latch_json_get_str(crd, "apiVersion"), "CustomResourceDefinition", NULL, sync_object_meta(crd, "name"), &live,
+				      err);
+		bool established = r == 0 && condition_true(live, "Established");
+		json_decref(live);
+		if (r < 0 || established)
+			return r;
+		if (sync_now() >= deadline)
+			return latch_error_set(err, LATCH_ETIMEOUT, "CustomResourceDefinition '%s' not established in time", sync_object_meta(crd, "name"));
+		struct timespec pause = { 0, 100000000 };
+		nanosleep(&pause, NULL);
+	}
+}
+
+/* Record what the apply stored. It changed the object if the resourceVersion moved from
+ * the one the last pass recorded (or, for an object new to the inventory, from the live one,
+ * which a lagging watch cache cannot make look like a change). */
+static void note_applied(const json_t *obj, const json_t *stored, json_t *versions, const json_t *live, struct sync_result *res)
+{
+	_cleanup_free_ char *key = sync_object_key(obj);
+	const char *rv = sync_object_meta(stored, "resourceVersion");
+	const char *before = key ? latch_json_get_str(versions, key) : NULL;
+	if (!before && live)
+		before = sync_object_meta(sync_object_live(live, obj), "resourceVersion");
+	if (!before || !rv || strcmp(before, rv) != 0)
+		res->changed++;
+	if (key && rv)
+		json_object_set_new(versions, key, json_string(rv));
+}
+
+/* Stage one, one at a time: Namespaces and CRDs, each CRD waited for until Established. */
+static int apply_first_stage(struct latch_k8s *k, const struct sync_source *s, const json_t *objects, json_t *versions,
+			     const json_t *live, json_t *created, struct sync_result *res, struct latch_error *err)
+{
+	double deadline = sync_now() + (double)s->timeout_s;
+	bool crds = false;
+	size_t i;
+	json_t *o;
+	json_array_foreach(objects, i, o) {
+		if (!sync_object_first_stage(o))
+			continue;
+		struct latch_k8s_apply_options ao = { FIELD_MANAGER, true, false, sync_object_default_namespace(o) };
+		int r = note_created_namespace(k, o, created, err);
+		json_t *w = sync_object_wire(o), *stored = NULL;
+		if (r == 0)
+			r = latch_k8s_apply(k, w, &ao, &stored, err);
+		json_decref(w);
+		if (r == 0 && sync_object_is(o, "CustomResourceDefinition")) {
+			crds = true;
+			r = wait_established(k, o, deadline, err);
+		}
+		if (r < 0) {
+			json_decref(stored);
+			return latch_error_prefix(err, "%s", sync_object_origin(o));
+		}
+		note_applied(o, stored, versions, live, res);
+		json_decref(stored);
+	}
+	if (crds) /* their kinds are served now */
+		latch_k8s_forget_discovery(k);
+	return 0;
+}
+
+/* versions: resourceVersions the last pass left (read), replaced by this pass's (written).
+ * live: the objects as listed before the apply, or NULL. created: see note_created_namespace. */
+int sync_apply_all(struct latch_k8s *k, const struct sync_source *s, const json_t *objects, json_t *versions, const json_t *live,
+		     json_t *created, struct sync_result *res, struct latch_error *err)
+{
+	int r = apply_first_stage(k, s, objects, versions, live, created, res, err);
+	json_t *rest = json_array();
+	size_t i;
+	json_t *o;
+	json_array_foreach(objects, i, o) if (!sync_object_first_stage(o)) json_array_append(rest, o);
+	if (r == 0)
+		r = latch_k8s_discover(k, err);
+	size_t n = json_array_size(rest);
+	struct apply_job *jobs = r == 0 ? make_jobs(rest) : NULL;
+	if (r == 0 && !jobs)
+		r = latch_error_set(err, LATCH_ENOMEM, "out of memory");
+	struct latch_k8s_apply_options ao = { FIELD_MANAGER, true, false, NULL };
+	if (r == 0 && apply_parallel(k, jobs, n, &ao, false) < 0)
+		r = first_job_error(rest, jobs, n, err);
+	for (size_t j = 0; r == 0 && j < n; j++)
+		note_applied(json_array_get(rest, j), jobs[j].stored, versions, live, res);
+	if (jobs)
+		apply_jobs_done(jobs, n);
+	json_decref(rest);
+	return r;
+}
+
+struct delete_ctx {
+	const json_t *objects;
+	struct latch_error *errors;
+};
+
+static int delete_one(struct latch_k8s *k, size_t i, void *ctx)
+{
+	struct delete_ctx *d = ctx;
+	const json_t *o = json_array_get(d->objects, i);
+	return latch_k8s_delete(k, latch_json_get_str(o, "apiVersion"), latch_json_get_str(o, "kind"), sync_object_meta(o, "namespace"),
+				sync_object_meta(o, "name"), &d->errors[i]);
+}
+
+/* Deletes objects (in parallel unless one_by_one, which keeps their order). */
+static int delete_all(struct latch_k8s *k, const json_t *objects, bool one_by_one, struct sync_result *res, struct latch_error *err)
+{
+	size_t n = json_array_size(objects);
+	struct latch_error *errors = calloc(n ? n : 1, sizeof(*errors));
+	int *results = calloc(n ? n : 1, sizeof(*results));
+	struct delete_ctx ctx = { objects, errors };
+	int r = errors && results ? 0 : latch_error_set(err, LATCH_ENOMEM, "out of memory");
+	for (size_t i = 0; r == 0 && one_by_one && i < n; i++)
+		results[i] = delete_one(k, i, &ctx);
+	if (r == 0 && !one_by_one)
+		parallel_run(k, n, delete_one, &ctx, false, results);
+	for (size_t i = 0; r == 0 && i < n; i++) {
+		const json_t *o = json_array_get(objects, i);
+		if (results[i] < 0)
+			r = latch_error_set(err, results[i], "pruning: %s", latch_error_message(&errors[i]));
+		else if (results[i] == 0) {
+			res->pruned++;
+			LATCH_LOG(LATCH_LOG_INFO, "pruned", { "kind", latch_json_get_str(o, "kind") }, { "name", sync_object_meta(o, "name") });
+		}
+	}
+	for (size_t i = 0; errors && i < n; i++)
+		latch_error_done(&errors[i]);
+	free(errors);
+	free(results);
+	return r;
+}
+
+/* Delete what the previous inventory had and this revision does not, and only if it still
+ * carries this source's labels (someone may have taken it over; the labelled lists say).
+ * Namespaces and CRDs go last, after what they hold. */
+int sync_prune(struct latch_k8s *k, const struct sync_config *c, const struct sync_source *s, const json_t *previous,
+		 const json_t *current, json_t *created, struct sync_result *res, struct latch_error *err)
+{
+	json_t *gone = json_array(), *live = json_object(), *rest = json_array(), *last = json_array();
+	for (size_t i = json_array_size(previous); i-- > 0;) {
+		const json_t *e = json_array_get(previous, i);
+		if (sync_entries_contain(current, e))
+			continue;
+		if (strcmp(latch_json_get_str(e, "kind"), "Namespace") == 0 && !sync_names_contain(created, latch_json_get_str(e, "name"))) {
+			LATCH_LOG(LATCH_LOG_INFO, "kept a Namespace latch-sync did not create", { "name", latch_json_get_str(e, "name") });
+			continue;
+		}
+		json_array_append_new(gone, sync_object_from_entry(e));
+	}
+	int r = json_array_size(gone) ? latch_k8s_discover(k, err) : 0;
+	if (r == 0 && json_array_size(gone))
+		r = sync_list_live(k, c, s, gone, false, live, err); /* fresh: never delete what was just taken over */
+	size_t i;
+	json_t *o;
+	json_array_foreach(gone, i, o) if (sync_object_live(live, o)) json_array_append(sync_object_first_stage(o) ? last : rest, o);
+	if (r == 0)
+		r = delete_all(k, rest, false, res, err);
+	if (r == 0)
+		r = delete_all(k, last, true, res, err);
+	json_decref(gone);
+	json_decref(live);
+	json_decref(rest);
+	json_decref(last);
+	return r;
+}
+
+/* Wait until every applied workload is healthy, one fails, or the source's timeout passes.
+ * Workloads are read by one labelled list per kind, so waiting costs a few requests a second
+ * whatever the number of objects. */
+int sync_wait_healthy(struct latch_k8s *k, const struct sync_config *c, const struct sync_source *s, const json_t *objects,
+			struct latch_error *err)
+{
+	json_t *workloads = json_array();
+	size_t i;
+	json_t *o;
+	json_array_foreach(objects, i, o) if (sync_health_has_rules(latch_json_get_str(o, "kind"))) json_array_append(workloads, o);
+	double deadline = sync_now() + (double)s->timeout_s;
+	int r = 0;
+	while (r == 0 && json_array_size(workloads)) {
+		char reason[512] = "";
+		const json_t *waiting = NULL;
+		json_t *live = json_object();
+		r = sync_list_live(k, c, s, workloads, true, live, err);
+		json_array_foreach(workloads, i, o) {
+			if (r < 0 || waiting)
+				break;
+			const json_t *item = sync_object_live(live, o);
+			enum sync_health h = item ? sync_health_of(item, reason, sizeof(reason)) : SYNC_HEALTH_PROGRESSING;
+			if (!item)
+				snprintf(reason, sizeof(reason), "not found (deleted since the apply?)");
+			if (h == SYNC_HEALTH_FAILED)
+				r = latch_error_set(err, LATCH_EINVAL, "%s '%s' is unhealthy: %s", latch_json_get_str(o, "kind"), sync_object_meta(o, "name"), reason);
+			else if (h == SYNC_HEALTH_PROGRESSING)
+				waiting = o;
+		}
+		json_decref(live);
+		if (r < 0 || !waiting)
+			break;
+		if (sync_now() >= deadline) {
+			r = latch_error_set(err, LATCH_ETIMEOUT, "%s '%s' not healthy within %lds: %s", latch_json_get_str(waiting, "kind"),
+					    sync_object_meta(waiting, "name"), s->timeout_s, reason);
+			break;
+		}
+		struct timespec pause = { 1, 0 };
+		nanosleep(&pause, NULL);
+	}
+	json_decref(workloads);
+	return r;
+}

@@ -1,0 +1,36 @@
+/* What a pass does in the cluster: validate a revision by server dry run, apply it (first
+ * stage one by one, the rest in parallel), find drift by labelled lists, prune, and wait for
+ * workloads to be healthy. */
+#pragma once
+
+#include "latch/json.h"
+#include "latch/k8s.h"
+#include "sync.h"
+
+/* Every object that can be checked before the apply, by dryRun=All; the first refusal in the
+ * revision's order is the error, named by the object's origin. would_store (or NULL) gets
+ * key -> what the server would store. */
+int sync_validate(struct latch_k8s *k, const json_t *objects, json_t *would_store, struct latch_error *err);
+
+/* This source's live objects of the kinds in objects, into live (key -> object): one list per
+ * kind by the owner labels; cached lists come from the API server's watch cache. */
+int sync_list_live(struct latch_k8s *k, const struct sync_config *c, const struct sync_source *s, const json_t *objects,
+		   bool cached, json_t *live, struct latch_error *err);
+/* Objects whose live resourceVersion is not the recorded one (versions: key -> rv). */
+json_t *sync_drifted_objects(const json_t *objects, const json_t *versions, const json_t *live);
+
+/* Server-side apply, staged. versions: the recorded resourceVersions, updated with what
+ * this apply stored; live: the objects as listed before (or NULL); created: Namespaces
+ * latch-sync created, extended with the ones this apply creates. */
+int sync_apply_all(struct latch_k8s *k, const struct sync_source *s, const json_t *objects, json_t *versions, const json_t *live,
+		   json_t *created, struct sync_result *res, struct latch_error *err);
+
+/* Delete what previous (inventory entries) has and current does not, if still labelled as
+ * this source's; a Namespace only if in created. */
+int sync_prune(struct latch_k8s *k, const struct sync_config *c, const struct sync_source *s, const json_t *previous,
+	       const json_t *current, json_t *created, struct sync_result *res, struct latch_error *err);
+
+/* Until every Deployment, StatefulSet, DaemonSet and Job of objects is healthy, one failed, or
+ * the source's timeout passed. */
+int sync_wait_healthy(struct latch_k8s *k, const struct sync_config *c, const struct sync_source *s, const json_t *objects,
+		      struct latch_error *err);

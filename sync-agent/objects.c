@@ -1,0 +1,157 @@
+#include "objects.h"
+
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "latch/buf.h"
+
+/* Apply order: what others depend on first, then a stable order by kind. */
+static int kind_rank(const char *kind)
+{
+	static const char *const order[] = { "Namespace", "CustomResourceDefinition", "ServiceAccount", "ClusterRole",
+					      "ClusterRoleBinding", "Role", "RoleBinding", "Secret", "ConfigMap",
+					      "PersistentVolumeClaim", "Service", NULL };
+	for (int i = 0; order[i]; i++)
+		if (kind && strcmp(kind, order[i]) == 0)
+			return i;
+	return 100;
+}
+
+bool sync_object_first_stage(const json_t *obj)
+{
+	return kind_rank(latch_json_get_str(obj, "kind")) <= 1;
+}
+
+const char *sync_object_meta(const json_t *obj, const char *key)
+{
+	return latch_json_get_str(json_object_get(obj, "metadata"), key);
+}
+
+static int compare_objects(const void *a, const void *b)
+{
+	const json_t *x = *(json_t *const *)a, *y = *(json_t *const *)b;
+	int d = kind_rank(latch_json_get_str(x, "kind")) - kind_rank(latch_json_get_str(y, "kind"));
+	if (d)
+		return d;
+	const char *kx = latch_json_get_str(x, "kind"), *ky = latch_json_get_str(y, "kind");
+	if ((d = strcmp(kx ? kx : "", ky ? ky : "")))
+		return d;
+	const char *nx = sync_object_meta(x, "namespace"), *ny = sync_object_meta(y, "namespace");
+	if ((d = strcmp(nx ? nx : "", ny ? ny : "")))
+		return d;
+	return strcmp(sync_object_meta(x, "name") ? sync_object_meta(x, "name") : "", sync_object_meta(y, "name") ? sync_object_meta(y, "name") : "");
+}
+
+const char *sync_object_default_namespace(const json_t *obj)
+{
+	return sync_object_meta(obj, "_defaultNamespace");
+}
+
+const char *sync_object_namespace(const json_t *obj)
+{
+	return sync_object_meta(obj, "namespace") ? sync_object_meta(obj, "namespace") : sync_object_default_namespace(obj);
+}
+
+/* Where the object came from ("apps/web.yaml@1a2b3c4d5e6f:12"), for error messages. */
+const char *sync_object_origin(const json_t *obj)
+{
+	return sync_object_meta(obj, "_origin") ? sync_object_meta(obj, "_origin") : "?";
+}
+
+/* The object as sent to the server: without our bookkeeping fields. */
+json_t *sync_object_wire(const json_t *obj)
+{
+	json_t *copy = json_deep_copy(obj);
+	json_object_del(json_object_get(copy, "metadata"), "_defaultNamespace");
+	json_object_del(json_object_get(copy, "metadata"), "_origin");
+	return copy;
+}
+
+bool sync_object_is(const json_t *obj, const char *kind)
+{
+	const char *k = latch_json_get_str(obj, "kind");
+	return k && strcmp(k, kind) == 0;
+}
+
+char *sync_object_key_in(const json_t *obj, const char *ns)
+{
+	struct latch_buf b = LATCH_BUF_INIT(4096);
+	latch_buf_printf(&b, "%s/%s/%s/%s", latch_json_get_str(obj, "apiVersion"), latch_json_get_str(obj, "kind"), ns ? ns : "",
+			 sync_object_meta(obj, "name"));
+	return latch_buf_take(&b);
+}
+
+char *sync_object_key(const json_t *obj)
+{
+	return sync_object_key_in(obj, sync_object_namespace(obj));
+}
+
+/* The live copy of obj in what list_live returned; a namespaced object that names no
+ * namespace is in "default". */
+const json_t *sync_object_live(const json_t *live, const json_t *obj)
+{
+	_cleanup_free_ char *key = sync_object_key(obj);
+	const json_t *item = key ? json_object_get(live, key) : NULL;
+	if (!item && !sync_object_namespace(obj)) {
+		_cleanup_free_ char *in_default = sync_object_key_in(obj, "default");
+		item = in_default ? json_object_get(live, in_default) : NULL;
+	}
+	return item;
+}
+
+bool sync_names_contain(const json_t *names, const char *name)
+{
+	size_t i;
+	json_t *n;
+	json_array_foreach(names, i, n) if (json_string_value(n) && strcmp(json_string_value(n), name) == 0) return true;
+	return false;
+}
+
+bool sync_entries_contain(const json_t *entries, const json_t *e)
+{
+	size_t i;
+	json_t *x;
+	json_array_foreach(entries, i, x) if (json_equal(x, (json_t *)e)) return true;
+	return false;
+}
+
+json_t *sync_object_entry(const json_t *obj)
+{
+	const char *ns = sync_object_namespace(obj);
+	return json_pack("{s:s,s:s,s:s,s:s}", "apiVersion", latch_json_get_str(obj, "apiVersion"), "kind",
+			 latch_json_get_str(obj, "kind"), "namespace", ns ? ns : "", "name", sync_object_meta(obj, "name"));
+}
+
+/* An inventory entry as an object carrying only its identity, for list_live and live_of. */
+json_t *sync_object_from_entry(const json_t *e)
+{
+	const char *ns = latch_json_get_str(e, "namespace");
+	json_t *o = json_pack("{s:s?,s:s?,s:{s:s?}}", "apiVersion", latch_json_get_str(e, "apiVersion"), "kind", latch_json_get_str(e, "kind"),
+			      "metadata", "name", latch_json_get_str(e, "name"));
+	if (o && ns && *ns)
+		json_object_set_new(json_object_get(o, "metadata"), "namespace", json_string(ns));
+	return o;
+}
+
+json_t *sync_objects_sorted(json_t *objects)
+{
+	size_t n = json_array_size(objects);
+	json_t **items = calloc(n ? n : 1, sizeof(*items));
+	for (size_t i = 0; items && i < n; i++)
+		items[i] = json_array_get(objects, i);
+	if (items)
+		qsort(items, n, sizeof(*items), compare_objects);
+	json_t *out = json_array();
+	for (size_t i = 0; items && i < n; i++)
+		json_array_append(out, items[i]);
+	free(items);
+	return out;
+}
+
+double sync_now(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}

@@ -1,0 +1,43 @@
+/* The objects of a revision as latch-sync handles them: JSON objects as rendered, plus two
+ * bookkeeping fields in metadata that never reach the server (_defaultNamespace, the source's
+ * targetNamespace; _origin, "file@commit:line" for messages). Keys, inventory entries, the
+ * apply order, and a monotonic clock. */
+#pragma once
+
+#include <stdbool.h>
+
+#include "latch/json.h"
+
+#define FIELD_MANAGER "latch-sync"
+#define LABEL_CONFIG "latch.dev/config"
+#define LABEL_SOURCE "latch.dev/source"
+
+const char *sync_object_meta(const json_t *obj, const char *key); /* metadata[key] */
+bool sync_object_is(const json_t *obj, const char *kind);
+/* Namespaces and CRDs: applied first, one at a time, and pruned last. */
+bool sync_object_first_stage(const json_t *obj);
+const char *sync_object_default_namespace(const json_t *obj);
+/* metadata.namespace, else the default one; NULL for neither. */
+const char *sync_object_namespace(const json_t *obj);
+const char *sync_object_origin(const json_t *obj);
+/* A copy without the bookkeeping fields: what is sent to the server. */
+json_t *sync_object_wire(const json_t *obj);
+
+/* "apiVersion/kind/namespace/name" (to free); _in with the namespace given. */
+char *sync_object_key(const json_t *obj);
+char *sync_object_key_in(const json_t *obj, const char *ns);
+/* obj's live copy in live (key -> object); a namespaced object naming no namespace is
+ * looked for in "default" too. */
+const json_t *sync_object_live(const json_t *live, const json_t *obj);
+
+/* Inventory entries: {apiVersion, kind, namespace, name}. */
+json_t *sync_object_entry(const json_t *obj);
+json_t *sync_object_from_entry(const json_t *e); /* an object carrying only that identity */
+bool sync_entries_contain(const json_t *entries, const json_t *e);
+bool sync_names_contain(const json_t *names, const char *name);
+
+/* A new array of the same objects in apply order: Namespaces, CRDs, then by kind (a fixed
+ * order for what others depend on), namespace and name. */
+json_t *sync_objects_sorted(json_t *objects);
+
+double sync_now(void); /* CLOCK_MONOTONIC seconds */
