@@ -57,14 +57,12 @@ static bool waits_for_first_stage(struct latch_k8s *k, const json_t *objects, co
 	       (kind_defined_in_revision(objects, api_version, kind) && !latch_k8s_serves(k, api_version, kind));
 }
 
-static struct apply_job *make_jobs(const json_t *objects)
+static struct apply_job *make_jobs(const json_t *objects, bool keep_stored)
 {
 	size_t n = json_array_size(objects);
 	struct apply_job *jobs = calloc(n ? n : 1, sizeof(*jobs));
-	for (size_t i = 0; jobs && i < n; i++) {
-		const json_t *o = json_array_get(objects, i);
-		jobs[i] = (struct apply_job){ .object = sync_object_wire(o), .default_namespace = sync_object_default_namespace(o), .error = LATCH_ERROR_INIT };
-	}
+	for (size_t i = 0; jobs && i < n; i++)
+		jobs[i] = (struct apply_job){ .object = json_array_get(objects, i), .keep_stored = keep_stored, .error = LATCH_ERROR_INIT };
 	return jobs;
 }
 
@@ -90,7 +88,7 @@ int sync_validate(struct latch_k8s *k, const json_t *objects, json_t *would_stor
 	json_t *o;
 	json_array_foreach(objects, i, o) if (!waits_for_first_stage(k, objects, created_here, o)) json_array_append(checked, o);
 	size_t n = json_array_size(checked);
-	struct apply_job *jobs = r == 0 ? make_jobs(checked) : NULL;
+	struct apply_job *jobs = r == 0 ? make_jobs(checked, would_store != NULL) : NULL;
 	if (r == 0 && !jobs)
 		r = latch_error_set(err, LATCH_ENOMEM, "out of memory");
 	struct latch_k8s_apply_options ao = { FIELD_MANAGER, true, true, NULL };
@@ -133,6 +131,8 @@ int sync_list_live(struct latch_k8s *k, const struct sync_config *c, const struc
 		size_t j;
 		json_t *item;
 		json_array_foreach(items, j, item) {
+			/* Drift needs the resourceVersion, health the status: not who owns which field. */
+			json_object_del(json_object_get(item, "metadata"), "managedFields");
 			json_object_set_new(item, "apiVersion", json_string(api_version));
 			json_object_set_new(item, "kind", json_string(kind));
 			_cleanup_free_ char *key = sync_object_key_in(item, sync_object_meta(item, "namespace"));
@@ -211,10 +211,9 @@ static int wait_established(struct latch_k8s *k, const json_t *crd, double deadl
 /* Record what the apply stored. It changed the object if the resourceVersion moved from
  * the one the last pass recorded (or, for an object new to the inventory, from the live one,
  * which a lagging watch cache cannot make look like a change). */
-static void note_applied(const json_t *obj, const json_t *stored, json_t *versions, const json_t *live, struct sync_result *res)
+static void note_applied(const json_t *obj, const char *rv, json_t *versions, const json_t *live, struct sync_result *res)
 {
 	_cleanup_free_ char *key = sync_object_key(obj);
-	const char *rv = sync_object_meta(stored, "resourceVersion");
 	const char *before = key ? latch_json_get_str(versions, key) : NULL;
 	if (!before && live)
 		before = sync_object_meta(sync_object_live(live, obj), "resourceVersion");
@@ -249,7 +248,7 @@ static int apply_first_stage(struct latch_k8s *k, const struct sync_source *s, c
 			json_decref(stored);
 			return latch_error_prefix(err, "%s", sync_object_origin(o));
 		}
-		note_applied(o, stored, versions, live, res);
+		note_applied(o, sync_object_meta(stored, "resourceVersion"), versions, live, res);
 		json_decref(stored);
 	}
 	if (crds) /* their kinds are served now */
@@ -270,14 +269,14 @@ int sync_apply_all(struct latch_k8s *k, const struct sync_source *s, const json_
 	if (r == 0)
 		r = latch_k8s_discover(k, err);
 	size_t n = json_array_size(rest);
-	struct apply_job *jobs = r == 0 ? make_jobs(rest) : NULL;
+	struct apply_job *jobs = r == 0 ? make_jobs(rest, false) : NULL;
 	if (r == 0 && !jobs)
 		r = latch_error_set(err, LATCH_ENOMEM, "out of memory");
 	struct latch_k8s_apply_options ao = { FIELD_MANAGER, true, false, NULL };
 	if (r == 0 && apply_parallel(k, jobs, n, &ao, false) < 0)
 		r = first_job_error(rest, jobs, n, err);
 	for (size_t j = 0; r == 0 && j < n; j++)
-		note_applied(json_array_get(rest, j), jobs[j].stored, versions, live, res);
+		note_applied(json_array_get(rest, j), jobs[j].resource_version, versions, live, res);
 	if (jobs)
 		apply_jobs_done(jobs, n);
 	json_decref(rest);

@@ -5,6 +5,9 @@
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdlib.h>
+#include <string.h>
+
+#include "objects.h"
 
 #define MAX_WORKERS 8
 
@@ -80,8 +83,19 @@ static int apply_one(struct latch_k8s *k, size_t i, void *ctx)
 	struct apply_ctx *a = ctx;
 	struct apply_job *j = &a->jobs[i];
 	struct latch_k8s_apply_options o = *a->options;
-	o.default_namespace = j->default_namespace;
-	return latch_k8s_apply(k, j->object, &o, &j->stored, &j->error);
+	o.default_namespace = sync_object_default_namespace(j->object);
+	json_t *wire = sync_object_wire(j->object); /* made here: one copy alive per worker */
+	int r = wire ? latch_k8s_apply(k, wire, &o, &j->stored, &j->error) : LATCH_ENOMEM;
+	json_decref(wire);
+	const char *rv = r == 0 ? latch_json_get_str(json_object_get(j->stored, "metadata"), "resourceVersion") : NULL;
+	if (rv && !(j->resource_version = strdup(rv)))
+		r = LATCH_ENOMEM;
+	/* A thousand answers with their managedFields are tens of MB as jansson trees. */
+	if (!j->keep_stored) {
+		json_decref(j->stored);
+		j->stored = NULL;
+	}
+	return r;
 }
 
 int apply_parallel(struct latch_k8s *k, struct apply_job *jobs, size_t n, const struct latch_k8s_apply_options *o, bool keep_going)
@@ -100,8 +114,8 @@ int apply_parallel(struct latch_k8s *k, struct apply_job *jobs, size_t n, const 
 void apply_jobs_done(struct apply_job *jobs, size_t n)
 {
 	for (size_t i = 0; jobs && i < n; i++) {
-		json_decref(jobs[i].object);
 		json_decref(jobs[i].stored);
+		free(jobs[i].resource_version);
 		latch_error_done(&jobs[i].error);
 	}
 	free(jobs);

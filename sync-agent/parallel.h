@@ -17,9 +17,10 @@ typedef int (*parallel_fn)(struct latch_k8s *k, size_t i, void *ctx);
 int parallel_run(struct latch_k8s *k, size_t n, parallel_fn fn, void *ctx, bool keep_going, int *results);
 
 struct apply_job {
-	json_t *object;                /* as sent */
-	const char *default_namespace; /* for a namespaced object without one */
-	json_t *stored;                /* what the server stored (or would store); NULL on failure */
+	const json_t *object;          /* as rendered (see objects.h); borrowed */
+	bool keep_stored;              /* keep the server's whole answer, not only its resourceVersion */
+	json_t *stored;                /* what the server stored (or would store), if keep_stored */
+	char *resource_version;        /* of what it stored; NULL on failure */
 	int result;                    /* 0, an error code, or 1: not run */
 	struct latch_error error;
 };
