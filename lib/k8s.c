@@ -13,6 +13,8 @@
 #define KUBECONFIG_MAX (1u << 20)
 #define BODY_MAX (64u << 20)
 #define SA_DIR "/var/run/secrets/kubernetes.io/serviceaccount"
+/* A list of PartialObjectMetadata: each item's metadata, without spec or status. */
+#define METADATA_ONLY "application/json;as=PartialObjectMetadataList;g=meta.k8s.io;v=v1"
 
 struct resource {
 	char *group_version; /* "v1", "apps/v1" */
@@ -290,13 +292,14 @@ static bool retry_status(long status, void *userdata)
 	return status == 429 || status == 502 || status == 503 || status == 504;
 }
 
-int latch_k8s_request(struct latch_k8s *k, const char *method, const char *path, const char *content_type,
-		      const char *body, long *ret_status, json_t **ret, struct latch_error *err)
+static int request(struct latch_k8s *k, const char *method, const char *path, const char *content_type, const char *accept,
+		   const char *body, long *ret_status, json_t **ret, struct latch_error *err)
 {
-	struct latch_buf url = LATCH_BUF_INIT(16384), ct = LATCH_BUF_INIT(512);
+	struct latch_buf url = LATCH_BUF_INIT(16384), ct = LATCH_BUF_INIT(512), ac = LATCH_BUF_INIT(512);
 	latch_buf_printf(&url, "%s%s", k->server, path);
 	latch_buf_printf(&ct, "Content-Type: %s", content_type ? content_type : "application/json");
-	const char *headers[3] = { latch_buf_str(&ct), "Accept: application/json", k->auth_header };
+	latch_buf_printf(&ac, "Accept: %s", accept ? accept : "application/json");
+	const char *headers[3] = { latch_buf_str(&ct), latch_buf_str(&ac), k->auth_header };
 	struct latch_http_request req = { .method = method, .url = latch_buf_str(&url), .headers = headers,
 					  .n_headers = k->auth_header ? 3 : 2, .retry_status = retry_status };
 	if (body)
@@ -313,7 +316,14 @@ int latch_k8s_request(struct latch_k8s *k, const char *method, const char *path,
 	latch_http_response_done(&resp);
 	latch_buf_done(&url);
 	latch_buf_done(&ct);
+	latch_buf_done(&ac);
 	return r;
+}
+
+int latch_k8s_request(struct latch_k8s *k, const char *method, const char *path, const char *content_type,
+		      const char *body, long *ret_status, json_t **ret, struct latch_error *err)
+{
+	return request(k, method, path, content_type, NULL, body, ret_status, ret, err);
 }
 
 static int status_error(long status, const json_t *body, const char *what, struct latch_error *err)
@@ -539,20 +549,20 @@ int latch_k8s_delete(struct latch_k8s *k, const char *api_version, const char *k
 }
 
 /* One page of a cluster-wide list; *cont gets the continue token (NULL on the last page). */
-static int list_page(struct latch_k8s *k, const char *path, const char *selector, bool cached, char **cont, json_t *items,
+static int list_page(struct latch_k8s *k, const char *path, const struct latch_k8s_list_options *o, char **cont, json_t *items,
 		     struct latch_error *err)
 {
 	struct latch_buf url = LATCH_BUF_INIT(16384);
-	latch_buf_printf(&url, "%s?limit=500%s", path, cached ? "&resourceVersion=0" : "");
-	if (selector)
-		latch_buf_printf(&url, "&labelSelector=%s", selector);
+	latch_buf_printf(&url, "%s?limit=500%s", path, o->cached ? "&resourceVersion=0" : "");
+	if (o->label_selector)
+		latch_buf_printf(&url, "&labelSelector=%s", o->label_selector);
 	if (*cont)
 		latch_buf_printf(&url, "&continue=%s", *cont);
 	free(*cont);
 	*cont = NULL;
 	long status = 0;
 	json_t *resp = NULL;
-	int r = latch_k8s_request(k, "GET", latch_buf_str(&url), NULL, NULL, &status, &resp, err);
+	int r = request(k, "GET", latch_buf_str(&url), NULL, o->metadata_only ? METADATA_ONLY : NULL, NULL, &status, &resp, err);
 	if (r == 0 && status != 200)
 		r = status_error(status, resp, path, err);
 	if (r == 0) {
@@ -566,7 +576,7 @@ static int list_page(struct latch_k8s *k, const char *path, const char *selector
 	return r;
 }
 
-int latch_k8s_list(struct latch_k8s *k, const char *api_version, const char *kind, const char *label_selector, bool cached,
+int latch_k8s_list(struct latch_k8s *k, const char *api_version, const char *kind, const struct latch_k8s_list_options *o,
 		   json_t **ret, struct latch_error *err)
 {
 	_cleanup_free_ char *path = NULL;
@@ -583,7 +593,7 @@ int latch_k8s_list(struct latch_k8s *k, const char *api_version, const char *kin
 	json_t *items = json_array();
 	char *cont = NULL;
 	do
-		r = list_page(k, path, label_selector, cached, &cont, items, err);
+		r = list_page(k, path, o, &cont, items, err);
 	while (r == 0 && cont);
 	free(cont);
 	if (r < 0) {

@@ -109,7 +109,7 @@ int sync_validate(struct latch_k8s *k, const json_t *objects, json_t *would_stor
 /* This source's live objects of the kinds in objects, by object key: one list per kind,
  * selected by the owner labels. Items get back the kind and apiVersion lists leave out. */
 int sync_list_live(struct latch_k8s *k, const struct sync_config *c, const struct sync_source *s, const json_t *objects,
-		     bool cached, json_t *live, struct latch_error *err)
+		   bool cached, bool metadata_only, json_t *live, struct latch_error *err)
 {
 	struct latch_buf selector = LATCH_BUF_INIT(1024);
 	latch_buf_printf(&selector, LABEL_CONFIG "=%s," LABEL_SOURCE "=%s", c->name, s->name);
@@ -124,7 +124,8 @@ int sync_list_live(struct latch_k8s *k, const struct sync_config *c, const struc
 		json_t *items = NULL;
 		if (r == 0 && !json_object_get(listed, latch_buf_str(&kk))) {
 			json_object_set_new(listed, latch_buf_str(&kk), json_true());
-			r = latch_k8s_list(k, api_version, kind, latch_buf_str(&selector), cached, &items, err);
+			struct latch_k8s_list_options lo = { latch_buf_str(&selector), cached, metadata_only };
+			r = latch_k8s_list(k, api_version, kind, &lo, &items, err);
 			if (r == LATCH_ENOTFOUND && !latch_k8s_serves(k, api_version, kind))
 				r = 0; /* a kind the server no longer serves has no objects */
 		}
@@ -343,7 +344,7 @@ int sync_prune(struct latch_k8s *k, const struct sync_config *c, const struct sy
 	}
 	int r = json_array_size(gone) ? latch_k8s_discover(k, err) : 0;
 	if (r == 0 && json_array_size(gone))
-		r = sync_list_live(k, c, s, gone, false, live, err); /* fresh: never delete what was just taken over */
+		r = sync_list_live(k, c, s, gone, false, true, live, err); /* fresh: never delete what was just taken over */
 	size_t i;
 	json_t *o;
 	json_array_foreach(gone, i, o) if (sync_object_live(live, o)) json_array_append(sync_object_first_stage(o) ? last : rest, o);
@@ -374,7 +375,7 @@ int sync_wait_healthy(struct latch_k8s *k, const struct sync_config *c, const st
 		char reason[512] = "";
 		const json_t *waiting = NULL;
 		json_t *live = json_object();
-		r = sync_list_live(k, c, s, workloads, true, live, err);
+		r = sync_list_live(k, c, s, workloads, true, false, live, err);
 		json_array_foreach(workloads, i, o) {
 			if (r < 0 || waiting)
 				break;

@@ -13,9 +13,10 @@
 int sync_validate(struct latch_k8s *k, const json_t *objects, json_t *would_store, struct latch_error *err);
 
 /* This source's live objects of the kinds in objects, into live (key -> object): one list per
- * kind by the owner labels; cached lists come from the API server's watch cache. */
+ * kind by the owner labels; cached lists come from the API server's watch cache; metadata_only
+ * lists carry no spec or status. */
 int sync_list_live(struct latch_k8s *k, const struct sync_config *c, const struct sync_source *s, const json_t *objects,
-		   bool cached, json_t *live, struct latch_error *err);
+		   bool cached, bool metadata_only, json_t *live, struct latch_error *err);
 /* Objects whose live resourceVersion is not the recorded one (versions: key -> rv). */
 json_t *sync_drifted_objects(const json_t *objects, const json_t *versions, const json_t *live);
 

@@ -209,7 +209,7 @@ static json_t *live_if_same_revision(struct latch_k8s *k, const struct sync_conf
 		return NULL;
 	json_t *live = json_object();
 	struct latch_error err = LATCH_ERROR_INIT;
-	if (sync_list_live(k, c, s, objects, true, live, &err) < 0) {
+	if (sync_list_live(k, c, s, objects, true, true, live, &err) < 0) {
 		LATCH_LOG(LATCH_LOG_WARN, "listing the live objects failed; applying every object", { "source", s->name },
 			  { "error", latch_error_message(&err) });
 		json_decref(live);
@@ -286,7 +286,7 @@ static int print_diff(struct latch_k8s *k, const struct sync_config *c, const st
 		      struct latch_error *err)
 {
 	json_t *live = json_object(), *gone = json_array();
-	int r = sync_list_live(k, c, s, objects, false, live, err);
+	int r = sync_list_live(k, c, s, objects, false, false, live, err);
 	size_t i;
 	json_t *e;
 	json_array_foreach(lp->entries, i, e) {

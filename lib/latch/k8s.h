@@ -61,9 +61,15 @@ int latch_k8s_get(struct latch_k8s *k, const char *api_version, const char *kind
 /* Delete an object (background propagation); deleting one that is gone is success. */
 int latch_k8s_delete(struct latch_k8s *k, const char *api_version, const char *kind, const char *ns, const char *name,
 		     struct latch_error *err);
-/* Every object of a kind in all namespaces matching label_selector (NULL: all), following
- * continue tokens; ret is an array of the items (which carry no kind or apiVersion).
- * cached: from the API server's watch cache (resourceVersion=0), which may lag a moment
- * behind but costs the server no etcd read over every object of the kind. */
-int latch_k8s_list(struct latch_k8s *k, const char *api_version, const char *kind, const char *label_selector, bool cached,
+struct latch_k8s_list_options {
+	const char *label_selector; /* NULL: every object */
+	/* From the API server's watch cache (resourceVersion=0), which may lag a moment behind
+	 * but costs the server no etcd read over every object of the kind. */
+	bool cached;
+	bool metadata_only;         /* items carry only metadata (PartialObjectMetadata) */
+};
+
+/* Every object of a kind in all namespaces, following continue tokens; ret is an array of
+ * the items (which carry no kind or apiVersion). */
+int latch_k8s_list(struct latch_k8s *k, const char *api_version, const char *kind, const struct latch_k8s_list_options *o,
 		   json_t **ret, struct latch_error *err);

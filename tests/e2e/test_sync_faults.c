@@ -243,7 +243,7 @@ static size_t labelled_configmaps(struct latch_k8s *k, const char *prefix)
 {
 	json_t *items = NULL;
 	struct latch_error err = LATCH_ERROR_INIT;
-	if (latch_k8s_list(k, "v1", "ConfigMap", "latch.dev/config=faults-kill", false, &items, &err) < 0)
+	if (latch_k8s_list(k, "v1", "ConfigMap", &(struct latch_k8s_list_options){ "latch.dev/config=faults-kill", false, false }, &items, &err) < 0)
 		fail_msg("%s", latch_error_message(&err));
 	size_t n = 0, i;
 	json_t *item;
