@@ -54,7 +54,7 @@ static bool waits_for_first_stage(struct latch_k8s *k, const json_t *objects, co
 {
 	const char *ns = sync_object_namespace(o), *api_version = latch_json_get_str(o, "apiVersion"), *kind = latch_json_get_str(o, "kind");
 	return (ns && !sync_object_first_stage(o) && json_object_get(created_here, ns)) ||
-	       (kind_defined_in_revision(objects, api_version, kind) && !latch_k8s_serves(k, api_version, kind));
+	       (!latch_k8s_serves(k, api_version, kind) && kind_defined_in_revision(objects, api_version, kind));
 }
 
 static struct apply_job *make_jobs(const json_t *objects, bool keep_stored)
@@ -331,10 +331,10 @@ static int delete_all(struct latch_k8s *k, const json_t *objects, bool one_by_on
 int sync_prune(struct latch_k8s *k, const struct sync_config *c, const struct sync_source *s, const json_t *previous,
 		 const json_t *current, json_t *created, struct sync_result *res, struct latch_error *err)
 {
-	json_t *gone = json_array(), *live = json_object(), *rest = json_array(), *last = json_array();
+	json_t *gone = json_array(), *live = json_object(), *rest = json_array(), *last = json_array(), *keep = sync_entry_set(current);
 	for (size_t i = json_array_size(previous); i-- > 0;) {
 		const json_t *e = json_array_get(previous, i);
-		if (sync_entries_contain(current, e))
+		if (sync_entry_set_has(keep, e))
 			continue;
 		if (strcmp(latch_json_get_str(e, "kind"), "Namespace") == 0 && !sync_names_contain(created, latch_json_get_str(e, "name"))) {
 			LATCH_LOG(LATCH_LOG_INFO, "kept a Namespace latch-sync did not create", { "name", latch_json_get_str(e, "name") });
@@ -356,6 +356,7 @@ int sync_prune(struct latch_k8s *k, const struct sync_config *c, const struct sy
 	json_decref(live);
 	json_decref(rest);
 	json_decref(last);
+	json_decref(keep);
 	return r;
 }
 

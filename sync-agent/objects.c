@@ -108,12 +108,34 @@ bool sync_names_contain(const json_t *names, const char *name)
 	return false;
 }
 
-bool sync_entries_contain(const json_t *entries, const json_t *e)
+static char *entry_key(const json_t *e)
 {
+	struct latch_buf b = LATCH_BUF_INIT(4096);
+	latch_buf_printf(&b, "%s/%s/%s/%s", latch_json_get_str(e, "apiVersion"), latch_json_get_str(e, "kind"),
+			 latch_json_get_str(e, "namespace"), latch_json_get_str(e, "name"));
+	return latch_buf_take(&b);
+}
+
+void sync_entry_set_add(json_t *set, const json_t *e)
+{
+	_cleanup_free_ char *key = entry_key(e);
+	if (key)
+		json_object_set_new(set, key, json_true());
+}
+
+json_t *sync_entry_set(const json_t *entries)
+{
+	json_t *set = json_object();
 	size_t i;
-	json_t *x;
-	json_array_foreach(entries, i, x) if (json_equal(x, (json_t *)e)) return true;
-	return false;
+	json_t *e;
+	json_array_foreach(entries, i, e) sync_entry_set_add(set, e);
+	return set;
+}
+
+bool sync_entry_set_has(const json_t *set, const json_t *e)
+{
+	_cleanup_free_ char *key = entry_key(e);
+	return key && json_object_get(set, key);
 }
 
 json_t *sync_object_entry(const json_t *obj)

@@ -33,7 +33,10 @@ const json_t *sync_object_live(const json_t *live, const json_t *obj);
 /* Inventory entries: {apiVersion, kind, namespace, name}. */
 json_t *sync_object_entry(const json_t *obj);
 json_t *sync_object_from_entry(const json_t *e); /* an object carrying only that identity */
-bool sync_entries_contain(const json_t *entries, const json_t *e);
+/* A set of entries (a JSON object keyed by their identity), for lookups in O(1). */
+json_t *sync_entry_set(const json_t *entries);
+void sync_entry_set_add(json_t *set, const json_t *e);
+bool sync_entry_set_has(const json_t *set, const json_t *e);
 bool sync_names_contain(const json_t *names, const char *name);
 
 /* A new array of the same objects in apply order: Namespaces, CRDs, then by kind (a fixed

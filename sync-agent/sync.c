@@ -154,18 +154,32 @@ static void record_event(struct latch_k8s *k, const struct sync_config *c, const
 
 static bool adds_entries(const json_t *previous, const json_t *current)
 {
+	json_t *before = sync_entry_set(previous);
+	bool adds = false;
 	size_t i;
 	json_t *e;
-	json_array_foreach(current, i, e) if (!sync_entries_contain(previous, e)) return true;
-	return false;
+	json_array_foreach(current, i, e) {
+		if (!sync_entry_set_has(before, e)) {
+			adds = true;
+			break;
+		}
+	}
+	json_decref(before);
+	return adds;
 }
 
 static json_t *union_of(const json_t *a, const json_t *b)
 {
-	json_t *out = json_copy((json_t *)a);
+	json_t *out = json_copy((json_t *)a), *seen = sync_entry_set(a);
 	size_t i;
 	json_t *e;
-	json_array_foreach(b, i, e) if (!sync_entries_contain(out, e)) json_array_append(out, e);
+	json_array_foreach(b, i, e) {
+		if (!sync_entry_set_has(seen, e)) {
+			json_array_append(out, e);
+			sync_entry_set_add(seen, e);
+		}
+	}
+	json_decref(seen);
 	return out;
 }
 
@@ -285,18 +299,19 @@ static int print_diff(struct latch_k8s *k, const struct sync_config *c, const st
 		      const json_t *would_store, const struct last_pass *lp, const json_t *current, FILE *out, struct sync_result *res,
 		      struct latch_error *err)
 {
-	json_t *live = json_object(), *gone = json_array();
+	json_t *live = json_object(), *gone = json_array(), *keep = sync_entry_set(current);
 	int r = sync_list_live(k, c, s, objects, false, false, live, err);
 	size_t i;
 	json_t *e;
 	json_array_foreach(lp->entries, i, e) {
 		bool kept_namespace = strcmp(latch_json_get_str(e, "kind"), "Namespace") == 0 &&
 				      !sync_names_contain(lp->created, latch_json_get_str(e, "name"));
-		if (s->prune && !kept_namespace && !sync_entries_contain(current, e))
+		if (s->prune && !kept_namespace && !sync_entry_set_has(keep, e))
 			json_array_append(gone, e);
 	}
 	if (r == 0)
 		res->would_change = sync_diff_print(out, objects, would_store, live, gone);
+	json_decref(keep);
 	json_decref(live);
 	json_decref(gone);
 	return r;
