@@ -254,6 +254,32 @@ static void test_sync__diff_names_changes_and_writes_nothing(void **state)
 	free(r.dir);
 }
 
+/* deploy/latch-sync/latch-sync.yaml as shipped passes the API server's validation. */
+static void test_sync__deploy_manifest_passes_server_validation(void **state)
+{
+	const char *root = getenv("LATCH_SOURCE_ROOT");
+	if (!root)
+		fail_msg("LATCH_SOURCE_ROOT is not set (meson sets it)");
+	struct repo r;
+	repo_setup(&r);
+	char path[1024];
+	snprintf(path, sizeof(path), "%s/deploy/latch-sync/latch-sync.yaml", root);
+	char *manifest = stack_read_file(path);
+	if (!manifest)
+		fail_msg("cannot read %s", path);
+	gitops_sh(r.dir, "cd repo && git rm -q -r clusters && mkdir -p clusters/stack");
+	write_in(&r, "clusters/stack/latch-sync.yaml", manifest);
+	free(manifest);
+	gitops_sh(r.dir, "cd repo && git add -A && git commit -qm deploy");
+	assert_int_equal(gitops_sync("diff", r.config, getenv("KUBECONFIG"), r.log), 0);
+	char *log = stack_read_file(r.log);
+	assert_non_null(strstr(log, "apps/v1 Deployment latch-system/latch-sync"));
+	assert_non_null(strstr(log, "rbac.authorization.k8s.io/v1 ClusterRoleBinding latch-sync"));
+	free(log);
+	stack_rm_rf(r.dir);
+	free(r.dir);
+}
+
 static void test_sync__config_errors_name_key_and_line(void **state)
 {
 	struct repo r;
@@ -501,6 +527,7 @@ int main(void)
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_sync__apply_prune_revert_and_bad_revisions),
 		cmocka_unit_test(test_sync__diff_names_changes_and_writes_nothing),
+		cmocka_unit_test(test_sync__deploy_manifest_passes_server_validation),
 		cmocka_unit_test(test_sync__config_errors_name_key_and_line),
 		cmocka_unit_test(test_sync__unhealthy_workload_fails_the_pass),
 		cmocka_unit_test(test_sync__kustomize_overlay),
