@@ -291,6 +291,27 @@ static int compare_files(const void *a, const void *b)
 	return strcmp(((const struct latch_git_file *)a)->path, ((const struct latch_git_file *)b)->path);
 }
 
+int latch_git_commit_signature(struct latch_git *g, const char *sha, struct latch_buf *ret_signature, struct latch_buf *ret_signed,
+			       struct latch_error *err)
+{
+	git_oid oid;
+	git_buf signature = GIT_BUF_INIT, signed_data = GIT_BUF_INIT;
+	if (git_oid_fromstr(&oid, sha) < 0)
+		return latch_error_set(err, LATCH_EINVAL, "'%s' is not a commit id", sha);
+	int g_r = git_commit_extract_signature(&signature, &signed_data, g->repo, &oid, NULL);
+	int r = 0;
+	if (g_r == GIT_ENOTFOUND)
+		r = latch_error_set(err, LATCH_ENOTFOUND, "commit %.12s is not signed", sha);
+	else if (g_r < 0)
+		r = git_fail(err, LATCH_EIO, "reading the signature of commit", sha);
+	else if (latch_buf_append(ret_signature, signature.ptr, signature.size) < 0 ||
+		 latch_buf_append(ret_signed, signed_data.ptr, signed_data.size) < 0)
+		r = latch_error_set(err, LATCH_ENOMEM, "the signature of commit %.12s is too large", sha);
+	git_buf_dispose(&signature);
+	git_buf_dispose(&signed_data);
+	return r;
+}
+
 int latch_git_read_tree(struct latch_git *g, const char *sha, const char *dir, size_t max_file,
 			struct latch_git_files *ret, struct latch_error *err)
 {

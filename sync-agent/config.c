@@ -112,7 +112,8 @@ static int get_duration(const struct ctx *c, const struct latch_yaml_node *map, 
 static int parse_source(const struct ctx *c, const struct latch_yaml_node *n, size_t i, struct sync_source *s)
 {
 	static const char *const keys[] = { "name", "url", "ref", "path", "render", "interval", "timeout", "prune", "allowEmpty",
-					    "targetNamespace", "inject", "healthCheck", "kustomizePath", "credentials", "caFile", NULL };
+					    "targetNamespace", "inject", "healthCheck", "kustomizePath", "credentials", "caFile", "verify",
+					    NULL };
 	char where[64];
 	snprintf(where, sizeof(where), "spec.sources[%zu]", i);
 	int r = check_keys(c, n, where, keys);
@@ -159,6 +160,13 @@ static int parse_source(const struct ctx *c, const struct latch_yaml_node *n, si
 	}
 	if (r == 0)
 		r = get_str(c, n, "caFile", where, false, &s->ca_file);
+	const struct latch_yaml_node *verify = latch_yaml_map_get(n, "verify");
+	if (r == 0 && verify) {
+		static const char *const verify_keys[] = { "keyringFile", NULL };
+		r = check_keys(c, verify, "verify", verify_keys);
+		if (r == 0)
+			r = get_str(c, verify, "keyringFile", "verify", true, &s->verify_keyring_file);
+	}
 	const struct latch_yaml_node *cred = latch_yaml_map_get(n, "credentials");
 	if (r == 0 && cred) {
 		static const char *const cred_keys[] = { "usernameFile", "passwordFile", "sshKeyFile", "knownHostsFile", NULL };
@@ -267,6 +275,7 @@ void sync_config_done(struct sync_config *c)
 		free(s->ssh_key_file);
 		free(s->known_hosts_file);
 		free(s->ca_file);
+		free(s->verify_keyring_file);
 	}
 	free(c->sources);
 	free(c->name);

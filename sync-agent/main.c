@@ -4,6 +4,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/wait.h>
 #include <time.h>
 
 #include "latch/git.h"
@@ -148,6 +149,15 @@ static long shortest_interval(const struct sync_config *cfg)
 	return m;
 }
 
+/* GPGME runs gpg detached (double fork): its processes are re-parented to PID 1. When
+ * latch-sync is PID 1 in its container, nobody else would wait for them. Between passes no
+ * child of ours runs (kustomize is waited for within the pass), so reaping any is safe. */
+static void reap_orphans(void)
+{
+	while (waitpid(-1, NULL, WNOHANG) > 0)
+		;
+}
+
 static bool wait_or_stop(long seconds)
 {
 	sigset_t set;
@@ -191,9 +201,10 @@ int main(int argc, char **argv)
 	size_t failed = 0;
 	if (strcmp(o.mode, "run") == 0) {
 		long passes = 0;
-		do
+		do {
 			pass_all(k, &cfg, false);
-		while ((o.max_passes == 0 || ++passes < o.max_passes) && !wait_or_stop(o.interval_s >= 0 ? o.interval_s : shortest_interval(&cfg)));
+			reap_orphans();
+		} while ((o.max_passes == 0 || ++passes < o.max_passes) && !wait_or_stop(o.interval_s >= 0 ? o.interval_s : shortest_interval(&cfg)));
 	} else if (strcmp(o.mode, "status") == 0) {
 		failed = status_all(k, &cfg);
 	} else {

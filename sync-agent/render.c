@@ -16,6 +16,7 @@
 #include "latch/file.h"
 #include "latch/git.h"
 #include "latch/log.h"
+#include "latch/openpgp.h"
 #include "latch/yaml.h"
 #include "objects.h"
 
@@ -182,7 +183,26 @@ static int fetch_with_credentials(struct latch_git *g, const struct sync_source 
 	return r;
 }
 
-/* Fetch, resolve the ref, render the commit (plain or kustomize). */
+/* With verify set, only a commit signed by one of the keyring's keys is rendered at all. */
+static int verify_commit(const struct sync_config *c, const struct sync_source *s, struct latch_git *g, const char *sha,
+			 struct latch_error *err)
+{
+	struct latch_buf signature = LATCH_BUF_INIT(1u << 20), signed_data = LATCH_BUF_INIT(64u << 20);
+	char fingerprint[65] = "";
+	int r = latch_git_commit_signature(g, sha, &signature, &signed_data, err);
+	if (r == 0)
+		r = latch_openpgp_verify(s->verify_keyring_file, c->cache_dir, latch_buf_view(&signature), latch_buf_view(&signed_data),
+					 fingerprint, err);
+	if (r < 0)
+		latch_error_prefix(err, "refusing commit %.12s (verify.keyringFile is set)", sha);
+	else
+		LATCH_LOG(LATCH_LOG_INFO, "verified commit signature", { "source", s->name }, { "revision", sha }, { "key", fingerprint });
+	latch_buf_done(&signature);
+	latch_buf_done(&signed_data);
+	return r;
+}
+
+/* Fetch, resolve the ref, verify, render the commit (plain or kustomize). */
 int sync_render_revision(const struct sync_config *c, const struct sync_source *s, char sha[41], json_t *objects,
 			   struct latch_error *err)
 {
@@ -195,6 +215,8 @@ int sync_render_revision(const struct sync_config *c, const struct sync_source *
 		r = fetch_with_credentials(g, s, err);
 	if (r == 0)
 		r = latch_git_resolve(g, &ref, sha, err);
+	if (r == 0 && s->verify_keyring_file)
+		r = verify_commit(c, s, g, sha, err);
 	if (r == 0)
 		r = s->kustomize ? render_kustomize(c, s, g, sha, objects, &warnings, err) : render_files(c, s, g, sha, objects, &warnings, err);
 	if (warnings.len)

@@ -25,6 +25,7 @@ struct sync_source {
 	char *username_file, *password_file; /* https basic auth, read at every pass */
 	char *ssh_key_file, *known_hosts_file;
 	char *ca_file;         /* CA bundle for an https remote */
+	char *verify_keyring_file; /* OpenPGP public keys: a commit must be signed by one to apply */
 	char *inject_image;
 	char *inject_vault_address;
 };

@@ -50,6 +50,10 @@ struct latch_git_auth {
 int latch_git_fetch(struct latch_git *g, const struct latch_git_auth *auth, struct latch_error *err);
 /* The commit a ref names, as 40 hex characters. */
 int latch_git_resolve(struct latch_git *g, const struct latch_git_ref *ref, char ret_sha[41], struct latch_error *err);
+/* The commit's signature (the gpgsig header, e.g. an armored OpenPGP signature) and the
+ * data it signs; LATCH_ENOTFOUND when the commit is not signed. */
+int latch_git_commit_signature(struct latch_git *g, const char *sha, struct latch_buf *ret_signature, struct latch_buf *ret_signed,
+			       struct latch_error *err);
 /* Every .yaml, .yml and .json file under dir ("" for the root) of the commit, sorted by path,
  * recursively; each file at most max_file bytes. */
 int latch_git_read_tree(struct latch_git *g, const char *sha, const char *dir, size_t max_file,

@@ -24,7 +24,7 @@ struct fixture {
 	char repo[1024], config[1024], log[1024];
 };
 
-static void fixture_init(struct fixture *f, const char *name, const char *url)
+static void fixture_init_with(struct fixture *f, const char *name, const char *url, const char *extra)
 {
 	f->dir = stack_mkdtemp("latch-e2e-faults");
 	snprintf(f->repo, sizeof(f->repo), "%s/repo", f->dir);
@@ -36,9 +36,14 @@ static void fixture_init(struct fixture *f, const char *name, const char *url)
 	snprintf(text, sizeof(text),
 		 "apiVersion: latch.dev/v1alpha1\nkind: SyncConfig\nmetadata: {name: %s}\nspec:\n  namespace: latch-system\n"
 		 "  cacheDir: %s/cache\n  sources:\n  - name: apps\n    url: %s\n    ref: {branch: main}\n    path: .\n"
-		 "    healthCheck: false\n    timeout: 60s\n",
-		 name, f->dir, url ? url : own_url);
+		 "    healthCheck: false\n    timeout: 60s\n%s",
+		 name, f->dir, url ? url : own_url, extra ? extra : "");
 	stack_write_file(f->config, text);
+}
+
+static void fixture_init(struct fixture *f, const char *name, const char *url)
+{
+	fixture_init_with(f, name, url, NULL);
 }
 
 static void fixture_done(struct fixture *f)
@@ -312,12 +317,109 @@ static void test_faults__kill_during_apply_then_converge(void **state)
 	fixture_done(&f);
 }
 
+/* gpg with the test's own home; key generation and signing need no agent passphrase. */
+static void gpg(const struct fixture *f, const char *args)
+{
+	char cmd[4096];
+	snprintf(cmd, sizeof(cmd), "GNUPGHOME='%s/gnupg' gpg --batch --quiet --passphrase '' %s", f->dir, args);
+	gitops_sh(f->dir, cmd);
+}
+
+static char *fingerprint_of(const struct fixture *f, const char *uid)
+{
+	char cmd[2048], out[1200];
+	snprintf(out, sizeof(out), "%s/fpr", f->dir);
+	snprintf(cmd, sizeof(cmd), "GNUPGHOME='%s/gnupg' gpg --batch --with-colons --list-keys '%s' | awk -F: '/^fpr/ { print $10; exit }' > '%s'",
+		 f->dir, uid, out);
+	gitops_sh(f->dir, cmd);
+	char *fpr = stack_read_file(out);
+	assert_true(fpr && strlen(fpr) >= 40);
+	fpr[40] = '\0';
+	return fpr;
+}
+
+/* A commit of value, signed by the key with fingerprint fpr (NULL: unsigned). */
+static void commit_value(const struct fixture *f, const char *value, const char *fpr)
+{
+	char text[512], cmd[2048];
+	snprintf(text, sizeof(text), "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: signed\n  namespace: default\ndata:\n  value: %s\n", value);
+	put(f, "app.yaml", text);
+	if (fpr)
+		snprintf(cmd, sizeof(cmd), "cd repo && git add -A && GNUPGHOME='%s/gnupg' git -c user.signingkey=%s -c gpg.program=gpg commit -q -S -m %s",
+			 f->dir, fpr, value);
+	else
+		snprintf(cmd, sizeof(cmd), "cd repo && git add -A && git commit -q -m %s", value);
+	gitops_sh(f->dir, cmd);
+}
+
+static char *signed_value(void)
+{
+	struct latch_k8s *k = gitops_kube(getenv("KUBECONFIG"));
+	char *v = gitops_configmap_value(k, "default", "signed", "value");
+	latch_k8s_free(k);
+	return v;
+}
+
+static void expect_signed_value(const char *want)
+{
+	char *v = signed_value();
+	assert_non_null(v);
+	assert_string_equal(v, want);
+	free(v);
+}
+
+/* verify.keyringFile: only commits signed by a key in that file reach the cluster. */
+static void test_faults__only_commits_signed_by_a_trusted_key_apply(void **state)
+{
+	struct fixture f;
+	char extra[2048];
+	char *dir = stack_mkdtemp("latch-e2e-verify-keys");
+	snprintf(extra, sizeof(extra), "    verify: {keyringFile: %s/trusted.asc}\n", dir);
+	fixture_init_with(&f, "faults-verify", NULL, extra);
+	gitops_sh(f.dir, "mkdir -m 700 gnupg");
+	gpg(&f, "--quick-gen-key 'trusted <trusted@example.org>' ed25519 sign never");
+	gpg(&f, "--quick-gen-key 'stranger <stranger@example.org>' ed25519 sign never");
+	char *trusted = fingerprint_of(&f, "trusted@example.org"), *stranger = fingerprint_of(&f, "stranger@example.org");
+	char cmd[2048];
+	snprintf(cmd, sizeof(cmd), "--armor --export %s > '%s/trusted.asc'", trusted, dir);
+	gpg(&f, cmd);
+
+	commit_value(&f, "one", trusted);
+	must_sync(&f);
+	expect_signed_value("one");
+	assert_true(log_has(&f, trusted));
+
+	commit_value(&f, "two", NULL);
+	assert_int_equal(sync_once(&f), 1);
+	assert_true(log_has(&f, "is not signed"));
+	expect_signed_value("one");
+
+	commit_value(&f, "three", stranger);
+	assert_int_equal(sync_once(&f), 1);
+	assert_true(log_has(&f, "which is not in"));
+	assert_true(log_has(&f, stranger));
+	expect_signed_value("one");
+
+	commit_value(&f, "four", trusted);
+	must_sync(&f);
+	expect_signed_value("four");
+
+	snprintf(cmd, sizeof(cmd), "GNUPGHOME='%s/gnupg' gpgconf --kill all", f.dir);
+	gitops_sh(f.dir, cmd);
+	free(trusted);
+	free(stranger);
+	stack_rm_rf(dir);
+	free(dir);
+	fixture_done(&f);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_faults__crd_and_its_resources_in_one_commit),
 		cmocka_unit_test(test_faults__git_server_down_keeps_state_and_recovers),
 		cmocka_unit_test(test_faults__kill_during_apply_then_converge),
+		cmocka_unit_test(test_faults__only_commits_signed_by_a_trusted_key_apply),
 	};
 	return cmocka_run_group_tests(tests, stack_load, NULL);
 }
