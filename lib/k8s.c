@@ -432,6 +432,12 @@ bool latch_k8s_serves(const struct latch_k8s *k, const char *api_version, const 
 	return api_version && kind && find_resource(k, api_version, kind);
 }
 
+bool latch_k8s_namespaced(const struct latch_k8s *k, const char *api_version, const char *kind)
+{
+	const struct resource *res = api_version && kind ? find_resource(k, api_version, kind) : NULL;
+	return res && res->namespaced;
+}
+
 int latch_k8s_object_path(struct latch_k8s *k, const char *api_version, const char *kind, const char *ns,
 			  const char *name, const char *default_namespace, char **ret_path, bool *ret_namespaced,
 			  struct latch_error *err)
@@ -532,15 +538,29 @@ int latch_k8s_get(struct latch_k8s *k, const char *api_version, const char *kind
 int latch_k8s_delete(struct latch_k8s *k, const char *api_version, const char *kind, const char *ns, const char *name,
 		     struct latch_error *err)
 {
+	return latch_k8s_delete_uid(k, api_version, kind, ns, name, NULL, err);
+}
+
+int latch_k8s_delete_uid(struct latch_k8s *k, const char *api_version, const char *kind, const char *ns, const char *name, const char *uid,
+			 struct latch_error *err)
+{
 	_cleanup_free_ char *path = NULL;
 	int r = latch_k8s_object_path(k, api_version, kind, ns, name, NULL, &path, NULL, err);
 	long status = 0;
 	json_t *resp = NULL;
+	json_t *options = json_pack("{s:s}", "propagationPolicy", "Background");
+	if (uid)
+		json_object_set_new(options, "preconditions", json_pack("{s:s}", "uid", uid));
+	char *body = options ? json_dumps(options, JSON_COMPACT) : NULL;
+	json_decref(options);
+	if (r == 0 && !body)
+		r = latch_error_set(err, LATCH_ENOMEM, "out of memory");
 	if (r == 0)
-		r = latch_k8s_request(k, "DELETE", path, NULL, "{\"propagationPolicy\":\"Background\"}", &status, &resp, err);
+		r = latch_k8s_request(k, "DELETE", path, NULL, body, &status, &resp, err);
+	free(body);
 	if (r == 0 && status != 200 && status != 202 && status != 404) {
 		struct latch_buf what = LATCH_BUF_INIT(1024);
-		latch_buf_printf(&what, "deleting %s '%s'", kind, name);
+		latch_buf_printf(&what, "deleting %s '%s%s%s'", kind, ns ? ns : "", ns ? "/" : "", name);
 		r = status_error(status, resp, latch_buf_str(&what), err);
 		latch_buf_done(&what);
 	}

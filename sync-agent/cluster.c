@@ -10,8 +10,20 @@
 #include "objects.h"
 #include "parallel.h"
 
-/* Whether a CustomResourceDefinition of this revision defines kind in api_version's group. */
-static bool kind_defined_in_revision(const json_t *objects, const char *api_version, const char *kind)
+static bool serves_version(const json_t *spec, const char *version)
+{
+	size_t i;
+	json_t *v;
+	json_array_foreach(json_object_get(spec, "versions"), i, v) {
+		const char *name = latch_json_get_str(v, "name");
+		if (name && strcmp(name, version) == 0 && json_is_true(json_object_get(v, "served")))
+			return true;
+	}
+	return false;
+}
+
+/* The CustomResourceDefinition of this revision that serves kind at api_version, or NULL. */
+static const json_t *crd_in_revision(const json_t *objects, const char *api_version, const char *kind)
 {
 	const char *slash = api_version ? strchr(api_version, '/') : NULL;
 	size_t i;
@@ -21,10 +33,32 @@ static bool kind_defined_in_revision(const json_t *objects, const char *api_vers
 		const char *group = latch_json_get_str(spec, "group");
 		const char *defined = latch_json_get_str(json_object_get(spec, "names"), "kind");
 		if (slash && kind && sync_object_is(o, "CustomResourceDefinition") && group && defined && strlen(group) == (size_t)(slash - api_version) &&
-		    strncmp(group, api_version, (size_t)(slash - api_version)) == 0 && strcmp(defined, kind) == 0)
-			return true;
+		    strncmp(group, api_version, (size_t)(slash - api_version)) == 0 && strcmp(defined, kind) == 0 &&
+		    serves_version(spec, slash + 1))
+			return o;
 	}
-	return false;
+	return NULL;
+}
+
+int sync_resolve_namespaces(struct latch_k8s *k, json_t *objects, struct latch_error *err)
+{
+	int r = latch_k8s_discover(k, err);
+	size_t i;
+	json_t *o;
+	json_array_foreach(r == 0 ? objects : NULL, i, o) {
+		const char *api_version = latch_json_get_str(o, "apiVersion"), *kind = latch_json_get_str(o, "kind");
+		const json_t *crd = latch_k8s_serves(k, api_version, kind) ? NULL : crd_in_revision(objects, api_version, kind);
+		const char *scope = latch_json_get_str(json_object_get(crd, "spec"), "scope");
+		bool namespaced = crd ? !(scope && strcmp(scope, "Cluster") == 0) : latch_k8s_namespaced(k, api_version, kind);
+		json_t *meta = json_object_get(o, "metadata");
+		if (!namespaced && !crd && !latch_k8s_serves(k, api_version, kind))
+			continue; /* an unknown kind: the dry run names it */
+		if (!namespaced)
+			json_object_del(meta, "_defaultNamespace");
+		else if (!sync_object_namespace(o) && json_object_set_new(meta, "_defaultNamespace", json_string("default")) < 0)
+			r = latch_error_set(err, LATCH_ENOMEM, "out of memory");
+	}
+	return r;
 }
 
 /* Namespaces of this revision that do not exist yet. */
@@ -54,7 +88,7 @@ static bool waits_for_first_stage(struct latch_k8s *k, const json_t *objects, co
 {
 	const char *ns = sync_object_namespace(o), *api_version = latch_json_get_str(o, "apiVersion"), *kind = latch_json_get_str(o, "kind");
 	return (ns && !sync_object_first_stage(o) && json_object_get(created_here, ns)) ||
-	       (!latch_k8s_serves(k, api_version, kind) && kind_defined_in_revision(objects, api_version, kind));
+	       (!latch_k8s_serves(k, api_version, kind) && crd_in_revision(objects, api_version, kind));
 }
 
 static struct apply_job *make_jobs(const json_t *objects, bool keep_stored)
@@ -148,19 +182,21 @@ int sync_list_live(struct latch_k8s *k, const struct sync_config *c, const struc
 	return r;
 }
 
-/* Objects whose live resourceVersion is not the one the last pass recorded: changed by
- * someone else (drift), or gone. */
-json_t *sync_drifted_objects(const json_t *objects, const json_t *versions, const json_t *live)
+/* Objects whose live fingerprint is not the one the last pass recorded: changed by someone
+ * else (drift), or gone. */
+json_t *sync_drifted_objects(const json_t *objects, const json_t *fingerprints, const json_t *live)
 {
 	json_t *out = json_array();
 	size_t i;
 	json_t *o;
-	json_array_foreach(objects, i, o) {
+	json_array_foreach(out ? objects : NULL, i, o) {
 		_cleanup_free_ char *key = sync_object_key(o);
-		const char *recorded = key ? latch_json_get_str(versions, key) : NULL;
-		const char *now = sync_object_meta(sync_object_live(live, o), "resourceVersion");
-		if (!recorded || !now || strcmp(recorded, now) != 0)
-			json_array_append(out, o);
+		_cleanup_free_ char *now = sync_object_fingerprint(sync_object_live(live, o));
+		const char *recorded = key ? latch_json_get_str(fingerprints, key) : NULL;
+		if ((!recorded || !now || strcmp(recorded, now) != 0) && json_array_append(out, o) < 0) {
+			json_decref(out);
+			return NULL;
+		}
 	}
 	return out;
 }
@@ -174,9 +210,21 @@ static int note_created_namespace(struct latch_k8s *k, const json_t *obj, json_t
 	json_t *live = NULL;
 	int r = latch_k8s_get(k, "v1", "Namespace", NULL, sync_object_meta(obj, "name"), &live, err);
 	json_decref(live);
-	if (r == LATCH_ENOTFOUND)
-		return json_array_append_new(created, json_string(sync_object_meta(obj, "name"))) < 0 ? LATCH_ENOMEM : 0;
-	return r;
+	if (r == LATCH_ENOTFOUND && json_array_append_new(created, json_string(sync_object_meta(obj, "name"))) < 0)
+		return latch_error_set(err, LATCH_ENOMEM, "out of memory");
+	return r == LATCH_ENOTFOUND ? 0 : r;
+}
+
+int sync_note_new_namespaces(struct latch_k8s *k, const json_t *objects, json_t *created, struct latch_error *err)
+{
+	size_t i;
+	json_t *o;
+	json_array_foreach(objects, i, o) {
+		int r = note_created_namespace(k, o, created, err);
+		if (r < 0)
+			return r;
+	}
+	return 0;
 }
 
 static bool condition_true(const json_t *obj, const char *type)
@@ -209,19 +257,20 @@ static int wait_established(struct latch_k8s *k, const json_t *crd, double deadl
 	}
 }
 
-/* Record what the apply stored. It changed the object if the resourceVersion moved from
+/* Record the fingerprint of what the apply stored. It changed the object if that moved from
  * the one the last pass recorded (or, for an object new to the inventory, from the live one,
  * which a lagging watch cache cannot make look like a change). */
-static void note_applied(const json_t *obj, const char *rv, json_t *versions, const json_t *live, struct sync_result *res)
+static void note_applied(const json_t *obj, const char *fingerprint, json_t *fingerprints, const json_t *live, struct sync_result *res)
 {
 	_cleanup_free_ char *key = sync_object_key(obj);
-	const char *before = key ? latch_json_get_str(versions, key) : NULL;
+	_cleanup_free_ char *listed = NULL;
+	const char *before = key ? latch_json_get_str(fingerprints, key) : NULL;
 	if (!before && live)
-		before = sync_object_meta(sync_object_live(live, obj), "resourceVersion");
-	if (!before || !rv || strcmp(before, rv) != 0)
+		before = listed = sync_object_fingerprint(sync_object_live(live, obj));
+	if (!before || !fingerprint || strcmp(before, fingerprint) != 0)
 		res->changed++;
-	if (key && rv)
-		json_object_set_new(versions, key, json_string(rv));
+	if (key && fingerprint)
+		json_object_set_new(fingerprints, key, json_string(fingerprint));
 }
 
 /* Stage one, one at a time: Namespaces and CRDs, each CRD waited for until Established. */
@@ -249,7 +298,8 @@ static int apply_first_stage(struct latch_k8s *k, const struct sync_source *s, c
 			json_decref(stored);
 			return latch_error_prefix(err, "%s", sync_object_origin(o));
 		}
-		note_applied(o, sync_object_meta(stored, "resourceVersion"), versions, live, res);
+		_cleanup_free_ char *fingerprint = sync_object_fingerprint(stored);
+		note_applied(o, fingerprint, versions, live, res);
 		json_decref(stored);
 	}
 	if (crds) /* their kinds are served now */
@@ -257,7 +307,7 @@ static int apply_first_stage(struct latch_k8s *k, const struct sync_source *s, c
 	return 0;
 }
 
-/* versions: resourceVersions the last pass left (read), replaced by this pass's (written).
+/* versions: fingerprints the last pass left (read), replaced by this pass's (written).
  * live: the objects as listed before the apply, or NULL. created: see note_created_namespace. */
 int sync_apply_all(struct latch_k8s *k, const struct sync_source *s, const json_t *objects, json_t *versions, const json_t *live,
 		     json_t *created, struct sync_result *res, struct latch_error *err)
@@ -277,7 +327,7 @@ int sync_apply_all(struct latch_k8s *k, const struct sync_source *s, const json_
 	if (r == 0 && apply_parallel(k, jobs, n, &ao, false) < 0)
 		r = first_job_error(rest, jobs, n, err);
 	for (size_t j = 0; r == 0 && j < n; j++)
-		note_applied(json_array_get(rest, j), jobs[j].resource_version, versions, live, res);
+		note_applied(json_array_get(rest, j), jobs[j].fingerprint, versions, live, res);
 	if (jobs)
 		apply_jobs_done(jobs, n);
 	json_decref(rest);
@@ -285,16 +335,19 @@ int sync_apply_all(struct latch_k8s *k, const struct sync_source *s, const json_
 }
 
 struct delete_ctx {
-	const json_t *objects;
+	const json_t *objects; /* the live copies, as listed */
 	struct latch_error *errors;
 };
+
+#define KEPT 2 /* a delete_one result: replaced since it was listed, so not ours to delete */
 
 static int delete_one(struct latch_k8s *k, size_t i, void *ctx)
 {
 	struct delete_ctx *d = ctx;
 	const json_t *o = json_array_get(d->objects, i);
-	return latch_k8s_delete(k, latch_json_get_str(o, "apiVersion"), latch_json_get_str(o, "kind"), sync_object_meta(o, "namespace"),
-				sync_object_meta(o, "name"), &d->errors[i]);
+	int r = latch_k8s_delete_uid(k, latch_json_get_str(o, "apiVersion"), latch_json_get_str(o, "kind"), sync_object_meta(o, "namespace"),
+				     sync_object_meta(o, "name"), sync_object_meta(o, "uid"), &d->errors[i]);
+	return r == LATCH_ECONFLICT ? KEPT : r;
 }
 
 /* Deletes objects (in parallel unless one_by_one, which keeps their order). */
@@ -316,6 +369,9 @@ static int delete_all(struct latch_k8s *k, const json_t *objects, bool one_by_on
 		else if (results[i] == 0) {
 			res->pruned++;
 			LATCH_LOG(LATCH_LOG_INFO, "pruned", { "kind", latch_json_get_str(o, "kind") }, { "name", sync_object_meta(o, "name") });
+		} else if (results[i] == KEPT) {
+			LATCH_LOG(LATCH_LOG_INFO, "kept an object replaced since it was listed", { "kind", latch_json_get_str(o, "kind") },
+				  { "name", sync_object_meta(o, "name") });
 		}
 	}
 	for (size_t i = 0; errors && i < n; i++)
@@ -332,11 +388,20 @@ int sync_prune(struct latch_k8s *k, const struct sync_config *c, const struct sy
 		 const json_t *current, json_t *created, struct sync_result *res, struct latch_error *err)
 {
 	json_t *gone = json_array(), *live = json_object(), *rest = json_array(), *last = json_array(), *keep = sync_entry_set(current);
+	if (!gone || !live || !rest || !last || !keep) { /* never prune on a set that failed to build */
+		json_decref(gone);
+		json_decref(live);
+		json_decref(rest);
+		json_decref(last);
+		json_decref(keep);
+		return latch_error_set(err, LATCH_ENOMEM, "out of memory");
+	}
 	for (size_t i = json_array_size(previous); i-- > 0;) {
 		const json_t *e = json_array_get(previous, i);
-		if (sync_entry_set_has(keep, e))
+		const char *kind = latch_json_get_str(e, "kind");
+		if (!kind || sync_entry_set_has(keep, e))
 			continue;
-		if (strcmp(latch_json_get_str(e, "kind"), "Namespace") == 0 && !sync_names_contain(created, latch_json_get_str(e, "name"))) {
+		if (strcmp(kind, "Namespace") == 0 && !sync_names_contain(created, latch_json_get_str(e, "name"))) {
 			LATCH_LOG(LATCH_LOG_INFO, "kept a Namespace latch-sync did not create", { "name", latch_json_get_str(e, "name") });
 			continue;
 		}
@@ -347,7 +412,11 @@ int sync_prune(struct latch_k8s *k, const struct sync_config *c, const struct sy
 		r = sync_list_live(k, c, s, gone, false, true, live, err); /* fresh: never delete what was just taken over */
 	size_t i;
 	json_t *o;
-	json_array_foreach(gone, i, o) if (sync_object_live(live, o)) json_array_append(sync_object_first_stage(o) ? last : rest, o);
+	json_array_foreach(gone, i, o) {
+		const json_t *listed = sync_object_live(live, o);
+		if (listed)
+			json_array_append((json_t *)(sync_object_first_stage(o) ? last : rest), (json_t *)listed);
+	}
 	if (r == 0)
 		r = delete_all(k, rest, false, res, err);
 	if (r == 0)
@@ -376,7 +445,7 @@ int sync_wait_healthy(struct latch_k8s *k, const struct sync_config *c, const st
 		char reason[512] = "";
 		const json_t *waiting = NULL;
 		json_t *live = json_object();
-		r = sync_list_live(k, c, s, workloads, true, false, live, err);
+		r = sync_list_live(k, c, s, workloads, false, false, live, err); /* fresh: a cached copy may predate the apply */
 		json_array_foreach(workloads, i, o) {
 			if (r < 0 || waiting)
 				break;

@@ -7,6 +7,13 @@
 #include "latch/k8s.h"
 #include "sync.h"
 
+/* The namespace each object will be in, as lists will show it: a cluster-scoped object drops
+ * the source's targetNamespace, a namespaced one without any gets "default". Kinds not
+ * served yet take the scope their CRD in this revision declares. */
+int sync_resolve_namespaces(struct latch_k8s *k, json_t *objects, struct latch_error *err);
+/* Adds to created the revision's Namespaces that do not exist yet. */
+int sync_note_new_namespaces(struct latch_k8s *k, const json_t *objects, json_t *created, struct latch_error *err);
+
 /* Every object that can be checked before the apply, by dryRun=All; the first refusal in the
  * revision's order is the error, named by the object's origin. would_store (or NULL) gets
  * key -> what the server would store. */
@@ -17,11 +24,12 @@ int sync_validate(struct latch_k8s *k, const json_t *objects, json_t *would_stor
  * lists carry no spec or status. */
 int sync_list_live(struct latch_k8s *k, const struct sync_config *c, const struct sync_source *s, const json_t *objects,
 		   bool cached, bool metadata_only, json_t *live, struct latch_error *err);
-/* Objects whose live resourceVersion is not the recorded one (versions: key -> rv). */
-json_t *sync_drifted_objects(const json_t *objects, const json_t *versions, const json_t *live);
+/* Objects whose live fingerprint (sync_object_fingerprint) is not the recorded one
+ * (fingerprints: key -> fingerprint); NULL when out of memory. */
+json_t *sync_drifted_objects(const json_t *objects, const json_t *fingerprints, const json_t *live);
 
-/* Server-side apply, staged. versions: the recorded resourceVersions, updated with what
- * this apply stored; live: the objects as listed before (or NULL); created: Namespaces
+/* Server-side apply, staged. versions: the recorded fingerprints, updated with what this
+ * apply stored; live: the objects as listed before (or NULL); created: Namespaces
  * latch-sync created, extended with the ones this apply creates. */
 int sync_apply_all(struct latch_k8s *k, const struct sync_source *s, const json_t *objects, json_t *versions, const json_t *live,
 		   json_t *created, struct sync_result *res, struct latch_error *err);

@@ -91,6 +91,8 @@ static int connect(const struct options *o, struct latch_k8s **k, struct latch_e
 static size_t pass_all(struct latch_k8s *k, const struct sync_config *cfg, bool dry_run)
 {
 	size_t failed = 0;
+	/* A CRD deleted or added by hand since the last pass: discovery is not trusted across passes. */
+	latch_k8s_forget_discovery(k);
 	for (size_t i = 0; i < cfg->n_sources; i++) {
 		const struct sync_source *s = &cfg->sources[i];
 		struct sync_result res;
@@ -127,14 +129,16 @@ static size_t status_all(struct latch_k8s *k, const struct sync_config *cfg)
 	printf("%-20s %-12s %-12s %8s  %s\n", "SOURCE", "APPLIED", "ATTEMPTED", "OBJECTS", "RESULT");
 	for (size_t i = 0; i < cfg->n_sources; i++) {
 		struct sync_status st;
-		if (sync_source_status(k, cfg, &cfg->sources[i], &st) < 0) {
-			printf("%-20s %-12s %-12s %8s  %s\n", cfg->sources[i].name, "-", "-", "-", "no pass recorded yet");
+		struct latch_error err = LATCH_ERROR_INIT;
+		if (sync_source_status(k, cfg, &cfg->sources[i], &st, &err) < 0) {
+			printf("%-20s %-12s %-12s %8s  %s\n", cfg->sources[i].name, "-", "-", "-", latch_error_message(&err));
 			failed++;
 		} else {
 			printf("%-20s %-12.12s %-12.12s %8zu  %s\n", cfg->sources[i].name, st.applied_revision ? st.applied_revision : "-",
 			       st.attempted_revision, st.objects, st.result ? st.result : "");
 			failed += !st.ok;
 		}
+		latch_error_done(&err);
 		sync_status_done(&st);
 	}
 	return failed;

@@ -1,5 +1,7 @@
 #include "objects.h"
 
+#include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -160,15 +162,68 @@ json_t *sync_objects_sorted(json_t *objects)
 {
 	size_t n = json_array_size(objects);
 	json_t **items = calloc(n ? n : 1, sizeof(*items));
-	for (size_t i = 0; items && i < n; i++)
+	json_t *out = items ? json_array() : NULL;
+	for (size_t i = 0; out && i < n; i++)
 		items[i] = json_array_get(objects, i);
-	if (items)
+	if (out)
 		qsort(items, n, sizeof(*items), compare_objects);
-	json_t *out = json_array();
-	for (size_t i = 0; items && i < n; i++)
-		json_array_append(out, items[i]);
+	for (size_t i = 0; out && i < n; i++) {
+		if (json_array_append(out, items[i]) < 0) {
+			json_decref(out);
+			out = NULL;
+		}
+	}
 	free(items);
 	return out;
+}
+
+static uint64_t fnv1a(uint64_t h, const char *text)
+{
+	for (const unsigned char *p = (const unsigned char *)text; *p; p++)
+		h = (h ^ *p) * 1099511628211ull;
+	return h;
+}
+
+char *sync_object_fingerprint(const json_t *obj)
+{
+	const json_t *meta = json_object_get(obj, "metadata");
+	const json_t *generation = json_object_get(meta, "generation");
+	struct latch_buf b = LATCH_BUF_INIT(256);
+	if (json_is_integer(generation)) {
+		char *labels = json_dumps(json_object_get(meta, "labels"), JSON_COMPACT | JSON_SORT_KEYS | JSON_ENCODE_ANY);
+		latch_buf_printf(&b, "g%lld-%016llx", (long long)json_integer_value(generation),
+				 (unsigned long long)fnv1a(14695981039346656037ull, labels ? labels : ""));
+		free(labels);
+	} else if (latch_json_get_str(meta, "resourceVersion")) {
+		latch_buf_printf(&b, "r%s", latch_json_get_str(meta, "resourceVersion"));
+	} else {
+		latch_buf_done(&b);
+		return NULL;
+	}
+	return latch_buf_take(&b);
+}
+
+/* FNV-1a, 64 bits: tells whether what a revision renders to changed (a config change on the
+ * same commit), not a security boundary. */
+char *sync_objects_hash(const json_t *objects)
+{
+	uint64_t h = 14695981039346656037ull;
+	size_t i;
+	json_t *o;
+	json_array_foreach(objects, i, o) {
+		json_t *w = sync_object_wire(o);
+		char *text = w ? json_dumps(w, JSON_COMPACT | JSON_SORT_KEYS) : NULL;
+		json_decref(w);
+		if (!text)
+			return NULL;
+		h = fnv1a(h, text);
+		h = fnv1a(h, "\n");
+		latch_secret_free(text); /* the objects may be Secrets */
+	}
+	char *hex = malloc(17);
+	if (hex)
+		snprintf(hex, 17, "%016llx", (unsigned long long)h);
+	return hex;
 }
 
 double sync_now(void)

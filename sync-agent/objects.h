@@ -40,7 +40,14 @@ bool sync_entry_set_has(const json_t *set, const json_t *e);
 bool sync_names_contain(const json_t *names, const char *name);
 
 /* A new array of the same objects in apply order: Namespaces, CRDs, then by kind (a fixed
- * order for what others depend on), namespace and name. */
+ * order for what others depend on), namespace and name; NULL when out of memory. */
 json_t *sync_objects_sorted(json_t *objects);
+
+/* What drift is judged by (to free; NULL without either): the generation, which every
+ * change of the spec moves and status writes by controllers do not, with a hash of the
+ * labels; for an object without a generation, its resourceVersion. */
+char *sync_object_fingerprint(const json_t *obj);
+/* A short hash of the objects as they would be sent (hex, to free; NULL when out of memory). */
+char *sync_objects_hash(const json_t *objects);
 
 double sync_now(void); /* CLOCK_MONOTONIC seconds */

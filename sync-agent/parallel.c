@@ -85,11 +85,10 @@ static int apply_one(struct latch_k8s *k, size_t i, void *ctx)
 	struct latch_k8s_apply_options o = *a->options;
 	o.default_namespace = sync_object_default_namespace(j->object);
 	json_t *wire = sync_object_wire(j->object); /* made here: one copy alive per worker */
-	int r = wire ? latch_k8s_apply(k, wire, &o, &j->stored, &j->error) : LATCH_ENOMEM;
+	int r = wire ? latch_k8s_apply(k, wire, &o, &j->stored, &j->error) : latch_error_set(&j->error, LATCH_ENOMEM, "out of memory");
 	json_decref(wire);
-	const char *rv = r == 0 ? latch_json_get_str(json_object_get(j->stored, "metadata"), "resourceVersion") : NULL;
-	if (rv && !(j->resource_version = strdup(rv)))
-		r = LATCH_ENOMEM;
+	if (r == 0 && !o.dry_run && !(j->fingerprint = sync_object_fingerprint(j->stored)))
+		r = latch_error_set(&j->error, LATCH_EINVAL, "the API server's answer has no resourceVersion");
 	/* A thousand answers with their managedFields are tens of MB as jansson trees. */
 	if (!j->keep_stored) {
 		json_decref(j->stored);
@@ -115,7 +114,7 @@ void apply_jobs_done(struct apply_job *jobs, size_t n)
 {
 	for (size_t i = 0; jobs && i < n; i++) {
 		json_decref(jobs[i].stored);
-		free(jobs[i].resource_version);
+		free(jobs[i].fingerprint);
 		latch_error_done(&jobs[i].error);
 	}
 	free(jobs);

@@ -20,7 +20,7 @@ struct apply_job {
 	const json_t *object;          /* as rendered (see objects.h); borrowed */
 	bool keep_stored;              /* keep the server's whole answer, not only its resourceVersion */
 	json_t *stored;                /* what the server stored (or would store), if keep_stored */
-	char *resource_version;        /* of what it stored; NULL on failure */
+	char *fingerprint;             /* of what it stored (sync_object_fingerprint); NULL on failure */
 	int result;                    /* 0, an error code, or 1: not run */
 	struct latch_error error;
 };

@@ -22,18 +22,24 @@ static char *inventory_name(const struct sync_config *c, const struct sync_sourc
 	return latch_buf_take(&b);
 }
 
-/* The inventory ConfigMap's data, or an empty object when there is none yet. */
-static json_t *read_inventory_data(struct latch_k8s *k, const struct sync_config *c, const struct sync_source *s)
+/* The inventory ConfigMap's data, or an empty object when there is none yet. Any other
+ * failure to read it fails the pass: taking it for empty would forget what to prune. */
+static int read_inventory_data(struct latch_k8s *k, const struct sync_config *c, const struct sync_source *s, json_t **ret,
+			       struct latch_error *err)
 {
 	_cleanup_free_ char *name = inventory_name(c, s);
 	json_t *cm = NULL;
-	struct latch_error err = LATCH_ERROR_INIT;
-	json_t *data = NULL;
-	if (latch_k8s_get(k, "v1", "ConfigMap", c->namespace, name, &cm, &err) == 0)
-		data = json_incref(json_object_get(cm, "data"));
+	int r = latch_k8s_get(k, "v1", "ConfigMap", c->namespace, name, &cm, err);
+	json_t *data = r == 0 ? json_incref(json_object_get(cm, "data")) : NULL;
 	json_decref(cm);
-	latch_error_done(&err);
-	return json_is_object(data) ? data : (json_decref(data), json_object());
+	if (r < 0 && r != LATCH_ENOTFOUND)
+		return latch_error_prefix(err, "reading the inventory ConfigMap %s/%s", c->namespace, name);
+	if (!json_is_object(data)) {
+		json_decref(data);
+		data = json_object();
+	}
+	*ret = data;
+	return data ? 0 : latch_error_set(err, LATCH_ENOMEM, "out of memory");
 }
 
 /* A JSON text field of the inventory, or an empty value of the expected type. */
@@ -51,18 +57,26 @@ static json_t *inventory_field(const json_t *data, const char *key, bool array)
 struct last_pass {
 	json_t *data;
 	json_t *entries;  /* the objects it left in the cluster */
-	json_t *versions; /* their resourceVersions by object key */
+	json_t *versions; /* their fingerprints by object key (sync_object_fingerprint) */
 	json_t *created;  /* Namespaces latch-sync created */
 	const char *applied_revision;
+	const char *rendered_hash; /* of the objects that revision rendered to */
 };
 
-static void last_pass_read(struct latch_k8s *k, const struct sync_config *c, const struct sync_source *s, struct last_pass *lp)
+static int last_pass_read(struct latch_k8s *k, const struct sync_config *c, const struct sync_source *s, struct last_pass *lp,
+			  struct latch_error *err)
 {
-	lp->data = k ? read_inventory_data(k, c, s) : json_object();
+	int r = read_inventory_data(k, c, s, &lp->data, err);
+	if (r < 0)
+		return r;
 	lp->entries = inventory_field(lp->data, "inventory", true);
-	lp->versions = inventory_field(lp->data, "resourceVersions", false);
+	lp->versions = inventory_field(lp->data, "fingerprints", false);
 	lp->created = inventory_field(lp->data, "createdNamespaces", true);
 	lp->applied_revision = latch_json_get_str(lp->data, "lastAppliedRevision");
+	lp->rendered_hash = latch_json_get_str(lp->data, "renderedHash");
+	if (!lp->entries || !lp->versions || !lp->created)
+		return latch_error_set(err, LATCH_ENOMEM, "out of memory");
+	return 0;
 }
 
 static void last_pass_done(struct last_pass *lp)
@@ -75,8 +89,10 @@ static void last_pass_done(struct last_pass *lp)
 
 /* What a pass writes to the inventory. */
 struct record {
+	const json_t *previous;         /* the inventory's data as the pass found it */
 	const json_t *entries, *versions, *created;
-	const char *applied_revision;   /* NULL: keep the last one */
+	const char *applied_revision;   /* NULL: keep the last one (and its rendered hash) */
+	const char *rendered_hash;
 	const char *attempted_revision;
 	const char *result;
 	const char *durations;          /* NULL: keep the last ones */
@@ -94,19 +110,21 @@ static int write_inventory(struct latch_k8s *k, const struct sync_config *c, con
 			   struct latch_error *err)
 {
 	_cleanup_free_ char *name = inventory_name(c, s);
-	json_t *data = json_pack("{s:o,s:o,s:o,s:s,s:s}", "inventory", dumped(rec->entries), "resourceVersions", dumped(rec->versions),
+	json_t *data = json_pack("{s:o,s:o,s:o,s:s,s:s}", "inventory", dumped(rec->entries), "fingerprints", dumped(rec->versions),
 				 "createdNamespaces", dumped(rec->created), "lastAttemptedRevision", rec->attempted_revision, "result",
 				 rec->result);
 	/* Server-side apply drops the fields this manager stops sending: carry over what this
 	 * pass does not replace. */
-	json_t *old = rec->applied_revision && rec->durations ? NULL : read_inventory_data(k, c, s);
+	const json_t *old = rec->previous;
 	const char *applied = rec->applied_revision ? rec->applied_revision : latch_json_get_str(old, "lastAppliedRevision");
+	const char *hash = rec->applied_revision ? rec->rendered_hash : latch_json_get_str(old, "renderedHash");
 	const char *durations = rec->durations ? rec->durations : latch_json_get_str(old, "durations");
 	if (applied)
 		json_object_set_new(data, "lastAppliedRevision", json_string(applied));
+	if (hash)
+		json_object_set_new(data, "renderedHash", json_string(hash));
 	if (durations)
 		json_object_set_new(data, "durations", json_string(durations));
-	json_decref(old);
 	json_t *cm = json_pack("{s:s,s:s,s:{s:s,s:s,s:{s:s,s:s}},s:o}", "apiVersion", "v1", "kind", "ConfigMap", "metadata", "name",
 			       name, "namespace", c->namespace, "labels", LABEL_CONFIG, c->name, LABEL_SOURCE, s->name, "data", data);
 	json_t *ns = json_pack("{s:s,s:s,s:{s:s}}", "apiVersion", "v1", "kind", "Namespace", "metadata", "name", c->namespace);
@@ -183,18 +201,21 @@ static json_t *union_of(const json_t *a, const json_t *b)
 	return out;
 }
 
-/* Before a revision adds objects, the inventory lists them too: a pass killed during the
- * apply leaves nothing that a later revision's prune would not find. */
-static int record_intent(struct latch_k8s *k, const struct sync_config *c, const struct sync_source *s, const struct last_pass *lp,
-			 const json_t *current, const char *revision, struct latch_error *err)
+/* Before a revision adds objects, the inventory lists them too, and the Namespaces it is about
+ * to create count as created: a pass killed during the apply leaves nothing that a later
+ * revision's prune would not find. */
+static int record_intent(struct latch_k8s *k, const struct sync_config *c, const struct sync_source *s, struct last_pass *lp,
+			 const json_t *objects, const json_t *current, const char *revision, struct latch_error *err)
 {
 	if (!adds_entries(lp->entries, current))
 		return 0;
-	json_t *both = union_of(lp->entries, current);
+	int r = sync_note_new_namespaces(k, objects, lp->created, err);
+	json_t *both = r == 0 ? union_of(lp->entries, current) : NULL;
 	struct latch_buf result = LATCH_BUF_INIT(256);
 	latch_buf_printf(&result, "Applying %.12s", revision);
-	struct record rec = { both, lp->versions, lp->created, NULL, revision, latch_buf_str(&result), NULL };
-	int r = write_inventory(k, c, s, &rec, err);
+	struct record rec = { lp->data, both, lp->versions, lp->created, NULL, NULL, revision, latch_buf_str(&result), NULL };
+	if (r == 0)
+		r = both ? write_inventory(k, c, s, &rec, err) : latch_error_set(err, LATCH_ENOMEM, "out of memory");
 	latch_buf_done(&result);
 	json_decref(both);
 	return r;
@@ -214,12 +235,12 @@ static char *timings_text(const struct timings *t)
 	return text;
 }
 
-/* The live objects, when the revision is the one last applied: then only what drifted is
- * applied again. NULL means apply (and validate) everything. */
-static json_t *live_if_same_revision(struct latch_k8s *k, const struct sync_config *c, const struct sync_source *s, const json_t *objects,
-				     bool same_revision)
+/* The live objects, when the revision and what it renders to are the ones last applied: then
+ * only what drifted is applied again. NULL means apply (and validate) everything. */
+static json_t *live_if_unchanged(struct latch_k8s *k, const struct sync_config *c, const struct sync_source *s, const json_t *objects,
+				 bool unchanged)
 {
-	if (!same_revision)
+	if (!unchanged)
 		return NULL;
 	json_t *live = json_object();
 	struct latch_error err = LATCH_ERROR_INIT;
@@ -233,20 +254,28 @@ static json_t *live_if_same_revision(struct latch_k8s *k, const struct sync_conf
 	return live;
 }
 
-/* Apply, prune and wait for health; *in_cluster says the revision got applied. */
+/* How far a pass got in the cluster. */
+struct progress {
+	bool started;    /* the intent is recorded or the apply began */
+	bool in_cluster; /* the revision is applied, whatever its health */
+	bool settled;    /* and the prune finished: the cluster holds exactly the revision */
+};
+
 static int apply_revision(struct latch_k8s *k, const struct sync_config *c, const struct sync_source *s, const json_t *objects,
 			  const json_t *to_apply, const json_t *live, const json_t *current, struct last_pass *lp, struct sync_result *res,
-			  struct timings *t, bool *in_cluster, struct latch_error *err)
+			  struct timings *t, struct progress *p, struct latch_error *err)
 {
-	int r = record_intent(k, c, s, lp, current, res->revision, err);
+	p->started = true;
+	int r = record_intent(k, c, s, lp, objects, current, res->revision, err);
 	if (r == 0)
 		r = sync_apply_all(k, s, to_apply, lp->versions, live, lp->created, res, err);
 	t->applied = sync_now();
 	if (r == 0) {
 		res->applied = json_array_size(objects);
-		*in_cluster = true;
+		p->in_cluster = true;
 		if (s->prune)
 			r = sync_prune(k, c, s, lp->entries, current, lp->created, res, err);
+		p->settled = r == 0;
 	}
 	t->pruned = sync_now();
 	if (r == 0 && s->health_check)
@@ -264,11 +293,20 @@ static bool already_recorded(const struct last_pass *lp, const char *revision)
 	return attempted && strcmp(attempted, revision) == 0 && result && strncmp(result, "Applied: ", 9) == 0;
 }
 
+/* What the inventory lists after the pass: the revision once the cluster holds exactly it;
+ * both old and new while a failed apply or prune may have left either; else the old. */
+static json_t *entries_after(const struct last_pass *lp, const json_t *current, const struct progress *p)
+{
+	if (p->settled)
+		return json_incref((json_t *)current);
+	return p->started ? union_of(lp->entries, current) : json_incref(lp->entries);
+}
+
 /* Record the attempt either way; a failed revision keeps the last applied one. Events when
  * something happened, not on every quiet pass. */
 static int record_pass(struct latch_k8s *k, const struct sync_config *c, const struct sync_source *s, const struct last_pass *lp,
-		       const json_t *current, const struct sync_result *res, const struct timings *t, bool in_cluster, bool quiet,
-		       int r, struct latch_error *err)
+		       const json_t *current, const struct sync_result *res, const char *hash, const struct timings *t,
+		       const struct progress *p, bool quiet, int r, struct latch_error *err)
 {
 	if (r == 0 && quiet && already_recorded(lp, res->revision))
 		return 0;
@@ -277,21 +315,30 @@ static int record_pass(struct latch_k8s *k, const struct sync_config *c, const s
 		latch_buf_printf(&result, "Applied: %zu objects, %zu changed (%zu drifted), %zu pruned", res->applied, res->changed,
 				 res->drifted, res->pruned);
 	else
-		latch_buf_printf(&result, "%s%s", in_cluster ? "Applied, unhealthy: " : "", latch_error_message(err));
+		latch_buf_printf(&result, "%s%s", p->in_cluster ? "Applied, unhealthy: " : "", latch_error_message(err));
 	char *durations = quiet ? NULL : timings_text(t);
-	struct record rec = { in_cluster ? current : lp->entries, lp->versions, lp->created, in_cluster ? res->revision : NULL,
+	json_t *entries = entries_after(lp, current, p);
+	struct record rec = { lp->data, entries, lp->versions, lp->created, p->in_cluster ? res->revision : NULL, hash,
 			      res->revision[0] ? res->revision : "unknown", latch_buf_str(&result), durations };
 	struct latch_error ierr = LATCH_ERROR_INIT;
-	if (write_inventory(k, c, s, &rec, &ierr) < 0 && r == 0)
-		r = latch_error_set(err, ierr.code, "recording the inventory: %s", latch_error_message(&ierr));
+	if ((!entries || write_inventory(k, c, s, &rec, &ierr) < 0) && r == 0)
+		r = latch_error_set(err, entries ? ierr.code : LATCH_ENOMEM, "recording the inventory: %s",
+				    entries ? latch_error_message(&ierr) : "out of memory");
 	if (r < 0)
 		record_event(k, c, s, true, "SyncFailed", latch_buf_str(&result));
 	else if (!quiet)
 		record_event(k, c, s, false, "Synced", latch_buf_str(&result));
+	json_decref(entries);
 	free(durations);
 	latch_error_done(&ierr);
 	latch_buf_done(&result);
 	return r;
+}
+
+static bool is_entry_kind(const json_t *e, const char *kind)
+{
+	const char *k = latch_json_get_str(e, "kind");
+	return k && strcmp(k, kind) == 0;
 }
 
 /* diff: the revision against what this source has in the cluster. */
@@ -300,13 +347,12 @@ static int print_diff(struct latch_k8s *k, const struct sync_config *c, const st
 		      struct latch_error *err)
 {
 	json_t *live = json_object(), *gone = json_array(), *keep = sync_entry_set(current);
-	int r = sync_list_live(k, c, s, objects, false, false, live, err);
+	int r = live && gone && keep ? sync_list_live(k, c, s, objects, false, false, live, err) : latch_error_set(err, LATCH_ENOMEM, "out of memory");
 	size_t i;
 	json_t *e;
 	json_array_foreach(lp->entries, i, e) {
-		bool kept_namespace = strcmp(latch_json_get_str(e, "kind"), "Namespace") == 0 &&
-				      !sync_names_contain(lp->created, latch_json_get_str(e, "name"));
-		if (s->prune && !kept_namespace && !sync_entry_set_has(keep, e))
+		bool kept_namespace = is_entry_kind(e, "Namespace") && !sync_names_contain(lp->created, latch_json_get_str(e, "name"));
+		if (r == 0 && s->prune && !kept_namespace && !sync_entry_set_has(keep, e))
 			json_array_append(gone, e);
 	}
 	if (r == 0)
@@ -317,28 +363,52 @@ static int print_diff(struct latch_k8s *k, const struct sync_config *c, const st
 	return r;
 }
 
+/* Render, then the objects in apply order with their namespaces resolved, their inventory
+ * entries, and the hash of what they render to. */
+static int prepare(struct latch_k8s *k, const struct sync_config *c, const struct sync_source *s, struct sync_result *res, json_t **objects,
+		   json_t **current, char **hash, struct latch_error *err)
+{
+	json_t *rendered = json_array();
+	int r = rendered ? sync_render_revision(c, s, res->revision, rendered, err) : latch_error_set(err, LATCH_ENOMEM, "out of memory");
+	if (r == 0 && json_array_size(rendered) == 0 && !s->allow_empty)
+		r = latch_error_set(err, LATCH_EINVAL, "revision %.12s renders no object under '%s'; refusing to prune everything "
+						       "(set allowEmpty: true to allow it)", res->revision, s->path ? s->path : "");
+	if (r == 0 && !(*objects = sync_objects_sorted(rendered)))
+		r = latch_error_set(err, LATCH_ENOMEM, "out of memory");
+	json_decref(rendered);
+	if (r == 0)
+		r = sync_resolve_namespaces(k, *objects, err);
+	if (r == 0 && (!(*current = json_array()) || !(*hash = sync_objects_hash(*objects))))
+		r = latch_error_set(err, LATCH_ENOMEM, "out of memory");
+	size_t i;
+	json_t *o;
+	json_array_foreach(r == 0 ? *objects : NULL, i, o) {
+		if (json_array_append_new(*current, sync_object_entry(o)) < 0)
+			r = latch_error_set(err, LATCH_ENOMEM, "out of memory");
+	}
+	return r;
+}
+
 int sync_source_pass(struct latch_k8s *k, const struct sync_config *c, const struct sync_source *s, FILE *diff,
 		     struct sync_result *ret, struct latch_error *err)
 {
 	bool dry_run = diff != NULL;
 	struct sync_result res = { 0 };
 	struct timings t = { .start = sync_now() };
-	json_t *rendered = json_array(), *objects = NULL, *current = json_array(), *live = NULL, *to_apply = NULL;
+	json_t *objects = NULL, *current = NULL, *live = NULL, *to_apply = NULL;
 	json_t *would_store = dry_run ? json_object() : NULL;
+	char *hash = NULL;
 	struct last_pass lp = { 0 };
-	bool in_cluster = false;
-	int r = sync_render_revision(c, s, res.revision, rendered, err);
-	if (r == 0 && json_array_size(rendered) == 0 && !s->allow_empty)
-		r = latch_error_set(err, LATCH_EINVAL, "revision %.12s renders no object under '%s'; refusing to prune everything "
-						       "(set allowEmpty: true to allow it)", res.revision, s->path ? s->path : "");
-	objects = sync_objects_sorted(rendered);
-	size_t i;
-	json_t *o;
-	json_array_foreach(objects, i, o) json_array_append_new(current, sync_object_entry(o));
+	struct progress p = { 0 };
+	/* The inventory first: a pass that cannot read it must not write it. */
+	int r = last_pass_read(k, c, s, &lp, err);
+	bool readable = r == 0;
+	if (r == 0)
+		r = prepare(k, c, s, &res, &objects, &current, &hash, err);
 	t.rendered = sync_now();
-	last_pass_read(k, c, s, &lp);
-	bool same_revision = lp.applied_revision && strcmp(lp.applied_revision, res.revision) == 0;
-	if (r == 0 && (live = live_if_same_revision(k, c, s, objects, same_revision && !dry_run)))
+	bool unchanged = r == 0 && lp.applied_revision && strcmp(lp.applied_revision, res.revision) == 0 && lp.rendered_hash &&
+			 strcmp(lp.rendered_hash, hash) == 0;
+	if (r == 0 && (live = live_if_unchanged(k, c, s, objects, unchanged && !dry_run)))
 		to_apply = sync_drifted_objects(objects, lp.versions, live);
 	else if (r == 0 && (r = sync_validate(k, objects, would_store, err)) == 0)
 		to_apply = json_incref(objects);
@@ -346,41 +416,48 @@ int sync_source_pass(struct latch_k8s *k, const struct sync_config *c, const str
 		r = print_diff(k, c, s, objects, would_store, &lp, current, diff, &res, err);
 	t.validated = t.applied = t.pruned = t.healthy = sync_now();
 	if (r == 0 && !dry_run)
-		r = apply_revision(k, c, s, objects, to_apply, live, current, &lp, &res, &t, &in_cluster, err);
-	if (same_revision)
+		r = apply_revision(k, c, s, objects, to_apply, live, current, &lp, &res, &t, &p, err);
+	if (unchanged)
 		res.drifted = res.changed;
-	bool quiet = same_revision && res.changed == 0 && res.pruned == 0;
-	if (!dry_run)
-		r = record_pass(k, c, s, &lp, current, &res, &t, in_cluster, quiet, r, err);
+	bool quiet = unchanged && res.changed == 0 && res.pruned == 0;
+	if (!dry_run && readable)
+		r = record_pass(k, c, s, &lp, current ? current : lp.entries, &res, hash, &t, &p, quiet, r, err);
+	else if (!dry_run && r < 0)
+		record_event(k, c, s, true, "SyncFailed", latch_error_message(err));
 	last_pass_done(&lp);
+	free(hash);
 	json_decref(live);
 	json_decref(to_apply);
 	json_decref(would_store);
 	json_decref(current);
 	json_decref(objects);
-	json_decref(rendered);
 	if (r < 0)
 		return r;
 	*ret = res;
 	return 0;
 }
 
-int sync_source_status(struct latch_k8s *k, const struct sync_config *c, const struct sync_source *s, struct sync_status *ret)
+int sync_source_status(struct latch_k8s *k, const struct sync_config *c, const struct sync_source *s, struct sync_status *ret,
+		       struct latch_error *err)
 {
 	struct last_pass lp = { 0 };
-	last_pass_read(k, c, s, &lp);
+	*ret = (struct sync_status){ 0 };
+	int r = last_pass_read(k, c, s, &lp, err);
 	const char *attempted = latch_json_get_str(lp.data, "lastAttemptedRevision");
 	const char *result = latch_json_get_str(lp.data, "result");
 	const char *durations = latch_json_get_str(lp.data, "durations");
-	*ret = (struct sync_status){ .applied_revision = lp.applied_revision ? strdup(lp.applied_revision) : NULL,
-				     .attempted_revision = attempted ? strdup(attempted) : NULL,
-				     .result = result ? strdup(result) : NULL,
-				     .durations = durations ? strdup(durations) : NULL,
-				     .objects = json_array_size(lp.entries) };
+	if (r == 0)
+		*ret = (struct sync_status){ .applied_revision = lp.applied_revision ? strdup(lp.applied_revision) : NULL,
+					     .attempted_revision = attempted ? strdup(attempted) : NULL,
+					     .result = result ? strdup(result) : NULL,
+					     .durations = durations ? strdup(durations) : NULL,
+					     .objects = json_array_size(lp.entries) };
 	ret->ok = ret->result && strncmp(ret->result, "Applied: ", 9) == 0 && ret->applied_revision && ret->attempted_revision &&
 		  strcmp(ret->applied_revision, ret->attempted_revision) == 0;
 	last_pass_done(&lp);
-	return ret->attempted_revision ? 0 : LATCH_ENOTFOUND;
+	if (r == 0 && !ret->attempted_revision)
+		r = latch_error_set(err, LATCH_ENOTFOUND, "no pass recorded yet");
+	return r;
 }
 
 void sync_status_done(struct sync_status *st)

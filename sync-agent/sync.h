@@ -62,5 +62,6 @@ struct sync_status {
 };
 
 /* What the last pass recorded in the inventory; LATCH_ENOTFOUND if no pass has run. */
-int sync_source_status(struct latch_k8s *k, const struct sync_config *c, const struct sync_source *s, struct sync_status *ret);
+int sync_source_status(struct latch_k8s *k, const struct sync_config *c, const struct sync_source *s, struct sync_status *ret,
+		       struct latch_error *err);
 void sync_status_done(struct sync_status *st);

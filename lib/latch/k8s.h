@@ -27,8 +27,10 @@ const char *latch_k8s_server(const struct latch_k8s *k);
 int latch_k8s_clone(const struct latch_k8s *k, struct latch_k8s **ret, struct latch_error *err);
 /* Run discovery now if it has not run (before cloning: clones copy what it found). */
 int latch_k8s_discover(struct latch_k8s *k, struct latch_error *err);
-/* Whether the last discovery found the kind (no request, no refresh). */
+/* Whether the last discovery found the kind, and whether it is namespaced (no request, no
+ * refresh; false for a kind it did not find). */
 bool latch_k8s_serves(const struct latch_k8s *k, const char *api_version, const char *kind);
+bool latch_k8s_namespaced(const struct latch_k8s *k, const char *api_version, const char *kind);
 /* The next call that needs discovery runs it again (after a CRD was established). */
 void latch_k8s_forget_discovery(struct latch_k8s *k);
 
@@ -61,6 +63,10 @@ int latch_k8s_get(struct latch_k8s *k, const char *api_version, const char *kind
 /* Delete an object (background propagation); deleting one that is gone is success. */
 int latch_k8s_delete(struct latch_k8s *k, const char *api_version, const char *kind, const char *ns, const char *name,
 		     struct latch_error *err);
+/* The same, only if the object still has this uid (else LATCH_ECONFLICT): not a namesake
+ * created since the caller looked. */
+int latch_k8s_delete_uid(struct latch_k8s *k, const char *api_version, const char *kind, const char *ns, const char *name, const char *uid,
+			 struct latch_error *err);
 struct latch_k8s_list_options {
 	const char *label_selector; /* NULL: every object */
 	/* From the API server's watch cache (resourceVersion=0), which may lag a moment behind

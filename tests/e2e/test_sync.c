@@ -229,7 +229,10 @@ static void test_sync__diff_names_changes_and_writes_nothing(void **state)
 	char *before = gitops_configmap_value(k, "sync-e2e", "settings", "color");
 	assert_string_equal(before, "blue");
 	char text[4096];
-	snprintf(text, sizeof(text), "%s---\napiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: added\n  namespace: sync-e2e\n", base);
+	snprintf(text, sizeof(text),
+		 "%s---\napiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: added\n  namespace: sync-e2e\n"
+		 "---\napiVersion: v1\nkind: Secret\nmetadata:\n  name: token\n  namespace: sync-e2e\nstringData:\n  password: s3cr3t-value\n",
+		 base);
 	char *changed = strdup(text);
 	char *blue = strstr(changed, "color: blue");
 	memcpy(blue, "color: pink", strlen("color: pink"));
@@ -242,7 +245,10 @@ static void test_sync__diff_names_changes_and_writes_nothing(void **state)
 	assert_non_null(strstr(log, "+ v1 ConfigMap sync-e2e/added\n"));
 	assert_null(strstr(log, "Deployment sync-e2e/web"));
 	assert_null(strstr(log, "pink"));
-	assert_non_null(strstr(log, "would_change=2"));
+	assert_non_null(strstr(log, "+ v1 Secret sync-e2e/token\n"));
+	assert_null(strstr(log, "s3cr3t-value"));
+	assert_null(strstr(log, "czNjcjN0LXZhbHVl")); /* base64 of it */
+	assert_non_null(strstr(log, "would_change=3"));
 	free(log);
 	char *after = gitops_configmap_value(k, "sync-e2e", "settings", "color");
 	assert_string_equal(after, "blue");

@@ -88,40 +88,62 @@ static bool log_has(const struct fixture *f, const char *needle)
 	return found;
 }
 
-static const char crd[] =
-	"apiVersion: apiextensions.k8s.io/v1\nkind: CustomResourceDefinition\nmetadata:\n  name: widgets.faults.latch.dev\n"
-	"spec:\n  group: faults.latch.dev\n  scope: Namespaced\n  names: {plural: widgets, singular: widget, kind: Widget, listKind: WidgetList}\n"
-	"  versions:\n  - name: v1\n    served: true\n    storage: true\n    schema:\n      openAPIV3Schema:\n        type: object\n"
-	"        properties:\n          spec:\n            type: object\n            properties:\n              size: {type: integer}\n";
+/* A CRD and a Widget in one revision. The group is new in every run of the suite (the stack
+ * outlives a run), so the CRD is never served before the commit that brings it. */
+static void put_widgets(const struct fixture *f, const char *group, const char *widgets)
+{
+	char text[4096];
+	snprintf(text, sizeof(text),
+		 "apiVersion: apiextensions.k8s.io/v1\nkind: CustomResourceDefinition\nmetadata:\n  name: widgets.%s\n"
+		 "spec:\n  group: %s\n  scope: Namespaced\n  names: {plural: widgets, singular: widget, kind: Widget, listKind: WidgetList}\n"
+		 "  versions:\n  - name: v1\n    served: true\n    storage: true\n    schema:\n      openAPIV3Schema:\n        type: object\n"
+		 "        properties:\n          spec:\n            type: object\n            properties:\n              size: {type: integer}\n",
+		 group, group);
+	put(f, "crd.yaml", text);
+	snprintf(text, sizeof(text), "apiVersion: v1\nkind: Namespace\nmetadata:\n  name: faults-crd\n%s", widgets);
+	put(f, "widgets.yaml", text);
+}
+
+static char *widget(const char *group, const char *name, const char *size)
+{
+	char text[1024];
+	snprintf(text, sizeof(text), "---\napiVersion: %s/v1\nkind: Widget\nmetadata:\n  name: %s\n  namespace: faults-crd\nspec:\n  size: %s\n",
+		 group, name, size);
+	return strdup(text);
+}
 
 static void test_faults__crd_and_its_resources_in_one_commit(void **state)
 {
+	char group[128], api_version[160];
+	snprintf(group, sizeof(group), "g%d.faults.latch.dev", (int)getpid());
+	snprintf(api_version, sizeof(api_version), "%s/v1", group);
 	struct fixture f;
 	fixture_init(&f, "faults-crd", NULL);
-	put(&f, "crd.yaml", crd);
-	put(&f, "widgets.yaml",
-	    "apiVersion: v1\nkind: Namespace\nmetadata:\n  name: faults-crd\n---\n"
-	    "apiVersion: faults.latch.dev/v1\nkind: Widget\nmetadata:\n  name: small\n  namespace: faults-crd\nspec:\n  size: 3\n");
+	struct latch_k8s *k = gitops_kube(getenv("KUBECONFIG"));
+	char *small = widget(group, "small", "3");
+	put_widgets(&f, group, small);
+	free(small);
 	commit(&f, "crd and widget");
 	must_sync(&f);
-	struct latch_k8s *k = gitops_kube(getenv("KUBECONFIG"));
-	json_t *w = gitops_get(k, "faults.latch.dev/v1", "Widget", "faults-crd", "small");
+	json_t *w = gitops_get(k, api_version, "Widget", "faults-crd", "small");
 	assert_non_null(w);
 	assert_int_equal(json_integer_value(latch_json_path(w, "spec.size")), 3);
 	json_decref(w);
 
 	/* A custom resource the CRD's schema refuses: nothing of that revision is applied. */
-	put(&f, "widgets.yaml",
-	    "apiVersion: v1\nkind: Namespace\nmetadata:\n  name: faults-crd\n---\n"
-	    "apiVersion: faults.latch.dev/v1\nkind: Widget\nmetadata:\n  name: small\n  namespace: faults-crd\nspec:\n  size: 4\n---\n"
-	    "apiVersion: faults.latch.dev/v1\nkind: Widget\nmetadata:\n  name: wrong\n  namespace: faults-crd\nspec:\n  size: many\n");
+	char *small4 = widget(group, "small", "4"), *wrong = widget(group, "wrong", "many");
+	char both[4096];
+	snprintf(both, sizeof(both), "%s%s", small4, wrong);
+	put_widgets(&f, group, both);
+	free(small4);
+	free(wrong);
 	commit(&f, "a bad widget");
 	assert_int_equal(sync_once(&f), 1);
 	assert_true(log_has(&f, "widgets.yaml@"));
-	w = gitops_get(k, "faults.latch.dev/v1", "Widget", "faults-crd", "small");
+	w = gitops_get(k, api_version, "Widget", "faults-crd", "small");
 	assert_int_equal(json_integer_value(latch_json_path(w, "spec.size")), 3);
 	json_decref(w);
-	assert_null(gitops_get(k, "faults.latch.dev/v1", "Widget", "faults-crd", "wrong"));
+	assert_null(gitops_get(k, api_version, "Widget", "faults-crd", "wrong"));
 	latch_k8s_free(k);
 	fixture_done(&f);
 }
@@ -230,20 +252,30 @@ static void test_faults__git_server_down_keeps_state_and_recovers(void **state)
 
 #define MANY 600
 
+/* The kill test's Namespace: new in every run of the suite, since a pruned Namespace stays
+ * Terminating on the stack (it runs no namespace controller). */
+static const char *kill_namespace(void)
+{
+	static char name[64];
+	if (!name[0])
+		snprintf(name, sizeof(name), "faults-kill-%d", (int)getpid());
+	return name;
+}
+
 static void put_many(const struct fixture *f, const char *prefix, size_t n)
 {
-	size_t cap = 200 + n * 160;
+	size_t cap = 200 + n * 200;
 	char *text = malloc(cap);
-	size_t len = (size_t)snprintf(text, cap, "apiVersion: v1\nkind: Namespace\nmetadata:\n  name: faults-kill\n");
+	size_t len = (size_t)snprintf(text, cap, "apiVersion: v1\nkind: Namespace\nmetadata:\n  name: %s\n", kill_namespace());
 	for (size_t i = 0; i < n; i++)
 		len += (size_t)snprintf(text + len, cap - len,
-					"---\napiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: %s-%04zu\n  namespace: faults-kill\ndata:\n  i: \"%zu\"\n",
-					prefix, i, i);
+					"---\napiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: %s-%04zu\n  namespace: %s\ndata:\n  i: \"%zu\"\n",
+					prefix, i, kill_namespace(), i);
 	put(f, "many.yaml", text);
 	free(text);
 }
 
-/* ConfigMaps of this test's SyncConfig in faults-kill whose name starts with prefix. */
+/* ConfigMaps of this test's SyncConfig in its Namespace whose name starts with prefix. */
 static size_t labelled_configmaps(struct latch_k8s *k, const char *prefix)
 {
 	json_t *items = NULL;
@@ -255,7 +287,7 @@ static size_t labelled_configmaps(struct latch_k8s *k, const char *prefix)
 	json_array_foreach(items, i, item) {
 		const char *ns = json_string_value(latch_json_path(item, "metadata.namespace"));
 		const char *name = json_string_value(latch_json_path(item, "metadata.name"));
-		n += ns && name && strcmp(ns, "faults-kill") == 0 && strncmp(name, prefix, strlen(prefix)) == 0;
+		n += ns && name && strcmp(ns, kill_namespace()) == 0 && strncmp(name, prefix, strlen(prefix)) == 0;
 	}
 	json_decref(items);
 	return n;
@@ -312,6 +344,11 @@ static void test_faults__kill_during_apply_then_converge(void **state)
 	must_sync(&f);
 	assert_int_equal(labelled_configmaps(k, "first"), 0);
 	assert_int_equal(labelled_configmaps(k, "second"), 0);
+	/* The Namespace the killed pass created went too (Terminating: the stack runs no
+	 * namespace controller to finish it). */
+	json_t *ns = gitops_get(k, "v1", "Namespace", NULL, kill_namespace());
+	assert_true(!ns || latch_json_path(ns, "metadata.deletionTimestamp"));
+	json_decref(ns);
 	printf("# killed with %zu and %zu of %d objects applied; converged, and pruned to 0\n", first, second, MANY);
 	latch_k8s_free(k);
 	fixture_done(&f);
