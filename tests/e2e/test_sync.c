@@ -11,6 +11,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "latch/k8s.h"
 #include "gitops.h"
@@ -286,6 +287,61 @@ static void test_sync__deploy_manifest_passes_server_validation(void **state)
 	free(r.dir);
 }
 
+/* targetNamespace: namespaced objects without one land there; a cluster-scoped object is
+ * not put in it, is not seen as drifted on every pass, and is pruned when it leaves. */
+static void test_sync__target_namespace_and_cluster_scoped_objects(void **state)
+{
+	struct repo r;
+	repo_setup_health(&r, "    healthCheck: false\n    targetNamespace: sync-target\n");
+	/* An inventory of its own: this revision drops sync-e2e, which the other tests keep. */
+	char *config = stack_read_file(r.config);
+	char *name = strstr(config, "{name: e2e}");
+	assert_non_null(name);
+	char renamed[4096];
+	snprintf(renamed, sizeof(renamed), "%.*s{name: e2e-target}%s", (int)(name - config), config, name + strlen("{name: e2e}"));
+	stack_write_file(r.config, renamed);
+	free(config);
+	struct latch_k8s *k = kube();
+	char role[128];
+	snprintf(role, sizeof(role), "sync-target-reader-%d", (int)getpid());
+	char text[2048];
+	snprintf(text, sizeof(text),
+		 "apiVersion: v1\nkind: Namespace\nmetadata:\n  name: sync-target\n---\n"
+		 "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: plain\ndata:\n  a: b\n---\n"
+		 "apiVersion: rbac.authorization.k8s.io/v1\nkind: ClusterRole\nmetadata:\n  name: %s\n"
+		 "rules: [{apiGroups: [\"\"], resources: [configmaps], verbs: [get]}]\n",
+		 role);
+	gitops_sh(r.dir, "cd repo && git rm -q -r clusters && mkdir -p clusters/stack");
+	write_in(&r, "clusters/stack/app.yaml", text);
+	gitops_sh(r.dir, "cd repo && git add -A && git commit -qm target");
+	assert_int_equal(sync_once(&r), 0);
+	char *a = gitops_configmap_value(k, "sync-target", "plain", "a");
+	assert_non_null(a);
+	assert_string_equal(a, "b");
+	free(a);
+	json_t *cr = gitops_get(k, "rbac.authorization.k8s.io/v1", "ClusterRole", NULL, role);
+	assert_non_null(cr);
+	json_decref(cr);
+
+	/* Unchanged: nothing drifted, nothing written. */
+	assert_int_equal(sync_once(&r), 0);
+	char *log = stack_read_file(r.log);
+	assert_non_null(strstr(log, "changed=0 drifted=0 pruned=0"));
+	free(log);
+
+	/* The ClusterRole leaves the repository: pruned. */
+	snprintf(text, sizeof(text),
+		 "apiVersion: v1\nkind: Namespace\nmetadata:\n  name: sync-target\n---\n"
+		 "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: plain\ndata:\n  a: b\n");
+	write_in(&r, "clusters/stack/app.yaml", text);
+	gitops_sh(r.dir, "cd repo && git commit -qam 'no role'");
+	assert_int_equal(sync_once(&r), 0);
+	assert_null(gitops_get(k, "rbac.authorization.k8s.io/v1", "ClusterRole", NULL, role));
+	latch_k8s_free(k);
+	stack_rm_rf(r.dir);
+	free(r.dir);
+}
+
 static void test_sync__config_errors_name_key_and_line(void **state)
 {
 	struct repo r;
@@ -534,6 +590,7 @@ int main(void)
 		cmocka_unit_test(test_sync__apply_prune_revert_and_bad_revisions),
 		cmocka_unit_test(test_sync__diff_names_changes_and_writes_nothing),
 		cmocka_unit_test(test_sync__deploy_manifest_passes_server_validation),
+		cmocka_unit_test(test_sync__target_namespace_and_cluster_scoped_objects),
 		cmocka_unit_test(test_sync__config_errors_name_key_and_line),
 		cmocka_unit_test(test_sync__unhealthy_workload_fails_the_pass),
 		cmocka_unit_test(test_sync__kustomize_overlay),
