@@ -353,8 +353,16 @@ static int print_diff(struct latch_k8s *k, const struct sync_config *c, const st
 	json_array_foreach(lp->entries, i, e) {
 		bool kept_namespace = is_entry_kind(e, "Namespace") && !sync_names_contain(lp->created, latch_json_get_str(e, "name"));
 		if (r == 0 && s->prune && !kept_namespace && !sync_entry_set_has(keep, e))
-			json_array_append(gone, e);
+			json_array_append_new(gone, sync_object_from_entry(e));
 	}
+	/* As the prune would: only what is still labelled as this source's. */
+	json_t *still_ours = json_object(), *pruned = json_array();
+	if (r == 0 && json_array_size(gone))
+		r = sync_list_live(k, c, s, gone, false, true, still_ours, err);
+	json_array_foreach(gone, i, e) if (sync_object_live(still_ours, e)) json_array_append_new(pruned, sync_object_entry(e));
+	json_decref(still_ours);
+	json_decref(gone);
+	gone = pruned;
 	if (r == 0)
 		res->would_change = sync_diff_print(out, objects, would_store, live, gone);
 	json_decref(keep);

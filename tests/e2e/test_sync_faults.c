@@ -236,6 +236,7 @@ static void test_faults__git_server_down_keeps_state_and_recovers(void **state)
 	free(v);
 	assert_int_equal(gitops_sync("status", f.config, getenv("KUBECONFIG"), status_log), 1);
 	char *status = stack_read_file(status_log);
+	assert_non_null(status);
 	assert_non_null(strstr(status, "127.0.0.1"));
 	free(status);
 
