@@ -42,15 +42,15 @@ struct sync_env {
 	char *envp[4];
 };
 
-static void sync_env_init(struct sync_env *e, const char *kubeconfig)
+static void sync_env_init(struct sync_env *e, const char *kubeconfig, bool full_stacks)
 {
 	snprintf(e->kube, sizeof(e->kube), "KUBECONFIG=%s", kubeconfig);
 	/* The sanitizer build's options and suppressions (tests/lsan.supp) reach the agent too. */
 	snprintf(e->lsan, sizeof(e->lsan), "LSAN_OPTIONS=%s", getenv("LSAN_OPTIONS") ? getenv("LSAN_OPTIONS") : "");
 	/* Full stacks for leaks: libgit2 has no frame pointers, and the suppressions match on
 	 * frames below it. */
-	snprintf(e->asan, sizeof(e->asan), "ASAN_OPTIONS=%s%sfast_unwind_on_malloc=0", getenv("ASAN_OPTIONS") ? getenv("ASAN_OPTIONS") : "",
-		 getenv("ASAN_OPTIONS") ? ":" : "");
+	snprintf(e->asan, sizeof(e->asan), "ASAN_OPTIONS=%s%s%s", getenv("ASAN_OPTIONS") ? getenv("ASAN_OPTIONS") : "",
+		 getenv("ASAN_OPTIONS") && full_stacks ? ":" : "", full_stacks ? "fast_unwind_on_malloc=0" : "");
 	e->envp[0] = e->kube;
 	e->envp[1] = e->lsan;
 	e->envp[2] = e->asan;
@@ -68,15 +68,20 @@ static char *sync_bin(void)
 int gitops_sync(const char *mode, const char *config, const char *kubeconfig, const char *log)
 {
 	struct sync_env e;
-	sync_env_init(&e, kubeconfig);
+	sync_env_init(&e, kubeconfig, true);
 	char *argv[] = { sync_bin(), (char *)mode, "--config", (char *)config, NULL };
 	return stack_run(argv, e.envp, log, 180, NULL);
 }
 
 pid_t gitops_spawn(const char *config, const char *kubeconfig, const char *log, const char *const extra[])
 {
+	return gitops_spawn_with(config, kubeconfig, log, extra, true);
+}
+
+pid_t gitops_spawn_with(const char *config, const char *kubeconfig, const char *log, const char *const extra[], bool full_stacks)
+{
 	struct sync_env e;
-	sync_env_init(&e, kubeconfig);
+	sync_env_init(&e, kubeconfig, full_stacks);
 	char *argv[16] = { sync_bin(), "run", "--config", (char *)config };
 	size_t n = 4;
 	for (size_t i = 0; extra && extra[i] && n < 15; i++)

@@ -2,6 +2,7 @@
  * against one of the stack's clusters, and reads of what landed there. */
 #pragma once
 
+#include <stdbool.h>
 #include <sys/types.h>
 
 #include "latch/json.h"
@@ -17,6 +18,9 @@ char *gitops_rev(const char *dir, const char *ref);
 int gitops_sync(const char *mode, const char *config, const char *kubeconfig, const char *log);
 /* The same, started in the background with extra arguments (NULL-terminated). */
 pid_t gitops_spawn(const char *config, const char *kubeconfig, const char *log, const char *const extra[]);
+/* full_stacks false: ASan's fast unwinder (libgit2's leak suppressions need the slow one,
+ * which makes a long run several times slower). */
+pid_t gitops_spawn_with(const char *config, const char *kubeconfig, const char *log, const char *const extra[], bool full_stacks);
 
 struct latch_k8s *gitops_kube(const char *kubeconfig);
 /* The object, or NULL when it does not exist. */
