@@ -91,8 +91,14 @@ static int connect(const struct options *o, struct latch_k8s **k, struct latch_e
 static size_t pass_all(struct latch_k8s *k, const struct sync_config *cfg, bool dry_run)
 {
 	size_t failed = 0;
-	/* A CRD deleted or added by hand since the last pass: discovery is not trusted across passes. */
-	latch_k8s_forget_discovery(k);
+	/* A CRD deleted or added by hand since: discovery older than a minute is run again. */
+	static double discovered_at;
+	struct timespec now;
+	clock_gettime(CLOCK_MONOTONIC, &now);
+	if ((double)now.tv_sec - discovered_at >= 60) {
+		latch_k8s_forget_discovery(k);
+		discovered_at = (double)now.tv_sec;
+	}
 	for (size_t i = 0; i < cfg->n_sources; i++) {
 		const struct sync_source *s = &cfg->sources[i];
 		struct sync_result res;
