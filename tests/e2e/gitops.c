@@ -118,3 +118,24 @@ char *gitops_configmap_value(struct latch_k8s *k, const char *ns, const char *na
 	json_decref(cm);
 	return copy;
 }
+
+long gitops_rss_kib(pid_t pid)
+{
+	char path[64];
+	snprintf(path, sizeof(path), "/proc/%d/status", (int)pid);
+	char *status = stack_read_file(path);
+	const char *line = status ? strstr(status, "VmRSS:") : NULL;
+	long kib = line ? strtol(line + 6, NULL, 10) : -1;
+	free(status);
+	return kib;
+}
+
+size_t gitops_count_in(const char *path, const char *needle)
+{
+	char *text = stack_read_file(path);
+	size_t n = 0;
+	for (const char *p = text; p && (p = strstr(p, needle)); p++)
+		n++;
+	free(text);
+	return n;
+}

@@ -27,3 +27,7 @@ struct latch_k8s *gitops_kube(const char *kubeconfig);
 json_t *gitops_get(struct latch_k8s *k, const char *api_version, const char *kind, const char *ns, const char *name);
 /* data[key] of a ConfigMap, copied; NULL when the ConfigMap or the key is missing. */
 char *gitops_configmap_value(struct latch_k8s *k, const char *ns, const char *name, const char *key);
+
+/* VmRSS of a process in KiB (-1 when gone), and how often needle occurs in a file. */
+long gitops_rss_kib(pid_t pid);
+size_t gitops_count_in(const char *path, const char *needle);

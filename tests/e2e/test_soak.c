@@ -19,27 +19,6 @@
 
 #define OBJECTS 30
 
-static long rss_kib(pid_t pid)
-{
-	char path[64];
-	snprintf(path, sizeof(path), "/proc/%d/status", (int)pid);
-	char *status = stack_read_file(path);
-	const char *line = status ? strstr(status, "VmRSS:") : NULL;
-	long kib = line ? strtol(line + 6, NULL, 10) : -1;
-	free(status);
-	return kib;
-}
-
-static size_t count_in(const char *path, const char *needle)
-{
-	char *text = stack_read_file(path);
-	size_t n = 0;
-	for (const char *p = text; p && (p = strstr(p, needle)); p++)
-		n++;
-	free(text);
-	return n;
-}
-
 static void write_repo(const char *dir)
 {
 	size_t cap = 4096 + OBJECTS * 512;
@@ -99,8 +78,8 @@ static void test_soak__passes_over_an_unchanged_repository(void **state)
 	while (stack_now() < end && done < (size_t)passes) {
 		struct timespec pause = { 1, 0 };
 		nanosleep(&pause, NULL);
-		done = count_in(log, "synced source=apps");
-		long now = rss_kib(pid);
+		done = gitops_count_in(log, "synced source=apps");
+		long now = gitops_rss_kib(pid);
 		if (early < 0 && done >= (size_t)passes / 10)
 			early = now;
 		if (early >= 0 && now > late)
@@ -108,8 +87,8 @@ static void test_soak__passes_over_an_unchanged_repository(void **state)
 	}
 	assert_int_equal(stack_wait(pid, 60), 0); /* under ASan: LeakSanitizer found nothing */
 	double seconds = stack_now() - start;
-	assert_int_equal(count_in(log, "synced source=apps"), (size_t)passes + 1);
-	assert_int_equal(count_in(log, "sync failed"), 0);
+	assert_int_equal(gitops_count_in(log, "synced source=apps"), (size_t)passes + 1);
+	assert_int_equal(gitops_count_in(log, "sync failed"), 0);
 	printf("# %ld passes in %.0f s (%.1f ms each); RSS %ld KiB after a tenth, at most %ld KiB after\n", passes, seconds,
 	       seconds * 1000 / (double)passes, early, late);
 #ifndef __SANITIZE_ADDRESS__

@@ -526,27 +526,6 @@ static void test_sync__prune_keeps_namespaces_it_did_not_create(void **state)
 	free(r.dir);
 }
 
-static long rss_kib(pid_t pid)
-{
-	char path[64];
-	snprintf(path, sizeof(path), "/proc/%d/status", (int)pid);
-	char *status = stack_read_file(path);
-	const char *line = status ? strstr(status, "VmRSS:") : NULL;
-	long kib = line ? strtol(line + 6, NULL, 10) : -1;
-	free(status);
-	return kib;
-}
-
-static size_t count_in(const char *path, const char *needle)
-{
-	char *text = stack_read_file(path);
-	size_t n = 0;
-	for (const char *p = text; p && (p = strstr(p, needle)); p++)
-		n++;
-	free(text);
-	return n;
-}
-
 /* The long-running loop stays flat: memory after 40 passes is what it was after 10 (the
  * sanitized run of the same test checks for leaks outright). */
 static void test_sync__run_loop_memory_is_flat(void **state)
@@ -563,11 +542,11 @@ static void test_sync__run_loop_memory_is_flat(void **state)
 	long at10 = -1, at40 = -1;
 	double end = stack_now() + 120;
 	while (stack_now() < end && at40 < 0) {
-		size_t passes = count_in(r.log, "synced source=apps");
+		size_t passes = gitops_count_in(r.log, "synced source=apps");
 		if (passes >= 10 && at10 < 0)
-			at10 = rss_kib(pid);
+			at10 = gitops_rss_kib(pid);
 		if (passes >= 40)
-			at40 = rss_kib(pid);
+			at40 = gitops_rss_kib(pid);
 		struct timespec ts = { 0, 100000000 };
 		nanosleep(&ts, NULL);
 	}
@@ -579,7 +558,7 @@ static void test_sync__run_loop_memory_is_flat(void **state)
 	if (at40 - at10 > 1024)
 		fail_msg("RSS grew from %ld KiB after 10 passes to %ld KiB after 40", at10, at40);
 #endif
-	assert_int_equal(count_in(r.log, "sync failed"), 0);
+	assert_int_equal(gitops_count_in(r.log, "sync failed"), 0);
 	stack_rm_rf(r.dir);
 	free(r.dir);
 }
