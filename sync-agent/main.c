@@ -9,6 +9,8 @@
 
 #include "latch/git.h"
 #include "latch/log.h"
+#include "objects.h"
+#include "serve.h"
 #include "sync.h"
 
 static const char usage[] =
@@ -18,6 +20,7 @@ static const char usage[] =
 	"  diff   validate every source with a server dry run; nothing is written\n"
 	"  run    a pass per source every interval, until SIGTERM (or --max-passes N);\n"
 	"         --interval SECONDS overrides the sources' intervals (0: back to back, for soak tests)\n"
+	"         --listen HOST:PORT serves /healthz, /readyz and /metrics (Prometheus)\n"
 	"  status what the last pass of every source recorded; exit 0 only if all applied\n"
 	"\n"
 	"Kubernetes access: --kubeconfig, $KUBECONFIG, or the in-cluster service account.\n";
@@ -26,6 +29,7 @@ struct options {
 	const char *mode, *config, *kubeconfig;
 	long max_passes; /* run: stop after this many passes (0: until SIGTERM) */
 	long interval_s; /* run: seconds between passes instead of the sources' intervals; -1: theirs */
+	const char *listen; /* run: where to serve /healthz, /readyz and /metrics, or NULL */
 };
 
 static int parse(int argc, char **argv, struct options *o)
@@ -35,6 +39,7 @@ static int parse(int argc, char **argv, struct options *o)
 						  { "log-format", required_argument, NULL, 'f' },
 						  { "max-passes", required_argument, NULL, 'p' },
 						  { "interval", required_argument, NULL, 'i' },
+						  { "listen", required_argument, NULL, 'l' },
 						  { "help", no_argument, NULL, 'h' },
 						  { NULL, 0, NULL, 0 } };
 	enum latch_log_format format = LATCH_LOG_TEXT;
@@ -61,6 +66,7 @@ static int parse(int argc, char **argv, struct options *o)
 			}
 			break;
 		}
+		case 'l': o->listen = optarg; break;
 		case 'f':
 			if (latch_log_format_parse(optarg, &format) < 0) {
 				fprintf(stderr, "latch-sync: --log-format '%s' is not text or json\n", optarg);
@@ -88,7 +94,7 @@ static int connect(const struct options *o, struct latch_k8s **k, struct latch_e
 }
 
 /* One pass over every source; returns the number that failed. */
-static size_t pass_all(struct latch_k8s *k, const struct sync_config *cfg, bool dry_run)
+static size_t pass_all(struct latch_k8s *k, const struct sync_config *cfg, bool dry_run, struct serve *sv)
 {
 	size_t failed = 0;
 	/* A CRD deleted or added by hand since: discovery older than a minute is run again. */
@@ -105,7 +111,10 @@ static size_t pass_all(struct latch_k8s *k, const struct sync_config *cfg, bool 
 		struct latch_error err = LATCH_ERROR_INIT;
 		if (dry_run)
 			printf("# %s\n", s->name);
-		if (sync_source_pass(k, cfg, s, dry_run ? stdout : NULL, &res, &err) < 0) {
+		double started = sync_now();
+		bool ok = sync_source_pass(k, cfg, s, dry_run ? stdout : NULL, &res, &err) == 0;
+		serve_record(sv, i, ok, &res, sync_now() - started);
+		if (!ok) {
 			LATCH_LOG(LATCH_LOG_ERROR, "sync failed", { "source", s->name }, { "error", latch_error_message(&err) });
 			failed++;
 		} else {
@@ -148,6 +157,16 @@ static size_t status_all(struct latch_k8s *k, const struct sync_config *cfg)
 		sync_status_done(&st);
 	}
 	return failed;
+}
+
+/* /healthz turns unhealthy when a turn of the loop takes longer than the slowest pass could
+ * (every source fetching, applying and waiting its timeout) plus the wait, twice over. */
+static long stale_after(const struct sync_config *cfg)
+{
+	long longest = 0;
+	for (size_t i = 0; i < cfg->n_sources; i++)
+		longest += cfg->sources[i].timeout_s + cfg->sources[i].interval_s;
+	return 2 * longest + 60;
 }
 
 static long shortest_interval(const struct sync_config *cfg)
@@ -210,15 +229,25 @@ int main(int argc, char **argv)
 	}
 	size_t failed = 0;
 	if (strcmp(o.mode, "run") == 0) {
+		struct serve *sv = NULL;
+		if (o.listen && serve_start(o.listen, &cfg, stale_after(&cfg), &sv, &err) < 0) {
+			LATCH_LOG(LATCH_LOG_ERROR, "cannot serve", { "error", latch_error_message(&err) });
+			latch_k8s_free(k);
+			sync_config_done(&cfg);
+			latch_error_done(&err);
+			return 69;
+		}
 		long passes = 0;
 		do {
-			pass_all(k, &cfg, false);
+			pass_all(k, &cfg, false, sv);
 			reap_orphans();
+			serve_heartbeat(sv);
 		} while ((o.max_passes == 0 || ++passes < o.max_passes) && !wait_or_stop(o.interval_s >= 0 ? o.interval_s : shortest_interval(&cfg)));
+		serve_stop(sv);
 	} else if (strcmp(o.mode, "status") == 0) {
 		failed = status_all(k, &cfg);
 	} else {
-		failed = pass_all(k, &cfg, strcmp(o.mode, "diff") == 0);
+		failed = pass_all(k, &cfg, strcmp(o.mode, "diff") == 0, NULL);
 	}
 	latch_k8s_free(k);
 	sync_config_done(&cfg);

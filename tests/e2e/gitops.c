@@ -6,10 +6,15 @@
 #include <stdint.h>
 #include <cmocka.h>
 
+#include <arpa/inet.h>
+#include <netinet/in.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
 
+#include "latch/buf.h"
 #include "stack.h"
 
 void gitops_sh(const char *dir, const char *cmd)
@@ -138,4 +143,32 @@ size_t gitops_count_in(const char *path, const char *needle)
 		n++;
 	free(text);
 	return n;
+}
+
+long gitops_http_get(int port, const char *path, char **ret_body)
+{
+	*ret_body = NULL;
+	int fd = socket(AF_INET, SOCK_STREAM, 0);
+	struct sockaddr_in a = { .sin_family = AF_INET, .sin_port = htons((uint16_t)port), .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
+	if (fd < 0 || connect(fd, (struct sockaddr *)&a, sizeof(a)) < 0) {
+		if (fd >= 0)
+			close(fd);
+		return -1;
+	}
+	char request[512];
+	int n = snprintf(request, sizeof(request), "GET %s HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n", path);
+	struct latch_buf answer = LATCH_BUF_INIT(4u << 20);
+	char chunk[4096];
+	ssize_t got;
+	if (write(fd, request, (size_t)n) == n)
+		while ((got = read(fd, chunk, sizeof(chunk))) > 0)
+			latch_buf_append(&answer, chunk, (size_t)got);
+	close(fd);
+	long status = -1;
+	const char *text = latch_buf_str(&answer);
+	const char *body = text ? strstr(text, "\r\n\r\n") : NULL;
+	if (text && sscanf(text, "HTTP/1.1 %ld", &status) == 1 && body)
+		*ret_body = strdup(body + 4);
+	latch_buf_done(&answer);
+	return status;
 }

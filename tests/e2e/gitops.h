@@ -31,3 +31,5 @@ char *gitops_configmap_value(struct latch_k8s *k, const char *ns, const char *na
 /* VmRSS of a process in KiB (-1 when gone), and how often needle occurs in a file. */
 long gitops_rss_kib(pid_t pid);
 size_t gitops_count_in(const char *path, const char *needle);
+/* GET http://127.0.0.1:port/path: the status (-1 when nothing answered) and the body (to free). */
+long gitops_http_get(int port, const char *path, char **ret_body);

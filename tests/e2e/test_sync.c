@@ -7,7 +7,10 @@
 #include <stdint.h>
 #include <cmocka.h>
 
+#include <arpa/inet.h>
+#include <netinet/in.h>
 #include <stdio.h>
+#include <sys/socket.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -342,6 +345,68 @@ static void test_sync__target_namespace_and_cluster_scoped_objects(void **state)
 	free(r.dir);
 }
 
+static int unused_port(void)
+{
+	int fd = socket(AF_INET, SOCK_STREAM, 0);
+	struct sockaddr_in a = { .sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
+	socklen_t len = sizeof(a);
+	if (fd < 0 || bind(fd, (struct sockaddr *)&a, sizeof(a)) < 0 || getsockname(fd, (struct sockaddr *)&a, &len) < 0)
+		fail_msg("no free port");
+	close(fd);
+	return ntohs(a.sin_port);
+}
+
+/* Polls path until it answers want, within seconds; returns the last body (to free). */
+static char *await_status(int port, const char *path, long want, double seconds)
+{
+	double end = stack_now() + seconds;
+	char *body = NULL;
+	long status = -1;
+	while (stack_now() < end) {
+		free(body);
+		if ((status = gitops_http_get(port, path, &body)) == want)
+			return body;
+		struct timespec pause = { 0, 200000000 };
+		nanosleep(&pause, NULL);
+	}
+	fail_msg("%s answered %ld, not %ld, within %.0f s: %s", path, status, want, seconds, body ? body : "");
+	return NULL;
+}
+
+/* run --listen: /healthz, /readyz and /metrics follow the passes. */
+static void test_sync__run_serves_health_readiness_and_metrics(void **state)
+{
+	struct repo r;
+	repo_setup_health(&r, "    healthCheck: false\n    interval: 1s\n");
+	int port = unused_port();
+	char listen[64];
+	snprintf(listen, sizeof(listen), "127.0.0.1:%d", port);
+	pid_t pid = gitops_spawn(r.config, getenv("KUBECONFIG"), r.log, (const char *const[]){ "--listen", listen, "--max-passes", "12", NULL });
+	free(await_status(port, "/readyz", 200, 30));
+	free(await_status(port, "/healthz", 200, 5));
+	char *metrics = await_status(port, "/metrics", 200, 5);
+	assert_non_null(strstr(metrics, "# TYPE latch_sync_passes_total counter"));
+	assert_non_null(strstr(metrics, "latch_sync_objects{config=\"e2e\",source=\"apps\"} 3\n"));
+	assert_null(strstr(metrics, "latch_sync_passes_total{config=\"e2e\",source=\"apps\",result=\"success\"} 0\n"));
+	free(metrics);
+
+	/* A bad commit: not ready, and the failure is counted. */
+	write_in(&r, "clusters/stack/zz-bad.yaml", "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: broken\n   bad: indent\n");
+	gitops_sh(r.dir, "cd repo && git add -A && git commit -qm bad");
+	char *why = await_status(port, "/readyz", 503, 20);
+	assert_non_null(strstr(why, "source apps: last pass failed"));
+	free(why);
+	metrics = await_status(port, "/metrics", 200, 5);
+	assert_null(strstr(metrics, "result=\"failure\"} 0\n"));
+	free(metrics);
+	char *missing = NULL;
+	assert_int_equal(gitops_http_get(port, "/nothing", &missing), 404);
+	free(missing);
+	assert_int_equal(stack_wait(pid, 60), 0);
+	stack_rm_rf(r.dir);
+	free(r.dir);
+}
+
 static void test_sync__config_errors_name_key_and_line(void **state)
 {
 	struct repo r;
@@ -570,6 +635,7 @@ int main(void)
 		cmocka_unit_test(test_sync__diff_names_changes_and_writes_nothing),
 		cmocka_unit_test(test_sync__deploy_manifest_passes_server_validation),
 		cmocka_unit_test(test_sync__target_namespace_and_cluster_scoped_objects),
+		cmocka_unit_test(test_sync__run_serves_health_readiness_and_metrics),
 		cmocka_unit_test(test_sync__config_errors_name_key_and_line),
 		cmocka_unit_test(test_sync__unhealthy_workload_fails_the_pass),
 		cmocka_unit_test(test_sync__kustomize_overlay),

@@ -1,0 +1,21 @@
+/* The agent's HTTP endpoints while it runs: /healthz (the loop is alive), /readyz (every
+ * source's last pass applied) and /metrics (Prometheus text format). A thread of its own
+ * answers one request at a time; the loop reports each pass with serve_record() and each turn
+ * with serve_heartbeat(). Only names and counts are served: no secret, no object content.
+ *
+ * Lifecycle: serve_start() -> serve_record()/serve_heartbeat() -> serve_stop(). */
+#pragma once
+
+#include <stdbool.h>
+
+#include "latch/error.h"
+#include "sync.h"
+
+struct serve;
+
+/* listen: "HOST:PORT" or ":PORT" (every address). stale_after_s: /healthz fails when the loop
+ * has not turned for that long. */
+int serve_start(const char *listen, const struct sync_config *cfg, long stale_after_s, struct serve **ret, struct latch_error *err);
+void serve_record(struct serve *sv, size_t source, bool ok, const struct sync_result *res, double seconds);
+void serve_heartbeat(struct serve *sv);
+void serve_stop(struct serve *sv);
