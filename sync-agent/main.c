@@ -93,44 +93,50 @@ static int connect(const struct options *o, struct latch_k8s **k, struct latch_e
 	return latch_k8s_in_cluster(k, err);
 }
 
+/* A CRD deleted or added by hand since: discovery older than a minute is run again. */
+static void refresh_old_discovery(struct latch_k8s *k)
+{
+	static double discovered_at = -60;
+	if (sync_now() - discovered_at >= 60) {
+		latch_k8s_forget_discovery(k);
+		discovered_at = sync_now();
+	}
+}
+
+static void log_result(const struct sync_source *s, const struct sync_result *res, bool dry_run)
+{
+	char applied[32], changed[32], drifted[32], pruned[32], would[32];
+	snprintf(applied, sizeof(applied), "%zu", res->applied);
+	snprintf(changed, sizeof(changed), "%zu", res->changed);
+	snprintf(drifted, sizeof(drifted), "%zu", res->drifted);
+	snprintf(pruned, sizeof(pruned), "%zu", res->pruned);
+	snprintf(would, sizeof(would), "%zu", res->would_change);
+	if (dry_run)
+		LATCH_LOG(LATCH_LOG_INFO, "validated", { "source", s->name }, { "revision", res->revision }, { "would_change", would });
+	else
+		LATCH_LOG(LATCH_LOG_INFO, "synced", { "source", s->name }, { "revision", res->revision }, { "applied", applied },
+			  { "changed", changed }, { "drifted", drifted }, { "pruned", pruned });
+}
+
 /* One pass over every source; returns the number that failed. */
 static size_t pass_all(struct latch_k8s *k, const struct sync_config *cfg, bool dry_run, struct serve *sv)
 {
 	size_t failed = 0;
-	/* A CRD deleted or added by hand since: discovery older than a minute is run again. */
-	static double discovered_at;
-	struct timespec now;
-	clock_gettime(CLOCK_MONOTONIC, &now);
-	if ((double)now.tv_sec - discovered_at >= 60) {
-		latch_k8s_forget_discovery(k);
-		discovered_at = (double)now.tv_sec;
-	}
+	refresh_old_discovery(k);
 	for (size_t i = 0; i < cfg->n_sources; i++) {
 		const struct sync_source *s = &cfg->sources[i];
-		struct sync_result res;
+		struct sync_result res = { 0 };
 		struct latch_error err = LATCH_ERROR_INIT;
 		if (dry_run)
 			printf("# %s\n", s->name);
 		double started = sync_now();
 		bool ok = sync_source_pass(k, cfg, s, dry_run ? stdout : NULL, &res, &err) == 0;
 		serve_record(sv, i, ok, &res, sync_now() - started);
-		if (!ok) {
+		if (ok) {
+			log_result(s, &res, dry_run);
+		} else {
 			LATCH_LOG(LATCH_LOG_ERROR, "sync failed", { "source", s->name }, { "error", latch_error_message(&err) });
 			failed++;
-		} else {
-			char applied[32], changed[32], drifted[32], pruned[32];
-			snprintf(applied, sizeof(applied), "%zu", res.applied);
-			snprintf(changed, sizeof(changed), "%zu", res.changed);
-			snprintf(drifted, sizeof(drifted), "%zu", res.drifted);
-			snprintf(pruned, sizeof(pruned), "%zu", res.pruned);
-			if (dry_run) {
-				char would[32];
-				snprintf(would, sizeof(would), "%zu", res.would_change);
-				LATCH_LOG(LATCH_LOG_INFO, "validated", { "source", s->name }, { "revision", res.revision }, { "would_change", would });
-			} else {
-				LATCH_LOG(LATCH_LOG_INFO, "synced", { "source", s->name }, { "revision", res.revision }, { "applied", applied },
-					  { "changed", changed }, { "drifted", drifted }, { "pruned", pruned });
-			}
 		}
 		latch_error_done(&err);
 	}
