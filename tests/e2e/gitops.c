@@ -172,3 +172,14 @@ long gitops_http_get(int port, const char *path, char **ret_body)
 	latch_buf_done(&answer);
 	return status;
 }
+
+int gitops_free_port(void)
+{
+	int fd = socket(AF_INET, SOCK_STREAM, 0);
+	struct sockaddr_in a = { .sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
+	socklen_t len = sizeof(a);
+	if (fd < 0 || bind(fd, (struct sockaddr *)&a, sizeof(a)) < 0 || getsockname(fd, (struct sockaddr *)&a, &len) < 0)
+		fail_msg("no free port");
+	close(fd);
+	return ntohs(a.sin_port);
+}

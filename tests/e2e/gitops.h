@@ -33,3 +33,5 @@ long gitops_rss_kib(pid_t pid);
 size_t gitops_count_in(const char *path, const char *needle);
 /* GET http://127.0.0.1:port/path: the status (-1 when nothing answered) and the body (to free). */
 long gitops_http_get(int port, const char *path, char **ret_body);
+/* A loopback port nobody listens on right now. */
+int gitops_free_port(void);

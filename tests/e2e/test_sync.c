@@ -7,10 +7,7 @@
 #include <stdint.h>
 #include <cmocka.h>
 
-#include <arpa/inet.h>
-#include <netinet/in.h>
 #include <stdio.h>
-#include <sys/socket.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -345,17 +342,6 @@ static void test_sync__target_namespace_and_cluster_scoped_objects(void **state)
 	free(r.dir);
 }
 
-static int unused_port(void)
-{
-	int fd = socket(AF_INET, SOCK_STREAM, 0);
-	struct sockaddr_in a = { .sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
-	socklen_t len = sizeof(a);
-	if (fd < 0 || bind(fd, (struct sockaddr *)&a, sizeof(a)) < 0 || getsockname(fd, (struct sockaddr *)&a, &len) < 0)
-		fail_msg("no free port");
-	close(fd);
-	return ntohs(a.sin_port);
-}
-
 /* Polls path until it answers want, within seconds; returns the last body (to free). */
 static char *await_status(int port, const char *path, long want, double seconds)
 {
@@ -378,7 +364,7 @@ static void test_sync__run_serves_health_readiness_and_metrics(void **state)
 {
 	struct repo r;
 	repo_setup_health(&r, "    healthCheck: false\n    interval: 1s\n");
-	int port = unused_port();
+	int port = gitops_free_port();
 	char listen[64];
 	snprintf(listen, sizeof(listen), "127.0.0.1:%d", port);
 	pid_t pid = gitops_spawn(r.config, getenv("KUBECONFIG"), r.log, (const char *const[]){ "--listen", listen, "--max-passes", "12", NULL });

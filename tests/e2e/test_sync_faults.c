@@ -148,17 +148,6 @@ static void test_faults__crd_and_its_resources_in_one_commit(void **state)
 	fixture_done(&f);
 }
 
-static int free_port(void)
-{
-	int fd = socket(AF_INET, SOCK_STREAM, 0);
-	struct sockaddr_in a = { .sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
-	socklen_t len = sizeof(a);
-	if (fd < 0 || bind(fd, (struct sockaddr *)&a, sizeof(a)) < 0 || getsockname(fd, (struct sockaddr *)&a, &len) < 0)
-		fail_msg("no free port");
-	close(fd);
-	return ntohs(a.sin_port);
-}
-
 /* A git daemon of the test's own, serving dir on port: the server the test takes down. */
 static pid_t start_git_daemon(const char *dir, int port, const char *log)
 {
@@ -208,7 +197,7 @@ static char *value_in_cluster(void)
 
 static void test_faults__git_server_down_keeps_state_and_recovers(void **state)
 {
-	int port = free_port();
+	int port = gitops_free_port();
 	char url[256];
 	snprintf(url, sizeof(url), "git://127.0.0.1:%d/repo", port);
 	struct fixture f;
