@@ -152,8 +152,9 @@ static void handle(struct serve *sv, int fd)
 	const char *reason = status == 200 ? "OK" : status == 404 ? "Not Found" : status == 405 ? "Method Not Allowed" : "Service Unavailable";
 	latch_buf_printf(&head, "HTTP/1.1 %d %s\r\nContent-Type: %s\r\nContent-Length: %zu\r\nConnection: close\r\n\r\n", status, reason,
 			 strcmp(path, "/metrics") == 0 ? "text/plain; version=0.0.4" : "text/plain", body.len);
-	if (write(fd, head.ptr, head.len) == (ssize_t)head.len && body.len)
-		(void)!write(fd, body.ptr, body.len);
+	/* MSG_NOSIGNAL: a scraper that hung up must not kill the agent with SIGPIPE. */
+	if (send(fd, head.ptr, head.len, MSG_NOSIGNAL) == (ssize_t)head.len && body.len)
+		(void)!send(fd, body.ptr, body.len, MSG_NOSIGNAL);
 	latch_buf_done(&head);
 	latch_buf_done(&body);
 }
