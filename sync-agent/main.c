@@ -210,6 +210,8 @@ int main(int argc, char **argv)
 	sigaddset(&stop, SIGTERM);
 	sigaddset(&stop, SIGINT);
 	sigprocmask(SIG_BLOCK, &stop, NULL);
+	/* A peer that hangs up (git server, scraper) is an error to handle, not a reason to die. */
+	signal(SIGPIPE, SIG_IGN);
 	/* libgit2 1.5 reads ~/.ssh/known_hosts before our own check and fails every ssh fetch
 	 * when HOME is unset (as in a bare container); host keys are checked against the
 	 * source's knownHostsFile either way. */
