@@ -112,9 +112,9 @@ static int first_job_error(const json_t *objects, const struct apply_job *jobs, 
 
 /* Every object through a server-side apply with dryRun=All, in parallel; the first refusal in
  * the revision's order is the error. */
-int sync_validate(struct latch_k8s *k, const json_t *objects, json_t *would_store, struct latch_error *err)
+int sync_validate(struct latch_k8s *k, const json_t *objects, json_t *created_here, json_t *would_store, struct latch_error *err)
 {
-	json_t *created_here = json_object(), *checked = json_array();
+	json_t *checked = json_array();
 	int r = latch_k8s_discover(k, err);
 	if (r == 0)
 		r = new_namespaces(k, objects, created_here, err);
@@ -136,7 +136,6 @@ int sync_validate(struct latch_k8s *k, const json_t *objects, json_t *would_stor
 	if (jobs)
 		apply_jobs_done(jobs, n);
 	json_decref(checked);
-	json_decref(created_here);
 	return r;
 }
 
@@ -213,18 +212,6 @@ static int note_created_namespace(struct latch_k8s *k, const json_t *obj, json_t
 	if (r == LATCH_ENOTFOUND && json_array_append_new(created, json_string(sync_object_meta(obj, "name"))) < 0)
 		return latch_error_set(err, LATCH_ENOMEM, "out of memory");
 	return r == LATCH_ENOTFOUND ? 0 : r;
-}
-
-int sync_note_new_namespaces(struct latch_k8s *k, const json_t *objects, json_t *created, struct latch_error *err)
-{
-	size_t i;
-	json_t *o;
-	json_array_foreach(objects, i, o) {
-		int r = note_created_namespace(k, o, created, err);
-		if (r < 0)
-			return r;
-	}
-	return 0;
 }
 
 static bool condition_true(const json_t *obj, const char *type)

@@ -11,13 +11,12 @@
  * the source's targetNamespace, a namespaced one without any gets "default". Kinds not
  * served yet take the scope their CRD in this revision declares. */
 int sync_resolve_namespaces(struct latch_k8s *k, json_t *objects, struct latch_error *err);
-/* Adds to created the revision's Namespaces that do not exist yet. */
-int sync_note_new_namespaces(struct latch_k8s *k, const json_t *objects, json_t *created, struct latch_error *err);
 
 /* Every object that can be checked before the apply, by dryRun=All; the first refusal in the
- * revision's order is the error, named by the object's origin. would_store (or NULL) gets
+ * revision's order is the error, named by the object's origin. created_here gets the names of
+ * the revision's Namespaces that do not exist yet (name -> true); would_store (or NULL) gets
  * key -> what the server would store. */
-int sync_validate(struct latch_k8s *k, const json_t *objects, json_t *would_store, struct latch_error *err);
+int sync_validate(struct latch_k8s *k, const json_t *objects, json_t *created_here, json_t *would_store, struct latch_error *err);
 
 /* This source's live objects of the kinds in objects, into live (key -> object): one list per
  * kind by the owner labels; cached lists come from the API server's watch cache; metadata_only

@@ -89,17 +89,11 @@ char *sync_object_key(const json_t *obj)
 	return sync_object_key_in(obj, sync_object_namespace(obj));
 }
 
-/* The live copy of obj in what list_live returned; a namespaced object that names no
- * namespace is in "default". */
+/* The live copy of obj in what list_live returned (namespaces resolved beforehand). */
 const json_t *sync_object_live(const json_t *live, const json_t *obj)
 {
 	_cleanup_free_ char *key = sync_object_key(obj);
-	const json_t *item = key ? json_object_get(live, key) : NULL;
-	if (!item && !sync_object_namespace(obj)) {
-		_cleanup_free_ char *in_default = sync_object_key_in(obj, "default");
-		item = in_default ? json_object_get(live, in_default) : NULL;
-	}
-	return item;
+	return key ? json_object_get(live, key) : NULL;
 }
 
 bool sync_names_contain(const json_t *names, const char *name)

@@ -26,8 +26,8 @@ json_t *sync_object_wire(const json_t *obj);
 /* "apiVersion/kind/namespace/name" (to free); _in with the namespace given. */
 char *sync_object_key(const json_t *obj);
 char *sync_object_key_in(const json_t *obj, const char *ns);
-/* obj's live copy in live (key -> object); a namespaced object naming no namespace is
- * looked for in "default" too. */
+/* obj's live copy in live (key -> object); the namespace is the one sync_resolve_namespaces
+ * settled. */
 const json_t *sync_object_live(const json_t *live, const json_t *obj);
 
 /* Inventory entries: {apiVersion, kind, namespace, name}. */

@@ -205,11 +205,17 @@ static json_t *union_of(const json_t *a, const json_t *b)
  * to create count as created: a pass killed during the apply leaves nothing that a later
  * revision's prune would not find. */
 static int record_intent(struct latch_k8s *k, const struct sync_config *c, const struct sync_source *s, struct last_pass *lp,
-			 const json_t *objects, const json_t *current, const char *revision, struct latch_error *err)
+			 const json_t *new_namespaces, const json_t *current, const char *revision, struct latch_error *err)
 {
 	if (!adds_entries(lp->entries, current))
 		return 0;
-	int r = sync_note_new_namespaces(k, objects, lp->created, err);
+	int r = 0;
+	const char *name;
+	json_t *v;
+	json_object_foreach((json_t *)new_namespaces, name, v) {
+		if (!sync_names_contain(lp->created, name) && json_array_append_new(lp->created, json_string(name)) < 0)
+			r = latch_error_set(err, LATCH_ENOMEM, "out of memory");
+	}
 	json_t *both = r == 0 ? union_of(lp->entries, current) : NULL;
 	struct latch_buf result = LATCH_BUF_INIT(256);
 	latch_buf_printf(&result, "Applying %.12s", revision);
@@ -262,11 +268,11 @@ struct progress {
 };
 
 static int apply_revision(struct latch_k8s *k, const struct sync_config *c, const struct sync_source *s, const json_t *objects,
-			  const json_t *to_apply, const json_t *live, const json_t *current, struct last_pass *lp, struct sync_result *res,
-			  struct timings *t, struct progress *p, struct latch_error *err)
+			  const json_t *to_apply, const json_t *live, const json_t *current, const json_t *new_namespaces, struct last_pass *lp,
+			  struct sync_result *res, struct timings *t, struct progress *p, struct latch_error *err)
 {
 	p->started = true;
-	int r = record_intent(k, c, s, lp, objects, current, res->revision, err);
+	int r = record_intent(k, c, s, lp, new_namespaces, current, res->revision, err);
 	if (r == 0)
 		r = sync_apply_all(k, s, to_apply, lp->versions, live, lp->created, res, err);
 	t->applied = sync_now();
@@ -404,7 +410,7 @@ int sync_source_pass(struct latch_k8s *k, const struct sync_config *c, const str
 	struct sync_result res = { 0 };
 	struct timings t = { .start = sync_now() };
 	json_t *objects = NULL, *current = NULL, *live = NULL, *to_apply = NULL;
-	json_t *would_store = dry_run ? json_object() : NULL;
+	json_t *would_store = dry_run ? json_object() : NULL, *new_namespaces = json_object();
 	char *hash = NULL;
 	struct last_pass lp = { 0 };
 	struct progress p = { 0 };
@@ -418,13 +424,13 @@ int sync_source_pass(struct latch_k8s *k, const struct sync_config *c, const str
 			 strcmp(lp.rendered_hash, hash) == 0;
 	if (r == 0 && (live = live_if_unchanged(k, c, s, objects, unchanged && !dry_run)))
 		to_apply = sync_drifted_objects(objects, lp.versions, live);
-	else if (r == 0 && (r = sync_validate(k, objects, would_store, err)) == 0)
+	else if (r == 0 && (r = sync_validate(k, objects, new_namespaces, would_store, err)) == 0)
 		to_apply = json_incref(objects);
 	if (r == 0 && dry_run)
 		r = print_diff(k, c, s, objects, would_store, &lp, current, diff, &res, err);
 	t.validated = t.applied = t.pruned = t.healthy = sync_now();
 	if (r == 0 && !dry_run)
-		r = apply_revision(k, c, s, objects, to_apply, live, current, &lp, &res, &t, &p, err);
+		r = apply_revision(k, c, s, objects, to_apply, live, current, new_namespaces, &lp, &res, &t, &p, err);
 	if (unchanged)
 		res.drifted = res.changed;
 	bool quiet = unchanged && res.changed == 0 && res.pruned == 0;
@@ -437,6 +443,7 @@ int sync_source_pass(struct latch_k8s *k, const struct sync_config *c, const str
 	json_decref(live);
 	json_decref(to_apply);
 	json_decref(would_store);
+	json_decref(new_namespaces);
 	json_decref(current);
 	json_decref(objects);
 	if (r < 0)
