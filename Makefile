@@ -5,7 +5,10 @@ STATIC_BUILD ?= build-static
 LATCH_INIT_STATIC := $(abspath $(STATIC_BUILD)/init/latch-init)
 export PATH := $(PATH):/usr/local/go/bin
 
-.PHONY: all deps build static sanitize-build fuzz bench-init bench-inject bench-sync unit sanitize e2e test demo stack-up stack-down clean
+# The e2e suites and benchmarks run inside the stack's network namespace (dev/stack exec).
+IN_STACK := dev/stack exec
+
+.PHONY: all deps build static images sanitize-build fuzz bench-init bench-inject bench-sync unit sanitize e2e test demo stack-up stack-down clean
 
 all: build
 
@@ -25,6 +28,11 @@ static:
 	ninja -C $(STATIC_BUILD) init/latch-init
 	@ls -l $(LATCH_INIT_STATIC)
 
+# The OCI images the stack's node runs (latch-init, latch-sync, pause, busybox, nginx, psql),
+# as OCI layout tars in $(BUILD)/images, with no container daemon or registry.
+images: build static
+	dev/build-images $(BUILD)/images
+
 unit: build
 	meson test -C $(BUILD) --suite unit --print-errorlogs
 
@@ -42,10 +50,10 @@ sanitize: sanitize-build
 e2e: build static sanitize-build
 	dev/stack up
 	status=0; . .stack/env && export LATCH_INIT_STATIC=$(LATCH_INIT_STATIC) && \
-		meson test -C $(BUILD) --suite e2e --print-errorlogs && \
+		$(IN_STACK) meson test -C $(BUILD) --suite e2e --print-errorlogs && \
 		ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 \
 		UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 LSAN_OPTIONS=suppressions=$(abspath tests/lsan.supp) \
-		meson test -C $(SAN_BUILD) --suite e2e --print-errorlogs || status=$$?; \
+		$(IN_STACK) meson test -C $(SAN_BUILD) --suite e2e --print-errorlogs || status=$$?; \
 		dev/stack down; exit $$status
 
 test: deps
@@ -69,7 +77,7 @@ fuzz:
 # latch-init versus vault agent, side by side (numbers go in README.md).
 bench-init: build static
 	dev/stack up
-	status=0; . .stack/env && LATCH_INIT_STATIC=$(LATCH_INIT_STATIC) bench/init/run || status=$$?; \
+	status=0; . .stack/env && LATCH_INIT_STATIC=$(LATCH_INIT_STATIC) $(IN_STACK) bench/init/run || status=$$?; \
 		dev/stack down; exit $$status
 
 # latch-inject versus kustomize with an equivalent patch (numbers go in README.md).
@@ -79,13 +87,13 @@ bench-inject: build
 # latch-sync versus kubectl apply --server-side (numbers go in README.md).
 bench-sync: build
 	dev/stack up
-	status=0; . .stack/env && bench/sync/run || status=$$?; \
+	status=0; . .stack/env && $(IN_STACK) bench/sync/run || status=$$?; \
 		dev/stack down; exit $$status
 
-demo: deps build
+demo: deps build static
 	dev/stack up
 	@echo
-	@echo "The stack is up. Try:  . .stack/env && meson test -C $(BUILD) --suite e2e"
+	@echo "The stack is up. Try:  . .stack/env && dev/stack exec $$KUBECTL_BIN get pods -A"
 	@echo "Stop it with:          dev/stack down"
 
 stack-up:

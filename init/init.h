@@ -57,6 +57,12 @@ int init_login(struct init_state *s, struct latch_error *err);
 int init_fetch(struct init_state *s, struct init_request *r, struct latch_error *err);
 /* Fetch every request, several at a time. */
 int init_fetch_all(struct init_state *s, struct latch_error *err);
+/* The sidecar's session in config->state_dir (nothing without one): saved after every
+ * change, resumed after a restart in the same pod. resume returns 0 when the saved token and
+ * leases still work and the files are in place, 1 when there is no saved session, and a
+ * negative code (err says why) when the saved one cannot be used: populate afresh then. */
+int init_session_save(const struct init_state *s, struct latch_error *err);
+int init_session_resume(struct init_state *s, struct latch_error *err);
 /* Render every secret and write the files that changed (all of them the first time). */
 int init_write_all(struct init_state *s, bool first, struct latch_error *err);
 /* Write the Vault token to token_file_name, when configured. */

@@ -135,6 +135,26 @@ static int run_probe(const struct latch_config *c)
 	return init_files_ready(c) ? INIT_EXIT_OK : INIT_EXIT_NOT_READY;
 }
 
+/* A sidecar restarted in the same pod picks up its saved session; otherwise, and if that
+ * session no longer works, it populates like the first time. */
+static int resume_or_populate(struct init_state *s, bool sidecar, struct latch_error *err)
+{
+	if (sidecar) {
+		struct latch_error why = LATCH_ERROR_INIT;
+		int r = init_session_resume(s, &why);
+		if (r < 0)
+			LATCH_LOG(LATCH_LOG_WARN, "the saved session cannot be used; populating afresh",
+				  { "reason", latch_error_message(&why) });
+		latch_error_done(&why);
+		if (r == 0)
+			return 0;
+	}
+	int r = init_populate(s, err);
+	if (r == 0 && sidecar)
+		r = init_session_save(s, err);
+	return r;
+}
+
 static int run_populate(struct latch_config *c, bool sidecar)
 {
 	struct latch_error err = LATCH_ERROR_INIT;
@@ -142,7 +162,7 @@ static int run_populate(struct latch_config *c, bool sidecar)
 	int exit_code = INIT_EXIT_OK;
 	int r = init_state_setup(&s, c, &err);
 	if (r == 0)
-		r = init_populate(&s, &err);
+		r = resume_or_populate(&s, sidecar, &err);
 	if (r < 0) {
 		exit_code = fail("populating the secrets failed", &err, init_exit_for(r));
 	} else {

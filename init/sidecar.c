@@ -141,11 +141,13 @@ static void run_due(struct init_state *s, unsigned *failures)
 	for (size_t i = 0; i < s->n_requests; i++)
 		if (s->requests[i].due <= init_now())
 			changed |= handle_request(s, &s->requests[i], failures);
-	if (!changed)
-		return;
 	struct latch_error err = LATCH_ERROR_INIT;
-	if (init_write_all(s, false, &err) < 0)
+	if (changed && init_write_all(s, false, &err) < 0)
 		LATCH_LOG(LATCH_LOG_ERROR, "writing the secret files failed; keeping the old ones",
+			  { "error", latch_error_message(&err) });
+	latch_error_done(&err);
+	if (init_session_save(s, &err) < 0)
+		LATCH_LOG(LATCH_LOG_ERROR, "saving the session failed; a restart would populate afresh",
 			  { "error", latch_error_message(&err) });
 	latch_error_done(&err);
 }

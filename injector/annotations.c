@@ -425,6 +425,8 @@ static int build_config(const struct inject_context *ctx, const struct ann_set *
 		json_object_set_new(config, "revoke_on_shutdown", json_true());
 	if (token_sink)
 		json_object_set_new(config, "token_file_name", json_string("token"));
+	if (!s->pre_populate_only)
+		json_object_set_new(config, "state_dir", json_string(INJECT_STATE_DIR));
 	struct ann *deadline = find(set, LATCH_PREFIX "deadline-seconds");
 	if (deadline) {
 		char *end;

@@ -8,6 +8,10 @@
 #include "inject.h"
 #include "latch/json.h"
 
+/* Where the sidecar keeps its session (LATCH_CONFIG state_dir), on a memory volume mounted
+ * into latch-init alone. */
+#define INJECT_STATE_DIR "/var/run/latch/state"
+
 struct inject_settings {
 	bool inject;
 	bool already_injected;  /* agent-inject-status: injected */

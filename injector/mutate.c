@@ -14,6 +14,8 @@
 #define TOKEN_VOLUME "latch-token"
 #define TLS_VOLUME "latch-tls"
 #define TOKEN_DIR "/var/run/secrets/latch"
+/* The sidecar's session (its Vault token and responses): latch-init's alone, never the app's. */
+#define STATE_VOLUME "latch-state"
 #define TLS_DIR "/vault/tls"
 #define STATUS_KEY "vault.hashicorp.com/agent-inject-status"
 #define BAO_STATUS_KEY "openbao.openbao.org/agent-inject-status"
@@ -228,12 +230,17 @@ static json_t *container_json(const struct inject_settings *s, const char *image
 						"mountPath", TOKEN_DIR, "readOnly", 1));
 	if (s->tls_secret)
 		json_array_append_new(mounts, json_pack("{s:s,s:s,s:b}", "name", TLS_VOLUME, "mountPath", TLS_DIR, "readOnly", 1));
+	if (sidecar)
+		json_array_append_new(mounts, json_pack("{s:s,s:s}", "name", STATE_VOLUME, "mountPath", INJECT_STATE_DIR));
 	json_t *c = json_pack("{s:s,s:s,s:[s],s:[s]}", "name", CONTAINER_NAME, "image", image, "command", "/latch-init", "args",
 			      sidecar ? "sidecar" : "populate");
 	if (sidecar)
 		json_object_set_new(c, "restartPolicy", json_string("Always"));
 	json_object_set_new(c, "env", json_pack("[{s:s,s:s}]", "name", "LATCH_CONFIG", "value", config ? config : ""));
 	json_object_set_new(c, "resources", resources_json(s));
+	/* latch-init logs the cause of a failure last (never a value): the kubelet shows it in
+	 * the pod's status and `kubectl describe pod`. */
+	json_object_set_new(c, "terminationMessagePolicy", json_string("FallbackToLogsOnError"));
 	if (s->set_security_context)
 		json_object_set_new(c, "securityContext", security_context_json(uid, s->run_as_group));
 	/* The probe waits as long as latch-init's own deadline, and a little more. */
@@ -323,6 +330,7 @@ static int add_volumes(const struct inject_context *ctx, const struct inject_set
 	remove_named(volumes, SECRETS_VOLUME);
 	remove_named(volumes, TOKEN_VOLUME);
 	remove_named(volumes, TLS_VOLUME);
+	remove_named(volumes, STATE_VOLUME);
 	json_t *token, *tls;
 	json_t *secrets = volumes_json(s, &token, &tls);
 	int r = append_json(volumes, secrets, false);
@@ -334,6 +342,9 @@ static int add_volumes(const struct inject_context *ctx, const struct inject_set
 		r = append_json(volumes, tls, false);
 	else
 		json_decref(tls);
+	if (r == 0 && !s->pre_populate_only)
+		r = append_json(volumes, json_pack("{s:s,s:{s:s,s:s}}", "name", STATE_VOLUME, "emptyDir", "medium", "Memory",
+						   "sizeLimit", "1Mi"), false);
 	return r < 0 ? latch_error_set(ctx->err, LATCH_ENOMEM, "out of memory") : 0;
 }
 

@@ -390,7 +390,7 @@ static int parse_secrets(const struct where *w, const json_t *list, struct latch
 static int parse_root(const struct where *w, const json_t *root, struct latch_config *c)
 {
 	static const char *const keys[] = { "version", "vault", "auth", "output_dir", "deadline_seconds",
-					    "revoke_on_shutdown", "token_file_name", "secrets", NULL };
+					    "revoke_on_shutdown", "token_file_name", "state_dir", "secrets", NULL };
 	if (!json_is_object(root))
 		return bad(w, "(top level)", "%s", "must be a JSON object");
 	int r = check_keys(w, "", root, keys);
@@ -424,6 +424,10 @@ static int parse_root(const struct where *w, const json_t *root, struct latch_co
 		return r;
 	if (c->token_file_name && (r = check_relative(w, "token_file_name", c->token_file_name)) < 0)
 		return r;
+	if ((r = get_string(w, root, "state_dir", "state_dir", false, &c->state_dir)) < 0)
+		return r;
+	if (c->state_dir && c->state_dir[0] != '/')
+		return bad(w, "state_dir", "'%s' must be an absolute path", c->state_dir);
 	if (!json_object_get(root, "secrets"))
 		return bad(w, "secrets", "%s", "is required");
 	return parse_secrets(w, json_object_get(root, "secrets"), c);
@@ -472,6 +476,7 @@ void latch_config_done(struct latch_config *c)
 	free(c->auth.token_file);
 	free(c->output_dir);
 	free(c->token_file_name);
+	free(c->state_dir);
 	for (size_t i = 0; i < c->n_secrets; i++)
 		secret_done(&c->secrets[i]);
 	free(c->secrets);

@@ -14,6 +14,7 @@
  *     "deadline_seconds": 120,
  *     "revoke_on_shutdown": false,
  *     "token_file_name": "",               (write the Vault token to <output_dir>/<name>)
+ *     "state_dir": "",                     (sidecar: keep the session here, see below)
  *     "secrets": [
  *       {"name": "db", "path": "database/creds/app", "format": "map"},
  *       {"name": "cert", "path": "pki/issue/demo", "params": {"common_name": "a.demo.svc"},
@@ -29,6 +30,11 @@
  * env (export KEY='value'), dotenv (KEY='value'), raw (one "key"), pem (<file>.crt,
  * <file>.key, <file>-ca.crt), template. Files are relative to output_dir; mode defaults to
  * 0640 and may never be group- or world-writable.
+ *
+ * state_dir: an absolute directory only latch-init sees (latch-inject mounts a memory volume
+ * there). The sidecar keeps its Vault token and the responses it rendered from in it, so
+ * that after a restart in the same pod it renews the same token and leases instead of
+ * issuing a second set of credentials.
  *
  * Lifecycle: latch_config_parse() fills a caller-owned struct; latch_config_done() frees it. */
 #pragma once
@@ -90,6 +96,7 @@ struct latch_config {
 	unsigned deadline_seconds;
 	bool revoke_on_shutdown;
 	char *token_file_name;
+	char *state_dir;
 	struct latch_secret_config *secrets;
 	size_t n_secrets;
 };

@@ -457,77 +457,6 @@ static void test_init__sidecar_keeps_short_lived_credentials_fresh(void **state)
 	run_done(&r);
 }
 
-/* The static binary alone in an empty root with the token and the volume, as a kubelet
- * runs it from a FROM scratch image: non-root, no /proc, no /etc, the CA given inline. */
-static void test_init__static_binary_in_an_empty_root(void **state)
-{
-	const char *bin = getenv("LATCH_INIT_STATIC");
-	if (!bin)
-		fail_msg("LATCH_INIT_STATIC is not set (make e2e builds it with make static)");
-	struct stat st;
-	assert_int_equal(stat(bin, &st), 0);
-	assert_true(st.st_size <= 6 * 1024 * 1024);
-
-	struct run r;
-	run_setup(&r, "app");
-	char root[512], path[1024];
-	snprintf(root, sizeof(root), "%s/root", r.dir);
-	const char *dirs[] = { "", "/var", "/var/run", "/var/run/secrets", "/var/run/secrets/latch", "/vault", "/vault/secrets" };
-	for (size_t i = 0; i < 7; i++) {
-		snprintf(path, sizeof(path), "%s%s", root, dirs[i]);
-		assert_int_equal(mkdir(path, 0755), 0);
-	}
-	snprintf(path, sizeof(path), "%s/vault/secrets", root);
-	assert_int_equal(chown(path, 65534, 65534), 0);
-	snprintf(path, sizeof(path), "%s/latch-init", root);
-	char *argv_cp[] = { "cp", (char *)bin, path, NULL };
-	char *env_cp[] = { "PATH=/usr/bin:/bin", NULL };
-	assert_int_equal(stack_run(argv_cp, env_cp, "/dev/null", 30, NULL), 0);
-	snprintf(path, sizeof(path), "%s/var/run/secrets/latch/token", root);
-	char *jwt = stack_read_file(r.token_path);
-	stack_write_file(path, jwt);
-	assert_int_equal(chown(path, 65534, 65534), 0);
-	free(jwt);
-
-	char *ca = stack_read_file(stack.ca);
-	json_t *config = json_pack("{s:i,s:{s:s,s:s},s:{s:s},s:s,s:[{s:s,s:s},{s:s,s:s,s:s,s:s}]}", "version", 1, "vault", "address",
-				   stack.vault_addr, "ca_pem", ca, "auth", "role", "demo", "output_dir", "/vault/secrets", "secrets",
-				   "name", "db", "path", "database/creds/app", "name", "config", "path", "secret/data/demo/config", "format",
-				   "dotenv", "file", "config.env");
-	char *text = json_dumps(config, JSON_COMPACT);
-	char env_config[16384];
-	snprintf(env_config, sizeof(env_config), "LATCH_CONFIG=%s", text);
-	free(text);
-	json_decref(config);
-	free(ca);
-
-	pid_t pid = fork();
-	assert_true(pid >= 0);
-	if (pid == 0) {
-		FILE *log = fopen(r.log_path, "a");
-		if (!log || dup2(fileno(log), 1) < 0 || dup2(fileno(log), 2) < 0)
-			_exit(120);
-		if (chroot(root) < 0 || chdir("/") < 0 || setgid(65534) < 0 || setuid(65534) < 0)
-			_exit(121);
-		char *argv[] = { "/latch-init", "populate", NULL };
-		char *envp[] = { env_config, NULL };
-		execve("/latch-init", argv, envp);
-		_exit(122);
-	}
-	assert_int_equal(stack_wait(pid, 60), 0);
-	snprintf(path, sizeof(path), "%s/vault/secrets/db", root);
-	char *db = stack_read_file(path);
-	assert_non_null(db);
-	char *user = map_value(db, "username"), *password = map_value(db, "password");
-	remember_secret(password);
-	assert_int_equal(stack_psql_login(user, password), 0);
-	snprintf(path, sizeof(path), "%s/vault/secrets/config.env", root);
-	char *env = stack_read_file(path);
-	assert_non_null(strstr(env, "username='demo'\n"));
-	free(db); free(user); free(password); free(env);
-	run_done(&r);
-}
-
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -542,7 +471,6 @@ int main(void)
 		cmocka_unit_test(test_init__target_directory_full),
 		cmocka_unit_test(test_init__sealed_vault),
 		cmocka_unit_test(test_init__sidecar_keeps_short_lived_credentials_fresh),
-		cmocka_unit_test(test_init__static_binary_in_an_empty_root),
 	};
 	return cmocka_run_group_tests(tests, stack_load, NULL);
 }

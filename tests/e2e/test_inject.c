@@ -1,6 +1,6 @@
 /* latch-inject end to end: its output is accepted by the real kube-apiserver, and a Deployment
- * annotated for the Vault Agent Injector, injected, applied and read back, runs its latch
- * container (kubelet stand-in) into working credentials and documented template output. */
+ * annotated for the Vault Agent Injector, injected and applied, runs on the stack's node (its
+ * kubelet, containerd and runc) into working credentials and documented template output. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -14,9 +14,8 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "kubelet.h"
-#include "latch/base64.h"
 #include "latch/yaml.h"
+#include "node.h"
 #include "stack.h"
 
 static const char *bin(const char *var)
@@ -160,7 +159,8 @@ static const char pipeline_manifest[] =
 	"      serviceAccountName: app\n"
 	"      containers:\n"
 	"      - name: web\n"
-	"        image: nginx:1.27\n";
+	"        command: [sleep, '3600']\n"
+	"        image: "; /* the busybox image the node holds */
 
 static char *map_value(const char *map, const char *key)
 {
@@ -170,43 +170,24 @@ static char *map_value(const char *map, const char *key)
 	return p ? strndup(p + strlen(prefix), strcspn(p + strlen(prefix), "\n")) : NULL;
 }
 
-static void ensure_tls_secret(void)
-{
-	char *ca = stack_read_file(stack.ca);
-	struct latch_buf b64 = LATCH_BUF_INIT(1 << 20);
-	latch_base64_encode(latch_view_str(ca), false, &b64);
-	json_t *secret = json_pack("{s:s,s:s,s:{s:s,s:s},s:{s:s}}", "apiVersion", "v1", "kind", "Secret", "metadata", "name",
-				   "vault-tls", "namespace", "demo", "data", "ca.crt", latch_buf_str(&b64));
-	apply(secret, false, NULL);
-	json_decref(secret);
-	latch_buf_done(&b64);
-	free(ca);
-}
-
 static void test_inject_e2e__pipeline_to_working_files(void **state)
 {
-	ensure_tls_secret();
-	int status;
-	char *out = run_inject(write_temp(pipeline_manifest), NULL, &status, NULL);
-	assert_int_equal(status, 0);
-	json_t *docs = docs_as_json(out);
-	json_t *applied;
-	apply(json_array_get(docs, 0), false, &applied);
+	struct latch_k8s *k = node_kube();
+	node_ensure_vault_tls(k, "demo");
+	char manifest[sizeof(pipeline_manifest) + 256];
+	snprintf(manifest, sizeof(manifest), "%s%s\n", pipeline_manifest, node_image("BUSYBOX"));
+	json_t *docs = node_inject(manifest);
+	node_apply_all(k, docs);
 
-	/* The pod template as the server stored it. */
-	struct kubelet_pod *pod = kubelet_pod_new(latch_json_path(applied, "spec.template"), "demo", bin("LATCH_INIT_STATIC"));
-	char *dir = stack_mkdtemp("latch-e2e-pipeline");
-	char log[512];
-	snprintf(log, sizeof(log), "%s/latch.log", dir);
-	pid_t pid = kubelet_start(pod, "latch-init", log);
-	assert_int_equal(kubelet_wait_started(pod, "latch-init", log, 60), 0);
-
-	char path[2048];
-	snprintf(path, sizeof(path), "%s/db", kubelet_host_path(pod, "/vault/secrets"));
+	/* The pod the Deployment made, running on the node with its files in the memory volume. */
+	json_t *pod = node_wait_pod(k, "demo", "app%3Dweb", node_pod_running_ready, NULL, 120);
+	char *secrets = node_volume_dir(pod, "latch-secrets");
+	char path[2400];
+	snprintf(path, sizeof(path), "%s/db", secrets);
 	char *db = stack_read_file(path);
-	snprintf(path, sizeof(path), "%s/db-creds", kubelet_host_path(pod, "/vault/secrets"));
+	snprintf(path, sizeof(path), "%s/db-creds", secrets);
 	char *url = stack_read_file(path);
-	snprintf(path, sizeof(path), "%s/config", kubelet_host_path(pod, "/vault/secrets"));
+	snprintf(path, sizeof(path), "%s/config", secrets);
 	char *config = stack_read_file(path);
 	assert_non_null(db);
 	char *user = map_value(db, "username"), *password = map_value(db, "password");
@@ -221,26 +202,23 @@ static void test_inject_e2e__pipeline_to_working_files(void **state)
 	snprintf(expected, sizeof(expected), "export api_key=\"%s\"\n", json_string_value(latch_json_path(kv, "data.data.password")));
 	assert_string_equal(config, expected);
 
-	char ca[1024], cert[2048];
+	char ca[1024], cert[2400];
 	snprintf(ca, sizeof(ca), "%s/pki/vault-pki-ca.crt", stack.dir);
-	snprintf(cert, sizeof(cert), "%s/cert.crt", kubelet_host_path(pod, "/vault/secrets"));
+	snprintf(cert, sizeof(cert), "%s/cert.crt", secrets);
 	char *argv[] = { "openssl", "verify", "-CAfile", ca, cert, NULL };
 	char *envp[] = { "PATH=/usr/bin:/bin", NULL };
 	assert_int_equal(stack_run(argv, envp, "/dev/null", 30, NULL), 0);
 
-	kill(pid, SIGTERM);
-	assert_int_equal(stack_wait(pid, 10), 0);
-	char *logtext = stack_read_file(log);
+	char *logtext = node_logs("demo", latch_json_get_str(json_object_get(pod, "metadata"), "name"), "latch-init", false);
 	assert_null(strstr(logtext, password));
 	free(logtext);
 	free(db); free(url); free(config); free(user); free(password);
+	free(secrets);
 	json_decref(kv);
-	stack_rm_rf(dir);
-	free(dir);
-	kubelet_pod_free(pod);
-	json_decref(applied);
+	node_delete_all(k, docs);
+	json_decref(pod);
 	json_decref(docs);
-	free(out);
+	latch_k8s_free(k);
 }
 
 static void test_inject_e2e__every_kind_passes_server_dry_run(void **state)

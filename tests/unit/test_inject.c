@@ -193,8 +193,11 @@ static void test_inject__changed_annotation_replaces_not_duplicates(void **state
 	assert_int_equal(json_array_size(inits), 2);
 	json_t *config = latch_config_of(named(inits, "latch-init"));
 	assert_string_equal(json_string_value(latch_json_path(config, "auth.role")), "demx");
+	/* The secrets, the token and the sidecar's state, each once; the app mounts the secrets
+	 * alone (the state holds the sidecar's Vault token). */
 	json_t *volumes = json_object_get(pod_spec(obj), "volumes");
-	assert_int_equal(json_array_size(volumes), 2);
+	assert_int_equal(json_array_size(volumes), 3);
+	assert_non_null(named(volumes, "latch-state"));
 	json_t *mounts = json_object_get(named(json_object_get(pod_spec(obj), "containers"), "web"), "volumeMounts");
 	assert_int_equal(json_array_size(mounts), 1);
 	json_decref(config);

@@ -1,0 +1,542 @@
+/* latch on a real node: workloads annotated for the Vault Agent Injector go through
+ * latch-inject, are applied through the API server, and run in the stack's kubelet with
+ * containerd and runc, from the images built here. The app containers are Debian's psql in
+ * its own image; what the tests check is what a user checks: pod status, events, logs
+ * through the API server, and the database login the app made. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "gitops.h"
+#include "node.h"
+#include "stack.h"
+
+#define NS "demo"
+
+static struct latch_k8s *kube;
+
+static int setup(void **state)
+{
+	stack_load(state);
+	kube = node_kube();
+	node_ensure_vault_tls(kube, NS);
+	return 0;
+}
+
+static int teardown(void **state)
+{
+	latch_k8s_free(kube);
+	return 0;
+}
+
+/* The app: logs in to PostgreSQL every 2 s with what latch wrote (a .pgpass and the user
+ * name in an env file), prints the user it got, and fails at once if a file is missing. */
+static const char psql_loop[] =
+	"while :; do . /vault/secrets/db-env && psql -XtAw -c 'select current_user' || exit 1; sleep 2; done";
+static const char psql_once[] = ". /vault/secrets/db-env && psql -XtAw -c 'select current_user'";
+
+/* A workload's YAML: kind Deployment (sidecar) or Job (pre-populate only), the app running
+ * command, and extra pod annotations (indented 8 spaces). */
+static char *workload(const char *kind, const char *name, const char *command, const char *extra_annotations)
+{
+	bool job = strcmp(kind, "Job") == 0;
+	char spec_head[256];
+	if (job)
+		snprintf(spec_head, sizeof(spec_head), "  backoffLimit: 0\n");
+	else
+		snprintf(spec_head, sizeof(spec_head), "  replicas: 1\n  selector:\n    matchLabels: {app: %s}\n", name);
+	char *yaml = NULL;
+	if (asprintf(&yaml,
+		     "apiVersion: %s\nkind: %s\nmetadata: {name: %s, namespace: " NS "}\n"
+		     "spec:\n"
+		     "%s"
+		     "  template:\n"
+		     "    metadata:\n"
+		     "      labels: {app: %s}\n"
+		     "      annotations:\n"
+		     "        vault.hashicorp.com/agent-inject: \"true\"\n"
+		     "        vault.hashicorp.com/role: demo\n"
+		     "        vault.hashicorp.com/tls-secret: vault-tls\n"
+		     "        vault.hashicorp.com/ca-cert: /vault/tls/ca.crt\n"
+		     "        vault.hashicorp.com/agent-inject-secret-pgpass: database/creds/app\n"
+		     "        vault.hashicorp.com/agent-inject-template-pgpass: |\n"
+		     "          {{- with secret \"database/creds/app\" -}}\n"
+		     "          *:*:*:{{ .Data.username }}:{{ .Data.password }}\n"
+		     "          {{- end }}\n"
+		     "        vault.hashicorp.com/agent-inject-perms-pgpass: \"0600\"\n"
+		     "        vault.hashicorp.com/agent-inject-secret-db-env: database/creds/app\n"
+		     "        vault.hashicorp.com/agent-inject-template-db-env: |\n"
+		     "          {{- with secret \"database/creds/app\" -}}\n"
+		     "          export PGUSER={{ .Data.username }}\n"
+		     "          {{- end }}\n"
+		     "%s"
+		     "    spec:\n"
+		     "      serviceAccountName: app\n"
+		     "%s"
+		     "      containers:\n"
+		     "      - name: app\n"
+		     "        image: %s\n"
+		     "        imagePullPolicy: Never\n"
+		     "        command: [sh, -c, \"%s\"]\n"
+		     "        env:\n"
+		     "        - {name: PGHOST, value: '%s'}\n"
+		     "        - {name: PGPORT, value: '%s'}\n"
+		     "        - {name: PGDATABASE, value: demo}\n"
+		     "        - {name: PGPASSFILE, value: /vault/secrets/pgpass}\n"
+		     "        - {name: PGCONNECT_TIMEOUT, value: '5'}\n",
+		     job ? "batch/v1" : "apps/v1", kind, name,
+		     spec_head, name,
+		     extra_annotations ? extra_annotations : "", job ? "      restartPolicy: Never\n" : "", node_image("PSQL"), command,
+		     getenv("LATCH_POD_PG_HOST") ?: "", getenv("LATCH_PG_PORT") ?: "") < 0)
+		fail_msg("out of memory");
+	return yaml;
+}
+
+static char *selector_for(const char *name)
+{
+	char *s = NULL;
+	if (asprintf(&s, "app%%3D%s", name) < 0)
+		fail_msg("out of memory");
+	return s;
+}
+
+/* The value after "export PGUSER=" in the env file latch wrote on the node. */
+static char *pg_user_on_node(const json_t *pod)
+{
+	char *dir = node_volume_dir(pod, "latch-secrets"), path[2300];
+	snprintf(path, sizeof(path), "%s/db-env", dir);
+	char *env = stack_read_file(path);
+	free(dir);
+	if (!env)
+		fail_msg("no db-env in the pod's secrets volume");
+	const char *p = strstr(env, "PGUSER=");
+	assert_non_null(p);
+	char *user = strndup(p + 7, strcspn(p + 7, "\n"));
+	free(env);
+	return user;
+}
+
+static char *pg_password_on_node(const json_t *pod)
+{
+	char *dir = node_volume_dir(pod, "latch-secrets"), path[2300];
+	snprintf(path, sizeof(path), "%s/pgpass", dir);
+	char *pgpass = stack_read_file(path);
+	free(dir);
+	if (!pgpass)
+		fail_msg("no pgpass in the pod's secrets volume");
+	const char *last = strrchr(pgpass, ':');
+	assert_non_null(last);
+	char *password = strndup(last + 1, strcspn(last + 1, "\n"));
+	explicit_bzero(pgpass, strlen(pgpass));
+	free(pgpass);
+	return password;
+}
+
+static int restarts(const json_t *pod, const char *container)
+{
+	const json_t *c = node_container_status(pod, container);
+	return c ? (int)json_integer_value(json_object_get(c, "restartCount")) : -1;
+}
+
+/* No log, event or status of the pod holds the password. */
+static void assert_secret_nowhere(const json_t *pod, const char *password)
+{
+	const char *name = latch_json_get_str(json_object_get(pod, "metadata"), "name");
+	const char *containers[] = { "latch-init", "app" };
+	for (size_t i = 0; i < 2; i++) {
+		char *log = node_logs(NS, name, containers[i], false);
+		assert_null(strstr(log, password));
+		free(log);
+	}
+	char *events = node_events(kube, NS, name);
+	assert_null(strstr(events, password));
+	free(events);
+	char *status = json_dumps(json_object_get(pod, "status"), 0);
+	assert_null(strstr(status, password));
+	free(status);
+}
+
+static void test_node__native_sidecar_gates_the_app_which_logs_in_with_psql(void **state)
+{
+	char *yaml = workload("Deployment", "node-psql", psql_loop, NULL);
+	json_t *objects = node_inject(yaml);
+	node_apply_all(kube, objects);
+	char *selector = selector_for("node-psql");
+	json_t *pod = node_wait_pod(kube, NS, selector, node_pod_running_ready, NULL, 120);
+	const char *name = latch_json_get_str(json_object_get(pod, "metadata"), "name");
+
+	/* latch-init ran as a native sidecar (an init container that stays), and the app, started
+	 * only once latch-init's startupProbe passed, found its files at once: no restart. */
+	const json_t *sidecar = node_container_status(pod, "latch-init");
+	assert_non_null(sidecar);
+	assert_true(json_is_true(json_object_get(sidecar, "started")));
+	assert_non_null(latch_json_path(sidecar, "state.running"));
+	assert_int_equal(restarts(pod, "app"), 0);
+
+	/* The app logged in as the user Vault created for this pod. */
+	char *user = pg_user_on_node(pod), *password = pg_password_on_node(pod);
+	assert_int_equal(strncmp(user, "v-", 2), 0);
+	char *log = NULL;
+	for (int i = 0; i < 60; i++) {
+		free(log);
+		log = node_logs(NS, name, "app", false);
+		if (strstr(log, user))
+			break;
+		sleep(1);
+	}
+	assert_non_null(strstr(log, user));
+	assert_int_equal(stack_psql_login(user, password), 0);
+	assert_secret_nowhere(pod, password);
+
+	explicit_bzero(password, strlen(password));
+	free(password);
+	free(user);
+	free(log);
+	node_delete_all(kube, objects);
+	json_decref(pod);
+	json_decref(objects);
+	free(selector);
+	free(yaml);
+}
+
+/* runc enforces the securityContext latch-inject wrote: the process runs as 65532 with no
+ * capability, no privilege escalation, seccomp on, and a read-only root filesystem. */
+static void test_node__runc_confines_latch_init(void **state)
+{
+	char *yaml = workload("Deployment", "node-confined", psql_loop, NULL);
+	json_t *objects = node_inject(yaml);
+	node_apply_all(kube, objects);
+	char *selector = selector_for("node-confined");
+	json_t *pod = node_wait_pod(kube, NS, selector, node_pod_running_ready, NULL, 120);
+
+	long pid = node_container_pid(pod, "latch-init");
+	char path[64];
+	snprintf(path, sizeof(path), "/proc/%ld/status", pid);
+	char *status = stack_read_file(path);
+	assert_non_null(status);
+	assert_non_null(strstr(status, "Uid:\t65532\t65532\t65532\t65532"));
+	assert_non_null(strstr(status, "CapEff:\t0000000000000000"));
+	assert_non_null(strstr(status, "CapBnd:\t0000000000000000"));
+	assert_non_null(strstr(status, "NoNewPrivs:\t1"));
+	assert_non_null(strstr(status, "Seccomp:\t2"));
+	snprintf(path, sizeof(path), "/proc/%ld/mountinfo", pid);
+	char *mounts = stack_read_file(path);
+	assert_non_null(mounts);
+	/* The root mount: "<id> <parent> <dev> <root> / ro,…". */
+	bool root_ro = false;
+	for (char *line = strtok(mounts, "\n"); line; line = strtok(NULL, "\n")) {
+		char mount_point[256] = "", options[256] = "";
+		if (sscanf(line, "%*s %*s %*s %*s %255s %255s", mount_point, options) == 2 && strcmp(mount_point, "/") == 0)
+			root_ro = strncmp(options, "ro", 2) == 0 && (options[2] == ',' || options[2] == '\0');
+	}
+	assert_true(root_ro);
+
+	free(mounts);
+	free(status);
+	node_delete_all(kube, objects);
+	json_decref(pod);
+	json_decref(objects);
+	free(selector);
+	free(yaml);
+}
+
+static void test_node__job_with_pre_populate_only_completes(void **state)
+{
+	char *yaml = workload("Job", "node-job", psql_once, "        vault.hashicorp.com/agent-pre-populate-only: \"true\"\n");
+	json_t *objects = node_inject(yaml);
+	node_apply_all(kube, objects);
+	char *selector = selector_for("node-job");
+	json_t *pod = node_wait_pod(kube, NS, selector, node_pod_succeeded, NULL, 120);
+	const char *name = latch_json_get_str(json_object_get(pod, "metadata"), "name");
+
+	const json_t *init = node_container_status(pod, "latch-init");
+	assert_non_null(init);
+	assert_int_equal(json_integer_value(latch_json_path(init, "state.terminated.exitCode")), 0);
+	const json_t *app = node_container_status(pod, "app");
+	assert_int_equal(json_integer_value(latch_json_path(app, "state.terminated.exitCode")), 0);
+	char *log = node_logs(NS, name, "app", false);
+	assert_int_equal(strncmp(log, "v-", 2), 0);
+
+	free(log);
+	node_delete_all(kube, objects);
+	json_decref(pod);
+	json_decref(objects);
+	free(selector);
+	free(yaml);
+}
+
+static bool init_failed_unavailable(const json_t *pod, void *unused)
+{
+	const json_t *c = node_container_status(pod, "latch-init");
+	return c && json_integer_value(latch_json_path(c, "lastState.terminated.exitCode")) == 69;
+}
+
+static void unseal_vault(void)
+{
+	char path[512];
+	snprintf(path, sizeof(path), "%s/vault-init.json", stack.dir);
+	char *init = stack_read_file(path);
+	assert_non_null(init);
+	json_t *keys = json_loads(init, 0, NULL);
+	free(init);
+	char body[512];
+	snprintf(body, sizeof(body), "{\"key\":\"%s\"}", json_string_value(json_array_get(json_object_get(keys, "unseal_keys_b64"), 0)));
+	json_t *unsealed = NULL;
+	assert_int_equal(stack_vault_root("PUT", "sys/unseal", body, &unsealed), 200);
+	assert_false(json_is_true(json_object_get(unsealed, "sealed")));
+	json_decref(unsealed);
+	json_decref(keys);
+}
+
+/* Vault sealed while the pod starts: latch-init exits 69 with the cause as the container's
+ * termination message, the kubelet backs off and starts it again, and the pod comes up once
+ * Vault is unsealed, without anyone touching it. */
+static void test_node__vault_sealed_at_pod_start_then_unsealed(void **state)
+{
+	char *yaml = workload("Deployment", "node-sealed", psql_loop, "        latch.dev/deadline-seconds: \"4\"\n");
+	json_t *objects = node_inject(yaml);
+	assert_int_equal(stack_vault_root("PUT", "sys/seal", NULL, NULL), 204);
+	node_apply_all(kube, objects);
+	char *selector = selector_for("node-sealed");
+	json_t *failed = node_wait_pod(kube, NS, selector, init_failed_unavailable, NULL, 90);
+	const json_t *init = node_container_status(failed, "latch-init");
+	const char *message = json_string_value(latch_json_path(init, "lastState.terminated.message"));
+	if (!message || !strstr(message, "sealed")) {
+		unseal_vault();
+		fail_msg("the termination message does not name the cause: %s", message ? message : "(none)");
+	}
+	/* The app never started without its files. */
+	const json_t *app = node_container_status(failed, "app");
+	assert_true(!app || !latch_json_path(app, "state.running"));
+	unseal_vault();
+
+	json_t *pod = node_wait_pod(kube, NS, selector, node_pod_running_ready, NULL, 180);
+	assert_true(json_integer_value(json_object_get(node_container_status(pod, "latch-init"), "restartCount")) >= 1);
+	assert_int_equal(restarts(pod, "app"), 0);
+	char *events = node_events(kube, NS, latch_json_get_str(json_object_get(pod, "metadata"), "name"));
+	assert_non_null(strstr(events, "BackOff"));
+
+	free(events);
+	node_delete_all(kube, objects);
+	json_decref(pod);
+	json_decref(failed);
+	json_decref(objects);
+	free(selector);
+	free(yaml);
+}
+
+struct restarted {
+	const char *uid;
+};
+
+static bool sidecar_restarted_and_ready(const json_t *pod, void *arg)
+{
+	const struct restarted *r = arg;
+	const json_t *c = node_container_status(pod, "latch-init");
+	return strcmp(latch_json_get_str(json_object_get(pod, "metadata"), "uid"), r->uid) == 0 && c &&
+	       json_integer_value(json_object_get(c, "restartCount")) >= 1 && json_is_true(json_object_get(c, "started")) &&
+	       node_pod_running_ready(pod, NULL);
+}
+
+/* The lease ids latch-init recorded in the pod's volume (.latch/leases.json), joined. */
+static char *lease_ids_on_node(const json_t *pod)
+{
+	char *dir = node_volume_dir(pod, "latch-secrets"), path[2300];
+	snprintf(path, sizeof(path), "%s/.latch/leases.json", dir);
+	free(dir);
+	char *text = stack_read_file(path);
+	assert_non_null(text);
+	json_t *leases = json_loads(text, 0, NULL);
+	free(text);
+	assert_non_null(leases);
+	char *ids = NULL;
+	size_t len = 0;
+	FILE *out = open_memstream(&ids, &len);
+	const json_t *l;
+	size_t i;
+	json_array_foreach(leases, i, l)
+		fprintf(out, "%s\n", latch_json_get_str(l, "lease_id"));
+	fclose(out);
+	json_decref(leases);
+	return ids;
+}
+
+/* The sidecar killed with SIGKILL (as an OOM kill does): the kubelet starts it again in the
+ * same pod, it resumes its saved session (same token, same leases, the same database user),
+ * and the app goes on running and logging in. */
+static void test_node__killed_sidecar_is_restarted_and_the_app_keeps_running(void **state)
+{
+	char *yaml = workload("Deployment", "node-kill", psql_loop, NULL);
+	json_t *objects = node_inject(yaml);
+	node_apply_all(kube, objects);
+	char *selector = selector_for("node-kill");
+	json_t *pod = node_wait_pod(kube, NS, selector, node_pod_running_ready, NULL, 120);
+	struct restarted r = { latch_json_get_str(json_object_get(pod, "metadata"), "uid") };
+	char *leases_before = lease_ids_on_node(pod), *user_before = pg_user_on_node(pod);
+	assert_true(strlen(leases_before) > 2);
+
+	node_kill_container(pod, "latch-init");
+	json_t *after = node_wait_pod(kube, NS, selector, sidecar_restarted_and_ready, &r, 120);
+	assert_int_equal(restarts(after, "app"), 0);
+	/* The previous sidecar's log is kept by the kubelet and readable through the API. */
+	const char *name = latch_json_get_str(json_object_get(after, "metadata"), "name");
+	char *previous = node_logs(NS, name, "latch-init", true);
+	assert_true(strlen(previous) > 0);
+	char *current = node_logs(NS, name, "latch-init", false);
+	assert_non_null(strstr(current, "resumed the saved session"));
+	/* Nothing new was issued: the same leases, the same database user, still working. */
+	char *leases_after = lease_ids_on_node(after);
+	assert_string_equal(leases_after, leases_before);
+	char *user = pg_user_on_node(after), *password = pg_password_on_node(after);
+	assert_string_equal(user, user_before);
+	assert_int_equal(stack_psql_login(user, password), 0);
+	assert_secret_nowhere(after, password);
+	free(leases_before);
+	free(leases_after);
+	free(user_before);
+	free(current);
+
+	explicit_bzero(password, strlen(password));
+	free(password);
+	free(user);
+	free(previous);
+	node_delete_all(kube, objects);
+	json_decref(after);
+	json_decref(pod);
+	json_decref(objects);
+	free(selector);
+	free(yaml);
+}
+
+/* The objects of deploy/latch-sync/latch-sync.yaml, set for this stack the way an operator
+ * sets them: the image the node holds, the SyncConfig pointing at the repository, the git
+ * credentials in a Secret, and the stack CA for the git server. */
+static json_t *latch_sync_deployment(const char *sync_yaml)
+{
+	char path[1024];
+	snprintf(path, sizeof(path), "%s/deploy/latch-sync/latch-sync.yaml", getenv("LATCH_SOURCE_ROOT") ?: ".");
+	char *text = stack_read_file(path);
+	assert_non_null(text);
+	json_t *docs = node_parse_yaml(text, path);
+	free(text);
+	json_t *obj;
+	size_t i;
+	json_array_foreach(docs, i, obj) {
+		const char *kind = latch_json_get_str(obj, "kind");
+		if (strcmp(kind, "ConfigMap") == 0) {
+			json_object_set_new(json_object_get(obj, "data"), "sync.yaml", json_string(sync_yaml));
+		} else if (strcmp(kind, "Deployment") == 0) {
+			json_t *spec = latch_json_path(obj, "spec.template.spec");
+			json_t *c = json_array_get(json_object_get(spec, "containers"), 0);
+			json_object_set_new(c, "image", json_string(node_image("SYNC")));
+			json_object_set_new(c, "imagePullPolicy", json_string("Never"));
+			json_array_append_new(json_object_get(c, "volumeMounts"),
+					      json_pack("{s:s,s:s,s:b}", "name", "git-ca", "mountPath", "/etc/latch-sync/ca", "readOnly", 1));
+			json_array_append_new(json_object_get(spec, "volumes"),
+					      json_pack("{s:s,s:{s:s}}", "name", "git-ca", "configMap", "name", "kube-root-ca.crt"));
+			/* The git server's name, as a cluster DNS would give it. */
+			json_object_set_new(spec, "hostAliases", json_pack("[{s:s,s:[s]}]", "ip", getenv("LATCH_NODE_IP"), "hostnames",
+									   getenv("LATCH_POD_GIT_HOST")));
+		}
+	}
+	char *password = stack_read_file(getenv("LATCH_GIT_PASSWORD_FILE"));
+	assert_non_null(password);
+	password[strcspn(password, "\n")] = '\0';
+	json_array_append_new(docs, json_pack("{s:s,s:s,s:{s:s,s:s},s:{s:s,s:s}}", "apiVersion", "v1", "kind", "Secret", "metadata",
+					      "name", "latch-sync-git", "namespace", "latch-system", "stringData", "username",
+					      getenv("LATCH_GIT_USER"), "password", password));
+	explicit_bzero(password, strlen(password));
+	free(password);
+	return docs;
+}
+
+/* A repository on the stack's git server holding one annotated workload. */
+static char *push_repository(const char *name)
+{
+	char *dir = stack_mkdtemp("latch-e2e-node-repo");
+	char *app = workload("Deployment", "node-synced", psql_loop, NULL);
+	char path[1024], cmd[4096];
+	snprintf(path, sizeof(path), "%s/repo/clusters/node", dir);
+	snprintf(cmd, sizeof(cmd), "mkdir -p '%s' && cd repo && git init -q -b main", path);
+	gitops_sh(dir, cmd);
+	snprintf(path, sizeof(path), "%s/repo/clusters/node/app.yaml", dir);
+	stack_write_file(path, app);
+	snprintf(cmd, sizeof(cmd),
+		 "cd repo && git add -A && git commit -qm app && rm -rf '%s/%s.git' && git init -q --bare '%s/%s.git' && "
+		 "git push -q '%s/%s.git' main",
+		 getenv("LATCH_GIT_ROOT"), name, getenv("LATCH_GIT_ROOT"), name, getenv("LATCH_GIT_ROOT"), name);
+	gitops_sh(dir, cmd);
+	free(app);
+	return dir;
+}
+
+/* latch-sync deployed from deploy/ runs as a pod with its image and in-cluster config (the
+ * kubernetes Service, through kube-proxy), pulls the repository from the git server, and the
+ * workload it applies runs on the node with its secrets. */
+static void test_node__latch_sync_in_the_cluster_deploys_a_working_app(void **state)
+{
+	const char *repo = "node-sync";
+	char *dir = push_repository(repo);
+	char sync_yaml[4096];
+	snprintf(sync_yaml, sizeof(sync_yaml),
+		 "apiVersion: latch.dev/v1alpha1\nkind: SyncConfig\nmetadata: {name: node}\nspec:\n"
+		 "  namespace: latch-system\n  cacheDir: /var/cache/latch-sync\n  sources:\n"
+		 "  - name: node\n    url: %s/%s.git\n    ref: {branch: main}\n    path: clusters/node\n"
+		 "    interval: 10s\n    prune: true\n    healthCheck: false\n    caFile: /etc/latch-sync/ca/ca.crt\n"
+		 "    credentials: {usernameFile: /etc/latch-sync/git/username, passwordFile: /etc/latch-sync/git/password}\n"
+		 "    inject: {vaultAddress: '%s', image: '%s'}\n",
+		 getenv("LATCH_POD_GIT_HTTPS_URL"), repo, getenv("LATCH_POD_VAULT_ADDR"), node_image("INIT"));
+	json_t *agent = latch_sync_deployment(sync_yaml);
+	node_apply_all(kube, agent);
+
+	json_t *sync_pod = node_wait_pod(kube, "latch-system", "app.kubernetes.io%2Fname%3Dlatch-sync", node_pod_running_ready,
+					 NULL, 120);
+	char *selector = selector_for("node-synced");
+	json_t *app = node_wait_pod(kube, NS, selector, node_pod_running_ready, NULL, 120);
+	/* What latch-sync applied carries its injection: the app found its files and logged in. */
+	assert_non_null(node_container_status(app, "latch-init"));
+	char *user = pg_user_on_node(app), *password = pg_password_on_node(app);
+	assert_int_equal(stack_psql_login(user, password), 0);
+	char *log = node_logs("latch-system", latch_json_get_str(json_object_get(sync_pod, "metadata"), "name"), "latch-sync", false);
+	assert_non_null(strstr(log, "node-synced"));
+	assert_null(strstr(log, password));
+
+	explicit_bzero(password, strlen(password));
+	free(password);
+	free(user);
+	free(log);
+	json_t *synced = json_pack("[{s:s,s:s,s:{s:s,s:s}}]", "apiVersion", "apps/v1", "kind", "Deployment", "metadata", "name",
+				   "node-synced", "namespace", NS);
+	json_t *stop = json_pack("[{s:s,s:s,s:{s:s,s:s}}]", "apiVersion", "apps/v1", "kind", "Deployment", "metadata", "name",
+				 "latch-sync", "namespace", "latch-system");
+	node_delete_all(kube, stop);
+	node_delete_all(kube, synced);
+	json_decref(stop);
+	json_decref(synced);
+	json_decref(app);
+	json_decref(sync_pod);
+	json_decref(agent);
+	free(selector);
+	stack_rm_rf(dir);
+	free(dir);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_node__native_sidecar_gates_the_app_which_logs_in_with_psql),
+		cmocka_unit_test(test_node__runc_confines_latch_init),
+		cmocka_unit_test(test_node__job_with_pre_populate_only_completes),
+		cmocka_unit_test(test_node__vault_sealed_at_pod_start_then_unsealed),
+		cmocka_unit_test(test_node__killed_sidecar_is_restarted_and_the_app_keeps_running),
+		cmocka_unit_test(test_node__latch_sync_in_the_cluster_deploys_a_working_app),
+	};
+	return cmocka_run_group_tests(tests, setup, teardown);
+}
