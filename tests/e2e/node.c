@@ -161,6 +161,21 @@ json_t *node_wait_pod(struct latch_k8s *k, const char *ns, const char *selector,
 	}
 }
 
+void node_wait_no_pods(struct latch_k8s *k, const char *ns, const char *selector, double timeout_s)
+{
+	double end = stack_now() + timeout_s;
+	for (;;) {
+		json_t *list = list_pods(k, ns, selector);
+		size_t n = json_array_size(json_object_get(list, "items"));
+		json_decref(list);
+		if (n == 0)
+			return;
+		if (stack_now() > end)
+			fail_msg("%zu pods %s in %s still there after %.0f s", n, selector, ns, timeout_s);
+		sleep_s(0.5);
+	}
+}
+
 const json_t *node_container_status(const json_t *pod, const char *container)
 {
 	const char *lists[] = { "status.initContainerStatuses", "status.containerStatuses" };

@@ -33,6 +33,9 @@ void node_ensure_vault_tls(struct latch_k8s *k, const char *ns);
 json_t *node_wait_pod(struct latch_k8s *k, const char *ns, const char *selector, bool (*done)(const json_t *pod, void *arg),
 		      void *arg, double timeout_s);
 
+/* Wait until no pod matching the selector is left (after deleting what made them). */
+void node_wait_no_pods(struct latch_k8s *k, const char *ns, const char *selector, double timeout_s);
+
 /* A container's status (init containers included), NULL when not reported yet. */
 const json_t *node_container_status(const json_t *pod, const char *container);
 bool node_pod_running_ready(const json_t *pod, void *unused);
