@@ -506,7 +506,8 @@ static char *push_repository(const char *name, char **ret_rev)
 
 /* latch-sync deployed from deploy/ runs as a pod with its image and in-cluster config (the
  * kubernetes Service, through kube-proxy), pulls the repository from the git server, and the
- * workload it applies runs on the node with its secrets. */
+ * workload it applies runs on the node with its secrets; its health check waits for that
+ * workload to be available, and only then is the agent ready (/readyz). */
 static void test_node__latch_sync_in_the_cluster_deploys_a_working_app(void **state)
 {
 	const char *repo = "node-sync";
@@ -517,7 +518,7 @@ static void test_node__latch_sync_in_the_cluster_deploys_a_working_app(void **st
 		 "apiVersion: latch.dev/v1alpha1\nkind: SyncConfig\nmetadata: {name: node}\nspec:\n"
 		 "  namespace: latch-system\n  cacheDir: /var/cache/latch-sync\n  sources:\n"
 		 "  - name: node\n    url: %s/%s.git\n    ref: {branch: main}\n    path: clusters/node\n"
-		 "    interval: 10s\n    prune: true\n    healthCheck: false\n    caFile: /etc/latch-sync/ca/ca.crt\n"
+		 "    interval: 10s\n    prune: true\n    healthCheck: true\n    timeout: 2m\n    caFile: /etc/latch-sync/ca/ca.crt\n"
 		 "    credentials: {usernameFile: /etc/latch-sync/git/username, passwordFile: /etc/latch-sync/git/password}\n"
 		 "    inject: {vaultAddress: '%s', image: '%s'}\n",
 		 getenv("LATCH_POD_GIT_HTTPS_URL"), repo, getenv("LATCH_POD_VAULT_ADDR"), node_image("INIT"));
