@@ -8,7 +8,7 @@ export PATH := $(PATH):/usr/local/go/bin
 # The e2e suites and benchmarks run inside the stack's network namespace (dev/stack exec).
 IN_STACK := dev/stack exec
 
-.PHONY: all deps build static images sanitize-build fuzz bench-init bench-inject bench-sync unit sanitize e2e test demo stack-up stack-down clean
+.PHONY: all deps build static images sanitize-build fuzz bench-init bench-node bench-inject bench-sync unit sanitize e2e test demo stack-up stack-down clean
 
 all: build
 
@@ -78,6 +78,13 @@ fuzz:
 bench-init: build static
 	dev/stack up
 	status=0; . .stack/env && LATCH_INIT_STATIC=$(LATCH_INIT_STATIC) $(IN_STACK) bench/init/run || status=$$?; \
+		dev/stack down; exit $$status
+
+# Pod start and pod memory on the stack's node: latch-init versus Vault Agent as an init
+# container, with no-init and no-op-init baselines (numbers go in README.md).
+bench-node: build static
+	LATCH_EXTRA_IMAGES=vault dev/stack up
+	status=0; . .stack/env && $(IN_STACK) bench/node/run || status=$$?; \
 		dev/stack down; exit $$status
 
 # latch-inject versus kustomize with an equivalent patch (numbers go in README.md).

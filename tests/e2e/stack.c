@@ -117,6 +117,32 @@ long stack_vault_root(const char *method, const char *path, const char *body, js
 	return status;
 }
 
+void stack_vault_unseal(void)
+{
+	json_t *status = NULL;
+	if (stack_vault_root("GET", "sys/seal-status", NULL, &status) != 200)
+		fail_msg("Vault's seal status is unknown");
+	bool sealed = json_is_true(json_object_get(status, "sealed"));
+	json_decref(status);
+	if (!sealed)
+		return;
+	char path[512];
+	snprintf(path, sizeof(path), "%s/vault-init.json", stack.dir);
+	char *init = stack_read_file(path);
+	json_t *keys = init ? json_loads(init, 0, NULL) : NULL;
+	free(init);
+	if (!keys)
+		fail_msg("no unseal key in %s", path);
+	char body[512];
+	snprintf(body, sizeof(body), "{\"key\":\"%s\"}", json_string_value(json_array_get(json_object_get(keys, "unseal_keys_b64"), 0)));
+	json_decref(keys);
+	json_t *unsealed = NULL;
+	if (stack_vault_root("PUT", "sys/unseal", body, &unsealed) != 200 || json_is_true(json_object_get(unsealed, "sealed")))
+		fail_msg("Vault did not unseal");
+	json_decref(unsealed);
+	explicit_bzero(body, sizeof(body));
+}
+
 int stack_psql_login(const char *user, const char *password)
 {
 	char pgpass[512];

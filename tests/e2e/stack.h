@@ -35,6 +35,8 @@ long stack_call(struct latch_http_client *c, const char *method, const char *url
 char *stack_token_request(const char *ns, const char *sa, long seconds);
 /* Vault as root (set-up only): method path [json body] -> status, body. */
 long stack_vault_root(const char *method, const char *path, const char *body, json_t **ret_json);
+/* Unseal the stack's Vault with the key dev/stack saved, if it is sealed. */
+void stack_vault_unseal(void);
 /* psql login as user/password; 0 when it worked. */
 int stack_psql_login(const char *user, const char *password);
 

@@ -102,16 +102,7 @@ static char *run_inject(const char *input_path, const char *extra_arg, int *ret_
 
 static json_t *docs_as_json(const char *yaml)
 {
-	struct latch_yaml_stream s;
-	struct latch_yaml_limits lim = LATCH_YAML_LIMITS_DEFAULT;
-	struct latch_error err = LATCH_ERROR_INIT;
-	if (latch_yaml_parse(latch_view_str(yaml), "output", &lim, &s, &err) < 0)
-		fail_msg("%s", latch_error_message(&err));
-	json_t *docs = json_array();
-	for (size_t i = 0; i < s.n_docs; i++)
-		json_array_append_new(docs, latch_yaml_to_json(s.docs[i].root));
-	latch_yaml_stream_done(&s);
-	return docs;
+	return node_parse_yaml(yaml, "output");
 }
 
 static char *write_temp(const char *text)

@@ -99,6 +99,11 @@ static char *workload(const char *kind, const char *name, const char *command, c
 	return yaml;
 }
 
+static const char *pod_name(const json_t *pod)
+{
+	return latch_json_get_str(json_object_get(pod, "metadata"), "name");
+}
+
 static char *selector_for(const char *name)
 {
 	char *s = NULL;
@@ -107,15 +112,22 @@ static char *selector_for(const char *name)
 	return s;
 }
 
+/* A file latch wrote into the pod's secrets volume, read on the node (to free). */
+static char *secret_file_on_node(const json_t *pod, const char *name)
+{
+	char *dir = node_volume_dir(pod, "latch-secrets"), path[2300];
+	snprintf(path, sizeof(path), "%s/%s", dir, name);
+	free(dir);
+	char *text = stack_read_file(path);
+	if (!text)
+		fail_msg("no %s in the pod's secrets volume", name);
+	return text;
+}
+
 /* The value after "export PGUSER=" in the env file latch wrote on the node. */
 static char *pg_user_on_node(const json_t *pod)
 {
-	char *dir = node_volume_dir(pod, "latch-secrets"), path[2300];
-	snprintf(path, sizeof(path), "%s/db-env", dir);
-	char *env = stack_read_file(path);
-	free(dir);
-	if (!env)
-		fail_msg("no db-env in the pod's secrets volume");
+	char *env = secret_file_on_node(pod, "db-env");
 	const char *p = strstr(env, "PGUSER=");
 	assert_non_null(p);
 	char *user = strndup(p + 7, strcspn(p + 7, "\n"));
@@ -123,14 +135,10 @@ static char *pg_user_on_node(const json_t *pod)
 	return user;
 }
 
+/* The last field of the .pgpass line. */
 static char *pg_password_on_node(const json_t *pod)
 {
-	char *dir = node_volume_dir(pod, "latch-secrets"), path[2300];
-	snprintf(path, sizeof(path), "%s/pgpass", dir);
-	char *pgpass = stack_read_file(path);
-	free(dir);
-	if (!pgpass)
-		fail_msg("no pgpass in the pod's secrets volume");
+	char *pgpass = secret_file_on_node(pod, "pgpass");
 	const char *last = strrchr(pgpass, ':');
 	assert_non_null(last);
 	char *password = strndup(last + 1, strcspn(last + 1, "\n"));
@@ -148,7 +156,7 @@ static int restarts(const json_t *pod, const char *container)
 /* No log, event or status of the pod holds the password. */
 static void assert_secret_nowhere(const json_t *pod, const char *password)
 {
-	const char *name = latch_json_get_str(json_object_get(pod, "metadata"), "name");
+	const char *name = pod_name(pod);
 	const char *containers[] = { "latch-init", "app" };
 	for (size_t i = 0; i < 2; i++) {
 		char *log = node_logs(NS, name, containers[i], false);
@@ -163,16 +171,42 @@ static void assert_secret_nowhere(const json_t *pod, const char *password)
 	free(status);
 }
 
+/* A workload of the tests, from its YAML to its pod on the node. */
+struct running {
+	char *yaml, *selector;
+	json_t *objects; /* as latch-inject wrote them */
+	json_t *pod;     /* the pod that reached the state asked for */
+};
+
+/* Inject and apply a workload (after removing what a failed earlier run left), then wait
+ * until its pod satisfies done. */
+static void run_workload(struct running *w, const char *kind, const char *name, const char *command, const char *extra_annotations,
+			 bool (*done)(const json_t *pod, void *arg), double timeout_s)
+{
+	w->yaml = workload(kind, name, command, extra_annotations);
+	w->objects = node_inject(w->yaml);
+	w->selector = selector_for(name);
+	node_delete_all(kube, w->objects);
+	node_wait_no_pods(kube, NS, w->selector, 120);
+	node_apply_all(kube, w->objects);
+	w->pod = done ? node_wait_pod(kube, NS, w->selector, done, NULL, timeout_s) : NULL;
+}
+
+static void stop_workload(struct running *w)
+{
+	node_delete_all(kube, w->objects);
+	json_decref(w->pod);
+	json_decref(w->objects);
+	free(w->selector);
+	free(w->yaml);
+}
+
 static void test_node__native_sidecar_gates_the_app_which_logs_in_with_psql(void **state)
 {
-	char *yaml = workload("Deployment", "node-psql", psql_loop, NULL);
-	json_t *objects = node_inject(yaml);
-	node_delete_all(kube, objects); /* what a failed earlier run left */
-	node_wait_no_pods(kube, NS, "app%3Dnode-psql", 120);
-	node_apply_all(kube, objects);
-	char *selector = selector_for("node-psql");
-	json_t *pod = node_wait_pod(kube, NS, selector, node_pod_running_ready, NULL, 120);
-	const char *name = latch_json_get_str(json_object_get(pod, "metadata"), "name");
+	struct running w;
+	run_workload(&w, "Deployment", "node-psql", psql_loop, NULL, node_pod_running_ready, 120);
+	json_t *pod = w.pod;
+	const char *name = pod_name(pod);
 
 	/* latch-init ran as a native sidecar (an init container that stays), and the app, started
 	 * only once latch-init's startupProbe passed, found its files at once: no restart. */
@@ -201,24 +235,16 @@ static void test_node__native_sidecar_gates_the_app_which_logs_in_with_psql(void
 	free(password);
 	free(user);
 	free(log);
-	node_delete_all(kube, objects);
-	json_decref(pod);
-	json_decref(objects);
-	free(selector);
-	free(yaml);
+	stop_workload(&w);
 }
 
 /* runc enforces the securityContext latch-inject wrote: the process runs as its non-root user
  * with no capability, no privilege escalation, seccomp on, and a read-only root filesystem. */
 static void test_node__runc_confines_latch_init(void **state)
 {
-	char *yaml = workload("Deployment", "node-confined", psql_loop, NULL);
-	json_t *objects = node_inject(yaml);
-	node_delete_all(kube, objects); /* what a failed earlier run left */
-	node_wait_no_pods(kube, NS, "app%3Dnode-confined", 120);
-	node_apply_all(kube, objects);
-	char *selector = selector_for("node-confined");
-	json_t *pod = node_wait_pod(kube, NS, selector, node_pod_running_ready, NULL, 120);
+	struct running w;
+	run_workload(&w, "Deployment", "node-confined", psql_loop, NULL, node_pod_running_ready, 120);
+	json_t *pod = w.pod;
 
 	/* The user latch-inject chose (the injector's default, 100), and never root. */
 	const json_t *init = json_array_get(latch_json_path(pod, "spec.initContainers"), 0);
@@ -249,23 +275,15 @@ static void test_node__runc_confines_latch_init(void **state)
 
 	free(mounts);
 	free(status);
-	node_delete_all(kube, objects);
-	json_decref(pod);
-	json_decref(objects);
-	free(selector);
-	free(yaml);
+	stop_workload(&w);
 }
 
 static void test_node__job_with_pre_populate_only_completes(void **state)
 {
-	char *yaml = workload("Job", "node-job", psql_once, "        vault.hashicorp.com/agent-pre-populate-only: \"true\"\n");
-	json_t *objects = node_inject(yaml);
-	node_delete_all(kube, objects); /* what a failed earlier run left */
-	node_wait_no_pods(kube, NS, "app%3Dnode-job", 120);
-	node_apply_all(kube, objects);
-	char *selector = selector_for("node-job");
-	json_t *pod = node_wait_pod(kube, NS, selector, node_pod_succeeded, NULL, 120);
-	const char *name = latch_json_get_str(json_object_get(pod, "metadata"), "name");
+	struct running w;
+	run_workload(&w, "Job", "node-job", psql_once, "        vault.hashicorp.com/agent-pre-populate-only: \"true\"\n", node_pod_succeeded, 120);
+	json_t *pod = w.pod;
+	const char *name = pod_name(pod);
 
 	const json_t *init = node_container_status(pod, "latch-init");
 	assert_non_null(init);
@@ -276,11 +294,7 @@ static void test_node__job_with_pre_populate_only_completes(void **state)
 	assert_int_equal(strncmp(log, "v-", 2), 0);
 
 	free(log);
-	node_delete_all(kube, objects);
-	json_decref(pod);
-	json_decref(objects);
-	free(selector);
-	free(yaml);
+	stop_workload(&w);
 }
 
 /* latch-init exited 69 (Vault unavailable) and the kubelet is backing off before the next try. */
@@ -292,33 +306,10 @@ static bool init_backing_off_unavailable(const json_t *pod, void *unused)
 	       strcmp(waiting, "CrashLoopBackOff") == 0;
 }
 
-static void unseal_vault(void)
-{
-	json_t *status = NULL;
-	assert_int_equal(stack_vault_root("GET", "sys/seal-status", NULL, &status), 200);
-	bool sealed = json_is_true(json_object_get(status, "sealed"));
-	json_decref(status);
-	if (!sealed)
-		return;
-	char path[512];
-	snprintf(path, sizeof(path), "%s/vault-init.json", stack.dir);
-	char *init = stack_read_file(path);
-	assert_non_null(init);
-	json_t *keys = json_loads(init, 0, NULL);
-	free(init);
-	char body[512];
-	snprintf(body, sizeof(body), "{\"key\":\"%s\"}", json_string_value(json_array_get(json_object_get(keys, "unseal_keys_b64"), 0)));
-	json_t *unsealed = NULL;
-	assert_int_equal(stack_vault_root("PUT", "sys/unseal", body, &unsealed), 200);
-	assert_false(json_is_true(json_object_get(unsealed, "sealed")));
-	json_decref(unsealed);
-	json_decref(keys);
-}
-
 /* Whatever happened in the test, Vault is unsealed for the next one. */
 static int unseal_after(void **state)
 {
-	unseal_vault();
+	stack_vault_unseal();
 	return 0;
 }
 
@@ -327,14 +318,11 @@ static int unseal_after(void **state)
  * Vault is unsealed, without anyone touching it. */
 static void test_node__vault_sealed_at_pod_start_then_unsealed(void **state)
 {
-	char *yaml = workload("Deployment", "node-sealed", psql_loop, "        latch.dev/deadline-seconds: \"4\"\n");
-	json_t *objects = node_inject(yaml);
-	node_delete_all(kube, objects); /* what a failed earlier run left */
-	node_wait_no_pods(kube, NS, "app%3Dnode-sealed", 120);
+	struct running w;
 	assert_int_equal(stack_vault_root("PUT", "sys/seal", NULL, NULL), 204);
-	node_apply_all(kube, objects);
-	char *selector = selector_for("node-sealed");
-	json_t *failed = node_wait_pod(kube, NS, selector, init_backing_off_unavailable, NULL, 120);
+	run_workload(&w, "Deployment", "node-sealed", psql_loop, "        latch.dev/deadline-seconds: \"4\"\n",
+		     init_backing_off_unavailable, 120);
+	const json_t *failed = w.pod;
 	const json_t *init = node_container_status(failed, "latch-init");
 	const char *message = json_string_value(latch_json_path(init, "lastState.terminated.message"));
 	if (!message || !strstr(message, "sealed"))
@@ -342,17 +330,13 @@ static void test_node__vault_sealed_at_pod_start_then_unsealed(void **state)
 	/* The app never started without its files. */
 	const json_t *app = node_container_status(failed, "app");
 	assert_true(!app || !latch_json_path(app, "state.running"));
-	unseal_vault();
+	stack_vault_unseal();
 
-	json_t *pod = node_wait_pod(kube, NS, selector, node_pod_running_ready, NULL, 180);
+	json_t *pod = node_wait_pod(kube, NS, w.selector, node_pod_running_ready, NULL, 180);
 	assert_true(json_integer_value(json_object_get(node_container_status(pod, "latch-init"), "restartCount")) >= 1);
 	assert_int_equal(restarts(pod, "app"), 0);
-	node_delete_all(kube, objects);
 	json_decref(pod);
-	json_decref(failed);
-	json_decref(objects);
-	free(selector);
-	free(yaml);
+	stop_workload(&w);
 }
 
 struct restarted {
@@ -371,11 +355,7 @@ static bool sidecar_restarted_and_ready(const json_t *pod, void *arg)
 /* The lease ids latch-init recorded in the pod's volume (.latch/leases.json), joined. */
 static char *lease_ids_on_node(const json_t *pod)
 {
-	char *dir = node_volume_dir(pod, "latch-secrets"), path[2300];
-	snprintf(path, sizeof(path), "%s/.latch/leases.json", dir);
-	free(dir);
-	char *text = stack_read_file(path);
-	assert_non_null(text);
+	char *text = secret_file_on_node(pod, ".latch/leases.json");
 	json_t *leases = json_loads(text, 0, NULL);
 	free(text);
 	assert_non_null(leases);
@@ -396,22 +376,18 @@ static char *lease_ids_on_node(const json_t *pod)
  * and the app goes on running and logging in. */
 static void test_node__killed_sidecar_is_restarted_and_the_app_keeps_running(void **state)
 {
-	char *yaml = workload("Deployment", "node-kill", psql_loop, NULL);
-	json_t *objects = node_inject(yaml);
-	node_delete_all(kube, objects); /* what a failed earlier run left */
-	node_wait_no_pods(kube, NS, "app%3Dnode-kill", 120);
-	node_apply_all(kube, objects);
-	char *selector = selector_for("node-kill");
-	json_t *pod = node_wait_pod(kube, NS, selector, node_pod_running_ready, NULL, 120);
+	struct running w;
+	run_workload(&w, "Deployment", "node-kill", psql_loop, NULL, node_pod_running_ready, 120);
+	json_t *pod = w.pod;
 	struct restarted r = { latch_json_get_str(json_object_get(pod, "metadata"), "uid") };
 	char *leases_before = lease_ids_on_node(pod), *user_before = pg_user_on_node(pod);
 	assert_true(strlen(leases_before) > 2);
 
 	node_kill_container(pod, "latch-init");
-	json_t *after = node_wait_pod(kube, NS, selector, sidecar_restarted_and_ready, &r, 120);
+	json_t *after = node_wait_pod(kube, NS, w.selector, sidecar_restarted_and_ready, &r, 120);
 	assert_int_equal(restarts(after, "app"), 0);
 	/* The previous sidecar's log is kept by the kubelet and readable through the API. */
-	const char *name = latch_json_get_str(json_object_get(after, "metadata"), "name");
+	const char *name = pod_name(after);
 	char *previous = node_logs(NS, name, "latch-init", true);
 	assert_true(strlen(previous) > 0);
 	char *current = node_logs(NS, name, "latch-init", false);
@@ -432,12 +408,8 @@ static void test_node__killed_sidecar_is_restarted_and_the_app_keeps_running(voi
 	free(password);
 	free(user);
 	free(previous);
-	node_delete_all(kube, objects);
 	json_decref(after);
-	json_decref(pod);
-	json_decref(objects);
-	free(selector);
-	free(yaml);
+	stop_workload(&w);
 }
 
 /* The objects of deploy/latch-sync/latch-sync.yaml, set for this stack the way an operator
@@ -541,7 +513,7 @@ static void test_node__latch_sync_in_the_cluster_deploys_a_working_app(void **st
 	assert_non_null(node_container_status(app, "latch-init"));
 	char *user = pg_user_on_node(app), *password = pg_password_on_node(app);
 	assert_int_equal(stack_psql_login(user, password), 0);
-	char *log = node_logs("latch-system", latch_json_get_str(json_object_get(sync_pod, "metadata"), "name"), "latch-sync", false);
+	char *log = node_logs("latch-system", pod_name(sync_pod), "latch-sync", false);
 	/* It says which commit it applied, and that the pass went through. */
 	assert_non_null(strstr(log, rev));
 	assert_non_null(strstr(log, "\"msg\":\"synced\""));
