@@ -52,6 +52,7 @@ static void test_config__every_field(void **state)
 		"\"server_name\":\"vault.svc\",\"tls_skip_verify\":false},"
 		"\"auth\":{\"method\":\"jwt\",\"path\":\"jwt-k8s\",\"role\":\"r\",\"token_file\":\"/t\"},"
 		"\"output_dir\":\"/out\",\"deadline_seconds\":30,\"revoke_on_shutdown\":true,\"token_file_name\":\"token\","
+		"\"state_dir\":\"/var/run/latch/state\","
 		"\"secrets\":[{\"name\":\"cert\",\"path\":\"pki/issue/demo\",\"params\":{\"common_name\":\"a.demo.svc\"},\"format\":\"pem\","
 		"\"file\":\"tls/web\",\"mode\":\"0600\",\"uid\":100,\"gid\":1000},"
 		"{\"name\":\"url\",\"template\":\"[[ with secret \\\"database/creds/app\\\" ]][[ .Data.username ]][[ end ]]\","
@@ -61,6 +62,7 @@ static void test_config__every_field(void **state)
 	assert_string_equal(c.auth.path, "auth/jwt-k8s");
 	assert_string_equal(c.vault.namespace, "team-a");
 	assert_true(c.revoke_on_shutdown);
+	assert_string_equal(c.state_dir, "/var/run/latch/state");
 	assert_int_equal(c.secrets[0].format, LATCH_FORMAT_PEM);
 	assert_int_equal(c.secrets[0].mode, 0600);
 	assert_true(c.secrets[0].set_owner);
@@ -95,6 +97,8 @@ static void test_config__errors_name_the_field(void **state)
 			    "two secrets write the file 'x'");
 	assert_config_error("{" VAULT_AUTH ",\"secrets\":[{\"name\":\"a\",\"path\":\"p\"},{\"name\":\"a\",\"path\":\"q\",\"file\":\"y\"}]}",
 			    "two secrets are named 'a'");
+	assert_config_error("{" VAULT_AUTH ",\"state_dir\":\"state\",\"secrets\":[{\"name\":\"db\",\"path\":\"p\"}]}",
+			    "state_dir: 'state' must be an absolute path");
 	assert_config_error("{\"version\":2}", "version: must be 1");
 	assert_config_error("{\"version\":1,\"vault\":{\"address\":\"vault:8200\"}}", "vault.address: 'vault:8200' must start with https://");
 	assert_config_error("{\"version\":1,\"vault\":{\"address\":\"https://v\"},\"auth\":{}}", "auth.role: is required");
