@@ -208,8 +208,9 @@ bool node_pod_succeeded(const json_t *pod, void *unused)
 	return strcmp(latch_json_get_str(json_object_get(pod, "status"), "phase") ?: "", "Succeeded") == 0;
 }
 
-/* GET of a text resource from the API server as the stack admin. */
-static char *kube_text(const char *path)
+/* GET of a text resource from the API server as the stack admin; NULL on a non-200 answer
+ * when soft, a failed test otherwise. */
+static char *kube_text_get(const char *path, bool soft)
 {
 	struct latch_tls_options tls = { .ca_file = stack.ca, .client_cert_file = stack.admin_cert, .client_key_file = stack.admin_key };
 	struct latch_http_client *c = stack_client(&tls);
@@ -220,20 +221,38 @@ static char *kube_text(const char *path)
 	struct latch_error err = LATCH_ERROR_INIT;
 	if (latch_http_do(c, &req, &resp, &err) < 0)
 		fail_msg("GET %s: %s", path, latch_error_message(&err));
-	if (resp.status != 200)
+	if (resp.status != 200 && !soft)
 		fail_msg("GET %s answered %ld: %s", path, resp.status, latch_buf_str(&resp.body));
-	char *text = strdup(latch_buf_str(&resp.body));
+	char *text = resp.status == 200 ? strdup(latch_buf_str(&resp.body)) : NULL;
 	latch_http_response_done(&resp);
 	latch_http_client_free(c);
 	return text;
 }
 
+static void logs_path(char *path, size_t n, const char *ns, const char *pod, const char *container, bool previous)
+{
+	snprintf(path, n, "/api/v1/namespaces/%s/pods/%s/log?container=%s%s", ns, pod, container, previous ? "&previous=true" : "");
+}
+
 char *node_logs(const char *ns, const char *pod, const char *container, bool previous)
 {
 	char path[1024];
-	snprintf(path, sizeof(path), "/api/v1/namespaces/%s/pods/%s/log?container=%s%s", ns, pod, container,
-		 previous ? "&previous=true" : "");
-	return kube_text(path);
+	logs_path(path, sizeof(path), ns, pod, container, previous);
+	return kube_text_get(path, false);
+}
+
+char *node_logs_when_served(const char *ns, const char *pod, const char *container, double timeout_s)
+{
+	char path[1024];
+	logs_path(path, sizeof(path), ns, pod, container, false);
+	double end = stack_now() + timeout_s;
+	char *text;
+	while (!(text = kube_text_get(path, true))) {
+		if (stack_now() > end)
+			return kube_text_get(path, false);
+		sleep_s(0.5);
+	}
+	return text;
 }
 
 char *node_events(struct latch_k8s *k, const char *ns, const char *name)

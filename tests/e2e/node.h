@@ -44,6 +44,8 @@ bool node_pod_succeeded(const json_t *pod, void *unused);
 /* The container's log, through the API server (the kubelet serves it); previous: the log of
  * the instance before the last restart. */
 char *node_logs(const char *ns, const char *pod, const char *container, bool previous);
+/* The same, retried until the kubelet serves it (after the kubelet itself restarted). */
+char *node_logs_when_served(const char *ns, const char *pod, const char *container, double timeout_s);
 /* The events of an object, each "reason: message" on a line. */
 char *node_events(struct latch_k8s *k, const char *ns, const char *name);
 

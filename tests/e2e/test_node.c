@@ -536,6 +536,51 @@ static void test_node__latch_sync_in_the_cluster_deploys_a_working_app(void **st
 	free(rev);
 }
 
+/* The node's daemons crash (SIGKILL to the kubelet and containerd) and come back while the
+ * sidecar runs: the containers went on running, the kubelet takes them up again, and the app
+ * keeps its credentials: the same leases, the same database user, no restart. */
+static void test_node__node_daemons_restart_while_the_sidecar_runs(void **state)
+{
+	struct running w;
+	run_workload(&w, "Deployment", "node-restart", psql_loop, NULL, node_pod_running_ready, 120);
+	char *leases_before = lease_ids_on_node(w.pod), *user_before = pg_user_on_node(w.pod);
+
+	char cmd[1024];
+	snprintf(cmd, sizeof(cmd), "'%s/dev/stack' restart-node", getenv("LATCH_SOURCE_ROOT") ?: ".");
+	char home[512], log[] = "/tmp/latch-e2e-restart-node.log";
+	snprintf(home, sizeof(home), "HOME=%s", getenv("HOME") ?: "/root");
+	char *argv[] = { "/bin/sh", "-c", cmd, NULL };
+	char *envp[] = { "PATH=/usr/local/bin:/usr/bin:/bin:/usr/sbin:/sbin:/usr/local/go/bin", home, NULL };
+	remove(log);
+	if (stack_run(argv, envp, log, 180, NULL) != 0) {
+		char *out = stack_read_file(log);
+		fail_msg("dev/stack restart-node failed: %s", out ? out : "?");
+	}
+
+	struct restarted r = { latch_json_get_str(json_object_get(w.pod, "metadata"), "uid") };
+	json_t *after = node_wait_pod(kube, NS, w.selector, node_pod_running_ready, NULL, 120);
+	assert_string_equal(latch_json_get_str(json_object_get(after, "metadata"), "uid"), r.uid);
+	/* The new kubelet has taken the pod up again when it serves its logs. */
+	free(node_logs_when_served(NS, pod_name(after), "app", 60));
+	json_decref(after);
+	after = node_wait_pod(kube, NS, w.selector, node_pod_running_ready, NULL, 120);
+	assert_int_equal(restarts(after, "app"), 0);
+	char *leases_after = lease_ids_on_node(after), *user = pg_user_on_node(after), *password = pg_password_on_node(after);
+	assert_string_equal(leases_after, leases_before);
+	assert_string_equal(user, user_before);
+	assert_int_equal(stack_psql_login(user, password), 0);
+	assert_secret_nowhere(after, password);
+
+	explicit_bzero(password, strlen(password));
+	free(password);
+	free(user);
+	free(leases_after);
+	free(user_before);
+	free(leases_before);
+	json_decref(after);
+	stop_workload(&w);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -544,6 +589,7 @@ int main(void)
 		cmocka_unit_test(test_node__job_with_pre_populate_only_completes),
 		cmocka_unit_test_teardown(test_node__vault_sealed_at_pod_start_then_unsealed, unseal_after),
 		cmocka_unit_test(test_node__killed_sidecar_is_restarted_and_the_app_keeps_running),
+		cmocka_unit_test(test_node__node_daemons_restart_while_the_sidecar_runs),
 		cmocka_unit_test(test_node__latch_sync_in_the_cluster_deploys_a_working_app),
 	};
 	return cmocka_run_group_tests(tests, setup, teardown);
