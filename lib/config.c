@@ -428,6 +428,11 @@ static int parse_root(const struct where *w, const json_t *root, struct latch_co
 		return r;
 	if (c->state_dir && c->state_dir[0] != '/')
 		return bad(w, "state_dir", "'%s' must be an absolute path", c->state_dir);
+	/* It holds the Vault token: never where the app reads its files. */
+	size_t out_len = strlen(c->output_dir);
+	if (c->state_dir && strncmp(c->state_dir, c->output_dir, out_len) == 0 &&
+	    (c->state_dir[out_len] == '\0' || c->state_dir[out_len] == '/'))
+		return bad(w, "state_dir", "'%s' must not be inside output_dir", c->state_dir);
 	if (!json_object_get(root, "secrets"))
 		return bad(w, "secrets", "%s", "is required");
 	return parse_secrets(w, json_object_get(root, "secrets"), c);
