@@ -42,13 +42,16 @@ static double monotonic_due(json_int_t wall)
 static json_t *session_json(const struct init_state *s)
 {
 	json_t *requests = json_array();
-	json_t *root = json_pack("{s:i,s:s,s:I,s:b,s:I,s:o}", "version", SESSION_VERSION, "token", latch_vault_token(s->vault) ?: "",
-				 "token_ttl", (json_int_t)s->token_ttl, "token_renewable", s->token_renewable, "token_due",
-				 wall_due(s->token_due), "requests", requests);
+	json_t *root = json_pack("{s:i,s:s,s:I,s:b,s:I,s:o}", "version", SESSION_VERSION,
+				 "token", latch_vault_token(s->vault) ?: "",
+				 "token_ttl", (json_int_t)s->token_ttl, "token_renewable", s->token_renewable,
+				 "token_due", wall_due(s->token_due), "requests", requests);
 	for (size_t i = 0; root && i < s->n_requests; i++) {
 		const struct init_request *q = &s->requests[i];
-		json_t *entry = json_pack("{s:s,s:O?,s:O?,s:I,s:I}", "path", q->path, "params", q->params, "envelope", q->envelope,
-					  "original_duration", (json_int_t)q->original_duration, "due", wall_due(q->due));
+		json_t *entry = json_pack("{s:s,s:O?,s:O?,s:I,s:I}", "path", q->path, "params", q->params,
+					  "envelope", q->envelope,
+					  "original_duration", (json_int_t)q->original_duration,
+					  "due", wall_due(q->due));
 		if (!entry || json_array_append_new(requests, entry) < 0) {
 			json_decref(root);
 			return NULL;
@@ -84,7 +87,8 @@ static bool same_requests(const struct init_state *s, const json_t *saved)
 		const json_t *e = json_array_get(saved, i);
 		const json_t *params = json_object_get(e, "params");
 		const char *path = latch_json_get_str(e, "path");
-		if (!path || strcmp(path, s->requests[i].path) != 0 || !json_is_object(json_object_get(e, "envelope")))
+		if (!path || strcmp(path, s->requests[i].path) != 0
+		    || !json_is_object(json_object_get(e, "envelope")))
 			return false;
 		if ((params && !json_is_null(params)) != (s->requests[i].params != NULL) ||
 		    (s->requests[i].params && !json_equal(params, s->requests[i].params)))
@@ -121,7 +125,8 @@ static int revive_token(struct init_state *s, const json_t *root, struct latch_e
 	s->token_renewable = json_is_true(json_object_get(root, "token_renewable"));
 	s->token_due = monotonic_due(json_integer_value(json_object_get(root, "token_due")));
 	if (!s->token_renewable)
-		return s->token_due > init_now() ? 0 : latch_error_set(err, LATCH_ENOTFOUND, "the saved token has expired");
+		return s->token_due > init_now() ? 0 : latch_error_set(err, LATCH_ENOTFOUND,
+					       "the saved token has expired");
 	struct latch_vault_auth auth = { 0 };
 	r = latch_vault_renew_self(s->vault, s->token_ttl, &auth, err);
 	if (r == 0)
@@ -150,7 +155,8 @@ static int resume_from(struct init_state *s, const json_t *root, struct latch_er
 {
 	if (json_integer_value(json_object_get(root, "version")) != SESSION_VERSION ||
 	    !same_requests(s, json_object_get(root, "requests")))
-		return latch_error_set(err, LATCH_ENOTFOUND, "the saved session is for another configuration");
+		return latch_error_set(err, LATCH_ENOTFOUND,
+				       "the saved session is for another configuration");
 	if (!init_files_ready(s->config))
 		return latch_error_set(err, LATCH_ENOTFOUND, "the secret files are not in place");
 	for (size_t i = 0; i < s->n_requests; i++)
@@ -184,7 +190,8 @@ int init_session_resume(struct init_state *s, struct latch_error *err)
 		r = resume_from(s, root, err);
 	json_decref(root);
 	if (r == 0)
-		LATCH_LOG(LATCH_LOG_INFO, "resumed the saved session: same token and leases, nothing new issued",
+		LATCH_LOG(LATCH_LOG_INFO,
+			  "resumed the saved session: same token and leases, nothing new issued",
 			  { "dir", s->config->state_dir });
 	return r;
 }

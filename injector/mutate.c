@@ -231,7 +231,8 @@ static json_t *container_json(const struct inject_settings *s, const char *image
 	if (s->tls_secret)
 		json_array_append_new(mounts, json_pack("{s:s,s:s,s:b}", "name", TLS_VOLUME, "mountPath", TLS_DIR, "readOnly", 1));
 	if (sidecar)
-		json_array_append_new(mounts, json_pack("{s:s,s:s}", "name", STATE_VOLUME, "mountPath", INJECT_STATE_DIR));
+		json_array_append_new(mounts, json_pack("{s:s,s:s}", "name", STATE_VOLUME, "mountPath",
+							INJECT_STATE_DIR));
 	json_t *c = json_pack("{s:s,s:s,s:[s],s:[s]}", "name", CONTAINER_NAME, "image", image, "command", "/latch-init", "args",
 			      sidecar ? "sidecar" : "populate");
 	if (sidecar)
@@ -343,8 +344,8 @@ static int add_volumes(const struct inject_context *ctx, const struct inject_set
 	else
 		json_decref(tls);
 	if (r == 0 && !s->pre_populate_only)
-		r = append_json(volumes, json_pack("{s:s,s:{s:s,s:s}}", "name", STATE_VOLUME, "emptyDir", "medium", "Memory",
-						   "sizeLimit", "1Mi"), false);
+		r = append_json(volumes, json_pack("{s:s,s:{s:s,s:s}}", "name", STATE_VOLUME, "emptyDir",
+						   "medium", "Memory", "sizeLimit", "1Mi"), false);
 	return r < 0 ? latch_error_set(ctx->err, LATCH_ENOMEM, "out of memory") : 0;
 }
 

@@ -390,7 +390,8 @@ static int parse_secrets(const struct where *w, const json_t *list, struct latch
 static int parse_root(const struct where *w, const json_t *root, struct latch_config *c)
 {
 	static const char *const keys[] = { "version", "vault", "auth", "output_dir", "deadline_seconds",
-					    "revoke_on_shutdown", "token_file_name", "state_dir", "secrets", NULL };
+					    "revoke_on_shutdown", "token_file_name", "state_dir", "secrets",
+					    NULL };
 	if (!json_is_object(root))
 		return bad(w, "(top level)", "%s", "must be a JSON object");
 	int r = check_keys(w, "", root, keys);

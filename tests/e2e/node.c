@@ -58,8 +58,8 @@ json_t *node_inject(const char *yaml)
 	snprintf(out, sizeof(out), "%s/out.yaml", dir);
 	snprintf(errlog, sizeof(errlog), "%s/err", dir);
 	stack_write_file(in, yaml);
-	snprintf(cmd, sizeof(cmd), "'%s' --vault-addr '%s' --image '%s' -f '%s' >'%s' 2>'%s'", need("LATCH_INJECT"),
-		 need("LATCH_POD_VAULT_ADDR"), node_image("INIT"), in, out, errlog);
+	snprintf(cmd, sizeof(cmd), "'%s' --vault-addr '%s' --image '%s' -f '%s' >'%s' 2>'%s'",
+		 need("LATCH_INJECT"), need("LATCH_POD_VAULT_ADDR"), node_image("INIT"), in, out, errlog);
 	char *argv[] = { "/bin/sh", "-c", cmd, NULL };
 	char *envp[] = { "PATH=/usr/bin:/bin", NULL };
 	if (stack_run(argv, envp, "/dev/null", 60, NULL) != 0) {
@@ -93,8 +93,10 @@ void node_delete_all(struct latch_k8s *k, const json_t *objects)
 	json_array_foreach(objects, i, obj) {
 		const json_t *meta = json_object_get(obj, "metadata");
 		struct latch_error err = LATCH_ERROR_INIT;
-		int r = latch_k8s_delete(k, latch_json_get_str(obj, "apiVersion"), latch_json_get_str(obj, "kind"),
-					 latch_json_get_str(meta, "namespace"), latch_json_get_str(meta, "name"), &err);
+		int r = latch_k8s_delete(k, latch_json_get_str(obj, "apiVersion"),
+					 latch_json_get_str(obj, "kind"),
+					 latch_json_get_str(meta, "namespace"),
+					 latch_json_get_str(meta, "name"), &err);
 		if (r < 0 && r != LATCH_ENOTFOUND)
 			fail_msg("delete: %s", latch_error_message(&err));
 	}
@@ -106,8 +108,9 @@ void node_ensure_vault_tls(struct latch_k8s *k, const char *ns)
 	struct latch_buf b64 = LATCH_BUF_INIT(1 << 20);
 	if (latch_base64_encode(latch_view_str(ca), false, &b64) < 0)
 		fail_msg("base64 of the stack CA failed");
-	json_t *secret = json_pack("[{s:s,s:s,s:{s:s,s:s},s:{s:s}}]", "apiVersion", "v1", "kind", "Secret", "metadata", "name",
-				   "vault-tls", "namespace", ns, "data", "ca.crt", latch_buf_str(&b64));
+	json_t *secret = json_pack("[{s:s,s:s,s:{s:s,s:s},s:{s:s}}]", "apiVersion", "v1", "kind", "Secret",
+				   "metadata", "name", "vault-tls", "namespace", ns, "data", "ca.crt",
+				   latch_buf_str(&b64));
 	node_apply_all(k, secret);
 	json_decref(secret);
 	latch_buf_done(&b64);
@@ -132,8 +135,8 @@ static void sleep_s(double s)
 	nanosleep(&ts, NULL);
 }
 
-json_t *node_wait_pod(struct latch_k8s *k, const char *ns, const char *selector, bool (*done)(const json_t *pod, void *arg),
-		      void *arg, double timeout_s)
+json_t *node_wait_pod(struct latch_k8s *k, const char *ns, const char *selector,
+		      bool (*done)(const json_t *pod, void *arg), void *arg, double timeout_s)
 {
 	double end = stack_now() + timeout_s;
 	for (;;) {
@@ -154,7 +157,8 @@ json_t *node_wait_pod(struct latch_k8s *k, const char *ns, const char *selector,
 			free(status);
 			free(events);
 			json_decref(list);
-			fail_msg("no pod %s in %s reached the expected state within %.0f s", selector, ns, timeout_s);
+			fail_msg("no pod %s in %s reached the expected state within %.0f s", selector, ns,
+				 timeout_s);
 		}
 		json_decref(list);
 		sleep_s(0.5);
@@ -212,7 +216,8 @@ bool node_pod_succeeded(const json_t *pod, void *unused)
  * when soft, a failed test otherwise. */
 static char *kube_text_get(const char *path, bool soft)
 {
-	struct latch_tls_options tls = { .ca_file = stack.ca, .client_cert_file = stack.admin_cert, .client_key_file = stack.admin_key };
+	struct latch_tls_options tls = { .ca_file = stack.ca, .client_cert_file = stack.admin_cert,
+					 .client_key_file = stack.admin_key };
 	struct latch_http_client *c = stack_client(&tls);
 	char url[2048];
 	snprintf(url, sizeof(url), "%s%s", stack.kube_url, path);
@@ -229,9 +234,11 @@ static char *kube_text_get(const char *path, bool soft)
 	return text;
 }
 
-static void logs_path(char *path, size_t n, const char *ns, const char *pod, const char *container, bool previous)
+static void logs_path(char *path, size_t n, const char *ns, const char *pod, const char *container,
+		      bool previous)
 {
-	snprintf(path, n, "/api/v1/namespaces/%s/pods/%s/log?container=%s%s", ns, pod, container, previous ? "&previous=true" : "");
+	snprintf(path, n, "/api/v1/namespaces/%s/pods/%s/log?container=%s%s", ns, pod, container,
+		 previous ? "&previous=true" : "");
 }
 
 char *node_logs(const char *ns, const char *pod, const char *container, bool previous)
@@ -258,8 +265,8 @@ char *node_logs_when_served(const char *ns, const char *pod, const char *contain
 char *node_events(struct latch_k8s *k, const char *ns, const char *name)
 {
 	char path[1024];
-	snprintf(path, sizeof(path), "/api/v1/namespaces/%s/events%s%s", ns, name ? "?fieldSelector=involvedObject.name%3D" : "",
-		 name ? name : "");
+	snprintf(path, sizeof(path), "/api/v1/namespaces/%s/events%s%s", ns,
+		 name ? "?fieldSelector=involvedObject.name%3D" : "", name ? name : "");
 	json_t *list = NULL;
 	long status = 0;
 	struct latch_error err = LATCH_ERROR_INIT;
@@ -269,8 +276,10 @@ char *node_events(struct latch_k8s *k, const char *ns, const char *name)
 	const json_t *e;
 	size_t i;
 	json_array_foreach(json_object_get(list, "items"), i, e) {
-		if (latch_buf_printf(&out, "%s %s: %s\n", latch_json_get_str(json_object_get(e, "involvedObject"), "name") ?: "?",
-				     latch_json_get_str(e, "reason") ?: "?", latch_json_get_str(e, "message") ?: "") < 0)
+		const char *object = latch_json_get_str(json_object_get(e, "involvedObject"), "name");
+		const char *reason = latch_json_get_str(e, "reason");
+		const char *message = latch_json_get_str(e, "message");
+		if (latch_buf_printf(&out, "%s %s: %s\n", object ?: "?", reason ?: "?", message ?: "") < 0)
 			fail_msg("events: out of memory");
 	}
 	json_decref(list);

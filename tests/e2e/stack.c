@@ -134,10 +134,12 @@ void stack_vault_unseal(void)
 	if (!keys)
 		fail_msg("no unseal key in %s", path);
 	char body[512];
-	snprintf(body, sizeof(body), "{\"key\":\"%s\"}", json_string_value(json_array_get(json_object_get(keys, "unseal_keys_b64"), 0)));
+	snprintf(body, sizeof(body), "{\"key\":\"%s\"}",
+		 json_string_value(json_array_get(json_object_get(keys, "unseal_keys_b64"), 0)));
 	json_decref(keys);
 	json_t *unsealed = NULL;
-	if (stack_vault_root("PUT", "sys/unseal", body, &unsealed) != 200 || json_is_true(json_object_get(unsealed, "sealed")))
+	if (stack_vault_root("PUT", "sys/unseal", body, &unsealed) != 200 ||
+	    json_is_true(json_object_get(unsealed, "sealed")))
 		fail_msg("Vault did not unseal");
 	json_decref(unsealed);
 	explicit_bzero(body, sizeof(body));

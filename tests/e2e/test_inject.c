@@ -200,7 +200,8 @@ static void test_inject_e2e__pipeline_to_working_files(void **state)
 	char *envp[] = { "PATH=/usr/bin:/bin", NULL };
 	assert_int_equal(stack_run(argv, envp, "/dev/null", 30, NULL), 0);
 
-	char *logtext = node_logs("demo", latch_json_get_str(json_object_get(pod, "metadata"), "name"), "latch-init", false);
+	char *logtext = node_logs("demo", latch_json_get_str(json_object_get(pod, "metadata"), "name"),
+				  "latch-init", false);
 	assert_null(strstr(logtext, password));
 	free(logtext);
 	free(db); free(url); free(config); free(user); free(password);

@@ -51,7 +51,8 @@ static char *workload(const char *kind, const char *name, const char *command, c
 	if (job)
 		snprintf(spec_head, sizeof(spec_head), "  backoffLimit: 0\n");
 	else
-		snprintf(spec_head, sizeof(spec_head), "  replicas: 1\n  selector:\n    matchLabels: {app: %s}\n", name);
+		snprintf(spec_head, sizeof(spec_head),
+			 "  replicas: 1\n  selector:\n    matchLabels: {app: %s}\n", name);
 	char *yaml = NULL;
 	if (asprintf(&yaml,
 		     "apiVersion: %s\nkind: %s\nmetadata: {name: %s, namespace: " NS "}\n"
@@ -93,7 +94,8 @@ static char *workload(const char *kind, const char *name, const char *command, c
 		     "        - {name: PGCONNECT_TIMEOUT, value: '5'}\n",
 		     job ? "batch/v1" : "apps/v1", kind, name,
 		     spec_head, name,
-		     extra_annotations ? extra_annotations : "", job ? "      restartPolicy: Never\n" : "", node_image("PSQL"), command,
+		     extra_annotations ? extra_annotations : "", job ? "      restartPolicy: Never\n" : "",
+		     node_image("PSQL"), command,
 		     getenv("LATCH_POD_PG_HOST") ?: "", getenv("LATCH_PG_PORT") ?: "") < 0)
 		fail_msg("out of memory");
 	return yaml;
@@ -180,8 +182,9 @@ struct running {
 
 /* Inject and apply a workload (after removing what a failed earlier run left), then wait
  * until its pod satisfies done. */
-static void run_workload(struct running *w, const char *kind, const char *name, const char *command, const char *extra_annotations,
-			 bool (*done)(const json_t *pod, void *arg), double timeout_s)
+static void run_workload(struct running *w, const char *kind, const char *name, const char *command,
+			 const char *extra_annotations, bool (*done)(const json_t *pod, void *arg),
+			 double timeout_s)
 {
 	w->yaml = workload(kind, name, command, extra_annotations);
 	w->objects = node_inject(w->yaml);
@@ -255,7 +258,8 @@ static void test_node__runc_confines_latch_init(void **state)
 	snprintf(path, sizeof(path), "/proc/%ld/status", pid);
 	char *status = stack_read_file(path);
 	assert_non_null(status);
-	snprintf(uids, sizeof(uids), "Uid:\t%lld\t%lld\t%lld\t%lld", (long long)uid, (long long)uid, (long long)uid, (long long)uid);
+	snprintf(uids, sizeof(uids), "Uid:\t%lld\t%lld\t%lld\t%lld", (long long)uid, (long long)uid,
+		 (long long)uid, (long long)uid);
 	assert_non_null(strstr(status, uids));
 	assert_non_null(strstr(status, "CapEff:\t0000000000000000"));
 	assert_non_null(strstr(status, "CapBnd:\t0000000000000000"));
@@ -266,9 +270,13 @@ static void test_node__runc_confines_latch_init(void **state)
 	assert_non_null(mounts);
 	/* The root mount: "<id> <parent> <dev> <root> / ro,…". */
 	bool root_ro = false;
-	for (char *line = strtok(mounts, "\n"); line; line = strtok(NULL, "\n")) {
+	for (char *line = mounts, *next; line && *line; line = next) {
+		next = strchr(line, '\n');
+		if (next)
+			*next++ = '\0';
 		char mount_point[256] = "", options[256] = "";
-		if (sscanf(line, "%*s %*s %*s %*s %255s %255s", mount_point, options) == 2 && strcmp(mount_point, "/") == 0)
+		if (sscanf(line, "%*s %*s %*s %*s %255s %255s", mount_point, options) == 2 &&
+		    strcmp(mount_point, "/") == 0)
 			root_ro = strncmp(options, "ro", 2) == 0 && (options[2] == ',' || options[2] == '\0');
 	}
 	assert_true(root_ro);
@@ -281,7 +289,9 @@ static void test_node__runc_confines_latch_init(void **state)
 static void test_node__job_with_pre_populate_only_completes(void **state)
 {
 	struct running w;
-	run_workload(&w, "Job", "node-job", psql_once, "        vault.hashicorp.com/agent-pre-populate-only: \"true\"\n", node_pod_succeeded, 120);
+	run_workload(&w, "Job", "node-job", psql_once,
+		     "        vault.hashicorp.com/agent-pre-populate-only: \"true\"\n", node_pod_succeeded,
+		     120);
 	json_t *pod = w.pod;
 	const char *name = pod_name(pod);
 
@@ -302,8 +312,8 @@ static bool init_backing_off_unavailable(const json_t *pod, void *unused)
 {
 	const json_t *c = node_container_status(pod, "latch-init");
 	const char *waiting = c ? json_string_value(latch_json_path(c, "state.waiting.reason")) : NULL;
-	return c && json_integer_value(latch_json_path(c, "lastState.terminated.exitCode")) == 69 && waiting &&
-	       strcmp(waiting, "CrashLoopBackOff") == 0;
+	return c && json_integer_value(latch_json_path(c, "lastState.terminated.exitCode")) == 69 &&
+	       waiting && strcmp(waiting, "CrashLoopBackOff") == 0;
 }
 
 /* Whatever happened in the test, Vault is unsealed for the next one. */
@@ -320,8 +330,8 @@ static void test_node__vault_sealed_at_pod_start_then_unsealed(void **state)
 {
 	struct running w;
 	assert_int_equal(stack_vault_root("PUT", "sys/seal", NULL, NULL), 204);
-	run_workload(&w, "Deployment", "node-sealed", psql_loop, "        latch.dev/deadline-seconds: \"4\"\n",
-		     init_backing_off_unavailable, 120);
+	run_workload(&w, "Deployment", "node-sealed", psql_loop,
+		     "        latch.dev/deadline-seconds: \"4\"\n", init_backing_off_unavailable, 120);
 	const json_t *failed = w.pod;
 	const json_t *init = node_container_status(failed, "latch-init");
 	const char *message = json_string_value(latch_json_path(init, "lastState.terminated.message"));
@@ -333,7 +343,7 @@ static void test_node__vault_sealed_at_pod_start_then_unsealed(void **state)
 	stack_vault_unseal();
 
 	json_t *pod = node_wait_pod(kube, NS, w.selector, node_pod_running_ready, NULL, 180);
-	assert_true(json_integer_value(json_object_get(node_container_status(pod, "latch-init"), "restartCount")) >= 1);
+	assert_true(restarts(pod, "latch-init") >= 1);
 	assert_int_equal(restarts(pod, "app"), 0);
 	json_decref(pod);
 	stop_workload(&w);
@@ -348,7 +358,7 @@ static bool sidecar_restarted_and_ready(const json_t *pod, void *arg)
 	const struct restarted *r = arg;
 	const json_t *c = node_container_status(pod, "latch-init");
 	return strcmp(latch_json_get_str(json_object_get(pod, "metadata"), "uid"), r->uid) == 0 && c &&
-	       json_integer_value(json_object_get(c, "restartCount")) >= 1 && json_is_true(json_object_get(c, "started")) &&
+	       restarts(pod, "latch-init") >= 1 && json_is_true(json_object_get(c, "started")) &&
 	       node_pod_running_ready(pod, NULL);
 }
 
@@ -418,7 +428,8 @@ static void test_node__killed_sidecar_is_restarted_and_the_app_keeps_running(voi
 static json_t *latch_sync_deployment(const char *sync_yaml)
 {
 	char path[1024];
-	snprintf(path, sizeof(path), "%s/deploy/latch-sync/latch-sync.yaml", getenv("LATCH_SOURCE_ROOT") ?: ".");
+	snprintf(path, sizeof(path), "%s/deploy/latch-sync/latch-sync.yaml",
+		 getenv("LATCH_SOURCE_ROOT") ?: ".");
 	char *text = stack_read_file(path);
 	assert_non_null(text);
 	json_t *docs = node_parse_yaml(text, path);
@@ -428,30 +439,42 @@ static json_t *latch_sync_deployment(const char *sync_yaml)
 	json_array_foreach(docs, i, obj) {
 		const char *kind = latch_json_get_str(obj, "kind");
 		if (strcmp(kind, "ConfigMap") == 0) {
-			json_object_set_new(json_object_get(obj, "data"), "sync.yaml", json_string(sync_yaml));
+			json_object_set_new(json_object_get(obj, "data"), "sync.yaml",
+					    json_string(sync_yaml));
 		} else if (strcmp(kind, "Deployment") == 0) {
 			json_t *spec = latch_json_path(obj, "spec.template.spec");
 			json_t *c = json_array_get(json_object_get(spec, "containers"), 0);
 			json_object_set_new(c, "image", json_string(node_image("SYNC")));
 			json_object_set_new(c, "imagePullPolicy", json_string("Never"));
 			json_array_append_new(json_object_get(c, "volumeMounts"),
-					      json_pack("{s:s,s:s,s:b}", "name", "git-ca", "mountPath", "/etc/latch-sync/ca", "readOnly", 1));
+					      json_pack("{s:s,s:s,s:b}", "name", "git-ca", "mountPath",
+							"/etc/latch-sync/ca", "readOnly", 1));
 			json_array_append_new(json_object_get(spec, "volumes"),
-					      json_pack("{s:s,s:{s:s}}", "name", "git-ca", "configMap", "name", "kube-root-ca.crt"));
+					      json_pack("{s:s,s:{s:s}}", "name", "git-ca", "configMap",
+							"name", "kube-root-ca.crt"));
 			/* The git server's name, as a cluster DNS would give it. */
-			json_object_set_new(spec, "hostAliases", json_pack("[{s:s,s:[s]}]", "ip", getenv("LATCH_NODE_IP"), "hostnames",
-									   getenv("LATCH_POD_GIT_HOST")));
+			json_object_set_new(spec, "hostAliases",
+					    json_pack("[{s:s,s:[s]}]", "ip", getenv("LATCH_NODE_IP"),
+						      "hostnames", getenv("LATCH_POD_GIT_HOST")));
 		}
 	}
 	char *password = stack_read_file(getenv("LATCH_GIT_PASSWORD_FILE"));
 	assert_non_null(password);
 	password[strcspn(password, "\n")] = '\0';
-	json_array_append_new(docs, json_pack("{s:s,s:s,s:{s:s,s:s},s:{s:s,s:s}}", "apiVersion", "v1", "kind", "Secret", "metadata",
-					      "name", "latch-sync-git", "namespace", "latch-system", "stringData", "username",
+	json_array_append_new(docs, json_pack("{s:s,s:s,s:{s:s,s:s},s:{s:s,s:s}}", "apiVersion", "v1", "kind",
+					      "Secret", "metadata", "name", "latch-sync-git", "namespace",
+					      "latch-system", "stringData", "username",
 					      getenv("LATCH_GIT_USER"), "password", password));
 	explicit_bzero(password, strlen(password));
 	free(password);
 	return docs;
+}
+
+/* A Deployment by name, as a one-object list for node_delete_all. */
+static json_t *deployment_ref(const char *name, const char *ns)
+{
+	return json_pack("[{s:s,s:s,s:{s:s,s:s}}]", "apiVersion", "apps/v1", "kind", "Deployment", "metadata",
+			 "name", name, "namespace", ns);
 }
 
 /* A repository on the stack's git server holding one annotated workload; ret_rev: the commit. */
@@ -466,9 +489,9 @@ static char *push_repository(const char *name, char **ret_rev)
 	snprintf(path, sizeof(path), "%s/repo/clusters/node/app.yaml", dir);
 	stack_write_file(path, app);
 	snprintf(cmd, sizeof(cmd),
-		 "cd repo && git add -A && git commit -qm app && rm -rf '%s/%s.git' && git init -q --bare '%s/%s.git' && "
-		 "git push -q '%s/%s.git' main",
-		 getenv("LATCH_GIT_ROOT"), name, getenv("LATCH_GIT_ROOT"), name, getenv("LATCH_GIT_ROOT"), name);
+		 "cd repo && git add -A && git commit -qm app && rm -rf '%1$s/%2$s.git' && "
+		 "git init -q --bare '%1$s/%2$s.git' && git push -q '%1$s/%2$s.git' main",
+		 getenv("LATCH_GIT_ROOT"), name);
 	gitops_sh(dir, cmd);
 	snprintf(path, sizeof(path), "%s/repo", dir);
 	*ret_rev = gitops_rev(path, "HEAD");
@@ -490,23 +513,23 @@ static void test_node__latch_sync_in_the_cluster_deploys_a_working_app(void **st
 		 "apiVersion: latch.dev/v1alpha1\nkind: SyncConfig\nmetadata: {name: node}\nspec:\n"
 		 "  namespace: latch-system\n  cacheDir: /var/cache/latch-sync\n  sources:\n"
 		 "  - name: node\n    url: %s/%s.git\n    ref: {branch: main}\n    path: clusters/node\n"
-		 "    interval: 10s\n    prune: true\n    healthCheck: true\n    timeout: 2m\n    caFile: /etc/latch-sync/ca/ca.crt\n"
-		 "    credentials: {usernameFile: /etc/latch-sync/git/username, passwordFile: /etc/latch-sync/git/password}\n"
+		 "    interval: 10s\n    prune: true\n    healthCheck: true\n    timeout: 2m\n"
+		 "    caFile: /etc/latch-sync/ca/ca.crt\n"
+		 "    credentials: {usernameFile: /etc/latch-sync/git/username,\n"
+		 "                  passwordFile: /etc/latch-sync/git/password}\n"
 		 "    inject: {vaultAddress: '%s', image: '%s'}\n",
 		 getenv("LATCH_POD_GIT_HTTPS_URL"), repo, getenv("LATCH_POD_VAULT_ADDR"), node_image("INIT"));
 	json_t *agent = latch_sync_deployment(sync_yaml);
-	json_t *synced = json_pack("[{s:s,s:s,s:{s:s,s:s}}]", "apiVersion", "apps/v1", "kind", "Deployment", "metadata", "name",
-				   "node-synced", "namespace", NS);
-	json_t *stop = json_pack("[{s:s,s:s,s:{s:s,s:s}}]", "apiVersion", "apps/v1", "kind", "Deployment", "metadata", "name",
-				 "latch-sync", "namespace", "latch-system");
+	json_t *synced = deployment_ref("node-synced", NS);
+	json_t *stop = deployment_ref("latch-sync", "latch-system");
 	node_delete_all(kube, stop); /* what a failed earlier run left */
 	node_delete_all(kube, synced);
 	node_wait_no_pods(kube, "latch-system", "app.kubernetes.io%2Fname%3Dlatch-sync", 120);
 	node_wait_no_pods(kube, NS, "app%3Dnode-synced", 120);
 	node_apply_all(kube, agent);
 
-	json_t *sync_pod = node_wait_pod(kube, "latch-system", "app.kubernetes.io%2Fname%3Dlatch-sync", node_pod_running_ready,
-					 NULL, 120);
+	json_t *sync_pod = node_wait_pod(kube, "latch-system", "app.kubernetes.io%2Fname%3Dlatch-sync",
+					 node_pod_running_ready, NULL, 120);
 	char *selector = selector_for("node-synced");
 	json_t *app = node_wait_pod(kube, NS, selector, node_pod_running_ready, NULL, 120);
 	/* What latch-sync applied carries its injection: the app found its files and logged in. */
@@ -565,7 +588,8 @@ static void test_node__node_daemons_restart_while_the_sidecar_runs(void **state)
 	json_decref(after);
 	after = node_wait_pod(kube, NS, w.selector, node_pod_running_ready, NULL, 120);
 	assert_int_equal(restarts(after, "app"), 0);
-	char *leases_after = lease_ids_on_node(after), *user = pg_user_on_node(after), *password = pg_password_on_node(after);
+	char *leases_after = lease_ids_on_node(after);
+	char *user = pg_user_on_node(after), *password = pg_password_on_node(after);
 	assert_string_equal(leases_after, leases_before);
 	assert_string_equal(user, user_before);
 	assert_int_equal(stack_psql_login(user, password), 0);

@@ -421,7 +421,8 @@ static void test_sync__unhealthy_workload_fails_the_pass(void **state)
 	assert_non_null(why);
 	/* What it waits for, as the controller reports it (quick or not to see the new spec). */
 	why += strlen("Deployment 'web' not healthy within 2s: ");
-	assert_true(strncmp(why, "0 of 1 replicas", 15) == 0 || strncmp(why, "waiting for the controller to observe", 37) == 0);
+	assert_true(strncmp(why, "0 of 1 replicas", 15) == 0
+		    || strncmp(why, "waiting for the controller to observe", 37) == 0);
 	free(log);
 	json_t *inv = inventory(k);
 	char *rev = head(&r);

@@ -97,9 +97,11 @@ static void test_config__errors_name_the_field(void **state)
 			    "two secrets write the file 'x'");
 	assert_config_error("{" VAULT_AUTH ",\"secrets\":[{\"name\":\"a\",\"path\":\"p\"},{\"name\":\"a\",\"path\":\"q\",\"file\":\"y\"}]}",
 			    "two secrets are named 'a'");
-	assert_config_error("{" VAULT_AUTH ",\"state_dir\":\"state\",\"secrets\":[{\"name\":\"db\",\"path\":\"p\"}]}",
+	assert_config_error("{" VAULT_AUTH ",\"state_dir\":\"state\","
+			    "\"secrets\":[{\"name\":\"db\",\"path\":\"p\"}]}",
 			    "state_dir: 'state' must be an absolute path");
-	assert_config_error("{" VAULT_AUTH ",\"state_dir\":\"/vault/secrets/.state\",\"secrets\":[{\"name\":\"db\",\"path\":\"p\"}]}",
+	assert_config_error("{" VAULT_AUTH ",\"state_dir\":\"/vault/secrets/.state\","
+			    "\"secrets\":[{\"name\":\"db\",\"path\":\"p\"}]}",
 			    "state_dir: '/vault/secrets/.state' must not be inside output_dir");
 	assert_config_error("{\"version\":2}", "version: must be 1");
 	assert_config_error("{\"version\":1,\"vault\":{\"address\":\"vault:8200\"}}", "vault.address: 'vault:8200' must start with https://");
