@@ -97,11 +97,13 @@ bench-sync: build
 	status=0; . .stack/env && $(IN_STACK) bench/sync/run || status=$$?; \
 		dev/stack down; exit $$status
 
-demo: deps build static
-	dev/stack up
-	@echo
-	@echo "The stack is up. Try:  . .stack/env && dev/stack exec $$KUBECTL_BIN get pods -A"
-	@echo "Stop it with:          dev/stack down"
+# The story on the local stack (dev/demo): checks the machine, builds what is missing, reuses
+# a healthy stack (or starts one), then runs the story; the stack stays up afterwards.
+demo:
+	dev/demo check
+	$(MAKE) deps images
+	dev/demo stack
+	dev/stack exec dev/demo story
 
 stack-up:
 	dev/stack up

@@ -388,7 +388,7 @@ static void test_init__sidecar_keeps_short_lived_credentials_fresh(void **state)
 		      "{\"db_name\":\"demo\",\"default_ttl\":\"6s\",\"max_ttl\":\"10s\",\"creation_statements\":"
 		      "\"CREATE ROLE \\\"{{name}}\\\" WITH LOGIN PASSWORD '{{password}}' VALID UNTIL '{{expiration}}';"
 		      " GRANT CONNECT ON DATABASE demo TO \\\"{{name}}\\\";\"}");
-	vault_root_ok("PUT", "database/config/demo", "{\"allowed_roles\":\"app,short\"}");
+	vault_root_ok("PUT", "database/config/postgres", "{\"allowed_roles\":\"app,short\"}");
 	vault_root_ok("PUT", "sys/policies/acl/short",
 		      "{\"policy\":\"path \\\"database/creds/short\\\" { capabilities = [\\\"read\\\"] }\\n"
 		      "path \\\"sys/leases/renew\\\" { capabilities = [\\\"update\\\"] }\"}");
