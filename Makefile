@@ -45,16 +45,20 @@ sanitize: sanitize-build
 	ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 \
 		meson test -C $(SAN_BUILD) --suite unit --print-errorlogs
 
-# e2e against the real stack: brought up here, and always taken down again. The suite runs
-# twice: with the plain build, and with the ASan/UBSan/LSan build (a report fails it).
+# e2e against the real stack. A stack the user started (make demo) is restarted, so the
+# suites start from a clean one, and left running; one started here is taken down again.
+# The suite runs twice: with the plain build, and with the ASan/UBSan/LSan build (a report
+# fails it).
 e2e: build static sanitize-build
-	dev/stack up
+	was_up=0; dev/stack status >/dev/null 2>&1 && was_up=1; \
+	dev/stack up || exit 1; \
 	status=0; . .stack/env && export LATCH_INIT_STATIC=$(LATCH_INIT_STATIC) && \
 		$(IN_STACK) meson test -C $(BUILD) --suite e2e --print-errorlogs && \
 		ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 \
 		UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 LSAN_OPTIONS=suppressions=$(abspath tests/lsan.supp) \
 		$(IN_STACK) meson test -C $(SAN_BUILD) --suite e2e --print-errorlogs || status=$$?; \
-		dev/stack down; exit $$status
+	if [ $$was_up = 1 ]; then echo "e2e: the stack you started stays up (dev/stack down stops it)"; \
+	else dev/stack down; fi; exit $$status
 
 test: deps
 	$(MAKE) unit
@@ -101,7 +105,7 @@ bench-sync: build
 # a healthy stack (or starts one), then runs the story; the stack stays up afterwards.
 demo:
 	dev/demo check
-	$(MAKE) deps images
+	$(MAKE) deps build static
 	dev/demo stack
 	dev/stack exec dev/demo story
 
