@@ -41,8 +41,8 @@ static int teardown(void **state)
 {
 	if (!kube)
 		return 0;
-	json_t *agent = json_pack("[{s:s,s:s,s:{s:s,s:s}}]", "apiVersion", "apps/v1", "kind", "Deployment", "metadata",
-				  "name", "latch-sync", "namespace", AGENTS);
+	json_t *agent = json_pack("[{s:s,s:s,s:{s:s,s:s}}]", "apiVersion", "apps/v1", "kind", "Deployment",
+				  "metadata", "name", "latch-sync", "namespace", AGENTS);
 	node_delete_all(kube, agent);
 	json_decref(agent);
 	latch_k8s_free(kube);
@@ -196,12 +196,14 @@ static void test_story__demo_tells_the_story_and_the_cluster_shows_it(void **sta
 	node_delete_all(kube, job);
 	node_wait_no_pods(kube, STAGING, "job-name%3Dguestbook-report-now", 60);
 	node_apply_all(kube, job);
-	json_t *report = node_wait_pod(kube, STAGING, "job-name%3Dguestbook-report-now", node_pod_succeeded, NULL, 120);
+	json_t *report = node_wait_pod(kube, STAGING, "job-name%3Dguestbook-report-now", node_pod_succeeded, NULL,
+				       120);
 	char *report_log = node_logs(STAGING, pod_name(report), "report", false);
 	assert_non_null(strstr(report_log, " visits, the last at "));
 
 	/* The app's pod: its worker wrote visits with the login in its .pgpass, which works. */
-	json_t *pod = node_wait_pod(kube, STAGING, "app.kubernetes.io%2Fcomponent%3Dweb", node_pod_running_ready, NULL, 60);
+	json_t *pod = node_wait_pod(kube, STAGING, "app.kubernetes.io%2Fcomponent%3Dweb", node_pod_running_ready,
+				    NULL, 60);
 	char *secrets = node_volume_dir(pod, "latch-secrets");
 	char path[2300];
 	snprintf(path, sizeof(path), "%s/.pgpass", secrets);
@@ -301,7 +303,8 @@ static void test_story__a_change_reaches_production_only_when_merged(void **stat
 	node_apply_all(kube, agent);
 	char *first = server_rev("production");
 	wait_applied("production", "guestbook", first, 180);
-	json_t *prod_agent = node_wait_pod(kube, AGENTS, "latch.dev%2Fcluster%3Dproduction", node_pod_running_ready, NULL, 60);
+	json_t *prod_agent = node_wait_pod(kube, AGENTS, "latch.dev%2Fcluster%3Dproduction", node_pod_running_ready,
+					   NULL, 60);
 	assert_false(serves_v2(PRODUCTION));
 
 	/* A change on main: staging gets it. */
