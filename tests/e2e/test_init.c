@@ -385,7 +385,7 @@ static void vault_root_ok(const char *method, const char *path, const char *body
 static void test_init__sidecar_keeps_short_lived_credentials_fresh(void **state)
 {
 	vault_root_ok("PUT", "database/roles/short",
-		      "{\"db_name\":\"demo\",\"default_ttl\":\"6s\",\"max_ttl\":\"10s\",\"creation_statements\":"
+		      "{\"db_name\":\"postgres\",\"default_ttl\":\"6s\",\"max_ttl\":\"10s\",\"creation_statements\":"
 		      "\"CREATE ROLE \\\"{{name}}\\\" WITH LOGIN PASSWORD '{{password}}' VALID UNTIL '{{expiration}}';"
 		      " GRANT CONNECT ON DATABASE demo TO \\\"{{name}}\\\";\"}");
 	vault_root_ok("PUT", "database/config/postgres", "{\"allowed_roles\":\"app,short\"}");

@@ -43,8 +43,10 @@ static const char psql_loop[] =
 static const char psql_once[] = ". /vault/secrets/db-env && psql -XtAw -c 'select current_user'";
 
 /* A workload's YAML: kind Deployment (sidecar) or Job (pre-populate only), the app running
- * command, and extra pod annotations (indented 8 spaces). */
-static char *workload(const char *kind, const char *name, const char *command, const char *extra_annotations)
+ * command, extra pod annotations (indented 8 spaces), the Vault role and the database creds
+ * path. */
+static char *workload_for(const char *kind, const char *name, const char *command,
+			  const char *extra_annotations, const char *role, const char *creds)
 {
 	bool job = strcmp(kind, "Job") == 0;
 	char spec_head[256];
@@ -63,18 +65,18 @@ static char *workload(const char *kind, const char *name, const char *command, c
 		     "      labels: {app: %s}\n"
 		     "      annotations:\n"
 		     "        vault.hashicorp.com/agent-inject: \"true\"\n"
-		     "        vault.hashicorp.com/role: demo\n"
+		     "        vault.hashicorp.com/role: %s\n"
 		     "        vault.hashicorp.com/tls-secret: vault-tls\n"
 		     "        vault.hashicorp.com/ca-cert: /vault/tls/ca.crt\n"
-		     "        vault.hashicorp.com/agent-inject-secret-pgpass: database/creds/app\n"
+		     "        vault.hashicorp.com/agent-inject-secret-pgpass: %s\n"
 		     "        vault.hashicorp.com/agent-inject-template-pgpass: |\n"
-		     "          {{- with secret \"database/creds/app\" -}}\n"
+		     "          {{- with secret \"%s\" -}}\n"
 		     "          *:*:*:{{ .Data.username }}:{{ .Data.password }}\n"
 		     "          {{- end }}\n"
 		     "        vault.hashicorp.com/agent-inject-perms-pgpass: \"0600\"\n"
-		     "        vault.hashicorp.com/agent-inject-secret-db-env: database/creds/app\n"
+		     "        vault.hashicorp.com/agent-inject-secret-db-env: %s\n"
 		     "        vault.hashicorp.com/agent-inject-template-db-env: |\n"
-		     "          {{- with secret \"database/creds/app\" -}}\n"
+		     "          {{- with secret \"%s\" -}}\n"
 		     "          export PGUSER={{ .Data.username }}\n"
 		     "          {{- end }}\n"
 		     "%s"
@@ -93,12 +95,17 @@ static char *workload(const char *kind, const char *name, const char *command, c
 		     "        - {name: PGPASSFILE, value: /vault/secrets/pgpass}\n"
 		     "        - {name: PGCONNECT_TIMEOUT, value: '5'}\n",
 		     job ? "batch/v1" : "apps/v1", kind, name,
-		     spec_head, name,
+		     spec_head, name, role, creds, creds, creds, creds,
 		     extra_annotations ? extra_annotations : "", job ? "      restartPolicy: Never\n" : "",
 		     node_image("PSQL"), command,
 		     getenv("LATCH_POD_PG_HOST") ?: "", getenv("LATCH_PG_PORT") ?: "") < 0)
 		fail_msg("out of memory");
 	return yaml;
+}
+
+static char *workload(const char *kind, const char *name, const char *command, const char *extra_annotations)
+{
+	return workload_for(kind, name, command, extra_annotations, "demo", "database/creds/app");
 }
 
 static const char *pod_name(const json_t *pod)
@@ -182,17 +189,23 @@ struct running {
 
 /* Inject and apply a workload (after removing what a failed earlier run left), then wait
  * until its pod satisfies done. */
-static void run_workload(struct running *w, const char *kind, const char *name, const char *command,
-			 const char *extra_annotations, bool (*done)(const json_t *pod, void *arg),
-			 double timeout_s)
+static void run_yaml(struct running *w, char *yaml, const char *name,
+		     bool (*done)(const json_t *pod, void *arg), double timeout_s)
 {
-	w->yaml = workload(kind, name, command, extra_annotations);
+	w->yaml = yaml;
 	w->objects = node_inject(w->yaml);
 	w->selector = selector_for(name);
 	node_delete_all(kube, w->objects);
 	node_wait_no_pods(kube, NS, w->selector, 120);
 	node_apply_all(kube, w->objects);
 	w->pod = done ? node_wait_pod(kube, NS, w->selector, done, NULL, timeout_s) : NULL;
+}
+
+static void run_workload(struct running *w, const char *kind, const char *name, const char *command,
+			 const char *extra_annotations, bool (*done)(const json_t *pod, void *arg),
+			 double timeout_s)
+{
+	run_yaml(w, workload(kind, name, command, extra_annotations), name, done, timeout_s);
 }
 
 static void stop_workload(struct running *w)
@@ -559,6 +572,126 @@ static void test_node__latch_sync_in_the_cluster_deploys_a_working_app(void **st
 	free(rev);
 }
 
+static void vault_root_ok(const char *method, const char *path, const char *body)
+{
+	long status = stack_vault_root(method, path, body, NULL);
+	if (status != 200 && status != 204) /* 200 when Vault adds warnings */
+		fail_msg("%s %s answered %ld", method, path, status);
+}
+
+/* A database role whose logins live 10 s, renewable to 20 s at most: then only new ones do. */
+static void make_short_lived_db_role(void)
+{
+	vault_root_ok("PUT", "database/roles/short",
+		      "{\"db_name\":\"postgres\",\"default_ttl\":\"10s\",\"max_ttl\":\"20s\",\"creation_statements\":"
+		      "\"CREATE ROLE \\\"{{name}}\\\" WITH LOGIN PASSWORD '{{password}}' VALID UNTIL '{{expiration}}';"
+		      " GRANT CONNECT ON DATABASE demo TO \\\"{{name}}\\\";\"}");
+	vault_root_ok("PUT", "database/config/postgres", "{\"allowed_roles\":\"app,short\"}");
+	vault_root_ok("PUT", "sys/policies/acl/short",
+		      "{\"policy\":\"path \\\"database/creds/short\\\" { capabilities = [\\\"read\\\"] }\\n"
+		      "path \\\"sys/leases/*\\\" { capabilities = [\\\"update\\\"] }\"}");
+	vault_root_ok("PUT", "auth/kubernetes/role/short",
+		      "{\"bound_service_account_names\":\"app\",\"bound_service_account_namespaces\":\"demo\","
+		      "\"token_policies\":\"short\",\"token_ttl\":\"1h\"}");
+}
+
+/* The distinct database users in the app's log ("v-…" lines), in order, one per line. */
+static char *users_in_log(const char *log)
+{
+	struct latch_buf users = LATCH_BUF_INIT(1 << 16);
+	char *copy = strdup(log), *save = NULL;
+	for (char *line = strtok_r(copy, "\n", &save); line; line = strtok_r(NULL, "\n", &save)) {
+		char needle[256];
+		snprintf(needle, sizeof(needle), "%s\n", line);
+		if (strncmp(line, "v-", 2) == 0 && !strstr(latch_buf_str(&users), needle))
+			latch_buf_printf(&users, "%s", needle);
+	}
+	free(copy);
+	return latch_buf_take(&users);
+}
+
+static size_t count_lines(const char *text)
+{
+	size_t n = 0;
+	for (const char *p = text; (p = strchr(p, '\n')); p++)
+		n++;
+	return n;
+}
+
+/* A short-TTL database role: the sidecar replaces the login before it expires, and the app,
+ * which reads its files before each login, logs in as the new user without a restart. */
+static void test_node__short_lived_login_is_replaced_and_the_app_uses_the_new_one(void **state)
+{
+	make_short_lived_db_role();
+	static const char login_loop[] =
+		"while :; do . /vault/secrets/db-env && psql -XtAw -c 'select current_user'; sleep 2; done";
+	struct running w;
+	run_yaml(&w, workload_for("Deployment", "node-short", login_loop, NULL, "short", "database/creds/short"),
+		 "node-short", node_pod_running_ready, 120);
+	char *users = NULL;
+	double end = stack_now() + 90;
+	for (;;) {
+		char *log = node_logs(NS, pod_name(w.pod), "app", false);
+		free(users);
+		users = users_in_log(log);
+		free(log);
+		if (count_lines(users) >= 2)
+			break;
+		if (stack_now() > end)
+			fail_msg("the app logged in as one user only in 90 s: %s", users);
+		sleep(2);
+	}
+	json_t *pod = node_wait_pod(kube, NS, w.selector, node_pod_running_ready, NULL, 30);
+	assert_int_equal(restarts(pod, "app"), 0);
+	assert_int_equal(restarts(pod, "latch-init"), 0);
+	/* The login in the files now works, and is not the first one. */
+	char *user = pg_user_on_node(pod), *password = pg_password_on_node(pod);
+	assert_int_equal(stack_psql_login(user, password), 0);
+	assert_true(strncmp(users, user, strlen(user)) != 0 || users[strlen(user)] != '\n');
+	assert_secret_nowhere(pod, password);
+
+	explicit_bzero(password, strlen(password));
+	free(password);
+	free(user);
+	free(users);
+	json_decref(pod);
+	stop_workload(&w);
+}
+
+static const char *waiting_reason(const json_t *pod, const char *container)
+{
+	const json_t *c = node_container_status(pod, container);
+	return c ? latch_json_get_str(latch_json_path(c, "state.waiting"), "reason") : NULL;
+}
+
+static bool init_image_not_pulled(const json_t *pod, void *unused)
+{
+	const char *reason = waiting_reason(pod, "latch-init");
+	return reason && (strcmp(reason, "ErrImagePull") == 0 || strcmp(reason, "ImagePullBackOff") == 0);
+}
+
+/* latch-init's image is not to be had (a wrong agent-image): the pod waits at the init
+ * container's pull, which `kubectl describe pod` shows with the image's name, and the app
+ * never starts without its secrets. */
+static void test_node__missing_latch_init_image_is_named_and_the_app_waits(void **state)
+{
+	struct running w;
+	run_workload(&w, "Deployment", "node-no-image", psql_loop,
+		     "        vault.hashicorp.com/agent-image: latch.local/latch-init:no-such-tag\n",
+		     init_image_not_pulled, 120);
+	char *events = NULL;
+	for (double end = stack_now() + 30; stack_now() < end; sleep(1)) {
+		free(events);
+		events = node_events(kube, NS, pod_name(w.pod));
+		if (strstr(events, "latch.local/latch-init:no-such-tag"))
+			break;
+	}
+	assert_non_null(strstr(events, "latch.local/latch-init:no-such-tag"));
+	assert_string_equal(waiting_reason(w.pod, "app"), "PodInitializing");
+	free(events);
+	stop_workload(&w);
+}
+
 /* The node's daemons crash (SIGKILL to the kubelet and containerd) and come back while the
  * sidecar runs: the containers went on running, the kubelet takes them up again, and the app
  * keeps its credentials: the same leases, the same database user, no restart. */
@@ -613,6 +746,8 @@ int main(void)
 		cmocka_unit_test(test_node__job_with_pre_populate_only_completes),
 		cmocka_unit_test_teardown(test_node__vault_sealed_at_pod_start_then_unsealed, unseal_after),
 		cmocka_unit_test(test_node__killed_sidecar_is_restarted_and_the_app_keeps_running),
+		cmocka_unit_test(test_node__short_lived_login_is_replaced_and_the_app_uses_the_new_one),
+		cmocka_unit_test(test_node__missing_latch_init_image_is_named_and_the_app_waits),
 		cmocka_unit_test(test_node__node_daemons_restart_while_the_sidecar_runs),
 		cmocka_unit_test(test_node__latch_sync_in_the_cluster_deploys_a_working_app),
 	};
