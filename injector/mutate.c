@@ -160,7 +160,7 @@ static int check_all_images(const struct inject_context *ctx, const struct latch
 		const struct latch_yaml_node *seq = latch_yaml_map_get(spec, lists[l]);
 		for (size_t i = 0; seq && seq->kind == LATCH_YAML_SEQUENCE && i < seq->n_items; i++) {
 			const struct latch_yaml_node *img = latch_yaml_map_get(seq->items[i], "image");
-			if (img && img->kind == LATCH_YAML_SCALAR && !named(seq->items[i], CONTAINER_NAME)) {
+			if (img && img->kind == LATCH_YAML_SCALAR) {
 				int r = check_image(ctx, img, img->value);
 				if (r < 0)
 					return r;
@@ -356,8 +356,6 @@ static int add_container(const struct inject_context *ctx, const struct inject_s
 		return LATCH_EINVAL;
 	const char *image = image_of(s, ctx->opts);
 	int r = check_image(ctx, latch_yaml_map_get(spec, "containers"), image);
-	if (r == 0 && ctx->opts->policy == LATCH_INJECT_POLICY_ALL_IMAGES)
-		r = check_all_images(ctx, spec);
 	if (r < 0)
 		return r;
 	struct latch_yaml_node *inits = ensure_child(spec, "initContainers", LATCH_YAML_SEQUENCE);
@@ -366,7 +364,9 @@ static int add_container(const struct inject_context *ctx, const struct inject_s
 	remove_named(inits, CONTAINER_NAME);
 	if (append_json(inits, container_json(s, image, uid), s->init_first) < 0)
 		return latch_error_set(ctx->err, LATCH_ENOMEM, "out of memory");
-	return 0;
+	/* After injection, over every container: no name (an app container may be called
+	 * latch-init too) exempts an image from the policy. */
+	return ctx->opts->policy == LATCH_INJECT_POLICY_ALL_IMAGES ? check_all_images(ctx, spec) : 0;
 }
 
 static bool uses_openbao_prefix(const struct latch_yaml_node *annotations)
@@ -418,6 +418,10 @@ int latch_inject_object(struct latch_yaml_node *obj, const char *name, const str
 			struct latch_buf *warnings, struct latch_error *err)
 {
 	struct pod_template pt;
+	/* An empty list given on purpose would otherwise read as "no list": every registry. */
+	if (opts->allowed_registries && opts->n_allowed_registries == 0)
+		return latch_error_set(err, LATCH_EINVAL, "the allowed registries list is empty; to allow any registry, "
+				       "give no list at all");
 	if (!obj || obj->kind != LATCH_YAML_MAPPING || !find_pod_template(obj, &pt))
 		return 0;
 	struct latch_buf what = LATCH_BUF_INIT(4096);

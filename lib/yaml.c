@@ -309,11 +309,36 @@ static int count_node(struct builder *b, const yaml_event_t *ev)
 	return 0;
 }
 
+/* A scalar about to become a key of the innermost open mapping that already has that key:
+ * the pair found first, else NULL. */
+static const struct latch_yaml_pair *duplicate_key(const struct builder *b, const yaml_event_t *ev)
+{
+	const struct latch_yaml_node *parent = b->depth > 0 ? b->stack[b->depth - 1] : NULL;
+	if (!parent || parent->kind != LATCH_YAML_MAPPING)
+		return NULL;
+	if (parent->n_pairs > 0 && parent->pairs[parent->n_pairs - 1].value == NULL)
+		return NULL; /* this scalar is a value */
+	for (size_t i = 0; i < parent->n_pairs; i++) {
+		const struct latch_yaml_node *k = parent->pairs[i].key;
+		if (k && k->kind == LATCH_YAML_SCALAR && k->len == ev->data.scalar.length &&
+		    memcmp(k->value, ev->data.scalar.value, k->len) == 0)
+			return &parent->pairs[i];
+	}
+	return NULL;
+}
+
 static int on_scalar(struct builder *b, const yaml_event_t *ev)
 {
 	int r = count_node(b, ev);
 	if (r < 0)
 		return r;
+	/* Readers disagree on which of two equal keys wins (a policy might check one and the API
+	 * server get the other), so neither does: like kubectl, refuse them. */
+	const struct latch_yaml_pair *dup = duplicate_key(b, ev);
+	if (dup)
+		return latch_error_set(b->err, LATCH_EPARSE, "%s:%zu:%zu: duplicate key '%s' (first at line %zu, column %zu)",
+				       b->name, ev->start_mark.line + 1, ev->start_mark.column + 1, dup->key->value,
+				       dup->key->line, dup->key->column);
 	struct latch_yaml_node *n = scalar_from((const char *)ev->data.scalar.value, ev->data.scalar.length,
 						scalar_style(ev->data.scalar.style));
 	if (!n)

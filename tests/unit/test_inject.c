@@ -373,6 +373,38 @@ static void test_inject__bad_annotations_name_object_annotation_and_position(voi
 	assert_inject_error("        vault.hashicorp.com/agent-image: registry.example/latch:1\n", &registries, "image 'x' is not from an allowed registry");
 }
 
+/* An app container named like latch's own once escaped --policy all-images. */
+static void test_inject__all_images_policy_spares_no_container_name(void **state)
+{
+	const char *regs[] = { "registry.example" };
+	struct latch_inject_options opts = default_opts;
+	opts.allowed_registries = regs;
+	opts.n_allowed_registries = 1;
+	opts.policy = LATCH_INJECT_POLICY_ALL_IMAGES;
+	static const char pod[] =
+		"apiVersion: v1\nkind: Pod\nmetadata:\n  name: p\n  annotations:\n"
+		"    vault.hashicorp.com/agent-inject: 'true'\n    vault.hashicorp.com/role: demo\n"
+		"    vault.hashicorp.com/agent-inject-secret-db: database/creds/app\n"
+		"    vault.hashicorp.com/agent-image: registry.example/latch:1\n"
+		"spec:\n  containers:\n  - {name: latch-init, image: elsewhere.example/miner:1}\n"
+		"  - {name: app, image: registry.example/app:1}\n";
+	struct result res;
+	inject_text(pod, &opts, &res);
+	assert_int_not_equal(res.rc, 0);
+	assert_non_null(strstr(latch_error_message(&res.err), "image 'elsewhere.example/miner:1' is not from an allowed registry"));
+	result_done(&res);
+}
+
+/* `--allowed-registries ""` once allowed every registry. */
+static void test_inject__empty_registry_list_is_refused(void **state)
+{
+	const char *none[] = { NULL };
+	struct latch_inject_options opts = default_opts;
+	opts.allowed_registries = none;
+	opts.n_allowed_registries = 0;
+	assert_inject_error("", &opts, "the allowed registries list is empty");
+}
+
 /* Values the Vault injector's users carry over must still give a valid pod. */
 static void test_inject__resources_user_and_token_sink(void **state)
 {
@@ -445,6 +477,8 @@ int main(void)
 		cmocka_unit_test(test_inject__workload_annotations_count_and_pod_template_wins),
 		cmocka_unit_test(test_inject__options_from_annotations),
 		cmocka_unit_test(test_inject__bad_annotations_name_object_annotation_and_position),
+		cmocka_unit_test(test_inject__all_images_policy_spares_no_container_name),
+		cmocka_unit_test(test_inject__empty_registry_list_is_refused),
 		cmocka_unit_test(test_inject__resources_user_and_token_sink),
 		cmocka_unit_test(test_inject__allow_unsupported_warns),
 		cmocka_unit_test(test_inject__vault_webhook_output_left_alone),

@@ -133,6 +133,20 @@ static void test_yaml__aliases_refused(void **state)
 	latch_error_done(&err);
 }
 
+/* A policy reading the first 'image' and a JSON conversion keeping the last once let an
+ * image through: equal keys in one mapping are refused where the second one is. */
+static void test_yaml__duplicate_keys_refused(void **state)
+{
+	struct latch_yaml_stream s = { 0 };
+	struct latch_error err = LATCH_ERROR_INIT;
+	assert_int_equal(parse("spec:\n  containers:\n  - name: a\n    image: registry.example/ok:1\n"
+			       "    image: evil.example/x:1\n", &s, &err), LATCH_EPARSE);
+	assert_string_equal(latch_error_message(&err), "deploy.yaml:5:5: duplicate key 'image' (first at line 4, column 5)");
+	latch_error_done(&err);
+	assert_int_equal(parse("{a: 1, b: {a: 2}, c: [a, a]}\n", &s, &err), 0);
+	latch_yaml_stream_done(&s);
+}
+
 static void test_yaml__empty_documents_skipped(void **state)
 {
 	struct latch_yaml_stream s = { 0 };
@@ -174,6 +188,7 @@ int main(void)
 		cmocka_unit_test(test_yaml__invalid_utf8_has_position),
 		cmocka_unit_test(test_yaml__limits),
 		cmocka_unit_test(test_yaml__aliases_refused),
+		cmocka_unit_test(test_yaml__duplicate_keys_refused),
 		cmocka_unit_test(test_yaml__empty_documents_skipped),
 		cmocka_unit_test(test_yaml__edit_keeps_key_order),
 	};
