@@ -272,19 +272,6 @@ static int join_path(const char *dir, const char *rel, char **ret)
 	return *ret ? 0 : LATCH_ENOMEM;
 }
 
-/* Parent directories of a file inside output_dir ("certs/tls.crt"). */
-static int make_parents(const char *path, struct latch_error *err)
-{
-	_cleanup_free_ char *dir = strdup(path);
-	if (!dir)
-		return latch_error_set(err, LATCH_ENOMEM, "out of memory");
-	char *slash = strrchr(dir, '/');
-	if (!slash || slash == dir)
-		return 0;
-	*slash = '\0';
-	return latch_file_mkdir_p(dir, 0755, err);
-}
-
 /* Whether the file already holds exactly these bytes: the sidecar rewrites only what changed. */
 static bool unchanged(const char *path, const struct latch_buf *content)
 {
@@ -304,10 +291,23 @@ static int write_output(const struct latch_config *c, const struct latch_secret_
 	*ret_written = false;
 	if (!first && unchanged(path, &o->content))
 		return 0;
-	int r = make_parents(path, err);
+	/* The file's directory, beneath output_dir, through no symlink. */
+	_cleanup_free_ char *reldir = strdup(o->relpath);
+	if (!reldir)
+		return latch_error_set(err, LATCH_ENOMEM, "out of memory");
+	char *slash = strrchr(reldir, '/');
+	const char *base = slash ? o->relpath + (slash - reldir) + 1 : o->relpath;
+	if (slash)
+		*slash = '\0';
+	else
+		*reldir = '\0';
+	int dirfd = -1;
+	int r = latch_file_open_dir_beneath(c->output_dir, reldir, 0755, &dirfd, err);
 	struct latch_file_opts fo = { .mode = sc->mode, .set_owner = sc->set_owner, .uid = sc->uid, .gid = sc->gid };
 	if (r == 0)
-		r = latch_file_write_atomic(path, latch_buf_view(&o->content), &fo, err);
+		r = latch_file_write_atomic_at(dirfd, base, path, latch_buf_view(&o->content), &fo, err);
+	if (dirfd >= 0)
+		close(dirfd);
 	if (r < 0)
 		return latch_error_prefix(err, "secret '%s'", sc->name);
 	*ret_written = true;

@@ -156,26 +156,31 @@ static int apply_mode_and_owner(int fd, const struct latch_file_opts *opts)
 int latch_file_write_atomic(const char *path, struct latch_view data, const struct latch_file_opts *opts,
 			    struct latch_error *err)
 {
-	if (opts->mode & (S_IWGRP | S_IWOTH | S_ISUID | S_ISGID))
-		return latch_error_set(err, LATCH_EINVAL, "refusing mode %04o for '%s': group/other-writable or set-id",
-				       (unsigned)opts->mode, path);
 	_cleanup_free_ char *dir = NULL;
 	const char *base;
 	if (split_path(path, &dir, &base) < 0)
 		return latch_error_set(err, LATCH_ENOMEM, "out of memory");
-	if (*base == '\0')
-		return latch_error_set(err, LATCH_EINVAL, "'%s' names a directory, not a file", path);
-
 	_cleanup_close_ int dirfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
 	if (dirfd < 0)
 		return fail_errno(err, errno, "opening directory", dir);
+	return latch_file_write_atomic_at(dirfd, base, path, data, opts, err);
+}
+
+int latch_file_write_atomic_at(int dirfd, const char *base, const char *shown, struct latch_view data,
+			       const struct latch_file_opts *opts, struct latch_error *err)
+{
+	if (opts->mode & (S_IWGRP | S_IWOTH | S_ISUID | S_ISGID))
+		return latch_error_set(err, LATCH_EINVAL, "refusing mode %04o for '%s': group/other-writable or set-id",
+				       (unsigned)opts->mode, shown);
+	if (*base == '\0' || strchr(base, '/'))
+		return latch_error_set(err, LATCH_EINVAL, "'%s' names a directory, not a file", shown);
 	sweep_stale_temps(dirfd, base);
 
 	bool unnamed = false;
 	_cleanup_free_ char *tmp = NULL;
 	_cleanup_close_ int fd = open_temp(dirfd, base, opts->mode & 07777, &unnamed, &tmp);
 	if (fd < 0)
-		return fail_errno(err, -fd, "creating a temporary file in", dir);
+		return fail_errno(err, -fd, "creating a temporary file for", shown);
 
 	int r = apply_mode_and_owner(fd, opts);
 	if (r == 0)
@@ -184,15 +189,56 @@ int latch_file_write_atomic(const char *path, struct latch_view data, const stru
 		r = -errno;
 	if (r == 0 && unnamed)
 		r = link_unnamed(fd, dirfd, base, &tmp);
+	/* rename replaces whatever is named base, a symlink included, and never follows it. */
 	if (r == 0 && renameat(dirfd, tmp, dirfd, base) < 0)
 		r = -errno;
 	if (r < 0) {
 		if (tmp)
 			unlinkat(dirfd, tmp, 0);
-		return fail_errno(err, -r, "writing", path);
+		return fail_errno(err, -r, "writing", shown);
 	}
 	if (fsync(dirfd) < 0)
-		return fail_errno(err, errno, "syncing directory", dir);
+		return fail_errno(err, errno, "syncing the directory of", shown);
+	return 0;
+}
+
+/* One component beneath dirfd, made when missing; never a symlink (O_NOFOLLOW fails on
+ * one with ELOOP, or ENOTDIR with O_DIRECTORY). */
+static int open_component(int dirfd, const char *name, mode_t mode)
+{
+	if (strcmp(name, "..") == 0 || strcmp(name, ".") == 0)
+		return -EINVAL;
+	int fd = openat(dirfd, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+	if (fd < 0 && errno == ENOENT) {
+		if (mkdirat(dirfd, name, mode) < 0 && errno != EEXIST)
+			return -errno;
+		fd = openat(dirfd, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+	}
+	return fd < 0 ? -errno : fd;
+}
+
+int latch_file_open_dir_beneath(const char *root, const char *rel, mode_t mode, int *ret_fd, struct latch_error *err)
+{
+	int fd = open(root, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (fd < 0)
+		return fail_errno(err, errno, "opening directory", root);
+	_cleanup_free_ char *copy = strdup(rel);
+	if (!copy) {
+		close(fd);
+		return latch_error_set(err, LATCH_ENOMEM, "out of memory");
+	}
+	char *save = NULL;
+	for (char *name = strtok_r(copy, "/", &save); name; name = strtok_r(NULL, "/", &save)) {
+		int next = open_component(fd, name, mode);
+		close(fd);
+		if (next == -ELOOP || next == -ENOTDIR || next == -EINVAL)
+			return latch_error_set(err, LATCH_EINVAL, "'%s' in '%s/%s' is a symlink, a file or a dot-dot: "
+					       "files go only into real directories under %s", name, root, rel, root);
+		if (next < 0)
+			return fail_errno(err, -next, "creating directory", name);
+		fd = next;
+	}
+	*ret_fd = fd;
 	return 0;
 }
 

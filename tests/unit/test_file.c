@@ -113,6 +113,37 @@ static void test_file__missing_directory_names_it(void **state)
 	latch_error_done(&err);
 }
 
+/* A planted `out/sub -> elsewhere` once made latch-init write sub/db.env outside out/. */
+static void test_file__no_symlink_leads_outside_the_root(void **state)
+{
+	char root[512], elsewhere[512], link[600];
+	snprintf(root, sizeof(root), "%s/out", (char *)*state);
+	snprintf(elsewhere, sizeof(elsewhere), "%s/elsewhere", (char *)*state);
+	assert_int_equal(mkdir(root, 0755), 0);
+	assert_int_equal(mkdir(elsewhere, 0755), 0);
+	snprintf(link, sizeof(link), "%s/sub", root);
+	assert_int_equal(symlink(elsewhere, link), 0);
+	struct latch_error err = LATCH_ERROR_INIT;
+	int fd = -1;
+	assert_int_equal(latch_file_open_dir_beneath(root, "sub", 0755, &fd, &err), LATCH_EINVAL);
+	assert_non_null(strstr(latch_error_message(&err), "'sub' in"));
+	latch_error_done(&err);
+	assert_int_equal(latch_file_open_dir_beneath(root, "a/../../x", 0755, &fd, &err), LATCH_EINVAL);
+	latch_error_done(&err);
+	assert_int_equal(count_entries(elsewhere), 0);
+
+	/* Real directories are made and used. */
+	assert_int_equal(latch_file_open_dir_beneath(root, "certs/web", 0755, &fd, &err), 0);
+	struct latch_file_opts o = { .mode = 0600 };
+	assert_int_equal(latch_file_write_atomic_at(fd, "tls.key", "out/certs/web/tls.key", latch_view_str("k"), &o, &err), 0);
+	close(fd);
+	char path[700];
+	snprintf(path, sizeof(path), "%s/certs/web/tls.key", root);
+	char *text = slurp(path);
+	assert_string_equal(text, "k");
+	free(text);
+}
+
 static void test_file__stale_temp_from_killed_writer_is_swept(void **state)
 {
 	const char *dir = *state;
@@ -256,6 +287,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_file__overwrite_replaces_whole_file, setup_dir, teardown_dir),
 		cmocka_unit_test_setup_teardown(test_file__refuses_group_or_world_writable_mode, setup_dir, teardown_dir),
 		cmocka_unit_test_setup_teardown(test_file__missing_directory_names_it, setup_dir, teardown_dir),
+		cmocka_unit_test_setup_teardown(test_file__no_symlink_leads_outside_the_root, setup_dir, teardown_dir),
 		cmocka_unit_test_setup_teardown(test_file__stale_temp_from_killed_writer_is_swept, setup_dir, teardown_dir),
 		cmocka_unit_test_setup_teardown(test_file__read_cap, setup_dir, teardown_dir),
 		cmocka_unit_test_setup_teardown(test_file__kill_9_leaves_old_or_new_and_no_temp, setup_dir, teardown_dir),
