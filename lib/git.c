@@ -7,10 +7,12 @@
 
 #include "latch/base64.h"
 #include "latch/file.h"
+#include "latch/http.h"
 
 struct latch_git {
 	git_repository *repo;
 	char *url;
+	char *shown_url; /* url without user:password@, for errors */
 };
 
 /* The one place a libgit2 error becomes ours. */
@@ -39,8 +41,8 @@ int latch_git_open(const char *cache_dir, const char *url, struct latch_git **re
 	if (r < 0)
 		return r;
 	struct latch_git *g = calloc(1, sizeof(*g));
-	if (!g || !(g->url = strdup(url))) {
-		free(g);
+	if (!g || !(g->url = strdup(url)) || !(g->shown_url = latch_url_without_userinfo(url))) {
+		latch_git_close(g);
 		return latch_error_set(err, LATCH_ENOMEM, "out of memory");
 	}
 	if (git_repository_open_bare(&g->repo, cache_dir) < 0 && git_repository_init(&g->repo, cache_dir, 1) < 0) {
@@ -58,6 +60,7 @@ void latch_git_close(struct latch_git *g)
 		return;
 	git_repository_free(g->repo);
 	free(g->url);
+	free(g->shown_url);
 	free(g);
 }
 
@@ -167,7 +170,7 @@ int latch_git_fetch(struct latch_git *g, const struct latch_git_auth *auth, stru
 	ro.repository = g->repo;
 	ro.flags = GIT_REMOTE_CREATE_SKIP_INSTEADOF | GIT_REMOTE_CREATE_SKIP_DEFAULT_FETCHSPEC;
 	if (git_remote_create_with_opts(&remote, g->url, &ro) < 0)
-		return git_fail(err, LATCH_EINVAL, "git remote", g->url);
+		return git_fail(err, LATCH_EINVAL, "git remote", g->shown_url);
 	char *refspecs[] = { "+refs/heads/*:refs/remotes/origin/*", "+refs/tags/*:refs/tags/*" };
 	git_strarray specs = { refspecs, 2 };
 	git_fetch_options fo;
@@ -182,11 +185,11 @@ int latch_git_fetch(struct latch_git *g, const struct latch_git_auth *auth, stru
 	int r = 0;
 	if (git_remote_fetch(remote, &specs, &fo, NULL) < 0) {
 		if (f.host_key_problem)
-			r = latch_error_set(err, LATCH_ETLS, "fetching '%s': %s", g->url, f.host_key_problem);
+			r = latch_error_set(err, LATCH_ETLS, "fetching '%s': %s", g->shown_url, f.host_key_problem);
 		else if (f.credential_calls > 1)
-			r = latch_error_set(err, LATCH_EFORBIDDEN, "fetching '%s': the credentials were refused", g->url);
+			r = latch_error_set(err, LATCH_EFORBIDDEN, "fetching '%s': the credentials were refused", g->shown_url);
 		else
-			r = git_fail(err, LATCH_ECONNECT, "fetching", g->url);
+			r = git_fail(err, LATCH_ECONNECT, "fetching", g->shown_url);
 	}
 	free(f.host_key_problem);
 	git_remote_free(remote);
@@ -223,7 +226,7 @@ int latch_git_resolve(struct latch_git *g, const struct latch_git_ref *ref, char
 	else
 		latch_buf_printf(&name, "refs/remotes/origin/%s", ref->branch ? ref->branch : "main");
 	int r = git_reference_name_to_id(&oid, g->repo, latch_buf_str(&name)) < 0
-			? latch_error_set(err, LATCH_ENOTFOUND, "'%s' has no %s '%s'", g->url, ref->tag ? "tag" : "branch",
+			? latch_error_set(err, LATCH_ENOTFOUND, "'%s' has no %s '%s'", g->shown_url, ref->tag ? "tag" : "branch",
 					  ref->tag ? ref->tag : ref->branch ? ref->branch : "main")
 			: peel_to_commit(g, &oid, latch_buf_str(&name), ret_sha, err);
 	latch_buf_done(&name);

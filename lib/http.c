@@ -332,20 +332,41 @@ static bool transport_retryable(int code)
 	return code == LATCH_ECONNECT || code == LATCH_ETIMEOUT;
 }
 
+char *latch_url_without_userinfo(const char *url)
+{
+	const char *scheme = strstr(url, "://");
+	const char *authority = scheme ? scheme + 3 : url;
+	const char *end = authority + strcspn(authority, "/?#");
+	const char *at = memrchr(authority, '@', (size_t)(end - authority));
+	if (!at)
+		return strdup(url);
+	size_t head = (size_t)(authority - url);
+	char *out = malloc(strlen(url) + 1);
+	if (out) {
+		memcpy(out, url, head);
+		strcpy(out + head, at + 1);
+	}
+	return out;
+}
+
+/* The URL as errors show it: never with credentials in it. */
+#define SHOWN(u) (shown = latch_url_without_userinfo(u)) ? shown : "(the URL)"
+
 static int transport_error(struct latch_http_client *c, const struct latch_http_request *req, int code,
 			   const char *errbuf, unsigned attempts, struct latch_error *err)
 {
 	const char *detail = errbuf[0] ? errbuf : latch_code_name(code);
+	_cleanup_free_ char *shown = NULL;
 	if (code == LATCH_ELIMIT)
 		return latch_error_set(err, code, "%s %s: response body larger than the limit of %zu bytes",
-				       req->method, req->url, c->opts.max_body);
+				       req->method, SHOWN(req->url), c->opts.max_body);
 	if (code == LATCH_ETLS)
 		return latch_error_set(err, code, "%s %s: TLS verification of '%s' against %s%s failed: %s", req->method,
-				       req->url, c->server_name ? c->server_name : "the URL's host",
+				       SHOWN(req->url), c->server_name ? c->server_name : "the URL's host",
 				       c->ca_file ? "CA file " : c->ca_pem ? "the configured CA" : "the system CA store",
 				       c->ca_file ? c->ca_file : "", detail);
-	return latch_error_set(err, code, "%s %s: %s (after %u attempt%s)", req->method, req->url, detail, attempts,
-			       attempts == 1 ? "" : "s");
+	return latch_error_set(err, code, "%s %s: %s (after %u attempt%s)", req->method, SHOWN(req->url), detail,
+			       attempts, attempts == 1 ? "" : "s");
 }
 
 /* The shortest time worth giving one more attempt before the deadline. */
@@ -418,9 +439,12 @@ static int run_attempts(struct latch_http_client *c, const struct latch_http_req
 			return 0;
 		}
 		latch_http_response_done(&previous);
-		if (code == LATCH_ETIMEOUT && deadline && now_ms() >= deadline)
+		if (code == LATCH_ETIMEOUT && deadline && now_ms() >= deadline) {
+			_cleanup_free_ char *shown = NULL;
 			return latch_error_set(err, code, "%s %s: no answer within the deadline of %u ms (%u attempt%s)",
-					       req->method, req->url, p->deadline_ms, attempt + 1, attempt == 0 ? "" : "s");
+					       req->method, SHOWN(req->url), p->deadline_ms, attempt + 1,
+					       attempt == 0 ? "" : "s");
+		}
 		return transport_error(c, req, code, errbuf, attempt + 1, err);
 	}
 }
@@ -436,7 +460,9 @@ int latch_http_do(struct latch_http_client *c, const struct latch_http_request *
 	r = redirect_to_server_name(c, req->url, &url, &connect_to);
 	if (r < 0) {
 		free_headers(headers);
-		return latch_error_set(err, r, "cannot use TLS server name '%s' with URL '%s'", c->server_name, req->url);
+		_cleanup_free_ char *shown = NULL;
+		return latch_error_set(err, r, "cannot use TLS server name '%s' with URL '%s'", c->server_name,
+				       SHOWN(req->url));
 	}
 	struct latch_http_response resp = { 0 };
 	r = run_attempts(c, req, url ? url : req->url, headers, connect_to, &resp, err);

@@ -46,6 +46,10 @@ struct latch_http_options {
 	((struct latch_http_options){ .retry = { 5, 250, 8000, 60000 }, .connect_timeout_ms = 5000, \
 				      .request_timeout_ms = 30000, .max_body = 8u << 20 })
 
+/* A copy of url without its user:password@ part, for errors and logs (NULL when out of
+ * memory). "https://u:p@host/x" -> "https://host/x". */
+char *latch_url_without_userinfo(const char *url);
+
 struct latch_http_request {
 	const char *method;         /* GET, POST, PUT, PATCH, DELETE */
 	const char *url;

@@ -214,6 +214,33 @@ static void test_http__connection_refused_retries_then_fails(void **state)
 	latch_http_client_free(c);
 }
 
+/* A Vault address with user:password in it was once echoed into error logs. */
+static void test_http__credentials_in_the_url_stay_out_of_errors(void **state)
+{
+	const struct step steps[] = { { 200, 1, 0 } };
+	struct server s = start_server(steps, 1);
+	stop_server(&s);
+	struct latch_http_client *c = client_with(1, 0, 5000, 1 << 20);
+	char url[256];
+	snprintf(url, sizeof(url), "http://admin:hunter2@%s", url_of(&s, "/v1/sys/health") + strlen("http://"));
+	struct latch_http_request req = { .method = "GET", .url = url };
+	struct latch_http_response resp = { 0 };
+	struct latch_error err = LATCH_ERROR_INIT;
+	assert_int_equal(latch_http_do(c, &req, &resp, &err), LATCH_ECONNECT);
+	assert_null(strstr(latch_error_message(&err), "hunter2"));
+	assert_null(strstr(latch_error_message(&err), "admin"));
+	assert_non_null(strstr(latch_error_message(&err), url_of(&s, "/v1/sys/health")));
+	latch_error_done(&err);
+	latch_http_client_free(c);
+
+	char *shown = latch_url_without_userinfo("https://u:p@git.example/a@b?x=@");
+	assert_string_equal(shown, "https://git.example/a@b?x=@");
+	free(shown);
+	shown = latch_url_without_userinfo("ssh://git@host:22/r.git");
+	assert_string_equal(shown, "ssh://host:22/r.git");
+	free(shown);
+}
+
 static void test_http__dropped_connection_is_retried(void **state)
 {
 	const struct step steps[] = { { 0, 0, 0 }, { 200, 2, 0 } };
@@ -307,6 +334,7 @@ int main(void)
 		cmocka_unit_test(test_http__status_not_marked_is_returned_at_once),
 		cmocka_unit_test(test_http__sends_method_headers_and_body),
 		cmocka_unit_test(test_http__connection_refused_retries_then_fails),
+		cmocka_unit_test(test_http__credentials_in_the_url_stay_out_of_errors),
 		cmocka_unit_test(test_http__dropped_connection_is_retried),
 		cmocka_unit_test(test_http__attempt_timeout),
 		cmocka_unit_test(test_http__total_deadline_bounds_retries),
