@@ -382,13 +382,35 @@ static int check_orphans(const struct inject_context *ctx, const struct ann_set 
 	return 0;
 }
 
+/* The address latch-init logs in to with the pod's ServiceAccount token. A manifest's
+ * `service` annotation may send that token elsewhere than the operator chose: said in a
+ * warning, or refused when the operator pinned the address; http:// only when allowed. */
+static int vault_address(const struct inject_context *ctx, const struct ann_set *set, const char **ret)
+{
+	const struct ann *service = find(set, "service");
+	const char *pinned = ctx->opts->vault_address;
+	*ret = service ? service->value : pinned;
+	if (!*ret)
+		return fail_at(ctx, NULL, "no Vault address: set the vault.hashicorp.com/service annotation or --vault-addr");
+	if (service && pinned && strcmp(service->value, pinned) != 0) {
+		if (ctx->opts->pin_vault_address)
+			return fail_at(ctx, service, "names '%s', but the Vault address is pinned to '%s'", service->value,
+				       pinned);
+		latch_buf_printf(ctx->warnings, "%s: %s: vault.hashicorp.com/service sends the pod's token to '%s', not to "
+				 "'%s'\n", ctx->name, ctx->object, service->value, pinned);
+	}
+	if (strncmp(*ret, "http://", 7) == 0 && !ctx->opts->allow_http_vault)
+		return fail_at(ctx, service, "Vault address '%s' is http://: the pod's ServiceAccount token would travel "
+			       "in clear; use https, or allow http explicitly (--allow-http-vault)", *ret);
+	return 0;
+}
+
 static int build_config(const struct inject_context *ctx, const struct ann_set *set, struct inject_settings *s)
 {
-	const char *address = get(set, "service");
-	if (!address)
-		address = ctx->opts->vault_address;
-	if (!address)
-		return fail_at(ctx, NULL, "no Vault address: set the vault.hashicorp.com/service annotation or --vault-addr");
+	const char *address;
+	int r = vault_address(ctx, set, &address);
+	if (r < 0)
+		return r;
 	json_t *vault = json_pack("{s:s}", "address", address);
 	const char *v;
 	if ((v = get(set, "namespace")))
@@ -402,7 +424,7 @@ static int build_config(const struct inject_context *ctx, const struct ann_set *
 	if ((v = get(set, "client-key")))
 		json_object_set_new(vault, "client_key_file", json_string(v));
 	bool skip = false, revoke = false, token_sink = false;
-	int r = parse_bool(ctx, set, "tls-skip-verify", false, &skip);
+	r = parse_bool(ctx, set, "tls-skip-verify", false, &skip);
 	if (r == 0)
 		r = parse_bool(ctx, set, "agent-revoke-on-shutdown", false, &revoke);
 	if (r == 0)

@@ -24,6 +24,8 @@ enum latch_inject_policy {
 struct latch_inject_options {
 	const char *image;          /* NULL: LATCH_INJECT_DEFAULT_IMAGE */
 	const char *vault_address;  /* used when no `service` annotation names one */
+	bool pin_vault_address;     /* refuse a `service` annotation that names another address */
+	bool allow_http_vault;      /* accept http:// (the ServiceAccount token would travel in clear) */
 	bool allow_unsupported;     /* unknown annotations under our prefixes warn instead of failing */
 	bool require_image_digest;
 	const char *const *allowed_registries;

@@ -26,6 +26,8 @@ static const char usage[] =
 	"  -o, --output yaml|json       output format (default yaml)\n"
 	"      --image IMAGE            latch-init image (default " LATCH_INJECT_DEFAULT_IMAGE ")\n"
 	"      --vault-addr URL         Vault address when no vault.hashicorp.com/service is set\n"
+	"      --pin-vault-addr         refuse a vault.hashicorp.com/service naming another address\n"
+	"      --allow-http-vault       accept an http:// Vault address (the token travels in clear)\n"
 	"      --allow-unsupported      warn about unsupported annotations instead of failing\n"
 	"      --require-image-digest   refuse images not pinned by @sha256: digest\n"
 	"      --allowed-registries R   comma-separated registry prefixes images must come from\n"
@@ -75,7 +77,7 @@ static int parse_policy(struct cli *c, const char *p)
 
 static int parse_args(int argc, char **argv, struct cli *c)
 {
-	enum { O_IMAGE = 256, O_VAULT, O_ALLOW, O_DIGEST, O_REGISTRIES, O_POLICY };
+	enum { O_IMAGE = 256, O_VAULT, O_ALLOW, O_DIGEST, O_REGISTRIES, O_POLICY, O_PIN, O_HTTP };
 	static const struct option longopts[] = {
 		{ "filename", required_argument, NULL, 'f' },    { "recursive", no_argument, NULL, 'R' },
 		{ "output", required_argument, NULL, 'o' },      { "image", required_argument, NULL, O_IMAGE },
@@ -83,6 +85,7 @@ static int parse_args(int argc, char **argv, struct cli *c)
 		{ "require-image-digest", no_argument, NULL, O_DIGEST },
 		{ "allowed-registries", required_argument, NULL, O_REGISTRIES },
 		{ "policy", required_argument, NULL, O_POLICY }, { "help", no_argument, NULL, 'h' },
+		{ "pin-vault-addr", no_argument, NULL, O_PIN }, { "allow-http-vault", no_argument, NULL, O_HTTP },
 		{ NULL, 0, NULL, 0 },
 	};
 	c->inputs = calloc((size_t)argc + 1, sizeof(*c->inputs));
@@ -103,6 +106,8 @@ static int parse_args(int argc, char **argv, struct cli *c)
 		case O_IMAGE: c->opts.image = optarg; break;
 		case O_VAULT: c->opts.vault_address = optarg; break;
 		case O_ALLOW: c->opts.allow_unsupported = true; break;
+		case O_PIN: c->opts.pin_vault_address = true; break;
+		case O_HTTP: c->opts.allow_http_vault = true; break;
 		case O_DIGEST: c->opts.require_image_digest = true; break;
 		case O_REGISTRIES:
 			if (parse_registries(c, optarg) < 0)
@@ -207,6 +212,10 @@ static int function_config(struct cli *c, const struct latch_yaml_node *doc)
 	}
 	if ((v = latch_yaml_map_get_str(data, "allowUnsupported")))
 		c->opts.allow_unsupported = strcmp(v, "true") == 0;
+	if ((v = latch_yaml_map_get_str(data, "pinVaultAddress")))
+		c->opts.pin_vault_address = strcmp(v, "true") == 0;
+	if ((v = latch_yaml_map_get_str(data, "allowHttpVault")))
+		c->opts.allow_http_vault = strcmp(v, "true") == 0;
 	if ((v = latch_yaml_map_get_str(data, "requireImageDigest")))
 		c->opts.require_image_digest = strcmp(v, "true") == 0;
 	if ((v = latch_yaml_map_get_str(data, "allowedRegistries")) && parse_registries(c, v) < 0)

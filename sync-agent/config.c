@@ -186,12 +186,16 @@ static int parse_source(const struct ctx *c, const struct latch_yaml_node *n, si
 	}
 	const struct latch_yaml_node *inject = latch_yaml_map_get(n, "inject");
 	if (r == 0 && inject) {
-		static const char *const inject_keys[] = { "image", "vaultAddress", NULL };
+		static const char *const inject_keys[] = { "image", "vaultAddress", "pinVaultAddress", "allowHttpVault", NULL };
 		r = check_keys(c, inject, "inject", inject_keys);
 		if (r == 0)
 			r = get_str(c, inject, "image", "inject", false, &s->inject_image);
 		if (r == 0)
 			r = get_str(c, inject, "vaultAddress", "inject", false, &s->inject_vault_address);
+		if (r == 0)
+			r = get_bool(c, inject, "pinVaultAddress", "inject", false, &s->inject_pin_vault_address);
+		if (r == 0)
+			r = get_bool(c, inject, "allowHttpVault", "inject", false, &s->inject_allow_http_vault);
 	}
 	return r;
 }

@@ -40,7 +40,9 @@ static void label(json_t *obj, const struct sync_config *c, const struct sync_so
 static int render_text(const struct sync_config *c, const struct sync_source *s, const char *name, const char *data, size_t len,
 		       json_t *objects, struct latch_buf *warnings, struct latch_error *err)
 {
-	struct latch_inject_options io = { .image = s->inject_image, .vault_address = s->inject_vault_address };
+	struct latch_inject_options io = { .image = s->inject_image, .vault_address = s->inject_vault_address,
+					   .pin_vault_address = s->inject_pin_vault_address,
+					   .allow_http_vault = s->inject_allow_http_vault };
 	struct latch_yaml_limits lim = LATCH_YAML_LIMITS_DEFAULT;
 	struct latch_yaml_reader *reader = NULL;
 	int r = latch_yaml_reader_new(latch_view_make(data, len), name, &lim, &reader, err);

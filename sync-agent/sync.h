@@ -28,6 +28,8 @@ struct sync_source {
 	char *verify_keyring_file; /* OpenPGP public keys: a commit must be signed by one to apply */
 	char *inject_image;
 	char *inject_vault_address;
+	bool inject_pin_vault_address;
+	bool inject_allow_http_vault;
 };
 
 struct sync_config {

@@ -395,6 +395,39 @@ static void test_inject__all_images_policy_spares_no_container_name(void **state
 	result_done(&res);
 }
 
+/* A manifest's `service` annotation once sent the pod's token, silently and even over
+ * http://, to an address the operator never chose. */
+static void test_inject__service_override_is_said_pinned_or_refused_and_http_needs_consent(void **state)
+{
+	const char *elsewhere = "        vault.hashicorp.com/service: https://vault.attacker.example:8200\n";
+	struct result res;
+	inject_text(with_annotations(elsewhere), NULL, &res);
+	assert_int_equal(res.rc, 0);
+	assert_non_null(strstr(latch_buf_str(&res.warnings),
+			       "sends the pod's token to 'https://vault.attacker.example:8200', not to 'https://vault.vault.svc:8200'"));
+	result_done(&res);
+
+	struct latch_inject_options pinned = default_opts;
+	pinned.pin_vault_address = true;
+	assert_inject_error(elsewhere, &pinned, "annotation 'vault.hashicorp.com/service': names "
+			    "'https://vault.attacker.example:8200', but the Vault address is pinned to 'https://vault.vault.svc:8200'");
+	json_t *obj;
+	json_decref(latch_config_of(injected_latch("        vault.hashicorp.com/service: https://vault.vault.svc:8200\n",
+						   &pinned, &obj)));
+	json_decref(obj);
+
+	assert_inject_error("        vault.hashicorp.com/service: http://vault.vault.svc:8200\n", NULL,
+			    "is http://: the pod's ServiceAccount token would travel in clear");
+	struct latch_inject_options http = default_opts;
+	http.vault_address = "http://vault.vault.svc:8200";
+	assert_inject_error("", &http, "(--allow-http-vault)");
+	http.allow_http_vault = true;
+	json_t *config = latch_config_of(injected_latch("", &http, &obj));
+	assert_string_equal(json_string_value(latch_json_path(config, "vault.address")), "http://vault.vault.svc:8200");
+	json_decref(config);
+	json_decref(obj);
+}
+
 /* `--allowed-registries ""` once allowed every registry. */
 static void test_inject__empty_registry_list_is_refused(void **state)
 {
@@ -479,6 +512,7 @@ int main(void)
 		cmocka_unit_test(test_inject__bad_annotations_name_object_annotation_and_position),
 		cmocka_unit_test(test_inject__all_images_policy_spares_no_container_name),
 		cmocka_unit_test(test_inject__empty_registry_list_is_refused),
+		cmocka_unit_test(test_inject__service_override_is_said_pinned_or_refused_and_http_needs_consent),
 		cmocka_unit_test(test_inject__resources_user_and_token_sink),
 		cmocka_unit_test(test_inject__allow_unsupported_warns),
 		cmocka_unit_test(test_inject__vault_webhook_output_left_alone),
