@@ -2,6 +2,8 @@
 -- table, and a role without login that holds the app's rights. Each login Vault creates
 -- (database/creds/app) is granted this role, so it can write rows but not change the schema,
 -- and nothing is owned by a login that Vault will drop when its lease ends.
+SET client_min_messages = warning; -- quiet when run again
+
 CREATE TABLE IF NOT EXISTS visits (
     id        bigserial PRIMARY KEY,
     at        timestamptz NOT NULL DEFAULT now(),
