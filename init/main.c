@@ -4,8 +4,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/prctl.h>
-#include <sys/resource.h>
 
 #include "init.h"
 #include "latch/file.h"
@@ -122,14 +120,6 @@ static int load_config(const struct options *o, struct latch_config *ret, struct
 	return latch_config_parse(latch_view_str(env), "LATCH_CONFIG", ret, err);
 }
 
-/* Secrets pass through this process's memory: keep them out of core dumps. */
-static void harden_process(void)
-{
-	struct rlimit none = { 0, 0 };
-	setrlimit(RLIMIT_CORE, &none);
-	prctl(PR_SET_DUMPABLE, 0, 0, 0, 0);
-}
-
 static int run_probe(const struct latch_config *c)
 {
 	return init_files_ready(c) ? INIT_EXIT_OK : INIT_EXIT_NOT_READY;
@@ -177,7 +167,7 @@ static int run_populate(struct latch_config *c, bool sidecar)
 
 int main(int argc, char **argv)
 {
-	harden_process();
+	latch_secret_no_core_dumps();
 	/* Stop signals are taken synchronously by the sidecar loop. */
 	sigset_t stop;
 	sigemptyset(&stop);

@@ -5,6 +5,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/prctl.h>
+#include <sys/resource.h>
 
 #include "latch/error.h"
 
@@ -188,4 +190,11 @@ char *latch_view_dup(struct latch_view v)
 		memcpy(s, v.ptr, v.len);
 	s[v.len] = '\0';
 	return s;
+}
+
+void latch_secret_no_core_dumps(void)
+{
+	struct rlimit none = { 0, 0 };
+	setrlimit(RLIMIT_CORE, &none);
+	prctl(PR_SET_DUMPABLE, 0, 0, 0, 0);
 }

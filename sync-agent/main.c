@@ -7,6 +7,7 @@
 #include <sys/wait.h>
 #include <time.h>
 
+#include "latch/buf.h"
 #include "latch/git.h"
 #include "latch/log.h"
 #include "objects.h"
@@ -210,6 +211,8 @@ int main(int argc, char **argv)
 	sigaddset(&stop, SIGTERM);
 	sigaddset(&stop, SIGINT);
 	sigprocmask(SIG_BLOCK, &stop, NULL);
+	/* Git credentials and rendered Secrets pass through this process's memory. */
+	latch_secret_no_core_dumps();
 	/* A peer that hangs up (git server, scraper) is an error to handle, not a reason to die. */
 	signal(SIGPIPE, SIG_IGN);
 	/* libgit2 1.5 reads ~/.ssh/known_hosts before our own check and fails every ssh fetch

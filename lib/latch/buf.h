@@ -47,6 +47,10 @@ struct latch_view latch_buf_view(const struct latch_buf *b);
 const char *latch_buf_str(const struct latch_buf *b);
 void latch_buf_done(struct latch_buf *b);
 
+/* Keep this process's memory, where secrets pass, out of core dumps (and out of reach of
+ * ptrace by the same user). Programs call it first thing in main. */
+void latch_secret_no_core_dumps(void);
+
 /* Zero and free a string that held a secret. Accepts NULL. */
 void latch_secret_free(char *s);
 void latch_secret_freep(char **s);

@@ -360,6 +360,20 @@ static char *await_status(int port, const char *path, long want, double seconds)
 	return NULL;
 }
 
+/* Whether the process may write no core file (its memory holds git credentials). */
+static bool no_core_dumps(pid_t pid)
+{
+	char path[64];
+	snprintf(path, sizeof(path), "/proc/%d/limits", (int)pid);
+	char *limits = stack_read_file(path);
+	const char *line = limits ? strstr(limits, "Max core file size") : NULL;
+	unsigned long soft = 1, hard = 1;
+	bool zero = line && sscanf(line + strlen("Max core file size"), " %lu %lu", &soft, &hard) == 2 && soft == 0 &&
+		    hard == 0;
+	free(limits);
+	return zero;
+}
+
 /* run --listen: /healthz, /readyz and /metrics follow the passes. */
 static void test_sync__run_serves_health_readiness_and_metrics(void **state)
 {
@@ -371,6 +385,7 @@ static void test_sync__run_serves_health_readiness_and_metrics(void **state)
 	pid_t pid = gitops_spawn(r.config, getenv("KUBECONFIG"), r.log, (const char *const[]){ "--listen", listen, "--max-passes", "12", NULL });
 	free(await_status(port, "/readyz", 200, 30));
 	free(await_status(port, "/healthz", 200, 5));
+	assert_true(no_core_dumps(pid));
 	char *metrics = await_status(port, "/metrics", 200, 5);
 	assert_non_null(strstr(metrics, "# TYPE latch_sync_passes_total counter"));
 	assert_non_null(strstr(metrics, "latch_sync_objects{config=\"e2e\",source=\"apps\"} 3\n"));
