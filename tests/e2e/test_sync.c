@@ -368,8 +368,8 @@ static bool no_core_dumps(pid_t pid)
 	char *limits = stack_read_file(path);
 	const char *line = limits ? strstr(limits, "Max core file size") : NULL;
 	unsigned long soft = 1, hard = 1;
-	bool zero = line && sscanf(line + strlen("Max core file size"), " %lu %lu", &soft, &hard) == 2 && soft == 0 &&
-		    hard == 0;
+	bool zero = line && sscanf(line + strlen("Max core file size"), " %lu %lu", &soft, &hard) == 2 &&
+		    soft == 0 && hard == 0;
 	free(limits);
 	return zero;
 }
