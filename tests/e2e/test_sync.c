@@ -430,6 +430,12 @@ static void test_sync__unhealthy_workload_fails_the_pass(void **state)
 	struct repo r;
 	repo_setup_health(&r, "    healthCheck: true\n    timeout: 2s\n");
 	struct latch_k8s *k = kube();
+	/* A Deployment an earlier run left has passed its progress deadline by now: start anew. */
+	struct latch_error err = LATCH_ERROR_INIT;
+	int gone = latch_k8s_delete(k, "apps/v1", "Deployment", "sync-e2e", "web", &err);
+	if (gone < 0 && gone != LATCH_ENOTFOUND)
+		fail_msg("deleting the old Deployment: %s", latch_error_message(&err));
+	latch_error_done(&err);
 	assert_int_equal(sync_once(&r), 1);
 	char *log = stack_read_file(r.log);
 	const char *why = strstr(log, "Deployment 'web' not healthy within 2s: ");
