@@ -405,7 +405,8 @@ static int vault_address(const struct inject_context *ctx, const struct ann_set 
 	return 0;
 }
 
-static int build_config(const struct inject_context *ctx, const struct ann_set *set, struct inject_settings *s)
+static int build_config(const struct inject_context *ctx, const struct ann_set *set,
+			struct inject_settings *s)
 {
 	const char *address;
 	int r = vault_address(ctx, set, &address);

@@ -217,7 +217,8 @@ static int open_component(int dirfd, const char *name, mode_t mode)
 	return fd < 0 ? -errno : fd;
 }
 
-int latch_file_open_dir_beneath(const char *root, const char *rel, mode_t mode, int *ret_fd, struct latch_error *err)
+int latch_file_open_dir_beneath(const char *root, const char *rel, mode_t mode, int *ret_fd,
+				struct latch_error *err)
 {
 	int fd = open(root, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
 	if (fd < 0)

@@ -341,16 +341,21 @@ char *latch_url_without_userinfo(const char *url)
 	if (!at)
 		return strdup(url);
 	size_t head = (size_t)(authority - url);
-	char *out = malloc(strlen(url) + 1);
+	size_t tail = strlen(at + 1);
+	char *out = malloc(head + tail + 1);
 	if (out) {
 		memcpy(out, url, head);
-		strcpy(out + head, at + 1);
+		memcpy(out + head, at + 1, tail + 1);
 	}
 	return out;
 }
 
-/* The URL as errors show it: never with credentials in it. */
-#define SHOWN(u) (shown = latch_url_without_userinfo(u)) ? shown : "(the URL)"
+/* The URL as errors show it, never with credentials in it; *owned is freed by the caller. */
+static const char *shown_url(const char *url, char **owned)
+{
+	*owned = latch_url_without_userinfo(url);
+	return *owned ? *owned : "(the URL)";
+}
 
 static int transport_error(struct latch_http_client *c, const struct latch_http_request *req, int code,
 			   const char *errbuf, unsigned attempts, struct latch_error *err)
@@ -359,14 +364,14 @@ static int transport_error(struct latch_http_client *c, const struct latch_http_
 	_cleanup_free_ char *shown = NULL;
 	if (code == LATCH_ELIMIT)
 		return latch_error_set(err, code, "%s %s: response body larger than the limit of %zu bytes",
-				       req->method, SHOWN(req->url), c->opts.max_body);
+				       req->method, shown_url(req->url, &shown), c->opts.max_body);
 	if (code == LATCH_ETLS)
 		return latch_error_set(err, code, "%s %s: TLS verification of '%s' against %s%s failed: %s", req->method,
-				       SHOWN(req->url), c->server_name ? c->server_name : "the URL's host",
+				       shown_url(req->url, &shown), c->server_name ? c->server_name : "the URL's host",
 				       c->ca_file ? "CA file " : c->ca_pem ? "the configured CA" : "the system CA store",
 				       c->ca_file ? c->ca_file : "", detail);
-	return latch_error_set(err, code, "%s %s: %s (after %u attempt%s)", req->method, SHOWN(req->url), detail,
-			       attempts, attempts == 1 ? "" : "s");
+	return latch_error_set(err, code, "%s %s: %s (after %u attempt%s)", req->method, shown_url(req->url, &shown),
+			       detail, attempts, attempts == 1 ? "" : "s");
 }
 
 /* The shortest time worth giving one more attempt before the deadline. */
@@ -442,7 +447,7 @@ static int run_attempts(struct latch_http_client *c, const struct latch_http_req
 		if (code == LATCH_ETIMEOUT && deadline && now_ms() >= deadline) {
 			_cleanup_free_ char *shown = NULL;
 			return latch_error_set(err, code, "%s %s: no answer within the deadline of %u ms (%u attempt%s)",
-					       req->method, SHOWN(req->url), p->deadline_ms, attempt + 1,
+					       req->method, shown_url(req->url, &shown), p->deadline_ms, attempt + 1,
 					       attempt == 0 ? "" : "s");
 		}
 		return transport_error(c, req, code, errbuf, attempt + 1, err);
@@ -462,7 +467,7 @@ int latch_http_do(struct latch_http_client *c, const struct latch_http_request *
 		free_headers(headers);
 		_cleanup_free_ char *shown = NULL;
 		return latch_error_set(err, r, "cannot use TLS server name '%s' with URL '%s'", c->server_name,
-				       SHOWN(req->url));
+				       shown_url(req->url, &shown));
 	}
 	struct latch_http_response resp = { 0 };
 	r = run_attempts(c, req, url ? url : req->url, headers, connect_to, &resp, err);

@@ -336,9 +336,10 @@ static int on_scalar(struct builder *b, const yaml_event_t *ev)
 	 * server get the other), so neither does: like kubectl, refuse them. */
 	const struct latch_yaml_pair *dup = duplicate_key(b, ev);
 	if (dup)
-		return latch_error_set(b->err, LATCH_EPARSE, "%s:%zu:%zu: duplicate key '%s' (first at line %zu, column %zu)",
-				       b->name, ev->start_mark.line + 1, ev->start_mark.column + 1, dup->key->value,
-				       dup->key->line, dup->key->column);
+		return latch_error_set(b->err, LATCH_EPARSE,
+				       "%s:%zu:%zu: duplicate key '%s' (first at line %zu, column %zu)", b->name,
+				       ev->start_mark.line + 1, ev->start_mark.column + 1, dup->key->value, dup->key->line,
+				       dup->key->column);
 	struct latch_yaml_node *n = scalar_from((const char *)ev->data.scalar.value, ev->data.scalar.length,
 						scalar_style(ev->data.scalar.style));
 	if (!n)

@@ -186,7 +186,8 @@ static int parse_source(const struct ctx *c, const struct latch_yaml_node *n, si
 	}
 	const struct latch_yaml_node *inject = latch_yaml_map_get(n, "inject");
 	if (r == 0 && inject) {
-		static const char *const inject_keys[] = { "image", "vaultAddress", "pinVaultAddress", "allowHttpVault", NULL };
+		static const char *const inject_keys[] = { "image", "vaultAddress", "pinVaultAddress", "allowHttpVault",
+							   NULL };
 		r = check_keys(c, inject, "inject", inject_keys);
 		if (r == 0)
 			r = get_str(c, inject, "image", "inject", false, &s->inject_image);

@@ -31,7 +31,8 @@ int latch_file_write_atomic_at(int dirfd, const char *base, const char *shown, s
 
 /* Open the directory rel ("a/b", may be "") under root, creating missing components with mode,
  * following no symlink and no "..": a planted link cannot send a file outside root. */
-int latch_file_open_dir_beneath(const char *root, const char *rel, mode_t mode, int *ret_fd, struct latch_error *err);
+int latch_file_open_dir_beneath(const char *root, const char *rel, mode_t mode, int *ret_fd,
+				struct latch_error *err);
 
 /* Read a whole file into ret (appending), failing with LATCH_ELIMIT past max bytes. */
 int latch_file_read(const char *path, size_t max, struct latch_buf *ret, struct latch_error *err);

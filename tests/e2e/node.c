@@ -180,6 +180,11 @@ void node_wait_no_pods(struct latch_k8s *k, const char *ns, const char *selector
 	}
 }
 
+const char *node_pod_name(const json_t *pod)
+{
+	return latch_json_get_str(json_object_get(pod, "metadata"), "name");
+}
+
 const json_t *node_container_status(const json_t *pod, const char *container)
 {
 	const char *lists[] = { "status.initContainerStatuses", "status.containerStatuses" };

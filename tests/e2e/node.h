@@ -37,6 +37,7 @@ json_t *node_wait_pod(struct latch_k8s *k, const char *ns, const char *selector,
 void node_wait_no_pods(struct latch_k8s *k, const char *ns, const char *selector, double timeout_s);
 
 /* A container's status (init containers included), NULL when not reported yet. */
+const char *node_pod_name(const json_t *pod);
 const json_t *node_container_status(const json_t *pod, const char *container);
 bool node_pod_running_ready(const json_t *pod, void *unused);
 bool node_pod_succeeded(const json_t *pod, void *unused);

@@ -145,16 +145,21 @@ void stack_vault_unseal(void)
 	explicit_bzero(body, sizeof(body));
 }
 
-int stack_psql_login(const char *user, const char *password)
+int stack_psql_as(const char *user, const char *password, const char *sql, const char *out_path)
 {
 	char pgpass[512];
 	snprintf(pgpass, sizeof(pgpass), "PGPASSWORD=%s", password);
 	char *envp[] = { pgpass, "PGCONNECT_TIMEOUT=5", "PATH=/usr/bin:/bin", NULL };
 	char *argv[] = { "psql", "-X", "-w", "-q", "-h", (char *)stack.pg_host, "-p", (char *)stack.pg_port,
-			 "-U", (char *)user, "-d", (char *)stack.pg_db, "-tAc", "SELECT current_user", NULL };
-	int status = stack_run(argv, envp, "/dev/null", 30, NULL);
+			 "-U", (char *)user, "-d", (char *)stack.pg_db, "-tAc", (char *)sql, NULL };
+	int status = stack_run(argv, envp, out_path, 30, NULL);
 	explicit_bzero(pgpass, sizeof(pgpass));
 	return status;
+}
+
+int stack_psql_login(const char *user, const char *password)
+{
+	return stack_psql_as(user, password, "SELECT current_user", "/dev/null");
 }
 
 pid_t stack_spawn(char *const argv[], char *const envp[], const char *log_path)

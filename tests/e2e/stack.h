@@ -39,6 +39,8 @@ long stack_vault_root(const char *method, const char *path, const char *body, js
 void stack_vault_unseal(void);
 /* psql login as user/password; 0 when it worked. */
 int stack_psql_login(const char *user, const char *password);
+/* Run one SQL statement as user (psql -tA), its output into out_path; psql's exit status. */
+int stack_psql_as(const char *user, const char *password, const char *sql, const char *out_path);
 
 /* Run argv with env (NULL-terminated) and stdout+stderr to log_path; kill it after
  * timeout_s. Returns the exit status (128+signal when killed) and the wall time. */

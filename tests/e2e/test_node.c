@@ -108,11 +108,6 @@ static char *workload(const char *kind, const char *name, const char *command, c
 	return workload_for(kind, name, command, extra_annotations, "demo", "database/creds/app");
 }
 
-static const char *pod_name(const json_t *pod)
-{
-	return latch_json_get_str(json_object_get(pod, "metadata"), "name");
-}
-
 static char *selector_for(const char *name)
 {
 	char *s = NULL;
@@ -165,7 +160,7 @@ static int restarts(const json_t *pod, const char *container)
 /* No log, event or status of the pod holds the password. */
 static void assert_secret_nowhere(const json_t *pod, const char *password)
 {
-	const char *name = pod_name(pod);
+	const char *name = node_pod_name(pod);
 	const char *containers[] = { "latch-init", "app" };
 	for (size_t i = 0; i < 2; i++) {
 		char *log = node_logs(NS, name, containers[i], false);
@@ -178,6 +173,17 @@ static void assert_secret_nowhere(const json_t *pod, const char *password)
 	char *status = json_dumps(json_object_get(pod, "status"), 0);
 	assert_null(strstr(status, password));
 	free(status);
+}
+
+/* The login latch wrote works, and its password is in no log, event or status; then both
+ * are zeroed and freed. */
+static void assert_login_works_and_stays_secret(const json_t *pod, char *user, char *password)
+{
+	assert_int_equal(stack_psql_login(user, password), 0);
+	assert_secret_nowhere(pod, password);
+	explicit_bzero(password, strlen(password));
+	free(password);
+	free(user);
 }
 
 /* A workload of the tests, from its YAML to its pod on the node. */
@@ -222,7 +228,7 @@ static void test_node__native_sidecar_gates_the_app_which_logs_in_with_psql(void
 	struct running w;
 	run_workload(&w, "Deployment", "node-psql", psql_loop, NULL, node_pod_running_ready, 120);
 	json_t *pod = w.pod;
-	const char *name = pod_name(pod);
+	const char *name = node_pod_name(pod);
 
 	/* latch-init ran as a native sidecar (an init container that stays), and the app, started
 	 * only once latch-init's startupProbe passed, found its files at once: no restart. */
@@ -244,12 +250,7 @@ static void test_node__native_sidecar_gates_the_app_which_logs_in_with_psql(void
 		sleep(1);
 	}
 	assert_non_null(strstr(log, user));
-	assert_int_equal(stack_psql_login(user, password), 0);
-	assert_secret_nowhere(pod, password);
-
-	explicit_bzero(password, strlen(password));
-	free(password);
-	free(user);
+	assert_login_works_and_stays_secret(pod, user, password);
 	free(log);
 	stop_workload(&w);
 }
@@ -306,7 +307,7 @@ static void test_node__job_with_pre_populate_only_completes(void **state)
 		     "        vault.hashicorp.com/agent-pre-populate-only: \"true\"\n", node_pod_succeeded,
 		     120);
 	json_t *pod = w.pod;
-	const char *name = pod_name(pod);
+	const char *name = node_pod_name(pod);
 
 	const json_t *init = node_container_status(pod, "latch-init");
 	assert_non_null(init);
@@ -410,7 +411,7 @@ static void test_node__killed_sidecar_is_restarted_and_the_app_keeps_running(voi
 	json_t *after = node_wait_pod(kube, NS, w.selector, sidecar_restarted_and_ready, &r, 120);
 	assert_int_equal(restarts(after, "app"), 0);
 	/* The previous sidecar's log is kept by the kubelet and readable through the API. */
-	const char *name = pod_name(after);
+	const char *name = node_pod_name(after);
 	char *previous = node_logs(NS, name, "latch-init", true);
 	assert_true(strlen(previous) > 0);
 	char *current = node_logs(NS, name, "latch-init", false);
@@ -420,16 +421,11 @@ static void test_node__killed_sidecar_is_restarted_and_the_app_keeps_running(voi
 	assert_string_equal(leases_after, leases_before);
 	char *user = pg_user_on_node(after), *password = pg_password_on_node(after);
 	assert_string_equal(user, user_before);
-	assert_int_equal(stack_psql_login(user, password), 0);
-	assert_secret_nowhere(after, password);
+	assert_login_works_and_stays_secret(after, user, password);
 	free(leases_before);
 	free(leases_after);
 	free(user_before);
 	free(current);
-
-	explicit_bzero(password, strlen(password));
-	free(password);
-	free(user);
 	free(previous);
 	json_decref(after);
 	stop_workload(&w);
@@ -549,7 +545,7 @@ static void test_node__latch_sync_in_the_cluster_deploys_a_working_app(void **st
 	assert_non_null(node_container_status(app, "latch-init"));
 	char *user = pg_user_on_node(app), *password = pg_password_on_node(app);
 	assert_int_equal(stack_psql_login(user, password), 0);
-	char *log = node_logs("latch-system", pod_name(sync_pod), "latch-sync", false);
+	char *log = node_logs("latch-system", node_pod_name(sync_pod), "latch-sync", false);
 	/* It says which commit it applied, and that the pass went through. */
 	assert_non_null(strstr(log, rev));
 	assert_non_null(strstr(log, "\"msg\":\"synced\""));
@@ -631,7 +627,7 @@ static void test_node__short_lived_login_is_replaced_and_the_app_uses_the_new_on
 	char *users = NULL;
 	double end = stack_now() + 90;
 	for (;;) {
-		char *log = node_logs(NS, pod_name(w.pod), "app", false);
+		char *log = node_logs(NS, node_pod_name(w.pod), "app", false);
 		free(users);
 		users = users_in_log(log);
 		free(log);
@@ -646,13 +642,8 @@ static void test_node__short_lived_login_is_replaced_and_the_app_uses_the_new_on
 	assert_int_equal(restarts(pod, "latch-init"), 0);
 	/* The login in the files now works, and is not the first one. */
 	char *user = pg_user_on_node(pod), *password = pg_password_on_node(pod);
-	assert_int_equal(stack_psql_login(user, password), 0);
 	assert_true(strncmp(users, user, strlen(user)) != 0 || users[strlen(user)] != '\n');
-	assert_secret_nowhere(pod, password);
-
-	explicit_bzero(password, strlen(password));
-	free(password);
-	free(user);
+	assert_login_works_and_stays_secret(pod, user, password);
 	free(users);
 	json_decref(pod);
 	stop_workload(&w);
@@ -682,7 +673,7 @@ static void test_node__missing_latch_init_image_is_named_and_the_app_waits(void 
 	char *events = NULL;
 	for (double end = stack_now() + 30; stack_now() < end; sleep(1)) {
 		free(events);
-		events = node_events(kube, NS, pod_name(w.pod));
+		events = node_events(kube, NS, node_pod_name(w.pod));
 		if (strstr(events, "latch.local/latch-init:no-such-tag"))
 			break;
 	}
@@ -717,7 +708,7 @@ static void test_node__node_daemons_restart_while_the_sidecar_runs(void **state)
 	json_t *after = node_wait_pod(kube, NS, w.selector, node_pod_running_ready, NULL, 120);
 	assert_string_equal(latch_json_get_str(json_object_get(after, "metadata"), "uid"), r.uid);
 	/* The new kubelet has taken the pod up again when it serves its logs. */
-	free(node_logs_when_served(NS, pod_name(after), "app", 60));
+	free(node_logs_when_served(NS, node_pod_name(after), "app", 60));
 	json_decref(after);
 	after = node_wait_pod(kube, NS, w.selector, node_pod_running_ready, NULL, 120);
 	assert_int_equal(restarts(after, "app"), 0);
@@ -725,12 +716,7 @@ static void test_node__node_daemons_restart_while_the_sidecar_runs(void **state)
 	char *user = pg_user_on_node(after), *password = pg_password_on_node(after);
 	assert_string_equal(leases_after, leases_before);
 	assert_string_equal(user, user_before);
-	assert_int_equal(stack_psql_login(user, password), 0);
-	assert_secret_nowhere(after, password);
-
-	explicit_bzero(password, strlen(password));
-	free(password);
-	free(user);
+	assert_login_works_and_stays_secret(after, user, password);
 	free(leases_after);
 	free(user_before);
 	free(leases_before);

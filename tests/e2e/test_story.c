@@ -54,11 +54,6 @@ static const char *source_root(void)
 	return getenv("LATCH_SOURCE_ROOT") ?: ".";
 }
 
-static const char *pod_name(const json_t *pod)
-{
-	return latch_json_get_str(json_object_get(pod, "metadata"), "name");
-}
-
 /* A field of the inventory latch-sync keeps for CONFIG's SOURCE; NULL when there is none. */
 static char *inventory(const char *config, const char *source, const char *key)
 {
@@ -115,15 +110,9 @@ static void pgpass_login(const char *pgpass, char **ret_user, char **ret_passwor
 static long visits_by(const char *user, const char *password)
 {
 	char *dir = stack_mkdtemp("latch-e2e-story-psql");
-	char out[1024], pgpassword[512];
+	char out[1024];
 	snprintf(out, sizeof(out), "%s/out", dir);
-	snprintf(pgpassword, sizeof(pgpassword), "PGPASSWORD=%s", password);
-	char *envp[] = { pgpassword, "PGCONNECT_TIMEOUT=5", "PATH=/usr/bin:/bin", NULL };
-	char *argv[] = { "psql", "-X", "-w", "-q", "-h", (char *)stack.pg_host, "-p", (char *)stack.pg_port, "-U",
-			 (char *)user, "-d", (char *)stack.pg_db, "-tAc",
-			 "SELECT count(*) FROM visits WHERE db_user = current_user", NULL };
-	int status = stack_run(argv, envp, out, 30, NULL);
-	explicit_bzero(pgpassword, sizeof(pgpassword));
+	int status = stack_psql_as(user, password, "SELECT count(*) FROM visits WHERE db_user = current_user", out);
 	char *text = stack_read_file(out);
 	long n = status == 0 && text ? strtol(text, NULL, 10) : -1;
 	free(text);
@@ -198,7 +187,7 @@ static void test_story__demo_tells_the_story_and_the_cluster_shows_it(void **sta
 	node_apply_all(kube, job);
 	json_t *report = node_wait_pod(kube, STAGING, "job-name%3Dguestbook-report-now", node_pod_succeeded, NULL,
 				       120);
-	char *report_log = node_logs(STAGING, pod_name(report), "report", false);
+	char *report_log = node_logs(STAGING, node_pod_name(report), "report", false);
 	assert_non_null(strstr(report_log, " visits, the last at "));
 
 	/* The app's pod: its worker wrote visits with the login in its .pgpass, which works. */
@@ -263,7 +252,7 @@ static json_t *production_agent(char **ret_dir)
 
 static size_t guestbook_passes(const json_t *agent_pod)
 {
-	char *log = node_logs(AGENTS, pod_name(agent_pod), "latch-sync", false);
+	char *log = node_logs(AGENTS, node_pod_name(agent_pod), "latch-sync", false);
 	size_t n = 0;
 	for (const char *p = log; (p = strstr(p, "\"msg\":\"synced\",\"source\":\"guestbook\"")); p++)
 		n++;

@@ -135,7 +135,8 @@ static void test_file__no_symlink_leads_outside_the_root(void **state)
 	/* Real directories are made and used. */
 	assert_int_equal(latch_file_open_dir_beneath(root, "certs/web", 0755, &fd, &err), 0);
 	struct latch_file_opts o = { .mode = 0600 };
-	assert_int_equal(latch_file_write_atomic_at(fd, "tls.key", "out/certs/web/tls.key", latch_view_str("k"), &o, &err), 0);
+	assert_int_equal(latch_file_write_atomic_at(fd, "tls.key", "out/certs/web/tls.key", latch_view_str("k"), &o,
+						    &err), 0);
 	close(fd);
 	char path[700];
 	snprintf(path, sizeof(path), "%s/certs/web/tls.key", root);

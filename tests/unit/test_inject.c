@@ -391,7 +391,8 @@ static void test_inject__all_images_policy_spares_no_container_name(void **state
 	struct result res;
 	inject_text(pod, &opts, &res);
 	assert_int_not_equal(res.rc, 0);
-	assert_non_null(strstr(latch_error_message(&res.err), "image 'elsewhere.example/miner:1' is not from an allowed registry"));
+	assert_non_null(strstr(latch_error_message(&res.err),
+			       "image 'elsewhere.example/miner:1' is not from an allowed registry"));
 	result_done(&res);
 }
 
@@ -404,16 +405,18 @@ static void test_inject__service_override_is_said_pinned_or_refused_and_http_nee
 	inject_text(with_annotations(elsewhere), NULL, &res);
 	assert_int_equal(res.rc, 0);
 	assert_non_null(strstr(latch_buf_str(&res.warnings),
-			       "sends the pod's token to 'https://vault.attacker.example:8200', not to 'https://vault.vault.svc:8200'"));
+			       "sends the pod's token to 'https://vault.attacker.example:8200', "
+			       "not to 'https://vault.vault.svc:8200'"));
 	result_done(&res);
 
 	struct latch_inject_options pinned = default_opts;
 	pinned.pin_vault_address = true;
 	assert_inject_error(elsewhere, &pinned, "annotation 'vault.hashicorp.com/service': names "
-			    "'https://vault.attacker.example:8200', but the Vault address is pinned to 'https://vault.vault.svc:8200'");
+			    "'https://vault.attacker.example:8200', but the Vault address is pinned to "
+			    "'https://vault.vault.svc:8200'");
 	json_t *obj;
-	json_decref(latch_config_of(injected_latch("        vault.hashicorp.com/service: https://vault.vault.svc:8200\n",
-						   &pinned, &obj)));
+	const char *same = "        vault.hashicorp.com/service: https://vault.vault.svc:8200\n";
+	json_decref(latch_config_of(injected_latch(same, &pinned, &obj)));
 	json_decref(obj);
 
 	assert_inject_error("        vault.hashicorp.com/service: http://vault.vault.svc:8200\n", NULL,
@@ -423,7 +426,8 @@ static void test_inject__service_override_is_said_pinned_or_refused_and_http_nee
 	assert_inject_error("", &http, "(--allow-http-vault)");
 	http.allow_http_vault = true;
 	json_t *config = latch_config_of(injected_latch("", &http, &obj));
-	assert_string_equal(json_string_value(latch_json_path(config, "vault.address")), "http://vault.vault.svc:8200");
+	assert_string_equal(json_string_value(latch_json_path(config, "vault.address")),
+			    "http://vault.vault.svc:8200");
 	json_decref(config);
 	json_decref(obj);
 }

@@ -141,7 +141,8 @@ static void test_yaml__duplicate_keys_refused(void **state)
 	struct latch_error err = LATCH_ERROR_INIT;
 	assert_int_equal(parse("spec:\n  containers:\n  - name: a\n    image: registry.example/ok:1\n"
 			       "    image: evil.example/x:1\n", &s, &err), LATCH_EPARSE);
-	assert_string_equal(latch_error_message(&err), "deploy.yaml:5:5: duplicate key 'image' (first at line 4, column 5)");
+	assert_string_equal(latch_error_message(&err),
+			    "deploy.yaml:5:5: duplicate key 'image' (first at line 4, column 5)");
 	latch_error_done(&err);
 	assert_int_equal(parse("{a: 1, b: {a: 2}, c: [a, a]}\n", &s, &err), 0);
 	latch_yaml_stream_done(&s);
