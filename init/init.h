@@ -85,5 +85,11 @@ int init_render_secret(const struct init_state *s, const struct latch_secret_con
 		       size_t *ret_n, struct latch_error *err);
 void init_outputs_done(struct init_output *out, size_t n);
 
+/* latch-init exec: argv[0] is "exec". Returns an exit code, or does not return. */
+int init_exec_main(int argc, char **argv);
+
+/* After a secret's files changed: the signal its reload asks for, to that process of the pod. */
+void init_reload(const struct latch_secret_config *sc);
+
 /* Map an error code to the process exit code. */
 int init_exit_for(int code);

@@ -10,6 +10,7 @@
 #include "latch/log.h"
 
 #define CONFIG_FILE_MAX (1u << 20)
+#define SELF_MAX (64u << 20)
 
 static const char usage[] =
 	"Usage: latch-init MODE [OPTIONS]\n"
@@ -120,6 +121,27 @@ static int load_config(const struct options *o, struct latch_config *ret, struct
 	return latch_config_parse(latch_view_str(env), "LATCH_CONFIG", ret, err);
 }
 
+/* For latch-init exec in the app's containers: a copy of this static binary in the
+ * memory volume given by copy_self_to. */
+static int copy_self(const struct latch_config *c, struct latch_error *err)
+{
+	if (!c->copy_self_to)
+		return 0;
+	struct latch_buf self = LATCH_BUF_INIT(SELF_MAX);
+	struct latch_buf target = LATCH_BUF_INIT(4096);
+	struct latch_file_opts mode = { .mode = 0555 };
+	int r = latch_file_read("/proc/self/exe", SELF_MAX, &self, err);
+	if (r == 0)
+		r = latch_file_mkdir_p(c->copy_self_to, 0755, err);
+	if (r == 0 && latch_buf_printf(&target, "%s/latch-init", c->copy_self_to) < 0)
+		r = latch_error_set(err, LATCH_ENOMEM, "out of memory");
+	if (r == 0)
+		r = latch_file_write_atomic(latch_buf_str(&target), latch_buf_view(&self), &mode, err);
+	latch_buf_done(&self);
+	latch_buf_done(&target);
+	return r;
+}
+
 static int run_probe(const struct latch_config *c)
 {
 	return init_files_ready(c) ? INIT_EXIT_OK : INIT_EXIT_NOT_READY;
@@ -148,9 +170,13 @@ static int resume_or_populate(struct init_state *s, bool sidecar, struct latch_e
 static int run_populate(struct latch_config *c, bool sidecar)
 {
 	struct latch_error err = LATCH_ERROR_INIT;
-	struct init_state s;
+	struct init_state s = { 0 };
 	int exit_code = INIT_EXIT_OK;
-	int r = init_state_setup(&s, c, &err);
+	int r = latch_config_load_template_files(c, &err);
+	if (r == 0)
+		r = copy_self(c, &err);
+	if (r == 0)
+		r = init_state_setup(&s, c, &err);
 	if (r == 0)
 		r = resume_or_populate(&s, sidecar, &err);
 	if (r < 0) {
@@ -167,6 +193,11 @@ static int run_populate(struct latch_config *c, bool sidecar)
 
 int main(int argc, char **argv)
 {
+	/* Before anything process-wide: the program it starts inherits the signal mask and limits. */
+	if (argc > 1 && strcmp(argv[1], "exec") == 0) {
+		latch_log_setup(2, LATCH_LOG_TEXT, LATCH_LOG_INFO);
+		return init_exec_main(argc - 1, argv + 1);
+	}
 	latch_secret_no_core_dumps();
 	/* Stop signals are taken synchronously by the sidecar loop. */
 	sigset_t stop;

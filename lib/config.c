@@ -1,12 +1,17 @@
 #include "latch/config.h"
 
+#include <signal.h>
 #include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/stat.h>
+
+#include "latch/file.h"
 
 #define CONFIG_MAX_BYTES (1u << 20)
 #define DEFAULT_MODE 0640
+#define TEMPLATE_FILE_MAX (1u << 20) /* as an inline template */
 
 static const char *const format_names[] = {
 	[LATCH_FORMAT_MAP] = "map",       [LATCH_FORMAT_JSON] = "json", [LATCH_FORMAT_ENV] = "env",
@@ -27,6 +32,35 @@ int latch_format_parse(const char *name, enum latch_format *ret)
 			return 0;
 		}
 	return LATCH_EINVAL;
+}
+
+/* The signals an app may ask for on a change: those daemons reload or reopen on. */
+static const struct {
+	const char *name;
+	int number;
+} signal_names[] = {
+	{ "HUP", SIGHUP }, { "USR1", SIGUSR1 }, { "USR2", SIGUSR2 }, { "TERM", SIGTERM },
+	{ "INT", SIGINT }, { "QUIT", SIGQUIT }, { "WINCH", SIGWINCH },
+};
+
+int latch_signal_parse(const char *name, int *ret)
+{
+	if (strncasecmp(name, "SIG", 3) == 0)
+		name += 3;
+	for (size_t i = 0; i < ELEMENTSOF(signal_names); i++)
+		if (strcasecmp(name, signal_names[i].name) == 0) {
+			*ret = signal_names[i].number;
+			return 0;
+		}
+	return LATCH_EINVAL;
+}
+
+const char *latch_signal_name(int number)
+{
+	for (size_t i = 0; i < ELEMENTSOF(signal_names); i++)
+		if (signal_names[i].number == number)
+			return signal_names[i].name;
+	return "?";
 }
 
 /* Where in the config a value sits, for messages: "secrets[2].mode". */
@@ -232,7 +266,8 @@ static int parse_auth(const struct where *w, const json_t *v, struct latch_confi
 static int parse_format(const struct where *w, const json_t *s, const char *field, struct latch_secret_config *sc)
 {
 	json_t *f = json_object_get(s, "format");
-	sc->format = json_object_get(s, "template") ? LATCH_FORMAT_TEMPLATE : LATCH_FORMAT_MAP;
+	bool templated = json_object_get(s, "template") || json_object_get(s, "template_file");
+	sc->format = templated ? LATCH_FORMAT_TEMPLATE : LATCH_FORMAT_MAP;
 	if (!f)
 		return 0;
 	if (!json_is_string(f) || latch_format_parse(json_string_value(f), &sc->format) < 0)
@@ -243,25 +278,58 @@ static int parse_format(const struct where *w, const json_t *s, const char *fiel
 
 static int parse_template(const struct where *w, const json_t *s, const char *at, struct latch_secret_config *sc)
 {
-	_cleanup_free_ char *text = NULL, *left = NULL, *right = NULL;
-	struct latch_buf field = LATCH_BUF_INIT(1024), left_field = LATCH_BUF_INIT(1024), right_field = LATCH_BUF_INIT(1024);
+	_cleanup_free_ char *text = NULL;
+	struct latch_buf field = LATCH_BUF_INIT(1024), file_field = LATCH_BUF_INIT(1024);
+	struct latch_buf left_field = LATCH_BUF_INIT(1024), right_field = LATCH_BUF_INIT(1024);
 	latch_buf_printf(&field, "%s.template", at);
+	latch_buf_printf(&file_field, "%s.template_file", at);
 	latch_buf_printf(&left_field, "%s.left_delim", at);
 	latch_buf_printf(&right_field, "%s.right_delim", at);
-	int r = get_string(w, s, "template", latch_buf_str(&field), true, &text);
+	int r = get_string(w, s, "template_file", latch_buf_str(&file_field), false, &sc->template_file);
+	if (r == 0 && sc->template_file && json_object_get(s, "template"))
+		r = bad(w, latch_buf_str(&file_field), "%s", "cannot be set together with template");
+	if (r == 0 && sc->template_file && sc->template_file[0] != '/')
+		r = bad(w, latch_buf_str(&file_field), "'%s' must be an absolute path", sc->template_file);
+	if (r == 0 && !sc->template_file)
+		r = get_string(w, s, "template", latch_buf_str(&field), true, &text);
 	if (r == 0)
-		r = get_string(w, s, "left_delim", latch_buf_str(&left_field), false, &left);
+		r = get_string(w, s, "left_delim", latch_buf_str(&left_field), false, &sc->left_delim);
 	if (r == 0)
-		r = get_string(w, s, "right_delim", latch_buf_str(&right_field), false, &right);
+		r = get_string(w, s, "right_delim", latch_buf_str(&right_field), false, &sc->right_delim);
+	latch_buf_done(&file_field);
 	latch_buf_done(&left_field);
 	latch_buf_done(&right_field);
-	if (r == 0) {
-		struct latch_template_options o = { .left_delim = left, .right_delim = right };
+	/* A template file is read in the pod, by latch_config_load_template_files(). */
+	if (r == 0 && !sc->template_file) {
+		struct latch_template_options o = { .left_delim = sc->left_delim, .right_delim = sc->right_delim };
 		r = latch_template_parse(text, sc->name, &o, &sc->template, w->err);
 		if (r < 0)
 			latch_error_prefix(w->err, "%s: %s", w->source, latch_buf_str(&field));
 	}
 	latch_buf_done(&field);
+	return r;
+}
+
+/* "reload": {"signal": "HUP", "process": "nginx"}: after the secret's files change, the
+ * sidecar signals that process of the pod. */
+static int parse_reload(const struct where *w, const json_t *v, const char *field, struct latch_reload *ret)
+{
+	static const char *const keys[] = { "signal", "process", NULL };
+	if (!v)
+		return 0;
+	if (!json_is_object(v))
+		return bad(w, field, "%s", "must be an object");
+	int r = check_keys(w, field, v, keys);
+	_cleanup_free_ char *signal_name = NULL;
+	if (r == 0)
+		r = get_string(w, v, "signal", field, true, &signal_name);
+	if (r == 0 && latch_signal_parse(signal_name, &ret->signal) < 0)
+		r = bad(w, field, "signal '%s' is not one of HUP, USR1, USR2, TERM, INT, QUIT, WINCH", signal_name);
+	if (r == 0)
+		r = get_string(w, v, "process", field, true, &ret->process);
+	if (r == 0 && (strchr(ret->process, '/') || strlen(ret->process) > LATCH_PROCESS_NAME_MAX))
+		r = bad(w, field, "process '%s' must be a program name (no '/', at most %d characters), as ps shows it",
+			ret->process, LATCH_PROCESS_NAME_MAX);
 	return r;
 }
 
@@ -273,8 +341,9 @@ static int secret_field(struct latch_buf *b, size_t i, const char *name)
 
 static int parse_secret(const struct where *w, const json_t *s, size_t i, struct latch_secret_config *sc)
 {
-	static const char *const keys[] = { "name", "path", "params", "file", "format", "key", "template", "left_delim",
-					    "right_delim", "error_on_missing_key", "mode", "uid", "gid", NULL };
+	static const char *const keys[] = { "name", "path", "params", "file", "format", "key", "template",
+					    "template_file", "left_delim", "right_delim", "error_on_missing_key",
+					    "mode", "uid", "gid", "reload", NULL };
 	struct latch_buf at = LATCH_BUF_INIT(256), f = LATCH_BUF_INIT(256);
 	latch_buf_printf(&at, "secrets[%zu]", i);
 	int r = json_is_object(s) ? check_keys(w, latch_buf_str(&at), s, keys)
@@ -287,7 +356,8 @@ static int parse_secret(const struct where *w, const json_t *s, size_t i, struct
 		r = get_string(w, s, "path", latch_buf_str(&f), sc->format != LATCH_FORMAT_TEMPLATE, &sc->path);
 	if (r == 0 && sc->format == LATCH_FORMAT_TEMPLATE)
 		r = parse_template(w, s, latch_buf_str(&at), sc);
-	if (r == 0 && sc->format != LATCH_FORMAT_TEMPLATE && json_object_get(s, "template"))
+	if (r == 0 && sc->format != LATCH_FORMAT_TEMPLATE && (json_object_get(s, "template") ||
+							       json_object_get(s, "template_file")))
 		r = bad(w, latch_buf_str(&at), "%s", "has a template but its format is not template");
 	if (r == 0 && (r = secret_field(&f, i, "params")) == 0) {
 		json_t *p = json_object_get(s, "params");
@@ -316,6 +386,8 @@ static int parse_secret(const struct where *w, const json_t *s, size_t i, struct
 	if (r == 0 && have_uid != have_gid)
 		r = bad(w, latch_buf_str(&at), "%s", "needs both uid and gid, or neither");
 	sc->set_owner = have_uid && have_gid;
+	if (r == 0 && (r = secret_field(&f, i, "reload")) == 0)
+		r = parse_reload(w, json_object_get(s, "reload"), latch_buf_str(&f), &sc->reload);
 	latch_buf_done(&at);
 	latch_buf_done(&f);
 	return r;
@@ -373,8 +445,6 @@ static int parse_secrets(const struct where *w, const json_t *list, struct latch
 {
 	if (!json_is_array(list))
 		return bad(w, "secrets", "%s", "must be a list");
-	if (json_array_size(list) == 0 && !c->token_file_name)
-		return bad(w, "secrets", "%s", "must name at least one secret (or set token_file_name)");
 	c->secrets = calloc(json_array_size(list) ? json_array_size(list) : 1, sizeof(*c->secrets));
 	if (!c->secrets)
 		return latch_error_set(w->err, LATCH_ENOMEM, "out of memory");
@@ -391,7 +461,7 @@ static int parse_root(const struct where *w, const json_t *root, struct latch_co
 {
 	static const char *const keys[] = { "version", "vault", "auth", "output_dir", "deadline_seconds",
 					    "revoke_on_shutdown", "token_file_name", "state_dir", "secrets",
-					    NULL };
+					    "copy_self_to", NULL };
 	if (!json_is_object(root))
 		return bad(w, "(top level)", "%s", "must be a JSON object");
 	int r = check_keys(w, "", root, keys);
@@ -434,9 +504,13 @@ static int parse_root(const struct where *w, const json_t *root, struct latch_co
 	if (c->state_dir && strncmp(c->state_dir, c->output_dir, out_len) == 0 &&
 	    (c->state_dir[out_len] == '\0' || c->state_dir[out_len] == '/'))
 		return bad(w, "state_dir", "'%s' must not be inside output_dir", c->state_dir);
-	if (!json_object_get(root, "secrets"))
-		return bad(w, "secrets", "%s", "is required");
-	return parse_secrets(w, json_object_get(root, "secrets"), c);
+	if ((r = get_string(w, root, "copy_self_to", "copy_self_to", false, &c->copy_self_to)) < 0)
+		return r;
+	if (c->copy_self_to && c->copy_self_to[0] != '/')
+		return bad(w, "copy_self_to", "'%s' must be an absolute path", c->copy_self_to);
+	/* No secrets is a login only: the token file, or a check that the role works. */
+	json_t *secrets = json_object_get(root, "secrets");
+	return secrets ? parse_secrets(w, secrets, c) : 0;
 }
 
 int latch_config_parse(struct latch_view text, const char *source, struct latch_config *ret, struct latch_error *err)
@@ -465,6 +539,10 @@ static void secret_done(struct latch_secret_config *s)
 	json_decref(s->params);
 	free(s->file);
 	free(s->key);
+	free(s->template_file);
+	free(s->left_delim);
+	free(s->right_delim);
+	free(s->reload.process);
 	latch_template_free(s->template);
 }
 
@@ -483,6 +561,7 @@ void latch_config_done(struct latch_config *c)
 	free(c->output_dir);
 	free(c->token_file_name);
 	free(c->state_dir);
+	free(c->copy_self_to);
 	for (size_t i = 0; i < c->n_secrets; i++)
 		secret_done(&c->secrets[i]);
 	free(c->secrets);
@@ -506,4 +585,25 @@ size_t latch_secret_files(const struct latch_secret_config *s, char *names[3])
 	names[1] = with_suffix(s->file, ".key");
 	names[2] = with_suffix(s->file, "-ca.crt");
 	return 3;
+}
+
+int latch_config_load_template_files(struct latch_config *c, struct latch_error *err)
+{
+	for (size_t i = 0; i < c->n_secrets; i++) {
+		struct latch_secret_config *sc = &c->secrets[i];
+		if (!sc->template_file || sc->template)
+			continue;
+		struct latch_buf text = LATCH_BUF_INIT(TEMPLATE_FILE_MAX + 1);
+		int r = latch_file_read(sc->template_file, TEMPLATE_FILE_MAX, &text, err);
+		if (r == 0) {
+			struct latch_template_options o = { .left_delim = sc->left_delim, .right_delim = sc->right_delim };
+			r = latch_template_parse(latch_buf_str(&text), sc->name, &o, &sc->template, err);
+			if (r < 0)
+				latch_error_prefix(err, "%s (secret '%s', template_file)", sc->template_file, sc->name);
+		}
+		latch_buf_done(&text);
+		if (r < 0)
+			return r;
+	}
+	return 0;
 }

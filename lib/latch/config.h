@@ -22,9 +22,16 @@
  *       {"name": "env", "path": "secret/data/app", "format": "env", "file": "app.env",
  *        "mode": "0640", "uid": 1000, "gid": 1000},
  *       {"name": "url", "format": "template", "template": "{{ with secret ... }}...{{ end }}",
- *        "left_delim": "{{", "right_delim": "}}", "error_on_missing_key": true}
- *     ]
+ *        "left_delim": "{{", "right_delim": "}}", "error_on_missing_key": true},
+ *       {"name": "conf", "template_file": "/etc/tmpl/app.ctmpl"},    (read in the pod)
+ *       {"name": "tls", "path": "pki/issue/web", "format": "pem",
+ *        "reload": {"signal": "HUP", "process": "nginx"}}     (signalled when the files change)
+ *     ],
+ *     "copy_self_to": "/var/run/latch/bin"   (for latch-init exec in the app's container)
  *   }
+ *
+ * secrets may be empty or absent: latch-init then only logs in (and writes the token file
+ * when token_file_name asks for it).
  *
  * format: map (default: "key: value" lines as the Vault Agent Injector writes them), json,
  * env (export KEY='value'), dotenv (KEY='value'), raw (one "key"), pem (<file>.crt,
@@ -65,6 +72,14 @@ enum latch_auth_method {
 	LATCH_AUTH_TOKEN,
 };
 
+/* At most what /proc/<pid>/comm holds. */
+#define LATCH_PROCESS_NAME_MAX 15
+
+struct latch_reload {
+	int signal;            /* 0: no reload */
+	char *process;
+};
+
 struct latch_secret_config {
 	char *name;
 	char *path;            /* NULL for templates: their secret calls name the paths */
@@ -72,8 +87,11 @@ struct latch_secret_config {
 	char *file;            /* relative to output_dir */
 	enum latch_format format;
 	char *key;             /* raw */
-	struct latch_template *template;
+	struct latch_template *template; /* NULL until a template_file is loaded */
+	char *template_file;   /* absolute, read in the pod */
+	char *left_delim, *right_delim;
 	bool error_on_missing_key;
+	struct latch_reload reload;
 	mode_t mode;
 	bool set_owner;
 	uid_t uid;
@@ -97,6 +115,7 @@ struct latch_config {
 	bool revoke_on_shutdown;
 	char *token_file_name;
 	char *state_dir;
+	char *copy_self_to;   /* a directory: latch-init puts a copy of itself there (latch-init exec) */
 	struct latch_secret_config *secrets;
 	size_t n_secrets;
 };
@@ -104,6 +123,12 @@ struct latch_config {
 /* source names the input in errors ("LATCH_CONFIG", a file name). */
 int latch_config_parse(struct latch_view text, const char *source, struct latch_config *ret, struct latch_error *err);
 void latch_config_done(struct latch_config *c);
+/* Read and parse every secret's template_file; in the pod, before anything is fetched. */
+int latch_config_load_template_files(struct latch_config *c, struct latch_error *err) _warn_unused_;
+
+/* "HUP", "SIGHUP", "hup" -> SIGHUP; only the signals daemons reload or reopen on. */
+int latch_signal_parse(const char *name, int *ret);
+const char *latch_signal_name(int number);
 
 const char *latch_format_name(enum latch_format f);
 int latch_format_parse(const char *name, enum latch_format *ret);

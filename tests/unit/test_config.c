@@ -3,7 +3,10 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <stdlib.h>
+#include <signal.h>
+#include <stdio.h>
 #include <string.h>
+#include <unistd.h>
 #include <cmocka.h>
 
 #include "latch/config.h"
@@ -106,7 +109,17 @@ static void test_config__errors_name_the_field(void **state)
 	assert_config_error("{\"version\":2}", "version: must be 1");
 	assert_config_error("{\"version\":1,\"vault\":{\"address\":\"vault:8200\"}}", "vault.address: 'vault:8200' must start with https://");
 	assert_config_error("{\"version\":1,\"vault\":{\"address\":\"https://v\"},\"auth\":{}}", "auth.role: is required");
-	assert_config_error("{" VAULT_AUTH ",\"secrets\":[]}", "secrets: must name at least one secret");
+	assert_config_error("{" VAULT_AUTH ",\"secrets\":[{\"name\":\"t\",\"template\":\"x\",\"template_file\":\"/t\"}]}",
+			    "secrets[0].template_file: cannot be set together with template");
+	assert_config_error("{" VAULT_AUTH ",\"secrets\":[{\"name\":\"t\",\"template_file\":\"t.ctmpl\"}]}",
+			    "secrets[0].template_file: 't.ctmpl' must be an absolute path");
+	assert_config_error("{" VAULT_AUTH ",\"secrets\":[{\"name\":\"c\",\"path\":\"p\","
+			    "\"reload\":{\"signal\":\"KILL\",\"process\":\"nginx\"}}]}",
+			    "secrets[0].reload: signal 'KILL' is not one of HUP");
+	assert_config_error("{" VAULT_AUTH ",\"secrets\":[{\"name\":\"c\",\"path\":\"p\","
+			    "\"reload\":{\"signal\":\"HUP\",\"process\":\"/usr/sbin/nginx\"}}]}",
+			    "secrets[0].reload: process '/usr/sbin/nginx' must be a program name");
+	assert_config_error("{" VAULT_AUTH ",\"copy_self_to\":\"bin\"}", "copy_self_to: 'bin' must be an absolute path");
 	assert_config_error("{" VAULT_AUTH ",\n\"secrets\": [1,]}", "LATCH_CONFIG:2:");
 }
 
@@ -116,6 +129,74 @@ static void test_config__bad_template_fails_at_parse(void **state)
 			    "template db:1:4: function 'env' is not supported");
 }
 
+/* Injection with no secrets (agent-inject and a role only): latch-init logs in, and writes
+ * only what is asked, such as the token. */
+static void test_config__no_secrets_is_a_login_only(void **state)
+{
+	struct latch_config c;
+	struct latch_error err = LATCH_ERROR_INIT;
+	assert_int_equal(parse("{" VAULT_AUTH "}", &c, &err), 0);
+	assert_int_equal(c.n_secrets, 0);
+	latch_config_done(&c);
+	assert_int_equal(parse("{" VAULT_AUTH ",\"secrets\":[]}", &c, &err), 0);
+	assert_int_equal(c.n_secrets, 0);
+	latch_config_done(&c);
+}
+
+static void test_config__reload_and_signal_names(void **state)
+{
+	struct latch_config c;
+	struct latch_error err = LATCH_ERROR_INIT;
+	assert_int_equal(parse("{" VAULT_AUTH ",\"secrets\":[{\"name\":\"c\",\"path\":\"pki/issue/x\",\"format\":\"pem\","
+			       "\"reload\":{\"signal\":\"sighup\",\"process\":\"nginx\"}}]}", &c, &err), 0);
+	assert_int_equal(c.secrets[0].reload.signal, SIGHUP);
+	assert_string_equal(c.secrets[0].reload.process, "nginx");
+	latch_config_done(&c);
+	int sig = 0;
+	assert_int_equal(latch_signal_parse("USR1", &sig), 0);
+	assert_int_equal(sig, SIGUSR1);
+	assert_true(latch_signal_parse("9", &sig) < 0);
+	assert_true(latch_signal_parse("SIGSTOP", &sig) < 0);
+}
+
+/* A template file is read in the pod, and gets the errors an inline template gets. */
+static void test_config__template_file_is_read_and_checked_in_the_pod(void **state)
+{
+	char dir[] = "/tmp/latch-config-XXXXXX";
+	assert_non_null(mkdtemp(dir));
+	char good[256], bad_path[256], config[1024];
+	snprintf(good, sizeof(good), "%s/good.ctmpl", dir);
+	snprintf(bad_path, sizeof(bad_path), "%s/bad.ctmpl", dir);
+	FILE *f = fopen(good, "w");
+	fputs("{{ with secret \"secret/data/app\" }}{{ .Data.data.user }}{{ end }}", f);
+	fclose(f);
+	f = fopen(bad_path, "w");
+	fputs("line one\n{{ env \"HOME\" }}", f);
+	fclose(f);
+
+	struct latch_config c;
+	struct latch_error err = LATCH_ERROR_INIT;
+	snprintf(config, sizeof(config), "{" VAULT_AUTH ",\"secrets\":[{\"name\":\"app\",\"template_file\":\"%s\"}]}", good);
+	assert_int_equal(parse(config, &c, &err), 0);
+	assert_int_equal(c.secrets[0].format, LATCH_FORMAT_TEMPLATE);
+	assert_null(c.secrets[0].template);
+	assert_int_equal(latch_config_load_template_files(&c, &err), 0);
+	assert_int_equal(latch_template_n_secrets(c.secrets[0].template), 1);
+	assert_string_equal(latch_template_secret(c.secrets[0].template, 0).path, "secret/data/app");
+	latch_config_done(&c);
+
+	snprintf(config, sizeof(config), "{" VAULT_AUTH ",\"secrets\":[{\"name\":\"app\",\"template_file\":\"%s\"}]}", bad_path);
+	assert_int_equal(parse(config, &c, &err), 0);
+	assert_true(latch_config_load_template_files(&c, &err) < 0);
+	if (!strstr(latch_error_message(&err), "bad.ctmpl (secret 'app', template_file): template app:2:4: function 'env'"))
+		fail_msg("unexpected error: %s", latch_error_message(&err));
+	latch_error_done(&err);
+	latch_config_done(&c);
+	unlink(good);
+	unlink(bad_path);
+	rmdir(dir);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -123,6 +204,9 @@ int main(void)
 		cmocka_unit_test(test_config__every_field),
 		cmocka_unit_test(test_config__errors_name_the_field),
 		cmocka_unit_test(test_config__bad_template_fails_at_parse),
+		cmocka_unit_test(test_config__no_secrets_is_a_login_only),
+		cmocka_unit_test(test_config__reload_and_signal_names),
+		cmocka_unit_test(test_config__template_file_is_read_and_checked_in_the_pod),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
