@@ -1,6 +1,7 @@
 #include "annotations.h"
 
 #include <ctype.h>
+#include <stddef.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -30,21 +31,71 @@ static const char *const exact_keys[] = {
 	"secret-volume-path", "agent-pre-populate-only", "agent-pre-populate", "agent-init-first",
 	"agent-inject-containers", "role", "auth-path", "auth-type", "namespace", "service", "ca-cert", "tls-secret",
 	"tls-server-name", "tls-skip-verify", "client-cert", "client-key", "agent-image", "agent-requests-cpu",
-	"agent-requests-mem", "agent-limits-cpu", "agent-limits-mem", "agent-run-as-user", "agent-run-as-group",
-	"agent-run-as-same-user", "agent-set-security-context", "agent-service-account-token-volume-name",
-	"agent-inject-token", "agent-revoke-on-shutdown",
-	LATCH_PREFIX "token-audience", LATCH_PREFIX "deadline-seconds", NULL,
+	"agent-requests-mem", "agent-limits-cpu", "agent-limits-mem", "agent-requests-ephemeral",
+	"agent-limits-ephemeral", "agent-run-as-user", "agent-run-as-group", "agent-run-as-same-user",
+	"agent-set-security-context", "agent-service-account-token-volume-name", "agent-inject-token",
+	"agent-revoke-on-shutdown", "agent-revoke-grace", "agent-share-process-namespace", "agent-copy-volume-mounts",
+	"agent-extra-secret", "proxy-address", "log-level", "log-format", "agent-request-namespace",
+	"auth-min-backoff", "auth-max-backoff", "agent-auto-auth-exit-on-err", "template-config-exit-on-retry-failure",
+	LATCH_PREFIX "token-audience", LATCH_PREFIX "deadline-seconds", LATCH_PREFIX "exec-env",
+	LATCH_PREFIX "exec-containers", LATCH_PREFIX "exec-on-change", LATCH_PREFIX "exec-grace-seconds", NULL,
 };
 
-/* Per-secret names: <prefix><secret name>. Longest first where one is a prefix of another. */
+/* The annotations that name a secret, in the injector's order of precedence. */
+static const char *const secret_naming_prefixes[] = {
+	"agent-inject-secret-", "agent-inject-template-file-", "agent-inject-template-", NULL,
+};
+
+/* Per-secret names: <prefix><secret name>. */
 static const char *const secret_prefixes[] = {
-	"agent-inject-secret-", "agent-inject-template-", "agent-inject-file-", "agent-inject-perms-",
-	"agent-template-left-delim-", "agent-template-right-delim-", "error-on-missing-key-", "preserve-secret-case-",
-	LATCH_PREFIX "format-", LATCH_PREFIX "key-", LATCH_PREFIX "params-", NULL,
+	"agent-inject-secret-", "agent-inject-template-file-", "agent-inject-template-", "agent-inject-file-",
+	"agent-inject-perms-", "agent-inject-command-", "agent-template-left-delim-", "agent-template-right-delim-",
+	"error-on-missing-key-", "preserve-secret-case-", "secret-volume-path-", LATCH_PREFIX "format-",
+	LATCH_PREFIX "key-", LATCH_PREFIX "params-", LATCH_PREFIX "reload-", NULL,
 };
 
-/* Injector features latch does not have; named so the error says "not supported". */
-static const char *const unsupported_prefixes[] = { "agent-inject-template-file-", "agent-inject-command-", NULL };
+/* Annotations that configure Vault Agent's own internals: latch-init has no such part. Each
+ * is refused with the reason, unless its value asks for what latch does anyway. */
+static const struct agent_internal {
+	const char *key;      /* a prefix when it ends in '-' */
+	const char *harmless; /* the value that asks for nothing latch lacks, or NULL */
+	const char *why;
+} agent_internals[] = {
+	{ "agent-cache-enable", "false", "latch-init has no cache or listener: the app reads files, not a local agent" },
+	{ "agent-cache-use-auto-auth-token", NULL, "latch-init has no cache or listener" },
+	{ "agent-cache-listener-port", NULL, "latch-init has no cache or listener" },
+	{ "agent-cache-exit-on-err", "false", "latch-init has no cache" },
+	{ "agent-enable-quit", "false", "latch-init has no listener; it stops on SIGTERM" },
+	{ "agent-configmap", NULL, "it holds Vault Agent HCL; latch-init is configured by annotations only "
+				   "(see README: migrating from the injector)" },
+	{ "agent-json-patch", NULL, "it patches the Vault Agent container; set the latch-init container's settings "
+				    "with the agent-* annotations" },
+	{ "agent-init-json-patch", NULL, "it patches the Vault Agent container; set the latch-init container's settings "
+					 "with the agent-* annotations" },
+	{ "agent-telemetry-", NULL, "latch-init has no telemetry stanza; it logs one line per event" },
+	{ "go-max-procs", NULL, "latch-init is not a Go program" },
+	{ "client-max-retries", NULL, "latch-init retries within latch.dev/deadline-seconds" },
+	{ "client-timeout", NULL, "latch-init's calls share one deadline: latch.dev/deadline-seconds" },
+	{ "template-max-connections-per-host", NULL, "latch-init fetches at most 8 secrets at a time" },
+	{ "template-lease-renewal-threshold", NULL, "latch-init renews at 2/3 of a lease and re-fetches at 85%" },
+	{ "template-static-secret-render-interval", NULL, "latch-init re-reads KV secrets on its own schedule" },
+	{ "agent-disable-idle-connections", NULL, "a Vault Agent transport setting" },
+	{ "agent-disable-keep-alives", NULL, "a Vault Agent transport setting" },
+	{ "ca-key", NULL, "a CA directory is not supported; give a PEM bundle with ca-cert" },
+};
+
+/* The forms of agent-inject-command-NAME that are a signal to a process, and nothing else. */
+static const struct command_form {
+	const char *before, *after; /* the process name sits between them */
+	const char *signal;
+} command_forms[] = {
+	{ "kill -HUP $(pidof ", ")", "HUP" },   { "kill -s HUP $(pidof ", ")", "HUP" },
+	{ "kill -SIGHUP $(pidof ", ")", "HUP" }, { "kill -USR1 $(pidof ", ")", "USR1" },
+	{ "pkill -HUP ", "", "HUP" },           { "pkill -SIGHUP ", "", "HUP" },
+	{ "pkill -HUP -x ", "", "HUP" },        { "pkill -USR1 ", "", "USR1" },
+	{ "killall -HUP ", "", "HUP" },         { "", " -s reload", "HUP" },
+	{ "", " -s reopen", "USR1" },
+};
 
 static int fail_at(const struct inject_context *ctx, const struct ann *a, const char *fmt, ...) _printf_(3, 4);
 static int fail_at(const struct inject_context *ctx, const struct ann *a, const char *fmt, ...)
@@ -143,22 +194,34 @@ static void ann_set_done(struct ann_set *set)
 	free(set->items);
 }
 
-/* Go's strconv.ParseBool, which the Vault Agent Injector uses. */
+/* The injector's booleans (parseutil.ParseBool): strconv.ParseBool's words, and "" is false. */
+static bool go_bool(const char *v, bool *ret)
+{
+	static const char *const yes[] = { "1", "t", "T", "true", "TRUE", "True", NULL };
+	static const char *const no[] = { "", "0", "f", "F", "false", "FALSE", "False", NULL };
+	for (const char *const *w = yes; *w; w++)
+		if (strcmp(v, *w) == 0)
+			return (*ret = true);
+	for (const char *const *w = no; *w; w++)
+		if (strcmp(v, *w) == 0)
+			return !(*ret = false);
+	return false;
+}
+
+static int parse_bool_ann(const struct inject_context *ctx, const struct ann *a, bool *ret)
+{
+	if (!go_bool(a->value, ret))
+		return fail_at(ctx, a, "'%s' is not true or false (1, t, T, TRUE, true, True, 0, f, F, FALSE, false, "
+			       "False, or empty for false)", a->value);
+	return 0;
+}
+
+/* Absent: dflt. */
 static int parse_bool(const struct inject_context *ctx, const struct ann_set *set, const char *key, bool dflt, bool *ret)
 {
 	struct ann *a = find(set, key);
 	*ret = dflt;
-	if (!a)
-		return 0;
-	static const char *const yes[] = { "1", "t", "T", "true", "TRUE", "True", NULL };
-	static const char *const no[] = { "0", "f", "F", "false", "FALSE", "False", NULL };
-	for (const char *const *w = yes; *w; w++)
-		if (strcmp(a->value, *w) == 0)
-			return (*ret = true), 0;
-	for (const char *const *w = no; *w; w++)
-		if (strcmp(a->value, *w) == 0)
-			return (*ret = false), 0;
-	return fail_at(ctx, a, "'%s' is not true or false", a->value);
+	return a ? parse_bool_ann(ctx, a, ret) : 0;
 }
 
 /* A Kubernetes resource quantity: 250m, 64Mi, 0.5, 1e3. */
@@ -203,19 +266,25 @@ static int take_string(const struct ann_set *set, const char *key, char **ret)
 	return *ret ? 0 : LATCH_ENOMEM;
 }
 
-static int read_quantity(const struct inject_context *ctx, const struct ann_set *set, const char *key, char **ret)
+static int read_quantity(const struct inject_context *ctx, const struct ann_set *set, const char *key,
+			 struct inject_quantity *ret)
 {
 	struct ann *a = find(set, key);
-	if (a && !is_quantity(a->value))
+	if (!a)
+		return 0;
+	if (*a->value && !is_quantity(a->value))
 		return fail_at(ctx, a, "'%s' is not a resource quantity (such as 250m or 64Mi)", a->value);
-	return take_string(set, key, ret) < 0 ? latch_error_set(ctx->err, LATCH_ENOMEM, "out of memory") : 0;
+	ret->set = true;
+	if (*a->value && !(ret->value = strdup(a->value)))
+		return latch_error_set(ctx->err, LATCH_ENOMEM, "out of memory");
+	return 0;
 }
 
 static int read_id(const struct inject_context *ctx, const struct ann_set *set, const char *key, long dflt, long *ret)
 {
 	struct ann *a = find(set, key);
 	*ret = dflt;
-	if (!a)
+	if (!a || !*a->value) /* the injector reads "" as 0, root; latch keeps its default */
 		return 0;
 	char *end;
 	long v = strtol(a->value, &end, 10);
@@ -225,28 +294,75 @@ static int read_id(const struct inject_context *ctx, const struct ann_set *set, 
 	return 0;
 }
 
-/* Reject annotation names under our prefixes that latch does not know. */
+static bool is_blank(const char *s)
+{
+	while (*s == ' ' || *s == '\t' || *s == '\n' || *s == '\r')
+		s++;
+	return *s == '\0';
+}
+
+static const struct agent_internal *agent_internal_of(const char *key)
+{
+	for (size_t i = 0; i < ELEMENTSOF(agent_internals); i++) {
+		const char *k = agent_internals[i].key;
+		bool prefix = k[strlen(k) - 1] == '-';
+		if (prefix ? starts_with(key, k) : strcmp(key, k) == 0)
+			return &agent_internals[i];
+	}
+	return NULL;
+}
+
+/* A Vault Agent setting asks for nothing when its value means what latch does anyway. */
+static bool harmless(const struct agent_internal *internal, const char *value)
+{
+	bool want, is;
+	return internal->harmless && go_bool(internal->harmless, &want) && go_bool(value, &is) && want == is;
+}
+
+static int refuse_or_warn(const struct inject_context *ctx, const struct ann *a, const char *why)
+{
+	if (!ctx->opts->allow_unsupported)
+		return fail_at(ctx, a, "%s (--allow-unsupported turns this into a warning)", why);
+	latch_buf_printf(ctx->warnings, "%s: %s: annotation '%s' was ignored: %s\n", ctx->name, ctx->object, a->full,
+			 why);
+	return 0;
+}
+
+/* Every annotation under our prefixes is one latch knows, or one it says it cannot apply. */
 static int check_names(const struct inject_context *ctx, const struct ann_set *set)
 {
 	for (size_t i = 0; i < set->n; i++) {
 		const struct ann *a = &set->items[i];
-		bool known = false, unsupported = false;
-		for (const char *const *u = unsupported_prefixes; *u && !unsupported; u++)
-			unsupported = starts_with(a->key, *u);
-		for (const char *const *k = exact_keys; *k && !known && !unsupported; k++)
-			known = strcmp(a->key, *k) == 0;
-		for (const char *const *p = secret_prefixes; *p && !known && !unsupported; p++)
-			known = starts_with(a->key, *p) && a->key[strlen(*p)] != '\0';
-		if (known)
+		const struct agent_internal *internal = agent_internal_of(a->key);
+		if (internal) {
+			if (harmless(internal, a->value))
+				continue;
+			struct latch_buf why = LATCH_BUF_INIT(1024);
+			latch_buf_printf(&why, "configures Vault Agent itself, which latch-init replaces: %s", internal->why);
+			int r = refuse_or_warn(ctx, a, latch_buf_str(&why));
+			latch_buf_done(&why);
+			if (r < 0)
+				return r;
 			continue;
-		if (!ctx->opts->allow_unsupported)
-			return fail_at(ctx, a, "is not supported by latch (--allow-unsupported turns this into a warning)");
-		latch_buf_printf(ctx->warnings, "%s: %s: annotation '%s' is not supported by latch and was ignored\n", ctx->name,
-				 ctx->object, a->full);
+		}
+		bool known = starts_with(a->key, "auth-config-");
+		for (const char *const *k = exact_keys; *k && !known; k++)
+			known = strcmp(a->key, *k) == 0;
+		for (const char *const *p = secret_prefixes; *p && !known; p++)
+			known = starts_with(a->key, *p) && a->key[strlen(*p)] != '\0';
+		/* The injector reads the bare key as the template of a secret named "file". */
+		known = known || strcmp(a->key, "agent-inject-template-file") == 0;
+		if (!known) {
+			int r = refuse_or_warn(ctx, a, "is not an annotation latch knows");
+			if (r < 0)
+				return r;
+		}
 	}
 	return 0;
 }
 
+/* preserve-secret-case-NAME, else preserve-secret-case; a bad value is false, as in the
+ * injector. */
 static bool preserve_case(const struct ann_set *set, const char *raw_name)
 {
 	struct latch_buf key = LATCH_BUF_INIT(1024);
@@ -255,18 +371,20 @@ static bool preserve_case(const struct ann_set *set, const char *raw_name)
 	latch_buf_done(&key);
 	if (!v)
 		v = get(set, "preserve-secret-case");
-	return v && (strcmp(v, "true") == 0 || strcmp(v, "1") == 0 || strcmp(v, "True") == 0 || strcmp(v, "TRUE") == 0 ||
-		     strcmp(v, "t") == 0 || strcmp(v, "T") == 0);
+	bool keep = false;
+	return v && go_bool(v, &keep) && keep;
 }
 
-/* The value of <prefix><name>, matching the name the way the injector does (case folded
- * unless preserve-secret-case). */
+/* The value of <prefix><name>. Names match regardless of case unless preserve-secret-case:
+ * the injector matches the raw name exactly, so an annotation it would silently ignore for a
+ * difference of case applies in latch. */
 static struct ann *per_secret(const struct ann_set *set, const char *prefix, const char *name, bool keep_case)
 {
 	size_t n = strlen(prefix);
+	bool template_prefix = strcmp(prefix, "agent-inject-template-") == 0;
 	for (size_t i = 0; i < set->n; i++) {
 		const char *k = set->items[i].key;
-		if (strncmp(k, prefix, n) != 0)
+		if (strncmp(k, prefix, n) != 0 || (template_prefix && starts_with(k, "agent-inject-template-file-")))
 			continue;
 		if (keep_case ? strcmp(k + n, name) == 0 : strcasecmp(k + n, name) == 0)
 			return &set->items[i];
@@ -277,20 +395,23 @@ static struct ann *per_secret(const struct ann_set *set, const char *prefix, con
 static int parse_params(const struct inject_context *ctx, const struct ann *a, json_t **ret)
 {
 	json_t *params = json_object();
-	_cleanup_free_ char *copy = strdup(a->value);
-	if (!params || !copy) {
-		json_decref(params);
+	if (!params)
 		return latch_error_set(ctx->err, LATCH_ENOMEM, "out of memory");
-	}
-	char *save = NULL;
-	for (char *kv = strtok_r(copy, ",", &save); kv; kv = strtok_r(NULL, ",", &save)) {
-		char *eq = strchr(kv, '=');
-		if (!eq || eq == kv) {
+	for (const char *p = a->value; *p;) {
+		const char *end = strchr(p, ',');
+		size_t n = end ? (size_t)(end - p) : strlen(p);
+		const char *eq = memchr(p, '=', n);
+		if (!eq || eq == p) {
 			json_decref(params);
-			return fail_at(ctx, a, "'%s' is not key=value", kv);
+			return fail_at(ctx, a, "'%.*s' is not key=value", (int)n, p);
 		}
-		*eq = '\0';
-		json_object_set_new(params, kv, json_string(eq + 1));
+		_cleanup_free_ char *key = strndup(p, (size_t)(eq - p));
+		json_t *value = json_stringn(eq + 1, n - (size_t)(eq - p) - 1);
+		if (!key || !value || json_object_set_new(params, key, value) < 0) {
+			json_decref(params);
+			return latch_error_set(ctx->err, LATCH_ENOMEM, "out of memory");
+		}
+		p += n + (end ? 1 : 0);
 	}
 	*ret = params;
 	return 0;
@@ -310,50 +431,154 @@ static int perms_to_mode(const struct inject_context *ctx, const struct ann *a, 
 	return 0;
 }
 
-static int secret_entry(const struct inject_context *ctx, const struct ann_set *set, const struct ann *secret_ann,
-			const char *default_template, json_t *secrets)
+/* A signal to a process and its name: "HUP nginx" (latch.dev/reload-NAME). */
+static int reload_from_spec(const struct inject_context *ctx, const struct ann *a, json_t *secret)
 {
-	const char *raw = secret_ann->key + strlen("agent-inject-secret-");
-	bool keep = preserve_case(set, raw);
-	_cleanup_free_ char *name = strdup(raw);
-	if (!name)
-		return latch_error_set(ctx->err, LATCH_ENOMEM, "out of memory");
-	if (!keep)
-		for (char *p = name; *p; p++)
-			*p = (char)tolower((unsigned char)*p);
-	json_t *s = json_pack("{s:s}", "name", name);
-	json_array_append_new(secrets, s);
-	struct ann *tmpl = per_secret(set, "agent-inject-template-", raw, keep);
-	struct ann *format = per_secret(set, LATCH_PREFIX "format-", raw, keep);
-	if (tmpl && format && strcmp(format->value, "template") != 0)
-		return fail_at(ctx, format, "conflicts with agent-inject-template-%s", raw);
-	if (tmpl) {
-		json_object_set_new(s, "format", json_string("template"));
-		json_object_set_new(s, "template", json_string(tmpl->value));
-	} else {
-		json_object_set_new(s, "path", json_string(secret_ann->value));
-		const char *f = format ? format->value : default_template;
-		enum latch_format parsed;
-		if (latch_format_parse(f, &parsed) < 0 || parsed == LATCH_FORMAT_TEMPLATE)
-			return fail_at(ctx, format ? format : find(set, "agent-inject-default-template"),
-				       "'%s' is not map, json, env, dotenv, raw or pem", f);
-		json_object_set_new(s, "format", json_string(f));
+	const char *blank = strchr(a->value, ' ');
+	_cleanup_free_ char *signal_name = blank ? strndup(a->value, (size_t)(blank - a->value)) : NULL;
+	const char *process = blank ? blank + 1 : NULL;
+	int number;
+	if (!signal_name || latch_signal_parse(signal_name, &number) < 0 || !*process || strchr(process, ' ') ||
+	    strchr(process, '/') || strlen(process) > LATCH_PROCESS_NAME_MAX)
+		return fail_at(ctx, a, "'%s' is not '<signal> <process>', such as 'HUP nginx' (signals: HUP, USR1, "
+			       "USR2, TERM, INT, QUIT, WINCH; the process as ps shows it)", a->value);
+	json_object_set_new(secret, "reload", json_pack("{s:s,s:s}", "signal", latch_signal_name(number), "process",
+							 process));
+	return 0;
+}
+
+/* The process name of a command form: a program name, its directory dropped. */
+static bool command_process(const char *start, size_t n, char *ret, size_t size)
+{
+	const char *slash = memrchr(start, '/', n);
+	if (slash) {
+		n -= (size_t)(slash + 1 - start);
+		start = slash + 1;
 	}
+	if (n == 0 || n >= size || n > LATCH_PROCESS_NAME_MAX)
+		return false;
+	for (size_t i = 0; i < n; i++)
+		if (!isalnum((unsigned char)start[i]) && !strchr("._-", start[i]))
+			return false;
+	memcpy(ret, start, n);
+	ret[n] = '\0';
+	return true;
+}
+
+/* agent-inject-command-NAME runs a shell command in Vault Agent's container; latch-init has
+ * no shell. The forms that only signal a process of the pod become that signal. */
+static int reload_from_command(const struct inject_context *ctx, const struct ann *a, json_t *secret)
+{
+	const char *v = a->value;
+	while (*v == ' ')
+		v++;
+	size_t len = strlen(v);
+	while (len > 0 && v[len - 1] == ' ')
+		len--;
+	for (size_t i = 0; i < ELEMENTSOF(command_forms); i++) {
+		const struct command_form *f = &command_forms[i];
+		size_t b = strlen(f->before), e = strlen(f->after);
+		char process[LATCH_PROCESS_NAME_MAX + 1];
+		if (len <= b + e || strncmp(v, f->before, b) != 0 || strncmp(v + len - e, f->after, e) != 0 ||
+		    !command_process(v + b, len - b - e, process, sizeof(process)))
+			continue;
+		if (!*f->before && strcmp(process, "nginx") != 0)
+			continue; /* "-s reload" is nginx's own */
+		json_object_set_new(secret, "reload", json_pack("{s:s,s:s}", "signal", f->signal, "process", process));
+		return 0;
+	}
+	return fail_at(ctx, a, "latch-init runs no shell commands; it can signal a process of the pod when the "
+		       "secret changes: 'kill -HUP $(pidof P)', 'pkill -HUP P' and 'nginx -s reload' are understood, "
+		       "or use latch.dev/reload-NAME: \"HUP P\"");
+}
+
+struct secret_ctx {
+	const char *default_template;
+	const char *const *exec_env; /* latch.dev/exec-env names, NULL-terminated */
+	char ***extra_mount_paths;
+	const char *volume_path;
+};
+
+static bool in_list(const char *const *list, const char *name)
+{
+	for (; list && *list; list++)
+		if (strcmp(*list, name) == 0)
+			return true;
+	return false;
+}
+
+static int add_mount_path(char ***paths, const char *path)
+{
+	size_t n = 0;
+	for (; *paths && (*paths)[n]; n++)
+		if (strcmp((*paths)[n], path) == 0)
+			return 0;
+	char **grown = realloc(*paths, (n + 2) * sizeof(*grown));
+	if (!grown)
+		return LATCH_ENOMEM;
+	*paths = grown;
+	grown[n] = strdup(path);
+	grown[n + 1] = NULL;
+	return grown[n] ? 0 : LATCH_ENOMEM;
+}
+
+/* How the secret is rendered: its template, a template file read in the pod, or a format. */
+static int secret_content(const struct inject_context *ctx, const struct ann_set *set, const char *raw, bool keep,
+			  const struct secret_ctx *sx, const char *name, json_t *s)
+{
+	struct ann *path = per_secret(set, "agent-inject-secret-", raw, keep);
+	struct ann *tmpl = per_secret(set, "agent-inject-template-", raw, keep);
+	struct ann *tmpl_file = per_secret(set, "agent-inject-template-file-", raw, keep);
+	struct ann *format = per_secret(set, LATCH_PREFIX "format-", raw, keep);
+	if (tmpl && !*tmpl->value)
+		tmpl = NULL; /* an empty template means the default one */
+	if (tmpl_file && (!*tmpl_file->value || tmpl))
+		tmpl_file = NULL; /* an inline template wins */
+	if ((tmpl || tmpl_file) && format && strcmp(format->value, "template") != 0)
+		return fail_at(ctx, format, "conflicts with the template of secret '%s'", raw);
+	if (tmpl || tmpl_file) {
+		json_object_set_new(s, "format", json_string("template"));
+		if (tmpl)
+			return json_object_set_new(s, "template", json_string(tmpl->value));
+		if (tmpl_file->value[0] != '/')
+			return fail_at(ctx, tmpl_file, "'%s' must be an absolute path in latch-init's container (mount it "
+				       "there with agent-copy-volume-mounts)", tmpl_file->value);
+		return json_object_set_new(s, "template_file", json_string(tmpl_file->value));
+	}
+	json_object_set_new(s, "path", json_string(path->value));
+	bool for_exec = in_list(sx->exec_env, name);
+	const char *f = format ? format->value : for_exec ? "dotenv" : sx->default_template;
+	enum latch_format parsed;
+	if (latch_format_parse(f, &parsed) < 0 || parsed == LATCH_FORMAT_TEMPLATE)
+		return fail_at(ctx, format ? format : find(set, "agent-inject-default-template"),
+			       "'%s' is not map, json, env, dotenv, raw or pem", f);
+	if (for_exec && parsed != LATCH_FORMAT_ENV && parsed != LATCH_FORMAT_DOTENV)
+		return fail_at(ctx, format, "secret '%s' is named by latch.dev/exec-env, so its format must be env or "
+			       "dotenv, not %s", name, f);
+	return json_object_set_new(s, "format", json_string(f));
+}
+
+static int secret_options(const struct inject_context *ctx, const struct ann_set *set, const char *raw, bool keep,
+			  const struct secret_ctx *sx, json_t *s)
+{
 	struct ann *a;
-	if ((a = per_secret(set, "agent-inject-file-", raw, keep))) {
+	if ((a = per_secret(set, "agent-inject-file-", raw, keep)) && *a->value) {
 		const char *file = a->value[0] == '/' ? a->value + 1 : a->value;
 		json_object_set_new(s, "file", json_string(file));
 	}
 	if ((a = per_secret(set, "agent-inject-perms-", raw, keep)) && perms_to_mode(ctx, a, s) < 0)
 		return LATCH_EINVAL;
-	if (!per_secret(set, "agent-inject-perms-", raw, keep))
+	if (!a)
 		json_object_set_new(s, "mode", json_string("0644")); /* as Vault Agent: readable by the app's user */
-	if ((a = per_secret(set, "agent-template-left-delim-", raw, keep)))
+	if ((a = per_secret(set, "agent-template-left-delim-", raw, keep)) && *a->value)
 		json_object_set_new(s, "left_delim", json_string(a->value));
-	if ((a = per_secret(set, "agent-template-right-delim-", raw, keep)))
+	if ((a = per_secret(set, "agent-template-right-delim-", raw, keep)) && *a->value)
 		json_object_set_new(s, "right_delim", json_string(a->value));
-	if ((a = per_secret(set, "error-on-missing-key-", raw, keep)))
-		json_object_set_new(s, "error_on_missing_key", json_boolean(strcmp(a->value, "true") == 0));
+	bool missing_key_fails = false;
+	if ((a = per_secret(set, "error-on-missing-key-", raw, keep)) && parse_bool_ann(ctx, a, &missing_key_fails) < 0)
+		return LATCH_EINVAL;
+	if (missing_key_fails)
+		json_object_set_new(s, "error_on_missing_key", json_true());
 	if ((a = per_secret(set, LATCH_PREFIX "key-", raw, keep)))
 		json_object_set_new(s, "key", json_string(a->value));
 	if ((a = per_secret(set, LATCH_PREFIX "params-", raw, keep))) {
@@ -362,24 +587,68 @@ static int secret_entry(const struct inject_context *ctx, const struct ann_set *
 			return LATCH_EINVAL;
 		json_object_set_new(s, "params", params);
 	}
+	struct ann *command = per_secret(set, "agent-inject-command-", raw, keep);
+	struct ann *reload = per_secret(set, LATCH_PREFIX "reload-", raw, keep);
+	if (command && reload)
+		return fail_at(ctx, reload, "conflicts with agent-inject-command-%s", raw);
+	if (reload && reload_from_spec(ctx, reload, s) < 0)
+		return LATCH_EINVAL;
+	if (command && *command->value && reload_from_command(ctx, command, s) < 0)
+		return LATCH_EINVAL;
+	/* The same memory volume is mounted there too, so the file is at <path>/<file>. */
+	if ((a = per_secret(set, "secret-volume-path-", raw, keep)) && strcmp(a->value, sx->volume_path) != 0) {
+		if (a->value[0] != '/')
+			return fail_at(ctx, a, "'%s' must be an absolute path", a->value);
+		if (add_mount_path(sx->extra_mount_paths, a->value) < 0)
+			return latch_error_set(ctx->err, LATCH_ENOMEM, "out of memory");
+	}
 	return 0;
 }
 
-/* Per-secret annotations must belong to a secret. */
-static int check_orphans(const struct inject_context *ctx, const struct ann_set *set)
+/* The secret named by the annotation `naming`; `secrets` already holds the earlier ones. */
+static int secret_entry(const struct inject_context *ctx, const struct ann_set *set, const struct ann *naming,
+			const char *prefix, const struct secret_ctx *sx, json_t *secrets)
+{
+	const char *raw = naming->key + strlen(prefix);
+	bool keep = preserve_case(set, raw);
+	_cleanup_free_ char *name = strdup(raw);
+	if (!name)
+		return latch_error_set(ctx->err, LATCH_ENOMEM, "out of memory");
+	if (!keep)
+		for (char *p = name; *p; p++)
+			*p = (char)tolower((unsigned char)*p);
+	size_t i;
+	json_t *seen;
+	json_array_foreach(secrets, i, seen)
+		if (strcmp(json_string_value(json_object_get(seen, "name")), name) == 0)
+			return 0; /* named twice (agent-inject-secret-X and agent-inject-template-X) */
+	json_t *s = json_pack("{s:s}", "name", name);
+	if (!s || json_array_append_new(secrets, s) < 0)
+		return latch_error_set(ctx->err, LATCH_ENOMEM, "out of memory");
+	int r = secret_content(ctx, set, raw, keep, sx, name, s);
+	return r < 0 ? r : secret_options(ctx, set, raw, keep, sx, s);
+}
+
+/* A per-secret annotation for a name no secret has: ignored, as by the injector, but said. */
+static void warn_orphans(const struct inject_context *ctx, const struct ann_set *set)
 {
 	for (size_t i = 0; i < set->n; i++) {
 		const struct ann *a = &set->items[i];
-		for (const char *const *p = secret_prefixes + 1; *p; p++) {
-			if (!starts_with(a->key, *p) || (strcmp(*p, "preserve-secret-case-") == 0))
+		for (const char *const *p = secret_prefixes + 3; *p; p++) {
+			if (!starts_with(a->key, *p) || strcmp(*p, "preserve-secret-case-") == 0)
 				continue;
 			const char *raw = a->key + strlen(*p);
-			bool keep = preserve_case(set, raw);
-			if (!per_secret(set, "agent-inject-secret-", raw, keep))
-				return fail_at(ctx, a, "there is no agent-inject-secret-%s for it", raw);
+			bool keep = preserve_case(set, raw), named = false;
+			for (const char *const *n = secret_naming_prefixes; *n && !named; n++) {
+				struct ann *x = per_secret(set, *n, raw, keep);
+				named = x && !is_blank(x->value);
+			}
+			if (!named)
+				latch_buf_printf(ctx->warnings, "%s: %s: annotation '%s' was ignored: no secret is named "
+						 "'%s'\n", ctx->name, ctx->object, a->full, raw);
+			break;
 		}
 	}
-	return 0;
 }
 
 /* The address latch-init logs in to with the pod's ServiceAccount token. A manifest's
@@ -388,6 +657,8 @@ static int check_orphans(const struct inject_context *ctx, const struct ann_set 
 static int vault_address(const struct inject_context *ctx, const struct ann_set *set, const char **ret)
 {
 	const struct ann *service = find(set, "service");
+	if (service && !*service->value)
+		service = NULL;
 	const char *pinned = ctx->opts->vault_address;
 	*ret = service ? service->value : pinned;
 	if (!*ret)
@@ -405,73 +676,226 @@ static int vault_address(const struct inject_context *ctx, const struct ann_set 
 	return 0;
 }
 
-static int build_config(const struct inject_context *ctx, const struct ann_set *set,
-			struct inject_settings *s)
+/* auth-config-KEY (dashes read as underscores, as the injector does) onto latch-init's login:
+ * role, and the file the JWT is read from. */
+static int auth_from_annotations(const struct inject_context *ctx, const struct ann_set *set, json_t *auth)
+{
+	const char *method = get(set, "auth-type");
+	if (!method || !*method)
+		method = "kubernetes";
+	json_object_set_new(auth, "method", json_string(method));
+	const char *v;
+	if ((v = get(set, "auth-path")) && *v)
+		json_object_set_new(auth, "path", json_string(v));
+	for (size_t i = 0; i < set->n; i++) {
+		const struct ann *a = &set->items[i];
+		if (!starts_with(a->key, "auth-config-"))
+			continue;
+		_cleanup_free_ char *key = strdup(a->key + strlen("auth-config-"));
+		if (!key)
+			return latch_error_set(ctx->err, LATCH_ENOMEM, "out of memory");
+		for (char *p = key; *p; p++)
+			if (*p == '-')
+				*p = '_';
+		if (strcmp(key, "role") == 0)
+			json_object_set_new(auth, "role", json_string(a->value));
+		else if (strcmp(key, "token_path") == 0 || (strcmp(method, "jwt") == 0 && strcmp(key, "path") == 0))
+			json_object_set_new(auth, "token_file", json_string(a->value));
+		else
+			return fail_at(ctx, a, "latch-init's %s login takes role and token_path only; '%s' has no "
+				       "equivalent", method, key);
+	}
+	if ((v = get(set, "role")) && *v) /* role wins over auth-config-role */
+		json_object_set_new(auth, "role", json_string(v));
+	if (strcmp(method, "token") != 0 && !json_object_get(auth, "role"))
+		return fail_at(ctx, find(set, "agent-inject"), "no Vault role: set vault.hashicorp.com/role");
+	return 0;
+}
+
+static int vault_from_annotations(const struct inject_context *ctx, const struct ann_set *set, json_t **ret)
 {
 	const char *address;
 	int r = vault_address(ctx, set, &address);
 	if (r < 0)
 		return r;
 	json_t *vault = json_pack("{s:s}", "address", address);
-	const char *v;
-	if ((v = get(set, "namespace")))
-		json_object_set_new(vault, "namespace", json_string(v));
-	if ((v = get(set, "ca-cert")))
-		json_object_set_new(vault, "ca_file", json_string(v));
-	if ((v = get(set, "tls-server-name")))
-		json_object_set_new(vault, "server_name", json_string(v));
-	if ((v = get(set, "client-cert")))
-		json_object_set_new(vault, "client_cert_file", json_string(v));
-	if ((v = get(set, "client-key")))
-		json_object_set_new(vault, "client_key_file", json_string(v));
-	bool skip = false, revoke = false, token_sink = false;
+	if (!vault)
+		return latch_error_set(ctx->err, LATCH_ENOMEM, "out of memory");
+	static const char *const strings[][2] = {
+		{ "namespace", "namespace" },       { "ca-cert", "ca_file" },        { "tls-server-name", "server_name" },
+		{ "client-cert", "client_cert_file" }, { "client-key", "client_key_file" },
+	};
+	for (size_t i = 0; i < ELEMENTSOF(strings); i++) {
+		const char *v = get(set, strings[i][0]);
+		if (v && *v)
+			json_object_set_new(vault, strings[i][1], json_string(v));
+	}
+	bool skip = false;
 	r = parse_bool(ctx, set, "tls-skip-verify", false, &skip);
+	if (skip)
+		json_object_set_new(vault, "tls_skip_verify", json_true());
+	*ret = vault;
+	return r;
+}
+
+static int default_template_of(const struct inject_context *ctx, const struct ann_set *set, const char **ret)
+{
+	struct ann *a = find(set, "agent-inject-default-template");
+	*ret = "map";
+	if (!a)
+		return 0;
+	if (strcasecmp(a->value, "map") != 0 && strcasecmp(a->value, "json") != 0)
+		return fail_at(ctx, a, "'%s' is not map or json", a->value);
+	*ret = strcasecmp(a->value, "map") == 0 ? "map" : "json";
+	return 0;
+}
+
+static int collect_secrets(const struct inject_context *ctx, const struct ann_set *set, const struct secret_ctx *sx,
+			   json_t *secrets)
+{
+	for (size_t i = 0; i < set->n; i++) {
+		const struct ann *a = &set->items[i];
+		const char *prefix = NULL;
+		for (const char *const *p = secret_naming_prefixes; *p && !prefix; p++)
+			if (starts_with(a->key, *p) && a->key[strlen(*p)])
+				prefix = *p;
+		if (!prefix && strcmp(a->key, "agent-inject-template-file") == 0)
+			prefix = "agent-inject-template-";
+		if (!prefix || is_blank(a->value))
+			continue;
+		int r = secret_entry(ctx, set, a, prefix, sx, secrets);
+		if (r < 0)
+			return r;
+	}
+	return 0;
+}
+
+/* The env files of latch.dev/exec-env, as the app's container sees them. */
+static int exec_env_files(const struct inject_context *ctx, const struct ann_set *set, const json_t *secrets,
+			  const char *const *names, struct inject_settings *s)
+{
+	size_t n = 0;
+	while (names[n])
+		n++;
+	s->exec.env_files = calloc(n + 1, sizeof(char *));
+	if (!s->exec.env_files)
+		return latch_error_set(ctx->err, LATCH_ENOMEM, "out of memory");
+	for (size_t k = 0; k < n; k++) {
+		const json_t *found = NULL, *item;
+		size_t i;
+		json_array_foreach(secrets, i, item)
+			if (strcmp(json_string_value(json_object_get(item, "name")), names[k]) == 0)
+				found = item;
+		if (!found)
+			return fail_at(ctx, find(set, LATCH_PREFIX "exec-env"), "no secret is named '%s'", names[k]);
+		const char *file = json_string_value(json_object_get(found, "file"));
+		struct latch_buf path = LATCH_BUF_INIT(4096);
+		latch_buf_printf(&path, "%s/%s", s->secret_volume_path, file ? file : names[k]);
+		if (!(s->exec.env_files[k] = latch_buf_take(&path)))
+			return latch_error_set(ctx->err, LATCH_ENOMEM, "out of memory");
+	}
+	return 0;
+}
+
+/* "a, b" -> {"a", "b", NULL}; one allocation. */
+static char **split_names(const char *list)
+{
+	size_t n = 1;
+	for (const char *p = list; *p; p++)
+		n += *p == ',';
+	size_t len = strlen(list);
+	char **v = calloc(1, (n + 1) * sizeof(char *) + len + 1);
+	if (!v)
+		return NULL;
+	char *text = memcpy((char *)(v + n + 1), list, len + 1);
+	size_t k = 0;
+	for (char *p = text, *end; p; p = end ? end + 1 : NULL) {
+		end = strchr(p, ',');
+		if (end)
+			*end = '\0';
+		while (*p == ' ')
+			p++;
+		for (char *t = p + strlen(p); t > p && t[-1] == ' ';)
+			*--t = '\0';
+		if (*p)
+			v[k++] = p;
+	}
+	return v;
+}
+
+static int read_exec(const struct inject_context *ctx, const struct ann_set *set, struct inject_settings *s,
+		     char ***ret_names)
+{
+	struct ann *env = find(set, LATCH_PREFIX "exec-env");
+	struct ann *on_change = find(set, LATCH_PREFIX "exec-on-change");
+	struct ann *grace = find(set, LATCH_PREFIX "exec-grace-seconds");
+	s->exec.grace_seconds = 10;
+	if (!env)
+		return 0;
+	if (!(*ret_names = split_names(env->value)))
+		return latch_error_set(ctx->err, LATCH_ENOMEM, "out of memory");
+	if (!**ret_names)
+		return fail_at(ctx, env, "names no secret");
+	if (on_change && strcmp(on_change->value, "restart") != 0 && strcmp(on_change->value, "ignore") != 0)
+		return fail_at(ctx, on_change, "'%s' is not restart or ignore", on_change->value);
+	s->exec.restart = on_change && strcmp(on_change->value, "restart") == 0;
+	if (grace) {
+		char *end;
+		s->exec.grace_seconds = strtol(grace->value, &end, 10);
+		if (!*grace->value || *end || s->exec.grace_seconds < 0 || s->exec.grace_seconds > 3600)
+			return fail_at(ctx, grace, "'%s' is not a number of seconds (0-3600)", grace->value);
+	}
+	return take_string(set, LATCH_PREFIX "exec-containers", &s->exec.containers) < 0
+		       ? latch_error_set(ctx->err, LATCH_ENOMEM, "out of memory")
+		       : 0;
+}
+
+static int build_config(const struct inject_context *ctx, const struct ann_set *set, struct inject_settings *s)
+{
+	json_t *vault = NULL;
+	int r = vault_from_annotations(ctx, set, &vault);
+	json_t *auth = json_pack("{s:s}", "token_file", "/var/run/secrets/latch/token");
+	json_t *secrets = json_array();
+	s->config = json_pack("{s:i,s:o,s:o,s:s,s:o}", "version", 1, "vault", vault ? vault : json_object(), "auth", auth,
+			      "output_dir", s->secret_volume_path, "secrets", secrets);
+	if (!s->config)
+		return latch_error_set(ctx->err, LATCH_ENOMEM, "out of memory");
+	if (r == 0)
+		r = auth_from_annotations(ctx, set, auth);
+	bool revoke = false, token_sink = false;
 	if (r == 0)
 		r = parse_bool(ctx, set, "agent-revoke-on-shutdown", false, &revoke);
 	if (r == 0)
 		r = parse_bool(ctx, set, "agent-inject-token", false, &token_sink);
-	if (skip)
-		json_object_set_new(vault, "tls_skip_verify", json_true());
-	json_t *auth = json_pack("{s:s}", "token_file", "/var/run/secrets/latch/token");
-	json_t *config = json_pack("{s:i,s:o,s:o,s:s}", "version", 1, "vault", vault, "auth", auth, "output_dir",
-				   s->secret_volume_path);
-	s->config = config;
 	if (r < 0)
 		return r;
-	if ((v = get(set, "auth-type")))
-		json_object_set_new(auth, "method", json_string(v));
-	if ((v = get(set, "auth-path")))
-		json_object_set_new(auth, "path", json_string(v));
-	if ((v = get(set, "role")))
-		json_object_set_new(auth, "role", json_string(v));
 	if (revoke)
-		json_object_set_new(config, "revoke_on_shutdown", json_true());
+		json_object_set_new(s->config, "revoke_on_shutdown", json_true());
 	if (token_sink)
-		json_object_set_new(config, "token_file_name", json_string("token"));
+		json_object_set_new(s->config, "token_file_name", json_string("token"));
 	if (!s->pre_populate_only)
-		json_object_set_new(config, "state_dir", json_string(INJECT_STATE_DIR));
+		json_object_set_new(s->config, "state_dir", json_string(INJECT_STATE_DIR));
 	struct ann *deadline = find(set, LATCH_PREFIX "deadline-seconds");
 	if (deadline) {
 		char *end;
 		long d = strtol(deadline->value, &end, 10);
 		if (!*deadline->value || *end || d < 1 || d > 86400)
 			return fail_at(ctx, deadline, "'%s' is not a number of seconds (1-86400)", deadline->value);
-		json_object_set_new(config, "deadline_seconds", json_integer(d));
+		json_object_set_new(s->config, "deadline_seconds", json_integer(d));
 	}
-	const char *default_template = get(set, "agent-inject-default-template");
-	if (!default_template)
-		default_template = "map";
-	if (strcmp(default_template, "map") != 0 && strcmp(default_template, "json") != 0)
-		return fail_at(ctx, find(set, "agent-inject-default-template"), "'%s' is not map or json", default_template);
-	json_t *secrets = json_array();
-	json_object_set_new(config, "secrets", secrets);
-	for (size_t i = 0; i < set->n; i++)
-		if (starts_with(set->items[i].key, "agent-inject-secret-") &&
-		    (r = secret_entry(ctx, set, &set->items[i], default_template, secrets)) < 0)
-			return r;
-	if (json_array_size(secrets) == 0 && !token_sink)
-		return fail_at(ctx, find(set, "agent-inject"), "no agent-inject-secret-* annotation names a secret to inject");
-	return 0;
+	_cleanup_free_ char **exec_names = NULL;
+	r = read_exec(ctx, set, s, &exec_names);
+	struct secret_ctx sx = { .exec_env = (const char *const *)exec_names, .extra_mount_paths = &s->extra_mount_paths,
+				 .volume_path = s->secret_volume_path };
+	if (r == 0)
+		r = default_template_of(ctx, set, &sx.default_template);
+	if (r == 0)
+		r = collect_secrets(ctx, set, &sx, secrets);
+	if (r == 0 && exec_names)
+		r = exec_env_files(ctx, set, secrets, (const char *const *)exec_names, s);
+	if (r == 0 && exec_names)
+		json_object_set_new(s->config, "copy_self_to", json_string(INJECT_BIN_DIR));
+	return r;
 }
 
 /* The generated configuration goes through latch-init's own parser: a template or value
@@ -505,6 +929,96 @@ static int validate_config(const struct inject_context *ctx, const struct ann_se
 	return r;
 }
 
+/* A Go duration as time.ParseDuration reads it: "300ms", "1m30s", "0". */
+static bool is_go_duration(const char *s)
+{
+	if (*s == '+' || *s == '-')
+		s++;
+	if (strcmp(s, "0") == 0)
+		return true;
+	static const char *const units[] = { "ns", "us", "\xc2\xb5s", "ms", "s", "m", "h", NULL };
+	if (!*s)
+		return false;
+	while (*s) {
+		const char *start = s;
+		while (isdigit((unsigned char)*s) || *s == '.')
+			s++;
+		if (s == start)
+			return false;
+		const char *const *u = units;
+		for (; *u; u++)
+			if (strncmp(s, *u, strlen(*u)) == 0 && !(strcmp(*u, "m") == 0 && s[1] == 's'))
+				break;
+		if (!*u)
+			return false;
+		s += strlen(*u);
+	}
+	return true;
+}
+
+/* Injector settings latch-init meets in its own way: checked as the injector checks them,
+ * with nothing to set. */
+static int check_accepted(const struct inject_context *ctx, const struct ann_set *set)
+{
+	bool ignored;
+	int r = parse_bool(ctx, set, "agent-auto-auth-exit-on-err", false, &ignored);
+	if (r == 0)
+		r = parse_bool(ctx, set, "template-config-exit-on-retry-failure", true, &ignored);
+	struct ann *a;
+	if (r == 0 && (a = find(set, "agent-revoke-grace"))) {
+		char *end;
+		unsigned long long v = strtoull(a->value, &end, 10);
+		if (!*a->value || *end || a->value[0] == '-' || v > 86400)
+			r = fail_at(ctx, a, "'%s' is not a number of seconds", a->value);
+	}
+	static const char *const durations[] = { "auth-min-backoff", "auth-max-backoff" };
+	for (size_t i = 0; r == 0 && i < ELEMENTSOF(durations); i++)
+		if ((a = find(set, durations[i])) && *a->value && !is_go_duration(a->value))
+			r = fail_at(ctx, a, "'%s' is not a duration such as 1s or 1m30s", a->value);
+	return r;
+}
+
+static int read_logging(const struct inject_context *ctx, const struct ann_set *set, struct inject_settings *s)
+{
+	struct ann *level = find(set, "log-level"), *format = find(set, "log-format");
+	static const char *const levels[][2] = {
+		{ "trace", "debug" }, { "debug", "debug" }, { "info", "info" },
+		{ "warn", "warn" },   { "warning", "warn" }, { "err", "error" }, { "error", "error" },
+	};
+	for (size_t i = 0; level && *level->value && !s->log_level && i < ELEMENTSOF(levels); i++)
+		if (strcasecmp(level->value, levels[i][0]) == 0 && !(s->log_level = strdup(levels[i][1])))
+			return latch_error_set(ctx->err, LATCH_ENOMEM, "out of memory");
+	if (level && *level->value && !s->log_level)
+		return fail_at(ctx, level, "'%s' is not trace, debug, info, warn or error", level->value);
+	if (format && *format->value && strcmp(format->value, "standard") != 0 && strcmp(format->value, "json") != 0)
+		return fail_at(ctx, format, "'%s' is not standard or json", format->value);
+	if (format && strcmp(format->value, "json") == 0 && !(s->log_format = strdup("json")))
+		return latch_error_set(ctx->err, LATCH_ENOMEM, "out of memory");
+	return 0;
+}
+
+static int read_resources(const struct inject_context *ctx, const struct ann_set *set, struct inject_settings *s)
+{
+	static const struct {
+		const char *key;
+		size_t offset;
+	} quantities[] = {
+		{ "agent-requests-cpu", offsetof(struct inject_settings, requests_cpu) },
+		{ "agent-requests-mem", offsetof(struct inject_settings, requests_mem) },
+		{ "agent-limits-cpu", offsetof(struct inject_settings, limits_cpu) },
+		{ "agent-limits-mem", offsetof(struct inject_settings, limits_mem) },
+		{ "agent-requests-ephemeral", offsetof(struct inject_settings, requests_ephemeral) },
+		{ "agent-limits-ephemeral", offsetof(struct inject_settings, limits_ephemeral) },
+	};
+	for (size_t i = 0; i < ELEMENTSOF(quantities); i++) {
+		int r = read_quantity(ctx, set, quantities[i].key,
+				      (struct inject_quantity *)((char *)s + quantities[i].offset));
+		if (r < 0)
+			return r;
+	}
+	return 0;
+}
+
 static int read_settings(const struct inject_context *ctx, const struct ann_set *set, struct inject_settings *s)
 {
 	int r = parse_bool(ctx, set, "agent-pre-populate-only", false, &s->pre_populate_only);
@@ -516,27 +1030,35 @@ static int read_settings(const struct inject_context *ctx, const struct ann_set 
 		r = parse_bool(ctx, set, "agent-set-security-context", true, &s->set_security_context);
 	if (r == 0)
 		r = parse_bool(ctx, set, "agent-run-as-same-user", false, &s->run_as_same_user);
+	bool share = false;
+	s->share_process_namespace = -1;
+	if (r == 0 && find(set, "agent-share-process-namespace") &&
+	    (r = parse_bool(ctx, set, "agent-share-process-namespace", false, &share)) == 0)
+		s->share_process_namespace = share;
 	if (r == 0)
-		r = read_quantity(ctx, set, "agent-requests-cpu", &s->requests_cpu);
-	if (r == 0)
-		r = read_quantity(ctx, set, "agent-requests-mem", &s->requests_mem);
-	if (r == 0)
-		r = read_quantity(ctx, set, "agent-limits-cpu", &s->limits_cpu);
-	if (r == 0)
-		r = read_quantity(ctx, set, "agent-limits-mem", &s->limits_mem);
+		r = read_resources(ctx, set, s);
 	if (r == 0)
 		r = read_id(ctx, set, "agent-run-as-user", 100, &s->run_as_user);
 	if (r == 0)
 		r = read_id(ctx, set, "agent-run-as-group", 1000, &s->run_as_group);
+	if (r == 0)
+		r = read_logging(ctx, set, s);
+	if (r == 0)
+		r = check_accepted(ctx, set);
 	if (r < 0)
 		return r;
 	const char *path = get(set, "secret-volume-path");
+	if (path && !*path)
+		path = NULL;
 	if (path && path[0] != '/')
 		return fail_at(ctx, find(set, "secret-volume-path"), "'%s' must be an absolute path", path);
 	s->secret_volume_path = strdup(path ? path : "/vault/secrets");
 	if (!s->secret_volume_path || take_string(set, "agent-inject-containers", &s->containers) < 0 ||
 	    take_string(set, "agent-image", &s->image) < 0 || take_string(set, "tls-secret", &s->tls_secret) < 0 ||
 	    take_string(set, "agent-service-account-token-volume-name", &s->token_volume_name) < 0 ||
+	    take_string(set, "agent-copy-volume-mounts", &s->copy_volume_mounts) < 0 ||
+	    take_string(set, "agent-extra-secret", &s->extra_secret) < 0 ||
+	    take_string(set, "proxy-address", &s->proxy_address) < 0 ||
 	    take_string(set, LATCH_PREFIX "token-audience", &s->token_audience) < 0)
 		return latch_error_set(ctx->err, LATCH_ENOMEM, "out of memory");
 	return 0;
@@ -557,7 +1079,7 @@ int inject_read_annotations(const struct inject_context *ctx, const struct latch
 		s.already_injected = status && strcmp(status, "injected") == 0;
 		r = check_names(ctx, &set);
 		if (r == 0)
-			r = check_orphans(ctx, &set);
+			warn_orphans(ctx, &set);
 		if (r == 0)
 			r = read_settings(ctx, &set, &s);
 		if (r == 0)
@@ -574,15 +1096,30 @@ int inject_read_annotations(const struct inject_context *ctx, const struct latch
 	return 0;
 }
 
+static void free_strv(char **v)
+{
+	for (size_t i = 0; v && v[i]; i++)
+		free(v[i]);
+	free(v);
+}
+
 void inject_settings_done(struct inject_settings *s)
 {
 	free(s->containers);
 	free(s->image);
-	free(s->requests_cpu);
-	free(s->requests_mem);
-	free(s->limits_cpu);
-	free(s->limits_mem);
+	struct inject_quantity *quantities[] = { &s->requests_cpu, &s->requests_mem, &s->limits_cpu, &s->limits_mem,
+						 &s->requests_ephemeral, &s->limits_ephemeral };
+	for (size_t i = 0; i < ELEMENTSOF(quantities); i++)
+		free(quantities[i]->value);
 	free(s->secret_volume_path);
+	free_strv(s->extra_mount_paths);
+	free(s->copy_volume_mounts);
+	free(s->extra_secret);
+	free(s->proxy_address);
+	free(s->log_format);
+	free(s->log_level);
+	free_strv(s->exec.env_files);
+	free(s->exec.containers);
 	free(s->tls_secret);
 	free(s->token_volume_name);
 	free(s->token_audience);

@@ -11,6 +11,23 @@
 /* Where the sidecar keeps its session (LATCH_CONFIG state_dir), on a memory volume mounted
  * into latch-init alone. */
 #define INJECT_STATE_DIR "/var/run/latch/state"
+/* Where latch-init puts a copy of itself for `latch-init exec` (latch.dev/exec-env). */
+#define INJECT_BIN_DIR "/var/run/latch/bin"
+
+/* The tri-state of an optional resource: absent keeps latch's default, "" drops it (as the
+ * Vault Agent Injector does), anything else is a validated quantity. */
+struct inject_quantity {
+	bool set;
+	char *value; /* NULL with set: omitted */
+};
+
+/* latch.dev/exec-env: the app's command runs through `latch-init exec`. */
+struct inject_exec {
+	char **env_files;       /* absolute paths in the secrets volume, NULL-terminated */
+	char *containers;       /* comma list, NULL: the containers the secrets are mounted in */
+	bool restart;
+	long grace_seconds;
+};
 
 struct inject_settings {
 	bool inject;
@@ -22,9 +39,17 @@ struct inject_settings {
 	bool run_as_same_user;
 	char *containers;       /* comma list, NULL for all */
 	char *image;
-	char *requests_cpu, *requests_mem, *limits_cpu, *limits_mem;
+	struct inject_quantity requests_cpu, requests_mem, limits_cpu, limits_mem;
+	struct inject_quantity requests_ephemeral, limits_ephemeral;
 	long run_as_user, run_as_group;
 	char *secret_volume_path;
+	char **extra_mount_paths; /* secret-volume-path-NAME: the volume mounted there too */
+	int share_process_namespace; /* -1 unset, else the value for spec.shareProcessNamespace */
+	char *copy_volume_mounts;  /* container whose volumeMounts latch-init gets too */
+	char *extra_secret;        /* a Secret mounted at /vault/custom in latch-init */
+	char *proxy_address;
+	char *log_format, *log_level;
+	struct inject_exec exec;
 	char *tls_secret;
 	char *token_volume_name;
 	char *token_audience;

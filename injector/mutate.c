@@ -17,6 +17,10 @@
 /* The sidecar's session (its Vault token and responses): latch-init's alone, never the app's. */
 #define STATE_VOLUME "latch-state"
 #define TLS_DIR "/vault/tls"
+#define EXTRA_SECRET_VOLUME "latch-extra-secret"
+#define EXTRA_SECRET_DIR "/vault/custom"
+/* latch-init's copy of itself, for `latch-init exec` in the app's containers. */
+#define BIN_VOLUME "latch-bin"
 #define STATUS_KEY "vault.hashicorp.com/agent-inject-status"
 #define BAO_STATUS_KEY "openbao.openbao.org/agent-inject-status"
 
@@ -205,25 +209,69 @@ static json_t *security_context_json(long uid, long gid)
 			 "seccompProfile", "type", "RuntimeDefault");
 }
 
-/* Requests and limits sized on what latch-init measurably uses (bench/init: under 10 MiB).
- * A request set by annotation without its limit drops latch's default limit, which could be
- * below it (the Vault injector's own 64Mi request, say) and make the pod invalid. */
-static json_t *resources_json(const struct inject_settings *s)
+static void set_quantity(json_t *map, const char *name, const struct inject_quantity *q, const char *dflt)
 {
-	json_t *limits = json_object();
-	const char *cpu = s->limits_cpu ? s->limits_cpu : s->requests_cpu ? NULL : "500m";
-	const char *mem = s->limits_mem ? s->limits_mem : s->requests_mem ? NULL : "32Mi";
-	if (cpu)
-		json_object_set_new(limits, "cpu", json_string(cpu));
-	if (mem)
-		json_object_set_new(limits, "memory", json_string(mem));
-	return json_pack("{s:{s:s,s:s},s:o}", "requests", "cpu", s->requests_cpu ? s->requests_cpu : "10m", "memory",
-			 s->requests_mem ? s->requests_mem : "16Mi", "limits", limits);
+	const char *v = q->set ? q->value : dflt;
+	if (v)
+		json_object_set_new(map, name, json_string(v));
 }
 
-static json_t *container_json(const struct inject_settings *s, const char *image, long uid)
+/* Requests and limits sized on what latch-init measurably uses (bench/init: under 10 MiB).
+ * A request set by annotation without its limit drops latch's default limit, which could be
+ * below it (the Vault injector's own 64Mi request, say) and make the pod invalid. An
+ * annotation set to "" drops that value, as in the injector. */
+static json_t *resources_json(const struct inject_settings *s)
 {
-	char *config = json_dumps(s->config, JSON_COMPACT | JSON_SORT_KEYS);
+	json_t *limits = json_object(), *requests = json_object();
+	set_quantity(requests, "cpu", &s->requests_cpu, "10m");
+	set_quantity(requests, "memory", &s->requests_mem, "16Mi");
+	set_quantity(requests, "ephemeral-storage", &s->requests_ephemeral, NULL);
+	set_quantity(limits, "cpu", &s->limits_cpu, s->requests_cpu.set ? NULL : "500m");
+	set_quantity(limits, "memory", &s->limits_mem, s->requests_mem.set ? NULL : "32Mi");
+	set_quantity(limits, "ephemeral-storage", &s->limits_ephemeral, NULL);
+	return json_pack("{s:o,s:o}", "requests", requests, "limits", limits);
+}
+
+/* The app container's volumeMounts that agent-copy-volume-mounts names, less the ones of the
+ * ServiceAccount (as the injector) and the paths latch-init uses itself. */
+static void copy_volume_mounts(const struct latch_yaml_node *spec, const char *from, json_t *mounts)
+{
+	static const char *const lists[] = { "containers", "initContainers" };
+	for (size_t l = 0; l < ELEMENTSOF(lists); l++) {
+		const struct latch_yaml_node *seq = latch_yaml_map_get(spec, lists[l]);
+		for (size_t i = 0; seq && seq->kind == LATCH_YAML_SEQUENCE && i < seq->n_items; i++) {
+			if (!named(seq->items[i], from))
+				continue;
+			const struct latch_yaml_node *vm = latch_yaml_map_get(seq->items[i], "volumeMounts");
+			for (size_t k = 0; vm && vm->kind == LATCH_YAML_SEQUENCE && k < vm->n_items; k++) {
+				const char *path = latch_yaml_map_get_str(vm->items[k], "mountPath");
+				if (!path || strcasestr(path, "serviceaccount"))
+					continue;
+				bool taken = false;
+				size_t m;
+				json_t *have;
+				json_array_foreach(mounts, m, have)
+					taken = taken || strcmp(json_string_value(json_object_get(have, "mountPath")), path) == 0;
+				if (!taken)
+					json_array_append_new(mounts, latch_yaml_to_json(vm->items[k]));
+			}
+			return;
+		}
+	}
+}
+
+static json_t *env_json(const struct inject_settings *s, const char *config)
+{
+	json_t *env = json_pack("[{s:s,s:s}]", "name", "LATCH_CONFIG", "value", config ? config : "");
+	if (s->proxy_address)
+		json_array_append_new(env, json_pack("{s:s,s:s}", "name", "HTTPS_PROXY", "value", s->proxy_address));
+	if (s->log_format)
+		json_array_append_new(env, json_pack("{s:s,s:s}", "name", "LATCH_LOG_FORMAT", "value", s->log_format));
+	return env;
+}
+
+static json_t *mounts_json(const struct inject_settings *s, const struct latch_yaml_node *spec)
+{
 	bool sidecar = !s->pre_populate_only;
 	json_t *mounts = json_pack("[{s:s,s:s}]", "name", SECRETS_VOLUME, "mountPath", s->secret_volume_path);
 	json_array_append_new(mounts, json_pack("{s:s,s:s,s:b}", "name", s->token_volume_name ? s->token_volume_name : TOKEN_VOLUME,
@@ -233,11 +281,32 @@ static json_t *container_json(const struct inject_settings *s, const char *image
 	if (sidecar)
 		json_array_append_new(mounts, json_pack("{s:s,s:s}", "name", STATE_VOLUME, "mountPath",
 							INJECT_STATE_DIR));
-	json_t *c = json_pack("{s:s,s:s,s:[s],s:[s]}", "name", CONTAINER_NAME, "image", image, "command", "/latch-init", "args",
-			      sidecar ? "sidecar" : "populate");
+	if (s->extra_secret)
+		json_array_append_new(mounts, json_pack("{s:s,s:s,s:b}", "name", EXTRA_SECRET_VOLUME, "mountPath",
+							EXTRA_SECRET_DIR, "readOnly", 1));
+	if (s->exec.env_files)
+		json_array_append_new(mounts, json_pack("{s:s,s:s}", "name", BIN_VOLUME, "mountPath", INJECT_BIN_DIR));
+	if (s->copy_volume_mounts)
+		copy_volume_mounts(spec, s->copy_volume_mounts, mounts);
+	return mounts;
+}
+
+static json_t *container_json(const struct inject_settings *s, const struct latch_yaml_node *spec, const char *image,
+			      long uid)
+{
+	char *config = json_dumps(s->config, JSON_COMPACT | JSON_SORT_KEYS);
+	bool sidecar = !s->pre_populate_only;
+	json_t *args = json_array();
+	if (s->log_level) {
+		json_array_append_new(args, json_string("--log-level"));
+		json_array_append_new(args, json_string(s->log_level));
+	}
+	json_array_append_new(args, json_string(sidecar ? "sidecar" : "populate"));
+	json_t *c = json_pack("{s:s,s:s,s:[s],s:o}", "name", CONTAINER_NAME, "image", image, "command", "/latch-init",
+			      "args", args);
 	if (sidecar)
 		json_object_set_new(c, "restartPolicy", json_string("Always"));
-	json_object_set_new(c, "env", json_pack("[{s:s,s:s}]", "name", "LATCH_CONFIG", "value", config ? config : ""));
+	json_object_set_new(c, "env", env_json(s, config));
 	json_object_set_new(c, "resources", resources_json(s));
 	/* latch-init logs the cause of a failure last (never a value): the kubelet shows it in
 	 * the pod's status and `kubectl describe pod`. */
@@ -250,7 +319,7 @@ static json_t *container_json(const struct inject_settings *s, const char *image
 		json_object_set_new(c, "startupProbe", json_pack("{s:{s:[s,s]},s:i,s:I}", "exec", "command", "/latch-init", "probe",
 								 "periodSeconds", 1, "failureThreshold",
 								 (deadline > 0 ? deadline : 120) + 30));
-	json_object_set_new(c, "volumeMounts", mounts);
+	json_object_set_new(c, "volumeMounts", mounts_json(s, spec));
 	free(config);
 	return c;
 }
@@ -293,17 +362,28 @@ static int check_container_names(const struct inject_context *ctx, const struct 
 	return 0;
 }
 
-/* The secrets mount in one app (or existing init) container, replacing an earlier one. */
-static int mount_into(const struct inject_context *ctx, struct latch_yaml_node *container, const char *path)
+static int mount_at(const struct inject_context *ctx, struct latch_yaml_node *mounts, const char *volume,
+		    const char *path)
+{
+	for (size_t i = 0; i < mounts->n_items; i++)
+		if (latch_yaml_is_scalar(latch_yaml_map_get(mounts->items[i], "mountPath"), path))
+			return obj_fail(ctx, mounts->items[i], "a container already mounts something at %s, where latch "
+					"mounts its volume %s", path, volume);
+	return append_json(mounts, json_pack("{s:s,s:s,s:b}", "name", volume, "mountPath", path, "readOnly", 1), false);
+}
+
+/* The secrets mounts in one app (or existing init) container, replacing earlier ones: the
+ * secret volume path, and each secret-volume-path-NAME. */
+static int mount_into(const struct inject_context *ctx, struct latch_yaml_node *container, const struct inject_settings *s)
 {
 	struct latch_yaml_node *mounts = ensure_child(container, "volumeMounts", LATCH_YAML_SEQUENCE);
 	if (!mounts)
 		return obj_fail(ctx, container, "volumeMounts of a container is not a list");
 	remove_named(mounts, SECRETS_VOLUME);
-	for (size_t i = 0; i < mounts->n_items; i++)
-		if (latch_yaml_is_scalar(latch_yaml_map_get(mounts->items[i], "mountPath"), path))
-			return obj_fail(ctx, mounts->items[i], "a container already mounts something at %s, the secret volume path", path);
-	return append_json(mounts, json_pack("{s:s,s:s,s:b}", "name", SECRETS_VOLUME, "mountPath", path, "readOnly", 1), false);
+	int r = mount_at(ctx, mounts, SECRETS_VOLUME, s->secret_volume_path);
+	for (size_t i = 0; r == 0 && s->extra_mount_paths && s->extra_mount_paths[i]; i++)
+		r = mount_at(ctx, mounts, SECRETS_VOLUME, s->extra_mount_paths[i]);
+	return r;
 }
 
 static int mount_app_containers(const struct inject_context *ctx, const struct inject_settings *s, struct latch_yaml_node *spec)
@@ -313,14 +393,108 @@ static int mount_app_containers(const struct inject_context *ctx, const struct i
 	for (size_t i = 0; r == 0 && i < containers->n_items; i++) {
 		const char *name = latch_yaml_map_get_str(containers->items[i], "name");
 		if (name && selected(s->containers, name))
-			r = mount_into(ctx, containers->items[i], s->secret_volume_path);
+			r = mount_into(ctx, containers->items[i], s);
 	}
 	/* Like the Vault Agent Injector: every existing init container gets the secrets too. */
 	struct latch_yaml_node *inits = latch_yaml_map_get(spec, "initContainers");
 	for (size_t i = 0; r == 0 && inits && inits->kind == LATCH_YAML_SEQUENCE && i < inits->n_items; i++)
 		if (!named(inits->items[i], CONTAINER_NAME))
-			r = mount_into(ctx, inits->items[i], s->secret_volume_path);
+			r = mount_into(ctx, inits->items[i], s);
 	return r;
+}
+
+/* A command injected before: the app's own command is what follows "--". */
+static size_t unwrapped_start(const struct latch_yaml_node *command)
+{
+	if (command->n_items < 2 || !latch_yaml_is_scalar(command->items[0], INJECT_BIN_DIR "/latch-init") ||
+	    !latch_yaml_is_scalar(command->items[1], "exec"))
+		return 0;
+	for (size_t i = 2; i < command->n_items; i++)
+		if (latch_yaml_is_scalar(command->items[i], "--"))
+			return i + 1;
+	return 0;
+}
+
+static json_t *wrapper_json(const struct inject_settings *s)
+{
+	json_t *argv = json_pack("[s,s]", INJECT_BIN_DIR "/latch-init", "exec");
+	for (size_t i = 0; s->exec.env_files[i]; i++) {
+		json_array_append_new(argv, json_string("--env-file"));
+		json_array_append_new(argv, json_string(s->exec.env_files[i]));
+	}
+	char grace[32];
+	snprintf(grace, sizeof(grace), "%ld", s->exec.grace_seconds);
+	json_array_append_new(argv, json_string("--on-change"));
+	json_array_append_new(argv, json_string(s->exec.restart ? "restart" : "ignore"));
+	json_array_append_new(argv, json_string("--grace"));
+	json_array_append_new(argv, json_string(grace));
+	json_array_append_new(argv, json_string("--"));
+	return argv;
+}
+
+/* latch.dev/exec-env: command becomes `latch-init exec ... -- <command> <args>`. latch never
+ * looks an image up, so the command must be in the manifest. */
+static int wrap_command(const struct inject_context *ctx, const struct inject_settings *s,
+			struct latch_yaml_node *container)
+{
+	const char *name = latch_yaml_map_get_str(container, "name");
+	struct latch_yaml_node *command = latch_yaml_map_get(container, "command");
+	if (!command || command->kind != LATCH_YAML_SEQUENCE || command->n_items == 0)
+		return obj_fail(ctx, container, "container '%s' has no command: latch.dev/exec-env runs the app's "
+				"command through latch-init exec, and latch does not look images up; write the command "
+				"in the manifest", name ? name : "?");
+	json_t *argv = wrapper_json(s);
+	for (size_t i = unwrapped_start(command); i < command->n_items; i++)
+		json_array_append_new(argv, latch_yaml_to_json(command->items[i]));
+	const struct latch_yaml_node *args = latch_yaml_map_get(container, "args");
+	for (size_t i = 0; args && args->kind == LATCH_YAML_SEQUENCE && i < args->n_items; i++)
+		json_array_append_new(argv, latch_yaml_to_json(args->items[i]));
+	struct latch_yaml_node *wrapped = latch_yaml_from_json(argv);
+	json_decref(argv);
+	if (!wrapped || latch_yaml_map_set(container, "command", wrapped) < 0) {
+		latch_yaml_node_free(wrapped);
+		return latch_error_set(ctx->err, LATCH_ENOMEM, "out of memory");
+	}
+	latch_yaml_map_remove(container, "args");
+	struct latch_yaml_node *mounts = ensure_child(container, "volumeMounts", LATCH_YAML_SEQUENCE);
+	if (!mounts)
+		return obj_fail(ctx, container, "volumeMounts of a container is not a list");
+	remove_named(mounts, BIN_VOLUME);
+	return mount_at(ctx, mounts, BIN_VOLUME, INJECT_BIN_DIR);
+}
+
+static int wrap_app_commands(const struct inject_context *ctx, const struct inject_settings *s,
+			     struct latch_yaml_node *spec)
+{
+	if (!s->exec.env_files)
+		return 0;
+	const char *list = s->exec.containers ? s->exec.containers : s->containers;
+	struct latch_yaml_node *containers = latch_yaml_map_get(spec, "containers");
+	int r = 0;
+	for (size_t i = 0; r == 0 && i < containers->n_items; i++) {
+		const char *name = latch_yaml_map_get_str(containers->items[i], "name");
+		if (name && selected(list, name))
+			r = wrap_command(ctx, s, containers->items[i]);
+	}
+	return r;
+}
+
+/* agent-share-process-namespace, for a reload signal to reach the app. */
+static int share_process_namespace(const struct inject_context *ctx, const struct inject_settings *s,
+				   struct latch_yaml_node *spec)
+{
+	if (s->share_process_namespace < 0)
+		return 0;
+	const struct latch_yaml_node *have = latch_yaml_map_get(spec, "shareProcessNamespace");
+	if (s->share_process_namespace && latch_yaml_is_scalar(have, "false"))
+		return obj_fail(ctx, have, "shareProcessNamespace is false on the pod, and "
+				"agent-share-process-namespace asks for it; refusing to turn it on");
+	struct latch_yaml_node *v = latch_yaml_from_json(s->share_process_namespace ? json_true() : json_false());
+	if (!v || latch_yaml_map_set(spec, "shareProcessNamespace", v) < 0) {
+		latch_yaml_node_free(v);
+		return latch_error_set(ctx->err, LATCH_ENOMEM, "out of memory");
+	}
+	return 0;
 }
 
 static int add_volumes(const struct inject_context *ctx, const struct inject_settings *s, struct latch_yaml_node *spec)
@@ -332,6 +506,8 @@ static int add_volumes(const struct inject_context *ctx, const struct inject_set
 	remove_named(volumes, TOKEN_VOLUME);
 	remove_named(volumes, TLS_VOLUME);
 	remove_named(volumes, STATE_VOLUME);
+	remove_named(volumes, EXTRA_SECRET_VOLUME);
+	remove_named(volumes, BIN_VOLUME);
 	json_t *token, *tls;
 	json_t *secrets = volumes_json(s, &token, &tls);
 	int r = append_json(volumes, secrets, false);
@@ -346,6 +522,13 @@ static int add_volumes(const struct inject_context *ctx, const struct inject_set
 	if (r == 0 && !s->pre_populate_only)
 		r = append_json(volumes, json_pack("{s:s,s:{s:s,s:s}}", "name", STATE_VOLUME, "emptyDir",
 						   "medium", "Memory", "sizeLimit", "1Mi"), false);
+	if (r == 0 && s->extra_secret)
+		r = append_json(volumes, json_pack("{s:s,s:{s:s}}", "name", EXTRA_SECRET_VOLUME, "secret", "secretName",
+						   s->extra_secret), false);
+	/* The static latch-init is about 5 MB. */
+	if (r == 0 && s->exec.env_files)
+		r = append_json(volumes, json_pack("{s:s,s:{s:s,s:s}}", "name", BIN_VOLUME, "emptyDir", "medium", "Memory",
+						   "sizeLimit", "16Mi"), false);
 	return r < 0 ? latch_error_set(ctx->err, LATCH_ENOMEM, "out of memory") : 0;
 }
 
@@ -362,7 +545,7 @@ static int add_container(const struct inject_context *ctx, const struct inject_s
 	if (!inits)
 		return obj_fail(ctx, spec, "spec.initContainers is not a list");
 	remove_named(inits, CONTAINER_NAME);
-	if (append_json(inits, container_json(s, image, uid), s->init_first) < 0)
+	if (append_json(inits, container_json(s, spec, image, uid), s->init_first) < 0)
 		return latch_error_set(ctx->err, LATCH_ENOMEM, "out of memory");
 	/* After injection, over every container: no name (an app container may be called
 	 * latch-init too) exempts an image from the policy. */
@@ -448,6 +631,10 @@ int latch_inject_object(struct latch_yaml_node *obj, const char *name, const str
 			r = add_container(&ctx, &s, pt.spec);
 		if (r == 0)
 			r = mount_app_containers(&ctx, &s, pt.spec);
+		if (r == 0)
+			r = wrap_app_commands(&ctx, &s, pt.spec);
+		if (r == 0)
+			r = share_process_namespace(&ctx, &s, pt.spec);
 		if (r == 0)
 			r = mark_injected(&ctx, pt.holder, openbao);
 		if (r == 0)

@@ -355,10 +355,10 @@ static void test_inject__bad_annotations_name_object_annotation_and_position(voi
 			    "in.yaml:11:52: Deployment 'demo/w': annotation 'vault.hashicorp.com/agent-inject-perms-db': '999' is not an octal file mode");
 	assert_inject_error("        vault.hashicorp.com/agent-requests-cpu: lots\n", NULL, "'lots' is not a resource quantity");
 	assert_inject_error("        vault.hashicorp.com/agent-cache-enable: 'true'\n", NULL,
-			    "annotation 'vault.hashicorp.com/agent-cache-enable': is not supported by latch");
+			    "annotation 'vault.hashicorp.com/agent-cache-enable': configures Vault Agent itself, which "
+			    "latch-init replaces: latch-init has no cache or listener");
 	assert_inject_error("        vault.hashicorp.com/agent-inject-template-db: '{{ env \"X\" }}'\n", NULL,
 			    "annotation 'vault.hashicorp.com/agent-inject-template-db': template db:1:4: function 'env' is not supported");
-	assert_inject_error("        vault.hashicorp.com/agent-inject-file-other: x\n", NULL, "there is no agent-inject-secret-other");
 	assert_inject_error("        vault.hashicorp.com/agent-inject-containers: nope\n", NULL, "'nope', which is not a container");
 	assert_inject_error("        vault.hashicorp.com/tls-skip-verify: maybe\n", NULL, "'maybe' is not true or false");
 	struct latch_inject_options digest = default_opts;
@@ -469,7 +469,8 @@ static void test_inject__allow_unsupported_warns(void **state)
 	struct result res;
 	inject_text(with_annotations("        vault.hashicorp.com/agent-cache-enable: 'true'\n"), &o, &res);
 	assert_int_equal(res.rc, 0);
-	assert_non_null(strstr(latch_buf_str(&res.warnings), "'vault.hashicorp.com/agent-cache-enable' is not supported"));
+	assert_non_null(strstr(latch_buf_str(&res.warnings), "'vault.hashicorp.com/agent-cache-enable' was ignored: "
+						       "configures Vault Agent itself"));
 	result_done(&res);
 }
 
