@@ -62,21 +62,21 @@ static const struct agent_internal {
 	const char *why;
 } agent_internals[] = {
 	{ "agent-cache-enable", "false", "latch-init has no cache or listener: the app reads files, not a local agent" },
-	{ "agent-cache-use-auto-auth-token", NULL, "latch-init has no cache or listener" },
-	{ "agent-cache-listener-port", NULL, "latch-init has no cache or listener" },
+	{ "agent-cache-use-auto-auth-token", "true",  "latch-init has no cache or listener" },
+	{ "agent-cache-listener-port", "8200",  "latch-init has no cache or listener" },
 	{ "agent-cache-exit-on-err", "false", "latch-init has no cache" },
 	{ "agent-enable-quit", "false", "latch-init has no listener; it stops on SIGTERM" },
 	{ "agent-configmap", NULL, "it holds Vault Agent HCL; latch-init is configured by annotations only "
 				   "(see README: migrating from the injector)" },
-	{ "agent-json-patch", NULL, "it patches the Vault Agent container; set the latch-init container's settings "
+	{ "agent-json-patch", "null|[]", "it patches the Vault Agent container; set the latch-init container's settings "
 				    "with the agent-* annotations" },
-	{ "agent-init-json-patch", NULL, "it patches the Vault Agent container; set the latch-init container's settings "
+	{ "agent-init-json-patch", "null|[]", "it patches the Vault Agent container; set the latch-init container's settings "
 					 "with the agent-* annotations" },
 	{ "agent-telemetry-", NULL, "latch-init has no telemetry stanza; it logs one line per event" },
 	{ "go-max-procs", NULL, "latch-init is not a Go program" },
 	{ "client-max-retries", NULL, "latch-init retries within latch.dev/deadline-seconds" },
 	{ "client-timeout", NULL, "latch-init's calls share one deadline: latch.dev/deadline-seconds" },
-	{ "template-max-connections-per-host", NULL, "latch-init fetches at most 8 secrets at a time" },
+	{ "template-max-connections-per-host", "0",  "latch-init fetches at most 8 secrets at a time" },
 	{ "template-lease-renewal-threshold", NULL, "latch-init renews at 2/3 of a lease and re-fetches at 85%" },
 	{ "template-static-secret-render-interval", NULL, "latch-init re-reads KV secrets on its own schedule" },
 	{ "agent-disable-idle-connections", NULL, "a Vault Agent transport setting" },
@@ -312,11 +312,22 @@ static const struct agent_internal *agent_internal_of(const char *key)
 	return NULL;
 }
 
-/* A Vault Agent setting asks for nothing when its value means what latch does anyway. */
+/* A Vault Agent setting asks for nothing when it is empty, or its value (one of the '|'
+ * separated harmless ones, booleans compared as booleans) means what latch does anyway. */
 static bool harmless(const struct agent_internal *internal, const char *value)
 {
-	bool want, is;
-	return internal->harmless && go_bool(internal->harmless, &want) && go_bool(value, &is) && want == is;
+	if (is_blank(value))
+		return true;
+	for (const char *h = internal->harmless; h && *h;) {
+		size_t n = strcspn(h, "|");
+		char word[16];
+		bool want, is;
+		snprintf(word, sizeof(word), "%.*s", (int)n, h);
+		if (strcmp(word, value) == 0 || (go_bool(word, &want) && go_bool(value, &is) && want == is))
+			return true;
+		h += n + (h[n] == '|');
+	}
+	return false;
 }
 
 static int refuse_or_warn(const struct inject_context *ctx, const struct ann *a, const char *why)
@@ -352,6 +363,12 @@ static int check_names(const struct inject_context *ctx, const struct ann_set *s
 			known = starts_with(a->key, *p) && a->key[strlen(*p)] != '\0';
 		/* The injector reads the bare key as the template of a secret named "file". */
 		known = known || strcmp(a->key, "agent-inject-template-file") == 0;
+		for (const char *const *p = secret_naming_prefixes; *p && !known; p++)
+			if (strcmp(a->key, *p) == 0) { /* no name: the injector ignores it */
+				latch_buf_printf(ctx->warnings, "%s: %s: annotation '%s' was ignored: it names no "
+						 "secret\n", ctx->name, ctx->object, a->full);
+				known = true;
+			}
 		if (!known) {
 			int r = refuse_or_warn(ctx, a, "is not an annotation latch knows");
 			if (r < 0)
