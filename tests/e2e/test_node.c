@@ -9,6 +9,7 @@
 #include <stdint.h>
 #include <cmocka.h>
 
+#include <curl/curl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -724,6 +725,270 @@ static void test_node__node_daemons_restart_while_the_sidecar_runs(void **state)
 	stop_workload(&w);
 }
 
+/* nginx, a program that knows nothing of Vault, serves https with the certificate latch-init
+ * wrote from pki/issue/demo. The certificate lives 20 s; the sidecar issues the next one and
+ * signals nginx the way the injector's users write it (agent-inject-command "nginx -s
+ * reload", in a shared process namespace). */
+static const char nginx_yaml[] =
+	"apiVersion: v1\nkind: ConfigMap\nmetadata: {name: node-nginx, namespace: " NS "}\n"
+	"data:\n"
+	"  nginx.conf: |\n"
+	"    daemon off; error_log stderr; pid /tmp/nginx.pid; events {}\n"
+	"    http {\n"
+	"      access_log off; client_body_temp_path /tmp/cb; proxy_temp_path /tmp/p;\n"
+	"      fastcgi_temp_path /tmp/f; uwsgi_temp_path /tmp/u; scgi_temp_path /tmp/s;\n"
+	"      server {\n"
+	"        listen 8443 ssl;\n"
+	"        ssl_certificate /vault/secrets/tls.crt; ssl_certificate_key /vault/secrets/tls.key;\n"
+	"        location / { return 200 \"ok\\n\"; }\n"
+	"      }\n"
+	"    }\n"
+	"---\n"
+	"apiVersion: apps/v1\nkind: Deployment\nmetadata: {name: node-nginx, namespace: " NS "}\n"
+	"spec:\n"
+	"  replicas: 1\n"
+	"  selector: {matchLabels: {app: node-nginx}}\n"
+	"  template:\n"
+	"    metadata:\n"
+	"      labels: {app: node-nginx}\n"
+	"      annotations:\n"
+	"        vault.hashicorp.com/agent-inject: \"true\"\n"
+	"        vault.hashicorp.com/role: demo\n"
+	"        vault.hashicorp.com/tls-secret: vault-tls\n"
+	"        vault.hashicorp.com/ca-cert: /vault/tls/ca.crt\n"
+	"        vault.hashicorp.com/agent-inject-secret-tls: pki/issue/demo\n"
+	"        latch.dev/format-tls: pem\n"
+	"        latch.dev/params-tls: common_name=web.demo.svc,ttl=20s\n"
+	"        vault.hashicorp.com/agent-inject-command-tls: nginx -s reload\n"
+	"        vault.hashicorp.com/agent-share-process-namespace: \"true\"\n"
+	"        vault.hashicorp.com/agent-run-as-same-user: \"true\"\n"
+	"    spec:\n"
+	"      serviceAccountName: app\n"
+	"      containers:\n"
+	"      - name: app\n"
+	"        image: %s\n"
+	"        imagePullPolicy: Never\n"
+	"        args: [-c, /etc/node-nginx/nginx.conf, -e, stderr]\n"
+	"        securityContext: {runAsUser: 65532, runAsGroup: 65532}\n"
+	"        readinessProbe: {tcpSocket: {port: 8443}, periodSeconds: 1}\n"
+	"        volumeMounts:\n"
+	"        - {name: config, mountPath: /etc/node-nginx}\n"
+	"        - {name: tmp, mountPath: /tmp}\n"
+	"      volumes:\n"
+	"      - {name: config, configMap: {name: node-nginx}}\n"
+	"      - {name: tmp, emptyDir: {medium: Memory}}\n";
+
+/* One https request on a new connection and a full handshake, verified against the CA of
+ * Vault's PKI; the serial number of the certificate nginx served, or NULL on any failure. */
+static char *served_serial(CURL *h)
+{
+	if (curl_easy_perform(h) != CURLE_OK)
+		return NULL;
+	long status = 0;
+	curl_easy_getinfo(h, CURLINFO_RESPONSE_CODE, &status);
+	struct curl_certinfo *info = NULL;
+	if (status != 200 || curl_easy_getinfo(h, CURLINFO_CERTINFO, &info) != CURLE_OK || !info || info->num_of_certs < 1)
+		return NULL;
+	for (struct curl_slist *f = info->certinfo[0]; f; f = f->next)
+		if (strncmp(f->data, "Serial Number:", 14) == 0)
+			return strdup(f->data + 14);
+	return NULL;
+}
+
+static size_t discard(char *ptr, size_t size, size_t n, void *unused)
+{
+	(void)ptr;
+	(void)unused;
+	return size * n;
+}
+
+static CURL *nginx_client(const json_t *pod, struct curl_slist **ret_resolve)
+{
+	char resolve[256], ca[2100];
+	snprintf(resolve, sizeof(resolve), "web.demo.svc:8443:%s",
+		 latch_json_get_str(json_object_get(pod, "status"), "podIP"));
+	snprintf(ca, sizeof(ca), "%s/pki/vault-pki-ca.crt", stack.dir);
+	*ret_resolve = curl_slist_append(NULL, resolve);
+	CURL *h = curl_easy_init();
+	curl_easy_setopt(h, CURLOPT_URL, "https://web.demo.svc:8443/");
+	curl_easy_setopt(h, CURLOPT_RESOLVE, *ret_resolve);
+	curl_easy_setopt(h, CURLOPT_CAINFO, ca);
+	curl_easy_setopt(h, CURLOPT_CERTINFO, 1L);
+	curl_easy_setopt(h, CURLOPT_FORBID_REUSE, 1L);
+	curl_easy_setopt(h, CURLOPT_SSL_SESSIONID_CACHE, 0L);
+	curl_easy_setopt(h, CURLOPT_TIMEOUT, 5L);
+	curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, discard);
+	return h;
+}
+
+static void test_node__nginx_reloads_the_renewed_certificate_and_no_request_fails(void **state)
+{
+	struct running w;
+	char *yaml = NULL;
+	if (asprintf(&yaml, nginx_yaml, node_image("NGINX")) < 0)
+		fail_msg("out of memory");
+	run_yaml(&w, yaml, "node-nginx", node_pod_running_ready, 120);
+	struct curl_slist *resolve = NULL;
+	CURL *h = nginx_client(w.pod, &resolve);
+
+	/* A request every 100 ms for 45 s (two renewals at least): each must succeed. */
+	char *first = NULL, *last = NULL;
+	unsigned requests = 0, failed = 0, switches = 0;
+	for (double end = stack_now() + 45; stack_now() < end && requests < 600; requests++) {
+		char *serial = served_serial(h);
+		if (!serial)
+			failed++;
+		else if (!first)
+			first = strdup(serial);
+		if (serial && last && strcmp(serial, last) != 0)
+			switches++;
+		if (serial) {
+			free(last);
+			last = serial;
+		}
+		usleep(100 * 1000);
+	}
+	curl_easy_cleanup(h);
+	curl_slist_free_all(resolve);
+	if (failed > 0)
+		fail_msg("%u of %u requests failed", failed, requests);
+	if (switches < 1)
+		fail_msg("nginx served one certificate (serial %s) for 45 s", first ? first : "?");
+
+	/* latch-init said what it did; nginx reloaded in place, never restarted, and never read
+	 * a certificate and key that do not match. */
+	json_t *pod = node_wait_pod(kube, NS, w.selector, node_pod_running_ready, NULL, 30);
+	char *sidecar_log = node_logs(NS, node_pod_name(pod), "latch-init", false);
+	char *nginx_log = node_logs(NS, node_pod_name(pod), "app", false);
+	assert_non_null(strstr(sidecar_log, "signalled the app to reload"));
+	assert_null(strstr(nginx_log, "emerg"));
+	assert_null(strstr(nginx_log, "mismatch"));
+	assert_int_equal(restarts(pod, "app"), 0);
+	free(sidecar_log);
+	free(nginx_log);
+	free(first);
+	free(last);
+	json_decref(pod);
+	stop_workload(&w);
+}
+
+/* latch.dev/exec-env (vault-k8s#14): psql gets PGUSER and PGPASSWORD as environment
+ * variables from the memory volume, through latch-init exec, so the values are in no
+ * manifest, Secret or argv. The logins live 10 s (role "short"): when the sidecar replaces
+ * them, the wrapper restarts psql's loop in place with the new values. */
+static char *exec_env_workload(void)
+{
+	char *yaml = NULL;
+	if (asprintf(&yaml,
+		     "apiVersion: apps/v1\nkind: Deployment\nmetadata: {name: node-exec, namespace: " NS "}\n"
+		     "spec:\n"
+		     "  replicas: 1\n"
+		     "  selector: {matchLabels: {app: node-exec}}\n"
+		     "  template:\n"
+		     "    metadata:\n"
+		     "      labels: {app: node-exec}\n"
+		     "      annotations:\n"
+		     "        vault.hashicorp.com/agent-inject: \"true\"\n"
+		     "        vault.hashicorp.com/role: short\n"
+		     "        vault.hashicorp.com/tls-secret: vault-tls\n"
+		     "        vault.hashicorp.com/ca-cert: /vault/tls/ca.crt\n"
+		     "        vault.hashicorp.com/agent-inject-secret-db: database/creds/short\n"
+		     "        vault.hashicorp.com/agent-inject-perms-db: \"0400\"\n"
+		     "        vault.hashicorp.com/agent-inject-template-db: |\n"
+		     "          {{- with secret \"database/creds/short\" -}}\n"
+		     "          PGUSER={{ .Data.username }}\n"
+		     "          PGPASSWORD='{{ .Data.password }}'\n"
+		     "          {{- end }}\n"
+		     "        latch.dev/exec-env: db\n"
+		     "        latch.dev/exec-on-change: restart\n"
+		     "        latch.dev/exec-grace-seconds: \"2\"\n"
+		     "    spec:\n"
+		     "      serviceAccountName: app\n"
+		     "      containers:\n"
+		     "      - name: app\n"
+		     "        image: %s\n"
+		     "        imagePullPolicy: Never\n"
+		     "        command: [sh, -c, \"while :; do psql -XtAw -c 'select current_user'; sleep 2; done\"]\n"
+		     "        env:\n"
+		     "        - {name: PGHOST, value: '%s'}\n"
+		     "        - {name: PGPORT, value: '%s'}\n"
+		     "        - {name: PGDATABASE, value: demo}\n"
+		     "        - {name: PGCONNECT_TIMEOUT, value: '5'}\n",
+		     node_image("PSQL"), getenv("LATCH_POD_PG_HOST") ?: "", getenv("LATCH_PG_PORT") ?: "") < 0)
+		fail_msg("out of memory");
+	return yaml;
+}
+
+/* The value after "PGPASSWORD='" in the env file latch-init wrote. */
+static char *exec_password_on_node(const json_t *pod)
+{
+	char *env = secret_file_on_node(pod, "db");
+	const char *p = strstr(env, "PGPASSWORD='");
+	assert_non_null(p);
+	char *password = strndup(p + 12, strcspn(p + 12, "'"));
+	explicit_bzero(env, strlen(env));
+	free(env);
+	return password;
+}
+
+/* A file of /proc/<pid> on the node, NULs made newlines. */
+static char *proc_file(long pid, const char *name)
+{
+	char path[128];
+	snprintf(path, sizeof(path), "/proc/%ld/%s", pid, name);
+	FILE *f = fopen(path, "r");
+	if (!f)
+		fail_msg("cannot read %s", path);
+	char *text = calloc(1, 1 << 16);
+	size_t n = fread(text, 1, (1 << 16) - 1, f);
+	fclose(f);
+	for (size_t i = 0; i < n; i++)
+		if (text[i] == '\0')
+			text[i] = '\n';
+	return text;
+}
+
+static void test_node__exec_env_gives_psql_its_login_in_the_environment_only(void **state)
+{
+	make_short_lived_db_role();
+	struct running w;
+	run_yaml(&w, exec_env_workload(), "node-exec", node_pod_running_ready, 120);
+	char *users = NULL;
+	for (double end = stack_now() + 90;;) {
+		char *log = node_logs(NS, node_pod_name(w.pod), "app", false);
+		free(users);
+		users = users_in_log(log);
+		free(log);
+		if (count_lines(users) >= 2)
+			break;
+		if (stack_now() > end)
+			fail_msg("psql logged in as one user only in 90 s: %s", users);
+		sleep(2);
+	}
+	json_t *pod = node_wait_pod(kube, NS, w.selector, node_pod_running_ready, NULL, 30);
+	assert_int_equal(restarts(pod, "app"), 0); /* restarted in place by the wrapper */
+
+	/* The app's container runs the wrapper: its argv names files, its own environment holds
+	 * no value; the manifest holds none either. */
+	char *password = exec_password_on_node(pod);
+	long wrapper = node_container_pid(pod, "app");
+	char *cmdline = proc_file(wrapper, "cmdline"), *environ_text = proc_file(wrapper, "environ");
+	assert_non_null(strstr(cmdline, "latch-init"));
+	assert_null(strstr(cmdline, password));
+	assert_null(strstr(environ_text, "PGPASSWORD"));
+	char *manifest = json_dumps(pod, 0);
+	assert_null(strstr(manifest, password));
+	assert_secret_nowhere(pod, password);
+	explicit_bzero(password, strlen(password));
+	free(password);
+	free(manifest);
+	free(cmdline);
+	free(environ_text);
+	free(users);
+	json_decref(pod);
+	stop_workload(&w);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -736,6 +1001,11 @@ int main(void)
 		cmocka_unit_test(test_node__missing_latch_init_image_is_named_and_the_app_waits),
 		cmocka_unit_test(test_node__node_daemons_restart_while_the_sidecar_runs),
 		cmocka_unit_test(test_node__latch_sync_in_the_cluster_deploys_a_working_app),
+		cmocka_unit_test(test_node__nginx_reloads_the_renewed_certificate_and_no_request_fails),
+		cmocka_unit_test(test_node__exec_env_gives_psql_its_login_in_the_environment_only),
 	};
+	/* LATCH_TEST_FILTER=test_node__nginx* runs only the tests it matches. */
+	if (getenv("LATCH_TEST_FILTER"))
+		cmocka_set_test_filter(getenv("LATCH_TEST_FILTER"));
 	return cmocka_run_group_tests(tests, setup, teardown);
 }
