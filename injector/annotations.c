@@ -912,6 +912,10 @@ static int build_config(const struct inject_context *ctx, const struct ann_set *
 		r = exec_env_files(ctx, set, secrets, (const char *const *)exec_names, s);
 	if (r == 0 && exec_names)
 		json_object_set_new(s->config, "copy_self_to", json_string(INJECT_BIN_DIR));
+	if (r == 0 && exec_names && !s->pre_populate && !s->pre_populate_only)
+		latch_buf_printf(ctx->warnings, "%s: %s: latch.dev/exec-env with agent-pre-populate off: the app may start "
+				 "before latch-init copied itself, and is restarted by the kubelet until then\n",
+				 ctx->name, ctx->object);
 	return r;
 }
 
