@@ -94,7 +94,8 @@ static int parse_exec_options(int argc, char **argv, struct exec_options *o)
 }
 
 /* The process environment, then every env file in order; a file's KEY wins. */
-static int build_environment(const struct exec_options *o, struct latch_env_list *ret, struct latch_error *err)
+static int build_environment(const struct exec_options *o, struct latch_env_list *ret,
+			     struct latch_error *err)
 {
 	extern char **environ;
 	int r = 0;
@@ -179,7 +180,8 @@ static void stop_child(pid_t child, long grace_s)
 	}
 }
 
-static int start_child(const struct exec_options *o, struct file_stamp *stamps, const sigset_t *mask, pid_t *ret)
+static int start_child(const struct exec_options *o, struct file_stamp *stamps,
+		       const sigset_t *mask, pid_t *ret)
 {
 	struct latch_error err = LATCH_ERROR_INIT;
 	struct latch_env_list env = { 0 };

@@ -94,7 +94,8 @@ void init_reload(const struct latch_secret_config *sc)
 	}
 	closedir(proc);
 	if (sent > 0)
-		log_reload(LATCH_LOG_INFO, "signalled the app to reload", sc, sent == 1 ? "1 process" : "several processes");
+		log_reload(LATCH_LOG_INFO, "signalled the app to reload", sc,
+			   sent == 1 ? "1 process" : "several processes");
 	else if (refused > 0)
 		log_reload(LATCH_LOG_WARN, "the app could not be signalled", sc,
 			   "not permitted: latch-init must run as the app's user (agent-run-as-same-user)");

@@ -34,9 +34,11 @@ static const char *const exact_keys[] = {
 	"agent-requests-mem", "agent-limits-cpu", "agent-limits-mem", "agent-requests-ephemeral",
 	"agent-limits-ephemeral", "agent-run-as-user", "agent-run-as-group", "agent-run-as-same-user",
 	"agent-set-security-context", "agent-service-account-token-volume-name", "agent-inject-token",
-	"agent-revoke-on-shutdown", "agent-revoke-grace", "agent-share-process-namespace", "agent-copy-volume-mounts",
+	"agent-revoke-on-shutdown", "agent-revoke-grace", "agent-share-process-namespace",
+	"agent-copy-volume-mounts",
 	"agent-extra-secret", "proxy-address", "log-level", "log-format", "agent-request-namespace",
-	"auth-min-backoff", "auth-max-backoff", "agent-auto-auth-exit-on-err", "template-config-exit-on-retry-failure",
+	"auth-min-backoff", "auth-max-backoff", "agent-auto-auth-exit-on-err",
+	"template-config-exit-on-retry-failure",
 	LATCH_PREFIX "token-audience", LATCH_PREFIX "deadline-seconds", LATCH_PREFIX "exec-env",
 	LATCH_PREFIX "exec-containers", LATCH_PREFIX "exec-on-change", LATCH_PREFIX "exec-grace-seconds", NULL,
 };
@@ -61,16 +63,19 @@ static const struct agent_internal {
 	const char *harmless; /* the value that asks for nothing latch lacks, or NULL */
 	const char *why;
 } agent_internals[] = {
-	{ "agent-cache-enable", "false", "latch-init has no cache or listener: the app reads files, not a local agent" },
+	{ "agent-cache-enable", "false",
+	  "latch-init has no cache or listener: the app reads files, not a local agent" },
 	{ "agent-cache-use-auto-auth-token", "true",  "latch-init has no cache or listener" },
 	{ "agent-cache-listener-port", "8200",  "latch-init has no cache or listener" },
 	{ "agent-cache-exit-on-err", "false", "latch-init has no cache" },
 	{ "agent-enable-quit", "false", "latch-init has no listener; it stops on SIGTERM" },
 	{ "agent-configmap", NULL, "it holds Vault Agent HCL; latch-init is configured by annotations only "
 				   "(see README: migrating from the injector)" },
-	{ "agent-json-patch", "null|[]", "it patches the Vault Agent container; set the latch-init container's settings "
+	{ "agent-json-patch", "null|[]",
+	  "it patches the Vault Agent container; set the latch-init container's settings "
 				    "with the agent-* annotations" },
-	{ "agent-init-json-patch", "null|[]", "it patches the Vault Agent container; set the latch-init container's settings "
+	{ "agent-init-json-patch", "null|[]",
+	  "it patches the Vault Agent container; set the latch-init container's settings "
 					 "with the agent-* annotations" },
 	{ "agent-telemetry-", NULL, "latch-init has no telemetry stanza; it logs one line per event" },
 	{ "go-max-procs", NULL, "latch-init is not a Go program" },
@@ -217,7 +222,8 @@ static int parse_bool_ann(const struct inject_context *ctx, const struct ann *a,
 }
 
 /* Absent: dflt. */
-static int parse_bool(const struct inject_context *ctx, const struct ann_set *set, const char *key, bool dflt, bool *ret)
+static int parse_bool(const struct inject_context *ctx, const struct ann_set *set, const char *key,
+		      bool dflt, bool *ret)
 {
 	struct ann *a = find(set, key);
 	*ret = dflt;
@@ -519,7 +525,7 @@ struct secret_ctx {
 static bool in_list(const char *const *list, const char *name)
 {
 	for (; list && *list; list++)
-		if (strcmp(*list, name) == 0)
+		if (strcasecmp(*list, name) == 0) /* secret names are lower-cased unless preserve-secret-case */
 			return true;
 	return false;
 }
@@ -540,8 +546,8 @@ static int add_mount_path(char ***paths, const char *path)
 }
 
 /* How the secret is rendered: its template, a template file read in the pod, or a format. */
-static int secret_content(const struct inject_context *ctx, const struct ann_set *set, const char *raw, bool keep,
-			  const struct secret_ctx *sx, const char *name, json_t *s)
+static int secret_content(const struct inject_context *ctx, const struct ann_set *set,
+			  const char *raw, bool keep, const struct secret_ctx *sx, const char *name, json_t *s)
 {
 	struct ann *path = per_secret(set, "agent-inject-secret-", raw, keep);
 	struct ann *tmpl = per_secret(set, "agent-inject-template-", raw, keep);
@@ -575,8 +581,8 @@ static int secret_content(const struct inject_context *ctx, const struct ann_set
 	return json_object_set_new(s, "format", json_string(f));
 }
 
-static int secret_options(const struct inject_context *ctx, const struct ann_set *set, const char *raw, bool keep,
-			  const struct secret_ctx *sx, json_t *s)
+static int secret_options(const struct inject_context *ctx, const struct ann_set *set,
+			  const char *raw, bool keep, const struct secret_ctx *sx, json_t *s)
 {
 	struct ann *a;
 	if ((a = per_secret(set, "agent-inject-file-", raw, keep)) && *a->value) {
@@ -592,7 +598,8 @@ static int secret_options(const struct inject_context *ctx, const struct ann_set
 	if ((a = per_secret(set, "agent-template-right-delim-", raw, keep)) && *a->value)
 		json_object_set_new(s, "right_delim", json_string(a->value));
 	bool missing_key_fails = false;
-	if ((a = per_secret(set, "error-on-missing-key-", raw, keep)) && parse_bool_ann(ctx, a, &missing_key_fails) < 0)
+	a = per_secret(set, "error-on-missing-key-", raw, keep);
+	if (a && parse_bool_ann(ctx, a, &missing_key_fails) < 0)
 		return LATCH_EINVAL;
 	if (missing_key_fails)
 		json_object_set_new(s, "error_on_missing_key", json_true());
@@ -767,8 +774,8 @@ static int default_template_of(const struct inject_context *ctx, const struct an
 	return 0;
 }
 
-static int collect_secrets(const struct inject_context *ctx, const struct ann_set *set, const struct secret_ctx *sx,
-			   json_t *secrets)
+static int collect_secrets(const struct inject_context *ctx, const struct ann_set *set,
+			   const struct secret_ctx *sx, json_t *secrets)
 {
 	for (size_t i = 0; i < set->n; i++) {
 		const struct ann *a = &set->items[i];
@@ -801,13 +808,15 @@ static int exec_env_files(const struct inject_context *ctx, const struct ann_set
 		const json_t *found = NULL, *item;
 		size_t i;
 		json_array_foreach(secrets, i, item)
-			if (strcmp(json_string_value(json_object_get(item, "name")), names[k]) == 0)
+			if (strcasecmp(json_string_value(json_object_get(item, "name")), names[k]) == 0)
 				found = item;
 		if (!found)
 			return fail_at(ctx, find(set, LATCH_PREFIX "exec-env"), "no secret is named '%s'", names[k]);
 		const char *file = json_string_value(json_object_get(found, "file"));
+		if (!file)
+			file = json_string_value(json_object_get(found, "name"));
 		struct latch_buf path = LATCH_BUF_INIT(4096);
-		latch_buf_printf(&path, "%s/%s", s->secret_volume_path, file ? file : names[k]);
+		latch_buf_printf(&path, "%s/%s", s->secret_volume_path, file);
 		if (!(s->exec.env_files[k] = latch_buf_take(&path)))
 			return latch_error_set(ctx->err, LATCH_ENOMEM, "out of memory");
 	}
@@ -867,14 +876,15 @@ static int read_exec(const struct inject_context *ctx, const struct ann_set *set
 		       : 0;
 }
 
-static int build_config(const struct inject_context *ctx, const struct ann_set *set, struct inject_settings *s)
+static int build_config(const struct inject_context *ctx, const struct ann_set *set,
+			struct inject_settings *s)
 {
 	json_t *vault = NULL;
 	int r = vault_from_annotations(ctx, set, &vault);
 	json_t *auth = json_pack("{s:s}", "token_file", "/var/run/secrets/latch/token");
 	json_t *secrets = json_array();
-	s->config = json_pack("{s:i,s:o,s:o,s:s,s:o}", "version", 1, "vault", vault ? vault : json_object(), "auth", auth,
-			      "output_dir", s->secret_volume_path, "secrets", secrets);
+	s->config = json_pack("{s:i,s:o,s:o,s:s,s:o}", "version", 1, "vault", vault ? vault : json_object(),
+			      "auth", auth, "output_dir", s->secret_volume_path, "secrets", secrets);
 	if (!s->config)
 		return latch_error_set(ctx->err, LATCH_ENOMEM, "out of memory");
 	if (r == 0)
@@ -902,7 +912,8 @@ static int build_config(const struct inject_context *ctx, const struct ann_set *
 	}
 	_cleanup_free_ char **exec_names = NULL;
 	r = read_exec(ctx, set, s, &exec_names);
-	struct secret_ctx sx = { .exec_env = (const char *const *)exec_names, .extra_mount_paths = &s->extra_mount_paths,
+	struct secret_ctx sx = { .exec_env = (const char *const *)exec_names,
+				 .extra_mount_paths = &s->extra_mount_paths,
 				 .volume_path = s->secret_volume_path };
 	if (r == 0)
 		r = default_template_of(ctx, set, &sx.default_template);
@@ -999,7 +1010,8 @@ static int check_accepted(const struct inject_context *ctx, const struct ann_set
 	return r;
 }
 
-static int read_logging(const struct inject_context *ctx, const struct ann_set *set, struct inject_settings *s)
+static int read_logging(const struct inject_context *ctx, const struct ann_set *set,
+			struct inject_settings *s)
 {
 	struct ann *level = find(set, "log-level"), *format = find(set, "log-format");
 	static const char *const levels[][2] = {
@@ -1018,7 +1030,8 @@ static int read_logging(const struct inject_context *ctx, const struct ann_set *
 	return 0;
 }
 
-static int read_resources(const struct inject_context *ctx, const struct ann_set *set, struct inject_settings *s)
+static int read_resources(const struct inject_context *ctx, const struct ann_set *set,
+			  struct inject_settings *s)
 {
 	static const struct {
 		const char *key;

@@ -291,8 +291,8 @@ static json_t *mounts_json(const struct inject_settings *s, const struct latch_y
 	return mounts;
 }
 
-static json_t *container_json(const struct inject_settings *s, const struct latch_yaml_node *spec, const char *image,
-			      long uid)
+static json_t *container_json(const struct inject_settings *s, const struct latch_yaml_node *spec,
+			      const char *image, long uid)
 {
 	char *config = json_dumps(s->config, JSON_COMPACT | JSON_SORT_KEYS);
 	bool sidecar = !s->pre_populate_only;
@@ -302,8 +302,8 @@ static json_t *container_json(const struct inject_settings *s, const struct latc
 		json_array_append_new(args, json_string(s->log_level));
 	}
 	json_array_append_new(args, json_string(sidecar ? "sidecar" : "populate"));
-	json_t *c = json_pack("{s:s,s:s,s:[s],s:o}", "name", CONTAINER_NAME, "image", image, "command", "/latch-init",
-			      "args", args);
+	json_t *c = json_pack("{s:s,s:s,s:[s],s:o}", "name", CONTAINER_NAME, "image", image,
+			      "command", "/latch-init", "args", args);
 	if (sidecar)
 		json_object_set_new(c, "restartPolicy", json_string("Always"));
 	json_object_set_new(c, "env", env_json(s, config));
@@ -345,19 +345,27 @@ static bool selected(const char *list, const char *name)
 	return false;
 }
 
-static int check_container_names(const struct inject_context *ctx, const struct inject_settings *s,
+/* Every name of a comma list (an annotation's value) is a container of the pod. */
+static int check_container_names(const struct inject_context *ctx, const char *list, const char *annotation,
 				 const struct latch_yaml_node *containers)
 {
-	if (!s->containers)
-		return 0;
-	_cleanup_free_ char *copy = strdup(s->containers);
-	char *save = NULL;
-	for (char *name = strtok_r(copy, ", ", &save); name; name = strtok_r(NULL, ", ", &save)) {
-		bool found = false;
-		for (size_t i = 0; i < containers->n_items && !found; i++)
-			found = named(containers->items[i], name);
+	for (const char *p = list; p && *p;) {
+		size_t n = strcspn(p, ",");
+		const char *name = p;
+		size_t len = n;
+		while (len > 0 && *name == ' ')
+			name++, len--;
+		while (len > 0 && name[len - 1] == ' ')
+			len--;
+		bool found = len == 0;
+		for (size_t i = 0; i < containers->n_items && !found; i++) {
+			const char *have = latch_yaml_map_get_str(containers->items[i], "name");
+			found = have && strlen(have) == len && strncmp(have, name, len) == 0;
+		}
 		if (!found)
-			return obj_fail(ctx, containers, "agent-inject-containers names '%s', which is not a container of the pod", name);
+			return obj_fail(ctx, containers, "%s names '%.*s', which is not a container of the pod", annotation,
+					(int)len, name);
+		p += n + (p[n] == ',');
 	}
 	return 0;
 }
@@ -369,12 +377,14 @@ static int mount_at(const struct inject_context *ctx, struct latch_yaml_node *mo
 		if (latch_yaml_is_scalar(latch_yaml_map_get(mounts->items[i], "mountPath"), path))
 			return obj_fail(ctx, mounts->items[i], "a container already mounts something at %s, where latch "
 					"mounts its volume %s", path, volume);
-	return append_json(mounts, json_pack("{s:s,s:s,s:b}", "name", volume, "mountPath", path, "readOnly", 1), false);
+	json_t *mount = json_pack("{s:s,s:s,s:b}", "name", volume, "mountPath", path, "readOnly", 1);
+	return append_json(mounts, mount, false);
 }
 
 /* The secrets mounts in one app (or existing init) container, replacing earlier ones: the
  * secret volume path, and each secret-volume-path-NAME. */
-static int mount_into(const struct inject_context *ctx, struct latch_yaml_node *container, const struct inject_settings *s)
+static int mount_into(const struct inject_context *ctx, struct latch_yaml_node *container,
+		      const struct inject_settings *s)
 {
 	struct latch_yaml_node *mounts = ensure_child(container, "volumeMounts", LATCH_YAML_SEQUENCE);
 	if (!mounts)
@@ -389,7 +399,7 @@ static int mount_into(const struct inject_context *ctx, struct latch_yaml_node *
 static int mount_app_containers(const struct inject_context *ctx, const struct inject_settings *s, struct latch_yaml_node *spec)
 {
 	struct latch_yaml_node *containers = latch_yaml_map_get(spec, "containers");
-	int r = check_container_names(ctx, s, containers);
+	int r = check_container_names(ctx, s->containers, "agent-inject-containers", containers);
 	for (size_t i = 0; r == 0 && i < containers->n_items; i++) {
 		const char *name = latch_yaml_map_get_str(containers->items[i], "name");
 		if (name && selected(s->containers, name))
@@ -470,7 +480,7 @@ static int wrap_app_commands(const struct inject_context *ctx, const struct inje
 		return 0;
 	const char *list = s->exec.containers ? s->exec.containers : s->containers;
 	struct latch_yaml_node *containers = latch_yaml_map_get(spec, "containers");
-	int r = 0;
+	int r = check_container_names(ctx, s->exec.containers, "latch.dev/exec-containers", containers);
 	for (size_t i = 0; r == 0 && i < containers->n_items; i++) {
 		const char *name = latch_yaml_map_get_str(containers->items[i], "name");
 		if (name && selected(list, name))

@@ -26,7 +26,8 @@ static bool at_end_of_line(const struct cursor *c)
 
 static bool name_char(char ch, bool first)
 {
-	return ch == '_' || (ch >= 'A' && ch <= 'Z') || (ch >= 'a' && ch <= 'z') || (!first && ch >= '0' && ch <= '9');
+	bool letter = ch == '_' || (ch >= 'A' && ch <= 'Z') || (ch >= 'a' && ch <= 'z');
+	return letter || (!first && ch >= '0' && ch <= '9');
 }
 
 static void skip_blanks(struct cursor *c)
@@ -119,7 +120,8 @@ static int assignment(struct cursor *c, struct latch_env_list *list)
 	return r;
 }
 
-int latch_dotenv_parse(struct latch_view text, const char *source, struct latch_env_list *list, struct latch_error *err)
+int latch_dotenv_parse(struct latch_view text, const char *source, struct latch_env_list *list,
+		       struct latch_error *err)
 {
 	struct cursor c = { text.ptr, text.ptr + text.len, text.ptr, 1, source, err };
 	if (memchr(text.ptr, '\0', text.len))

@@ -68,6 +68,7 @@ struct fetch_state {
 	const struct latch_git_auth *auth;
 	const char *url;
 	unsigned credential_calls;
+	bool refused_origin; /* credentials were asked for by another server than the configured one */
 	char *host_key_problem; /* why a host key or certificate was refused, for the error */
 };
 
@@ -81,8 +82,14 @@ static int credentials(git_credential **out, const char *url, const char *userna
 		return GIT_PASSTHROUGH;
 	if ((allowed & GIT_CREDENTIAL_SSH_KEY) && a->ssh_key_file)
 		return git_credential_ssh_key_new(out, username_from_url ? username_from_url : "git", NULL, a->ssh_key_file, NULL);
-	if ((allowed & GIT_CREDENTIAL_USERPASS_PLAINTEXT) && a->username && a->password)
+	/* Only to the configured server: never to a host a redirect named. */
+	if ((allowed & GIT_CREDENTIAL_USERPASS_PLAINTEXT) && a->username && a->password) {
+		if (!latch_url_same_origin(url, f->url)) {
+			f->refused_origin = true;
+			return GIT_PASSTHROUGH;
+		}
 		return git_credential_userpass_plaintext_new(out, a->username, a->password);
+	}
 	return GIT_PASSTHROUGH;
 }
 
@@ -176,7 +183,9 @@ int latch_git_fetch(struct latch_git *g, const struct latch_git_auth *auth, stru
 	git_fetch_options fo;
 	git_fetch_options_init(&fo, GIT_FETCH_OPTIONS_VERSION);
 	fo.prune = GIT_FETCH_PRUNE;
-	struct fetch_state f = { auth, g->url, 0, NULL };
+	struct fetch_state f = { auth, g->url, 0, false, NULL };
+	/* A redirect to another host is not followed (libgit2 follows one on the first request). */
+	fo.follow_redirects = GIT_REMOTE_REDIRECT_NONE;
 	fo.callbacks.credentials = credentials;
 	fo.callbacks.certificate_check = certificate_check;
 	fo.callbacks.payload = &f;
@@ -186,6 +195,9 @@ int latch_git_fetch(struct latch_git *g, const struct latch_git_auth *auth, stru
 	if (git_remote_fetch(remote, &specs, &fo, NULL) < 0) {
 		if (f.host_key_problem)
 			r = latch_error_set(err, LATCH_ETLS, "fetching '%s': %s", g->shown_url, f.host_key_problem);
+		else if (f.refused_origin)
+			r = latch_error_set(err, LATCH_EFORBIDDEN, "fetching '%s': another server asked for the credentials; "
+					    "they are only given to the configured scheme, host and port", g->shown_url);
 		else if (f.credential_calls > 1)
 			r = latch_error_set(err, LATCH_EFORBIDDEN, "fetching '%s': the credentials were refused", g->shown_url);
 		else

@@ -350,6 +350,49 @@ char *latch_url_without_userinfo(const char *url)
 	return out;
 }
 
+/* Scheme, host and port of a URL ("https://u@Host:443/x" -> "https", "host", 443); false
+ * when it is not scheme://authority. */
+static bool url_origin(const char *url, char scheme[16], char host[256], long *port)
+{
+	const char *sep = strstr(url, "://");
+	if (!sep || sep == url || (size_t)(sep - url) >= 16)
+		return false;
+	snprintf(scheme, 16, "%.*s", (int)(sep - url), url);
+	const char *authority = sep + 3, *end = authority + strcspn(authority, "/?#");
+	const char *at = memrchr(authority, '@', (size_t)(end - authority));
+	const char *h = at ? at + 1 : authority;
+	const char *h_end = *h == '[' ? memchr(h, ']', (size_t)(end - h)) : NULL;
+	h_end = h_end ? h_end + 1 : h;
+	const char *colon = memchr(h_end, ':', (size_t)(end - h_end));
+	const char *host_end = colon ? colon : end;
+	if (host_end == h || (size_t)(host_end - h) >= 256)
+		return false;
+	snprintf(host, 256, "%.*s", (int)(host_end - h), h);
+	static const struct {
+		const char *scheme;
+		long port;
+	} defaults[] = { { "http", 80 }, { "https", 443 }, { "ssh", 22 }, { "git", 9418 } };
+	*port = 0;
+	for (size_t i = 0; i < ELEMENTSOF(defaults); i++)
+		if (strcasecmp(scheme, defaults[i].scheme) == 0)
+			*port = defaults[i].port;
+	if (colon) {
+		char *port_end;
+		*port = strtol(colon + 1, &port_end, 10);
+		if (port_end != end || *port <= 0 || *port > 65535)
+			return false;
+	}
+	return true;
+}
+
+bool latch_url_same_origin(const char *a, const char *b)
+{
+	char scheme_a[16], scheme_b[16], host_a[256], host_b[256];
+	long port_a, port_b;
+	return url_origin(a, scheme_a, host_a, &port_a) && url_origin(b, scheme_b, host_b, &port_b) &&
+	       strcasecmp(scheme_a, scheme_b) == 0 && strcasecmp(host_a, host_b) == 0 && port_a == port_b;
+}
+
 /* The URL as errors show it, never with credentials in it; *owned is freed by the caller. */
 static const char *shown_url(const char *url, char **owned)
 {

@@ -30,9 +30,15 @@ struct latch_k8s {
 	struct resource *resources;
 	size_t n_resources;
 	bool discovered;
+	bool insecure; /* the kubeconfig turned TLS verification off */
 };
 
 static void forget_resources(struct latch_k8s *k);
+
+bool latch_k8s_tls_unverified(const struct latch_k8s *k)
+{
+	return k->insecure;
+}
 
 void latch_k8s_free(struct latch_k8s *k)
 {
@@ -126,6 +132,7 @@ static int open_client(const struct connection *c, struct latch_k8s **ret, struc
 	size_t n = strlen(k->server);
 	while (n > 0 && k->server[n - 1] == '/')
 		k->server[--n] = '\0';
+	k->insecure = c->tls.insecure_skip_verify;
 	if (c->token) {
 		struct latch_buf h = LATCH_SECRET_BUF_INIT(65536);
 		latch_buf_printf(&h, "Authorization: Bearer %s", c->token);

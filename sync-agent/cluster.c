@@ -200,17 +200,29 @@ json_t *sync_drifted_objects(const json_t *objects, const json_t *fingerprints, 
 	return out;
 }
 
-/* Namespaces this source created: only those may be pruned (deleting a Namespace deletes
- * everything in it, and one that existed before latch-sync is not its to delete). */
-static int note_created_namespace(struct latch_k8s *k, const json_t *obj, json_t *created, struct latch_error *err)
+/* Namespaces and CRDs this source created: only those may be pruned. Deleting a Namespace
+ * deletes everything in it, deleting a CRD every resource of its kind in the cluster; one
+ * that existed before latch-sync adopted it is not its to delete. */
+static int note_created(struct latch_k8s *k, const json_t *obj, json_t *created, struct latch_error *err)
 {
-	if (!sync_object_is(obj, "Namespace") || sync_names_contain(created, sync_object_meta(obj, "name")))
+	bool crd = sync_object_is(obj, "CustomResourceDefinition");
+	if (!crd && !sync_object_is(obj, "Namespace"))
+		return 0;
+	_cleanup_free_ char *key = sync_created_key(crd ? "CustomResourceDefinition" : "Namespace",
+						     sync_object_meta(obj, "name"));
+	if (!key)
+		return latch_error_set(err, LATCH_ENOMEM, "out of memory");
+	if (sync_names_contain(created, key))
 		return 0;
 	json_t *live = NULL;
-	int r = latch_k8s_get(k, "v1", "Namespace", NULL, sync_object_meta(obj, "name"), &live, err);
+	int r = crd ? latch_k8s_get(k, "apiextensions.k8s.io/v1", "CustomResourceDefinition", NULL, sync_object_meta(obj, "name"),
+				    &live, err)
+		    : latch_k8s_get(k, "v1", "Namespace", NULL, sync_object_meta(obj, "name"), &live, err);
 	json_decref(live);
-	if (r == LATCH_ENOTFOUND && json_array_append_new(created, json_string(sync_object_meta(obj, "name"))) < 0)
+	if (r == LATCH_ENOTFOUND && json_array_append_new(created, json_string(key)) < 0)
 		return latch_error_set(err, LATCH_ENOMEM, "out of memory");
+	if (r == LATCH_ENOTFOUND)
+		latch_error_done(err);
 	return r == LATCH_ENOTFOUND ? 0 : r;
 }
 
@@ -272,7 +284,7 @@ static int apply_first_stage(struct latch_k8s *k, const struct sync_source *s, c
 		if (!sync_object_first_stage(o))
 			continue;
 		struct latch_k8s_apply_options ao = { FIELD_MANAGER, true, false, sync_object_default_namespace(o) };
-		int r = note_created_namespace(k, o, created, err);
+		int r = note_created(k, o, created, err);
 		json_t *w = sync_object_wire(o), *stored = NULL;
 		if (r == 0)
 			r = latch_k8s_apply(k, w, &ao, &stored, err);
@@ -295,7 +307,7 @@ static int apply_first_stage(struct latch_k8s *k, const struct sync_source *s, c
 }
 
 /* versions: fingerprints the last pass left (read), replaced by this pass's (written).
- * live: the objects as listed before the apply, or NULL. created: see note_created_namespace. */
+ * live: the objects as listed before the apply, or NULL. created: see note_created. */
 int sync_apply_all(struct latch_k8s *k, const struct sync_source *s, const json_t *objects, json_t *versions, const json_t *live,
 		     json_t *created, struct sync_result *res, struct latch_error *err)
 {
@@ -388,8 +400,10 @@ int sync_prune(struct latch_k8s *k, const struct sync_config *c, const struct sy
 		const char *kind = latch_json_get_str(e, "kind");
 		if (!kind || sync_entry_set_has(keep, e))
 			continue;
-		if (strcmp(kind, "Namespace") == 0 && !sync_names_contain(created, latch_json_get_str(e, "name"))) {
-			LATCH_LOG(LATCH_LOG_INFO, "kept a Namespace latch-sync did not create", { "name", latch_json_get_str(e, "name") });
+		if (sync_kept_unless_created(e, created)) {
+			LATCH_LOG(LATCH_LOG_INFO, strcmp(kind, "Namespace") == 0 ? "kept a Namespace latch-sync did not create"
+										 : "kept a CRD latch-sync did not create",
+				  { "name", latch_json_get_str(e, "name") });
 			continue;
 		}
 		json_array_append_new(gone, sync_object_from_entry(e));

@@ -89,9 +89,13 @@ static int parse(int argc, char **argv, struct options *o)
 
 static int connect(const struct options *o, struct latch_k8s **k, struct latch_error *err)
 {
-	if (o->kubeconfig || getenv("KUBECONFIG") || !getenv("KUBERNETES_SERVICE_HOST"))
-		return latch_k8s_from_kubeconfig(o->kubeconfig, k, err);
-	return latch_k8s_in_cluster(k, err);
+	int r = o->kubeconfig || getenv("KUBECONFIG") || !getenv("KUBERNETES_SERVICE_HOST")
+			? latch_k8s_from_kubeconfig(o->kubeconfig, k, err)
+			: latch_k8s_in_cluster(k, err);
+	if (r == 0 && latch_k8s_tls_unverified(*k))
+		LATCH_LOG(LATCH_LOG_WARN, "the kubeconfig turns TLS verification off (insecure-skip-tls-verify): the API "
+			  "server's certificate is not checked");
+	return r;
 }
 
 /* A CRD deleted or added by hand since: discovery older than a minute is run again. */

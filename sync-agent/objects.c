@@ -104,6 +104,26 @@ bool sync_names_contain(const json_t *names, const char *name)
 	return false;
 }
 
+char *sync_created_key(const char *kind, const char *name)
+{
+	struct latch_buf b = LATCH_BUF_INIT(4096);
+	/* A bare name is a Namespace, as inventories before CRDs were tracked hold them. */
+	if (strcmp(kind, "Namespace") == 0)
+		latch_buf_append_str(&b, name);
+	else
+		latch_buf_printf(&b, "%s/%s", kind, name);
+	return latch_buf_take(&b);
+}
+
+bool sync_kept_unless_created(const json_t *e, const json_t *created)
+{
+	const char *kind = latch_json_get_str(e, "kind"), *name = latch_json_get_str(e, "name");
+	if (!kind || !name || (strcmp(kind, "Namespace") != 0 && strcmp(kind, "CustomResourceDefinition") != 0))
+		return false;
+	_cleanup_free_ char *key = sync_created_key(kind, name);
+	return !key || !sync_names_contain(created, key); /* out of memory: keep it */
+}
+
 static char *entry_key(const json_t *e)
 {
 	struct latch_buf b = LATCH_BUF_INIT(4096);

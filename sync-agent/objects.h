@@ -38,6 +38,11 @@ json_t *sync_entry_set(const json_t *entries);
 void sync_entry_set_add(json_t *set, const json_t *e);
 bool sync_entry_set_has(const json_t *set, const json_t *e);
 bool sync_names_contain(const json_t *names, const char *name);
+/* How the inventory's list of what latch-sync created names a Namespace ("name") or a CRD
+ * ("CustomResourceDefinition/name"). */
+char *sync_created_key(const char *kind, const char *name);
+/* A Namespace or CRD that latch-sync did not create: never pruned. */
+bool sync_kept_unless_created(const json_t *e, const json_t *created);
 
 /* A new array of the same objects in apply order: Namespaces, CRDs, then by kind (a fixed
  * order for what others depend on), namespace and name; NULL when out of memory. */

@@ -58,7 +58,7 @@ struct last_pass {
 	json_t *data;
 	json_t *entries;  /* the objects it left in the cluster */
 	json_t *versions; /* their fingerprints by object key (sync_object_fingerprint) */
-	json_t *created;  /* Namespaces latch-sync created */
+	json_t *created;  /* Namespaces and CRDs latch-sync created (sync_created_key) */
 	const char *applied_revision;
 	const char *rendered_hash; /* of the objects that revision rendered to */
 };
@@ -341,12 +341,6 @@ static int record_pass(struct latch_k8s *k, const struct sync_config *c, const s
 	return r;
 }
 
-static bool is_entry_kind(const json_t *e, const char *kind)
-{
-	const char *k = latch_json_get_str(e, "kind");
-	return k && strcmp(k, kind) == 0;
-}
-
 /* diff: the revision against what this source has in the cluster. */
 static int print_diff(struct latch_k8s *k, const struct sync_config *c, const struct sync_source *s, const json_t *objects,
 		      const json_t *would_store, const struct last_pass *lp, const json_t *current, FILE *out, struct sync_result *res,
@@ -357,8 +351,7 @@ static int print_diff(struct latch_k8s *k, const struct sync_config *c, const st
 	size_t i;
 	json_t *e;
 	json_array_foreach(lp->entries, i, e) {
-		bool kept_namespace = is_entry_kind(e, "Namespace") && !sync_names_contain(lp->created, latch_json_get_str(e, "name"));
-		if (r == 0 && s->prune && !kept_namespace && !sync_entry_set_has(keep, e))
+		if (r == 0 && s->prune && !sync_kept_unless_created(e, lp->created) && !sync_entry_set_has(keep, e))
 			json_array_append_new(gone, sync_object_from_entry(e));
 	}
 	/* As the prune would: only what is still labelled as this source's. */

@@ -24,5 +24,6 @@ struct latch_env_list {
 int latch_dotenv_parse(struct latch_view text, const char *source, struct latch_env_list *list,
 		       struct latch_error *err) _warn_unused_;
 /* Set KEY=value (a copy), replacing an earlier KEY. */
-int latch_env_list_set(struct latch_env_list *list, const char *key, size_t key_len, struct latch_view value) _warn_unused_;
+int latch_env_list_set(struct latch_env_list *list, const char *key, size_t key_len,
+		       struct latch_view value) _warn_unused_;
 void latch_env_list_done(struct latch_env_list *list);

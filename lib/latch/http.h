@@ -49,6 +49,8 @@ struct latch_http_options {
 /* A copy of url without its user:password@ part, for errors and logs (NULL when out of
  * memory). "https://u:p@host/x" -> "https://host/x". */
 char *latch_url_without_userinfo(const char *url);
+/* Whether two URLs have the same scheme, host and port (the default port when none). */
+bool latch_url_same_origin(const char *a, const char *b);
 
 struct latch_http_request {
 	const char *method;         /* GET, POST, PUT, PATCH, DELETE */

@@ -15,6 +15,9 @@ struct latch_k8s;
 
 /* path NULL: $KUBECONFIG, else ~/.kube/config. Uses the current context. */
 int latch_k8s_from_kubeconfig(const char *path, struct latch_k8s **ret, struct latch_error *err);
+/* Whether the kubeconfig's insecure-skip-tls-verify turned certificate checks off (the
+ * program says so in a warning). */
+bool latch_k8s_tls_unverified(const struct latch_k8s *k);
 /* KUBERNETES_SERVICE_HOST/PORT and /var/run/secrets/kubernetes.io/serviceaccount. */
 int latch_k8s_in_cluster(struct latch_k8s **ret, struct latch_error *err);
 void latch_k8s_free(struct latch_k8s *k);

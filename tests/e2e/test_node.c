@@ -615,6 +615,23 @@ static size_t count_lines(const char *text)
 	return n;
 }
 
+/* The users the app logged in as, once there are two (the login was replaced). */
+static char *wait_for_second_user(const struct running *w)
+{
+	char *users = NULL;
+	for (double end = stack_now() + 90;;) {
+		char *log = node_logs(NS, node_pod_name(w->pod), "app", false);
+		free(users);
+		users = users_in_log(log);
+		free(log);
+		if (count_lines(users) >= 2)
+			return users;
+		if (stack_now() > end)
+			fail_msg("the app logged in as one user only in 90 s: %s", users);
+		sleep(2);
+	}
+}
+
 /* A short-TTL database role: the sidecar replaces the login before it expires, and the app,
  * which reads its files before each login, logs in as the new user without a restart. */
 static void test_node__short_lived_login_is_replaced_and_the_app_uses_the_new_one(void **state)
@@ -625,19 +642,7 @@ static void test_node__short_lived_login_is_replaced_and_the_app_uses_the_new_on
 	struct running w;
 	run_yaml(&w, workload_for("Deployment", "node-short", login_loop, NULL, "short", "database/creds/short"),
 		 "node-short", node_pod_running_ready, 120);
-	char *users = NULL;
-	double end = stack_now() + 90;
-	for (;;) {
-		char *log = node_logs(NS, node_pod_name(w.pod), "app", false);
-		free(users);
-		users = users_in_log(log);
-		free(log);
-		if (count_lines(users) >= 2)
-			break;
-		if (stack_now() > end)
-			fail_msg("the app logged in as one user only in 90 s: %s", users);
-		sleep(2);
-	}
+	char *users = wait_for_second_user(&w);
 	json_t *pod = node_wait_pod(kube, NS, w.selector, node_pod_running_ready, NULL, 30);
 	assert_int_equal(restarts(pod, "app"), 0);
 	assert_int_equal(restarts(pod, "latch-init"), 0);
@@ -953,18 +958,7 @@ static void test_node__exec_env_gives_psql_its_login_in_the_environment_only(voi
 	make_short_lived_db_role();
 	struct running w;
 	run_yaml(&w, exec_env_workload(), "node-exec", node_pod_running_ready, 120);
-	char *users = NULL;
-	for (double end = stack_now() + 90;;) {
-		char *log = node_logs(NS, node_pod_name(w.pod), "app", false);
-		free(users);
-		users = users_in_log(log);
-		free(log);
-		if (count_lines(users) >= 2)
-			break;
-		if (stack_now() > end)
-			fail_msg("psql logged in as one user only in 90 s: %s", users);
-		sleep(2);
-	}
+	char *users = wait_for_second_user(&w);
 	json_t *pod = node_wait_pod(kube, NS, w.selector, node_pod_running_ready, NULL, 30);
 	assert_int_equal(restarts(pod, "app"), 0); /* restarted in place by the wrapper */
 

@@ -15,6 +15,7 @@
 
 #include "latch/k8s.h"
 #include "gitops.h"
+#include "node.h"
 #include "stack.h"
 
 struct repo {
@@ -604,6 +605,82 @@ static void test_sync__prune_keeps_namespaces_it_did_not_create(void **state)
 	free(r.dir);
 }
 
+/* A CRD that existed before latch-sync adopted it is never pruned: deleting it would delete
+ * every resource of its kind in the cluster. One latch-sync created is. */
+static void test_sync__prune_keeps_crds_it_did_not_create(void **state)
+{
+	struct repo r;
+	repo_setup(&r);
+	struct latch_k8s *k = kube();
+	struct latch_error err = LATCH_ERROR_INIT;
+	char group[128], pre_crd[4096], own_crd[4096];
+	snprintf(group, sizeof(group), "g%d.prune.latch.dev", (int)getpid());
+	static const char crd_fmt[] =
+		"apiVersion: apiextensions.k8s.io/v1\nkind: CustomResourceDefinition\nmetadata:\n  name: %s.%s\n"
+		"spec:\n  group: %s\n  scope: Namespaced\n"
+		"  names: {plural: %s, singular: %.*s, kind: %s, listKind: %sList}\n"
+		"  versions:\n  - name: v1\n    served: true\n    storage: true\n"
+		"    schema: {openAPIV3Schema: {type: object, x-kubernetes-preserve-unknown-fields: true}}\n";
+	snprintf(pre_crd, sizeof(pre_crd), crd_fmt, "gadgets", group, group, "gadgets", 6, "gadgets", "Gadget", "Gadget");
+	snprintf(own_crd, sizeof(own_crd), crd_fmt, "gizmos", group, group, "gizmos", 5, "gizmos", "Gizmo", "Gizmo");
+	/* The first CRD is created by hand, as by an operator's chart. */
+	json_t *by_hand = node_parse_yaml(pre_crd, "pre-crd");
+	struct latch_k8s_apply_options hand = { .field_manager = "helm", .force = true };
+	assert_int_equal(latch_k8s_apply(k, json_array_get(by_hand, 0), &hand, NULL, &err), 0);
+	json_decref(by_hand);
+	char both[9000];
+	snprintf(both, sizeof(both), "%s---\n%s", pre_crd, own_crd);
+	write_in(&r, "clusters/stack/crds.yaml", both);
+	gitops_sh(r.dir, "cd repo && git add -A && git commit -qm crds");
+	assert_int_equal(sync_once(&r), 0);
+	gitops_sh(r.dir, "cd repo && git rm -q clusters/stack/crds.yaml && git commit -qm 'drop crds'");
+	assert_int_equal(sync_once(&r), 0);
+
+	char name[256];
+	snprintf(name, sizeof(name), "gadgets.%s", group);
+	json_t *live = NULL;
+	assert_int_equal(latch_k8s_get(k, "apiextensions.k8s.io/v1", "CustomResourceDefinition", NULL, name, &live, &err), 0);
+	assert_null(latch_json_path(live, "metadata.deletionTimestamp"));
+	json_decref(live);
+	live = NULL;
+	snprintf(name, sizeof(name), "gizmos.%s", group);
+	int r_own = latch_k8s_get(k, "apiextensions.k8s.io/v1", "CustomResourceDefinition", NULL, name, &live, &err);
+	assert_true(r_own == LATCH_ENOTFOUND || (r_own == 0 && latch_json_path(live, "metadata.deletionTimestamp")));
+	json_decref(live);
+	char *log = stack_read_file(r.log);
+	assert_non_null(strstr(log, "kept a CRD latch-sync did not create"));
+	free(log);
+	snprintf(name, sizeof(name), "gadgets.%s", group);
+	assert_int_equal(latch_k8s_delete(k, "apiextensions.k8s.io/v1", "CustomResourceDefinition", NULL, name, &err), 0);
+	latch_error_done(&err);
+	latch_k8s_free(k);
+	stack_rm_rf(r.dir);
+	free(r.dir);
+}
+
+/* A kubeconfig that turns TLS verification off is obeyed, and said. */
+static void test_sync__insecure_kubeconfig_is_said(void **state)
+{
+	struct repo r;
+	repo_setup(&r);
+	char *kubeconfig = stack_read_file(getenv("KUBECONFIG"));
+	char *server = strstr(kubeconfig, "    server: ");
+	assert_non_null(server);
+	char path[1024];
+	snprintf(path, sizeof(path), "%s/insecure-kubeconfig", r.dir);
+	struct latch_buf text = LATCH_BUF_INIT(1 << 20);
+	latch_buf_printf(&text, "%.*s    insecure-skip-tls-verify: true\n%s", (int)(server - kubeconfig), kubeconfig, server);
+	stack_write_file(path, latch_buf_str(&text));
+	assert_int_equal(gitops_sync("once", r.config, path, r.log), 0);
+	char *log = stack_read_file(r.log);
+	assert_non_null(strstr(log, "the kubeconfig turns TLS verification off (insecure-skip-tls-verify)"));
+	free(log);
+	latch_buf_done(&text);
+	free(kubeconfig);
+	stack_rm_rf(r.dir);
+	free(r.dir);
+}
+
 /* The long-running loop stays flat: memory after 40 passes is what it was after 10 (the
  * sanitized run of the same test checks for leaks outright). */
 static void test_sync__run_loop_memory_is_flat(void **state)
@@ -654,6 +731,8 @@ int main(void)
 		cmocka_unit_test(test_sync__kustomize_overlay),
 		cmocka_unit_test(test_sync__git_transports_and_credentials),
 		cmocka_unit_test(test_sync__prune_keeps_namespaces_it_did_not_create),
+		cmocka_unit_test(test_sync__prune_keeps_crds_it_did_not_create),
+		cmocka_unit_test(test_sync__insecure_kubeconfig_is_said),
 		cmocka_unit_test(test_sync__run_loop_memory_is_flat),
 	};
 	return cmocka_run_group_tests(tests, stack_load, NULL);

@@ -241,6 +241,18 @@ static void test_http__credentials_in_the_url_stay_out_of_errors(void **state)
 	free(shown);
 }
 
+/* Git credentials go only where the configured URL points: a redirect elsewhere gets none. */
+static void test_http__same_origin_is_scheme_host_and_port(void **state)
+{
+	assert_true(latch_url_same_origin("https://u:p@Git.Example/a.git", "https://git.example:443/other/info/refs"));
+	assert_true(latch_url_same_origin("http://[::1]:8080/a", "http://[::1]:8080/b"));
+	assert_false(latch_url_same_origin("https://git.example/a.git", "https://evil.example/a.git"));
+	assert_false(latch_url_same_origin("https://git.example/a.git", "http://git.example/a.git"));
+	assert_false(latch_url_same_origin("https://git.example/a.git", "https://git.example:8443/a.git"));
+	assert_false(latch_url_same_origin("https://git.example@evil.example/", "https://git.example/"));
+	assert_false(latch_url_same_origin("git.example:a.git", "git.example:a.git"));
+}
+
 static void test_http__dropped_connection_is_retried(void **state)
 {
 	const struct step steps[] = { { 0, 0, 0 }, { 200, 2, 0 } };
@@ -335,6 +347,7 @@ int main(void)
 		cmocka_unit_test(test_http__sends_method_headers_and_body),
 		cmocka_unit_test(test_http__connection_refused_retries_then_fails),
 		cmocka_unit_test(test_http__credentials_in_the_url_stay_out_of_errors),
+		cmocka_unit_test(test_http__same_origin_is_scheme_host_and_port),
 		cmocka_unit_test(test_http__dropped_connection_is_retried),
 		cmocka_unit_test(test_http__attempt_timeout),
 		cmocka_unit_test(test_http__total_deadline_bounds_retries),

@@ -570,6 +570,11 @@ static void test_inject_compat__exec_env(void **state)
 		  "its format must be env or dotenv, not json" },
 		{ "exec-env names no secret", "agent-inject-secret-db: p\nlatch.dev/exec-env: other",
 		  "no secret is named 'other'" },
+		{ "exec-env names no container", "agent-inject-secret-db: p\nlatch.dev/exec-env: db\n"
+		  "latch.dev/exec-containers: web", "latch.dev/exec-containers names 'web', which is not a container" },
+		{ "exec-env names the secret in another case", "agent-inject-secret-DB: p\nlatch.dev/exec-env: DB\n"
+		  "latch.dev/exec-containers: foobar", NULL,
+		  { "pod.containers.name=foobar.command.3 = /vault/secrets/db" }, "    command: [psql]\n" },
 	};
 	RUN(cases);
 }
