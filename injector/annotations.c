@@ -774,20 +774,46 @@ static int default_template_of(const struct inject_context *ctx, const struct an
 	return 0;
 }
 
+/* The raw secret name an annotation gives, or NULL when it names no secret. */
+static const char *naming_raw_name(const struct ann *a, const char **ret_prefix)
+{
+	for (const char *const *p = secret_naming_prefixes; *p; p++)
+		if (starts_with(a->key, *p) && a->key[strlen(*p)] && !is_blank(a->value)) {
+			*ret_prefix = *p;
+			return a->key + strlen(*p);
+		}
+	if (strcmp(a->key, "agent-inject-template-file") == 0 && !is_blank(a->value)) {
+		*ret_prefix = "agent-inject-template-";
+		return "file";
+	}
+	return NULL;
+}
+
+/* Two names that differ only in case name one secret: the injector writes both to the same
+ * file, one silently over the other; latch refuses. */
+static int check_distinct_names(const struct inject_context *ctx, const struct ann_set *set, size_t upto,
+				const char *raw)
+{
+	for (size_t j = 0; j < upto; j++) {
+		const char *prefix, *other = naming_raw_name(&set->items[j], &prefix);
+		bool keep = preserve_case(set, raw) || preserve_case(set, other ? other : "");
+		if (other && strcmp(other, raw) != 0 && !keep && strcasecmp(other, raw) == 0)
+			return fail_at(ctx, &set->items[upto], "two secrets are named '%s' (also by '%s'): names are "
+				       "lower-cased, as by the injector", raw, set->items[j].full);
+	}
+	return 0;
+}
+
 static int collect_secrets(const struct inject_context *ctx, const struct ann_set *set,
 			   const struct secret_ctx *sx, json_t *secrets)
 {
 	for (size_t i = 0; i < set->n; i++) {
-		const struct ann *a = &set->items[i];
-		const char *prefix = NULL;
-		for (const char *const *p = secret_naming_prefixes; *p && !prefix; p++)
-			if (starts_with(a->key, *p) && a->key[strlen(*p)])
-				prefix = *p;
-		if (!prefix && strcmp(a->key, "agent-inject-template-file") == 0)
-			prefix = "agent-inject-template-";
-		if (!prefix || is_blank(a->value))
+		const char *prefix, *raw = naming_raw_name(&set->items[i], &prefix);
+		if (!raw)
 			continue;
-		int r = secret_entry(ctx, set, a, prefix, sx, secrets);
+		int r = check_distinct_names(ctx, set, i, raw);
+		if (r == 0)
+			r = secret_entry(ctx, set, &set->items[i], prefix, sx, secrets);
 		if (r < 0)
 			return r;
 	}

@@ -213,6 +213,9 @@ static void test_inject_compat__secret_names_and_case(void **state)
 		/* The injector ignores a bad preserve-secret-case value; so does latch. */
 		{ "preserve-secret-case: yes", "agent-inject-secret-FOO: p\npreserve-secret-case: yes", NULL,
 		  { "config.secrets.name=foo.path = p" } },
+		/* Differs on purpose: the injector renders both to one file, one over the other. */
+		{ "names that differ only in case", "agent-inject-secret-DB: a\nagent-inject-secret-db: b",
+		  "two secrets are named" },
 		/* A blank value names no secret (annotations.go: strings.TrimSpace). */
 		{ "blank agent-inject-secret", "agent-inject-secret-foo: '  '", NULL, { "config.secrets = []" } },
 	};
