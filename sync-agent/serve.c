@@ -1,8 +1,8 @@
 #include "serve.h"
 
 #include <errno.h>
+#include <microhttpd.h>
 #include <netdb.h>
-#include <poll.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -16,7 +16,14 @@
 #include "latch/log.h"
 #include "objects.h"
 
-#define REQUEST_MAX 4096
+/* What a client may take: a whole connection lives at most REQUEST_DEADLINE_S (a client that
+ * trickles a byte a second is cut then), idles at most IDLE_S, holds at most MEMORY_MAX of
+ * headers, and one address holds at most PER_CLIENT connections of CONNECTIONS_MAX. */
+#define REQUEST_DEADLINE_S 10.0
+#define IDLE_S 5
+#define MEMORY_MAX (32 * 1024)
+#define CONNECTIONS_MAX 128
+#define PER_CLIENT 16
 
 struct source_stats {
 	unsigned long long ok, failed, changed, drifted, pruned;
@@ -26,6 +33,11 @@ struct source_stats {
 	bool ran, last_ok;
 };
 
+struct open_connection {
+	int fd;          /* -1: a free slot */
+	double started;
+};
+
 struct serve {
 	const struct sync_config *cfg;
 	struct source_stats *stats;
@@ -33,8 +45,10 @@ struct serve {
 	double heartbeat;
 	long stale_after_s;
 	int fd;
+	struct MHD_Daemon *daemon;
+	struct open_connection open[CONNECTIONS_MAX]; /* under lock */
 	atomic_bool stop;
-	pthread_t thread;
+	pthread_t watchdog;
 };
 
 static int listen_on(const char *address, struct latch_error *err)
@@ -125,54 +139,88 @@ static int answer(struct serve *sv, const char *path, struct latch_buf *body)
 	return status;
 }
 
-static void handle(struct serve *sv, int fd)
+static enum MHD_Result respond(struct MHD_Connection *c, unsigned status, const char *type, const struct latch_buf *body)
 {
-	struct timeval timeout = { 2, 0 };
-	setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, sizeof(timeout));
-	setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &timeout, sizeof(timeout));
-	char request[REQUEST_MAX];
-	size_t len = 0;
-	ssize_t got;
-	while (len < sizeof(request) - 1 && (got = read(fd, request + len, sizeof(request) - 1 - len)) > 0) {
-		len += (size_t)got;
-		request[len] = '\0';
-		if (strstr(request, "\r\n\r\n") || strstr(request, "\n\n"))
-			break;
-	}
-	request[len] = '\0';
-	char path[256] = "";
-	bool get = sscanf(request, "GET %255s HTTP/", path) == 1;
-	char *query = strchr(path, '?');
-	if (query)
-		*query = '\0';
-	struct latch_buf body = LATCH_BUF_INIT(1u << 20), head = LATCH_BUF_INIT(1024);
-	int status = get ? answer(sv, path, &body) : 405;
-	if (!get)
-		latch_buf_printf(&body, "only GET\n");
-	const char *reason = status == 200 ? "OK" : status == 404 ? "Not Found" : status == 405 ? "Method Not Allowed" : "Service Unavailable";
-	latch_buf_printf(&head, "HTTP/1.1 %d %s\r\nContent-Type: %s\r\nContent-Length: %zu\r\nConnection: close\r\n\r\n", status, reason,
-			 strcmp(path, "/metrics") == 0 ? "text/plain; version=0.0.4" : "text/plain", body.len);
-	/* MSG_NOSIGNAL: a scraper that hung up must not kill the agent with SIGPIPE. */
-	if (send(fd, head.ptr, head.len, MSG_NOSIGNAL) == (ssize_t)head.len && body.len)
-		(void)!send(fd, body.ptr, body.len, MSG_NOSIGNAL);
-	latch_buf_done(&head);
-	latch_buf_done(&body);
+	struct MHD_Response *r = MHD_create_response_from_buffer(body->len, body->ptr ? body->ptr : (void *)"",
+								 MHD_RESPMEM_MUST_COPY);
+	if (!r)
+		return MHD_NO;
+	MHD_add_response_header(r, MHD_HTTP_HEADER_CONTENT_TYPE, type);
+	enum MHD_Result ok = MHD_queue_response(c, status, r);
+	MHD_destroy_response(r);
+	return ok;
 }
 
-static void *serve_loop(void *arg)
+static enum MHD_Result handle(void *cls, struct MHD_Connection *c, const char *url, const char *method,
+			      const char *version, const char *upload_data, size_t *upload_data_size, void **req)
+{
+	struct serve *sv = cls;
+	(void)version;
+	(void)upload_data;
+	(void)req;
+	struct latch_buf body = LATCH_BUF_INIT(1u << 20);
+	unsigned status = 405;
+	if (strcmp(method, MHD_HTTP_METHOD_GET) == 0)
+		status = (unsigned)answer(sv, url, &body);
+	else
+		latch_buf_printf(&body, "only GET\n");
+	*upload_data_size = 0; /* a body is not read: the answer is the same */
+	enum MHD_Result r = respond(c, status, strcmp(url, "/metrics") == 0 ? "text/plain; version=0.0.4" : "text/plain",
+				    &body);
+	latch_buf_done(&body);
+	return r;
+}
+
+/* Each connection is noted when it opens, so the watchdog can cut it at the deadline. */
+static void track(void *cls, struct MHD_Connection *c, void **socket_context, enum MHD_ConnectionNotificationCode what)
+{
+	struct serve *sv = cls;
+	const union MHD_ConnectionInfo *info = MHD_get_connection_info(c, MHD_CONNECTION_INFO_CONNECTION_FD);
+	if (!info)
+		return;
+	pthread_mutex_lock(&sv->lock);
+	for (size_t i = 0; i < CONNECTIONS_MAX; i++) {
+		if (what == MHD_CONNECTION_NOTIFY_STARTED && sv->open[i].fd < 0) {
+			sv->open[i] = (struct open_connection){ info->connect_fd, sync_now() };
+			break;
+		}
+		if (what == MHD_CONNECTION_NOTIFY_CLOSED && sv->open[i].fd == info->connect_fd) {
+			sv->open[i].fd = -1;
+			break;
+		}
+	}
+	pthread_mutex_unlock(&sv->lock);
+	(void)socket_context;
+}
+
+/* libmicrohttpd's timeout is for idleness; a client that sends a byte now and then resets
+ * it. The whole connection's deadline is kept here: past it, the socket is shut down and
+ * libmicrohttpd closes the connection. */
+static void *watchdog(void *arg)
 {
 	struct serve *sv = arg;
 	while (!atomic_load(&sv->stop)) {
-		struct pollfd p = { sv->fd, POLLIN, 0 };
-		if (poll(&p, 1, 200) <= 0)
-			continue;
-		int fd = accept4(sv->fd, NULL, NULL, SOCK_CLOEXEC);
-		if (fd < 0)
-			continue;
-		handle(sv, fd);
-		close(fd);
+		struct timespec tick = { 0, 200 * 1000 * 1000 };
+		nanosleep(&tick, NULL);
+		pthread_mutex_lock(&sv->lock);
+		double now = sync_now();
+		for (size_t i = 0; i < CONNECTIONS_MAX; i++)
+			if (sv->open[i].fd >= 0 && now - sv->open[i].started > REQUEST_DEADLINE_S) {
+				shutdown(sv->open[i].fd, SHUT_RDWR);
+				sv->open[i].started = now; /* once */
+			}
+		pthread_mutex_unlock(&sv->lock);
 	}
 	return NULL;
+}
+
+static struct MHD_Daemon *start_daemon(struct serve *sv)
+{
+	return MHD_start_daemon(MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_EPOLL, 0, NULL, NULL, handle, sv,
+				MHD_OPTION_LISTEN_SOCKET, sv->fd, MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)IDLE_S,
+				MHD_OPTION_CONNECTION_LIMIT, (unsigned)CONNECTIONS_MAX, MHD_OPTION_PER_IP_CONNECTION_LIMIT,
+				(unsigned)PER_CLIENT, MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)MEMORY_MAX,
+				MHD_OPTION_NOTIFY_CONNECTION, track, sv, MHD_OPTION_END);
 }
 
 int serve_start(const char *listen, const struct sync_config *cfg, long stale_after_s, struct serve **ret, struct latch_error *err)
@@ -187,10 +235,16 @@ int serve_start(const char *listen, const struct sync_config *cfg, long stale_af
 	sv->heartbeat = sync_now();
 	pthread_mutex_init(&sv->lock, NULL);
 	atomic_init(&sv->stop, false);
+	for (size_t i = 0; i < CONNECTIONS_MAX; i++)
+		sv->open[i].fd = -1;
 	int r = sv->fd = listen_on(listen, err);
-	if (r >= 0 && (r = pthread_create(&sv->thread, NULL, serve_loop, sv)) != 0)
-		r = latch_error_set(err, LATCH_EIO, "cannot start the HTTP thread: %s", strerror(r));
+	if (r >= 0 && !(sv->daemon = start_daemon(sv)))
+		r = latch_error_set(err, LATCH_EIO, "--listen '%s': libmicrohttpd did not start", listen);
+	if (r >= 0 && (r = pthread_create(&sv->watchdog, NULL, watchdog, sv)) != 0)
+		r = latch_error_set(err, LATCH_EIO, "cannot start the HTTP watchdog thread: %s", strerror(r));
 	if (r < 0) {
+		if (sv->daemon)
+			MHD_stop_daemon(sv->daemon);
 		if (sv->fd >= 0)
 			close(sv->fd);
 		pthread_mutex_destroy(&sv->lock);
@@ -239,8 +293,8 @@ void serve_stop(struct serve *sv)
 	if (!sv)
 		return;
 	atomic_store(&sv->stop, true);
-	pthread_join(sv->thread, NULL);
-	close(sv->fd);
+	pthread_join(sv->watchdog, NULL);
+	MHD_stop_daemon(sv->daemon); /* closes the listening socket it was given */
 	pthread_mutex_destroy(&sv->lock);
 	free(sv->stats);
 	free(sv);

@@ -1,7 +1,9 @@
 /* The agent's HTTP endpoints while it runs: /healthz (the loop is alive), /readyz (every
- * source's last pass applied) and /metrics (Prometheus text format). A thread of its own
- * answers one request at a time; the loop reports each pass with serve_record() and each turn
- * with serve_heartbeat(). Only names and counts are served: no secret, no object content.
+ * source's last pass applied) and /metrics (Prometheus text format), served by libmicrohttpd
+ * on a thread of its own, connections concurrently, each with a whole-connection deadline, a
+ * header cap and a per-client limit, so slow clients cannot starve the kubelet's probes. The
+ * loop reports each pass with serve_record() and each turn with serve_heartbeat(). Only names
+ * and counts are served: no secret, no object content.
  *
  * Lifecycle: serve_start() -> serve_record()/serve_heartbeat() -> serve_stop(). */
 #pragma once

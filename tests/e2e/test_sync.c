@@ -7,9 +7,13 @@
 #include <stdint.h>
 #include <cmocka.h>
 
+#include <arpa/inet.h>
+#include <errno.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -410,6 +414,99 @@ static void test_sync__run_serves_health_readiness_and_metrics(void **state)
 	free(r.dir);
 }
 
+/* One GET /healthz from 127.0.0.1 that must complete within limit_s; its status, -1 when not. */
+static long probe_within(int port, double limit_s)
+{
+	int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	struct timeval tv = { 0, (long)(limit_s * 1e6) };
+	setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+	setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
+	struct sockaddr_in a = { .sin_family = AF_INET, .sin_port = htons((uint16_t)port),
+				 .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
+	double start = stack_now();
+	static const char request[] = "GET /healthz HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n";
+	char answer[512] = { 0 };
+	long status = -1;
+	if (connect(fd, (struct sockaddr *)&a, sizeof(a)) == 0 &&
+	    send(fd, request, sizeof(request) - 1, MSG_NOSIGNAL) == (ssize_t)sizeof(request) - 1 &&
+	    read(fd, answer, sizeof(answer) - 1) > 0 && sscanf(answer, "HTTP/1.1 %ld", &status) != 1)
+		status = -1;
+	close(fd);
+	return stack_now() - start <= limit_s ? status : -1;
+}
+
+/* A client of 127.0.0.2 that starts a request and then sends one byte at a time. */
+static int slow_client(int port)
+{
+	int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+	struct sockaddr_in from = { .sin_family = AF_INET }, to = { .sin_family = AF_INET, .sin_port = htons((uint16_t)port) };
+	inet_pton(AF_INET, "127.0.0.2", &from.sin_addr);
+	inet_pton(AF_INET, "127.0.0.1", &to.sin_addr);
+	if (bind(fd, (struct sockaddr *)&from, sizeof(from)) < 0)
+		fail_msg("binding a client to 127.0.0.2: %s", strerror(errno));
+	if (connect(fd, (struct sockaddr *)&to, sizeof(to)) < 0 && errno != EINPROGRESS)
+		fail_msg("connect: %s", strerror(errno));
+	return fd;
+}
+
+/* Whether the server closed the connection (a read sees the end or a reset). */
+static bool closed_by_server(int fd)
+{
+	char c;
+	ssize_t n = recv(fd, &c, 1, MSG_DONTWAIT);
+	return n == 0 || (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK);
+}
+
+/* 200 slow clients (one byte a second, from 127.0.0.2, for 13 s) hold connections: /healthz
+ * from 127.0.0.1 answers within 1 s all along, and every slow connection is cut by the
+ * whole-connection deadline (10 s) or refused by the per-client limit. */
+static void test_sync__probes_answer_while_slow_clients_hold_connections(void **state)
+{
+	struct repo r;
+	repo_setup_health(&r, "    healthCheck: false\n    interval: 1s\n");
+	int port = gitops_free_port();
+	char listen[64];
+	snprintf(listen, sizeof(listen), "127.0.0.1:%d", port);
+	pid_t pid = gitops_spawn(r.config, getenv("KUBECONFIG"), r.log, (const char *const[]){ "--listen", listen, NULL });
+	free(await_status(port, "/healthz", 200, 30));
+	enum { SLOW = 200 };
+	int slow[SLOW];
+	bool started[SLOW] = { false };
+	for (int i = 0; i < SLOW; i++)
+		slow[i] = slow_client(port);
+	static const char request_line[] = "GET /healthz HTTP/1.1\r\n";
+	unsigned probes = 0, late = 0;
+	double start = stack_now(), next_byte = start;
+	while (stack_now() - start < 13) {
+		/* Each second, every slow client sends its request line (once connected), then a byte. */
+		for (int i = 0; stack_now() >= next_byte && i < SLOW; i++)
+			if (!started[i])
+				started[i] = send(slow[i], request_line, sizeof(request_line) - 1, MSG_NOSIGNAL) > 0;
+			else
+				(void)!send(slow[i], "X", 1, MSG_NOSIGNAL);
+		if (stack_now() >= next_byte)
+			next_byte += 1;
+		probes++;
+		if (probe_within(port, 1.0) != 200)
+			late++;
+		struct timespec pause = { 0, 250 * 1000 * 1000 };
+		nanosleep(&pause, NULL);
+	}
+	int cut = 0;
+	for (int i = 0; i < SLOW; i++) {
+		cut += closed_by_server(slow[i]);
+		close(slow[i]);
+	}
+	kill(pid, SIGTERM);
+	assert_int_equal(stack_wait(pid, 30), 0);
+	if (late > 0)
+		fail_msg("%u of %u probes did not answer 200 within 1 s", late, probes);
+	assert_true(probes >= 30);
+	assert_int_equal(cut, SLOW);
+	stack_rm_rf(r.dir);
+	free(r.dir);
+}
+
 static void test_sync__config_errors_name_key_and_line(void **state)
 {
 	struct repo r;
@@ -726,6 +823,7 @@ int main(void)
 		cmocka_unit_test(test_sync__deploy_manifest_passes_server_validation),
 		cmocka_unit_test(test_sync__target_namespace_and_cluster_scoped_objects),
 		cmocka_unit_test(test_sync__run_serves_health_readiness_and_metrics),
+		cmocka_unit_test(test_sync__probes_answer_while_slow_clients_hold_connections),
 		cmocka_unit_test(test_sync__config_errors_name_key_and_line),
 		cmocka_unit_test(test_sync__unhealthy_workload_fails_the_pass),
 		cmocka_unit_test(test_sync__kustomize_overlay),
@@ -735,5 +833,8 @@ int main(void)
 		cmocka_unit_test(test_sync__insecure_kubeconfig_is_said),
 		cmocka_unit_test(test_sync__run_loop_memory_is_flat),
 	};
+	/* LATCH_TEST_FILTER=test_sync__probes* runs only the tests it matches. */
+	if (getenv("LATCH_TEST_FILTER"))
+		cmocka_set_test_filter(getenv("LATCH_TEST_FILTER"));
 	return cmocka_run_group_tests(tests, stack_load, NULL);
 }
