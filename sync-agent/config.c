@@ -113,7 +113,7 @@ static int parse_source(const struct ctx *c, const struct latch_yaml_node *n, si
 {
 	static const char *const keys[] = { "name", "url", "ref", "path", "render", "interval", "timeout", "prune", "allowEmpty",
 					    "targetNamespace", "inject", "healthCheck", "kustomizePath", "credentials", "caFile", "verify",
-					    NULL };
+					    "webhook", NULL };
 	char where[64];
 	snprintf(where, sizeof(where), "spec.sources[%zu]", i);
 	int r = check_keys(c, n, where, keys);
@@ -166,6 +166,13 @@ static int parse_source(const struct ctx *c, const struct latch_yaml_node *n, si
 		r = check_keys(c, verify, "verify", verify_keys);
 		if (r == 0)
 			r = get_str(c, verify, "keyringFile", "verify", true, &s->verify_keyring_file);
+	}
+	const struct latch_yaml_node *webhook = latch_yaml_map_get(n, "webhook");
+	if (r == 0 && webhook) {
+		static const char *const webhook_keys[] = { "secretFile", NULL };
+		r = check_keys(c, webhook, "webhook", webhook_keys);
+		if (r == 0)
+			r = get_str(c, webhook, "secretFile", "webhook", true, &s->webhook_secret_file);
 	}
 	const struct latch_yaml_node *cred = latch_yaml_map_get(n, "credentials");
 	if (r == 0 && cred) {
@@ -281,6 +288,7 @@ void sync_config_done(struct sync_config *c)
 		free(s->known_hosts_file);
 		free(s->ca_file);
 		free(s->verify_keyring_file);
+		free(s->webhook_secret_file);
 	}
 	free(c->sources);
 	free(c->name);

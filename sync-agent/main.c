@@ -21,7 +21,8 @@ static const char usage[] =
 	"  diff   validate every source with a server dry run; nothing is written\n"
 	"  run    a pass per source every interval, until SIGTERM (or --max-passes N);\n"
 	"         --interval SECONDS overrides the sources' intervals (0: back to back, for soak tests)\n"
-	"         --listen HOST:PORT serves /healthz, /readyz and /metrics (Prometheus)\n"
+	"         --listen HOST:PORT serves /healthz, /readyz, /metrics (Prometheus) and\n"
+	"         POST /hook/<source> (a push webhook signed with the source's webhook.secretFile)\n"
 	"  status what the last pass of every source recorded; exit 0 only if all applied\n"
 	"\n"
 	"Kubernetes access: --kubeconfig, $KUBECONFIG, or the in-cluster service account.\n";
@@ -124,28 +125,41 @@ static void log_result(const struct sync_source *s, const struct sync_result *re
 }
 
 /* One pass over every source; returns the number that failed. */
+static bool pass_one(struct latch_k8s *k, const struct sync_config *cfg, size_t i, bool dry_run, struct serve *sv)
+{
+	const struct sync_source *s = &cfg->sources[i];
+	struct sync_result res = { 0 };
+	struct latch_error err = LATCH_ERROR_INIT;
+	if (dry_run)
+		printf("# %s\n", s->name);
+	double started = sync_now();
+	bool ok = sync_source_pass(k, cfg, s, dry_run ? stdout : NULL, &res, &err) == 0;
+	serve_record(sv, i, ok, &res, sync_now() - started);
+	if (ok)
+		log_result(s, &res, dry_run);
+	else
+		LATCH_LOG(LATCH_LOG_ERROR, "sync failed", { "source", s->name }, { "error", latch_error_message(&err) });
+	latch_error_done(&err);
+	return ok;
+}
+
 static size_t pass_all(struct latch_k8s *k, const struct sync_config *cfg, bool dry_run, struct serve *sv)
 {
 	size_t failed = 0;
 	refresh_old_discovery(k);
 	for (size_t i = 0; i < cfg->n_sources; i++) {
-		const struct sync_source *s = &cfg->sources[i];
-		struct sync_result res = { 0 };
-		struct latch_error err = LATCH_ERROR_INIT;
-		if (dry_run)
-			printf("# %s\n", s->name);
-		double started = sync_now();
-		bool ok = sync_source_pass(k, cfg, s, dry_run ? stdout : NULL, &res, &err) == 0;
-		serve_record(sv, i, ok, &res, sync_now() - started);
-		if (ok) {
-			log_result(s, &res, dry_run);
-		} else {
-			LATCH_LOG(LATCH_LOG_ERROR, "sync failed", { "source", s->name }, { "error", latch_error_message(&err) });
-			failed++;
-		}
-		latch_error_done(&err);
+		failed += !pass_one(k, cfg, i, dry_run, sv);
+		serve_take_pass_request(sv, i); /* this pass is the one a hook asked for */
 	}
 	return failed;
+}
+
+/* The sources a signed push hook asked for, at once. */
+static void pass_requested(struct latch_k8s *k, const struct sync_config *cfg, struct serve *sv)
+{
+	for (size_t i = 0; i < cfg->n_sources; i++)
+		if (serve_take_pass_request(sv, i))
+			pass_one(k, cfg, i, false, sv);
 }
 
 /* Prints a line per source; returns the number not applied and healthy. */
@@ -198,14 +212,27 @@ static void reap_orphans(void)
 		;
 }
 
-static bool wait_or_stop(long seconds)
+enum wake { WAKE_INTERVAL, WAKE_HOOK, WAKE_STOP };
+
+/* Whole seconds until a time on sync_now()'s clock, 0 when past: a hook's pass does not put
+ * off the other sources' next pass. */
+static long seconds_until(double when)
+{
+	double left = when - sync_now();
+	return left > 0 ? (long)(left + 0.999) : 0;
+}
+
+/* Until the interval is over, a push hook asks for a pass (SIGUSR1), or a stop signal. */
+static enum wake wait_for_next(long seconds)
 {
 	sigset_t set;
 	sigemptyset(&set);
 	sigaddset(&set, SIGTERM);
 	sigaddset(&set, SIGINT);
+	sigaddset(&set, SIGUSR1);
 	struct timespec ts = { seconds, 0 };
-	return sigtimedwait(&set, NULL, &ts) > 0;
+	int sig = sigtimedwait(&set, NULL, &ts);
+	return sig == SIGUSR1 ? WAKE_HOOK : sig > 0 ? WAKE_STOP : WAKE_INTERVAL;
 }
 
 int main(int argc, char **argv)
@@ -214,6 +241,7 @@ int main(int argc, char **argv)
 	sigemptyset(&stop);
 	sigaddset(&stop, SIGTERM);
 	sigaddset(&stop, SIGINT);
+	sigaddset(&stop, SIGUSR1); /* a push hook: taken by the loop, never by a thread */
 	sigprocmask(SIG_BLOCK, &stop, NULL);
 	/* Git credentials and rendered Secrets pass through this process's memory. */
 	latch_secret_no_core_dumps();
@@ -252,12 +280,20 @@ int main(int argc, char **argv)
 			latch_error_done(&err);
 			return 69;
 		}
-		long passes = 0;
+		long passes = 0, interval = o.interval_s >= 0 ? o.interval_s : shortest_interval(&cfg);
+		enum wake why = WAKE_INTERVAL;
+		double next_full = 0;
 		do {
-			pass_all(k, &cfg, false, sv);
+			if (why == WAKE_HOOK) {
+				pass_requested(k, &cfg, sv);
+			} else {
+				pass_all(k, &cfg, false, sv);
+				next_full = sync_now() + (double)interval;
+			}
 			reap_orphans();
 			serve_heartbeat(sv);
-		} while ((o.max_passes == 0 || ++passes < o.max_passes) && !wait_or_stop(o.interval_s >= 0 ? o.interval_s : shortest_interval(&cfg)));
+		} while ((o.max_passes == 0 || ++passes < o.max_passes) &&
+			 (why = wait_for_next(seconds_until(next_full))) != WAKE_STOP);
 		serve_stop(sv);
 	} else if (strcmp(o.mode, "status") == 0) {
 		failed = status_all(k, &cfg);

@@ -4,6 +4,7 @@
 #include <microhttpd.h>
 #include <netdb.h>
 #include <pthread.h>
+#include <signal.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -13,8 +14,10 @@
 #include <unistd.h>
 
 #include "latch/buf.h"
+#include "latch/file.h"
 #include "latch/log.h"
 #include "objects.h"
+#include "webhook.h"
 
 /* What a client may take: a whole connection lives at most REQUEST_DEADLINE_S (a client that
  * trickles a byte a second is cut then), idles at most IDLE_S, holds at most MEMORY_MAX of
@@ -24,6 +27,13 @@
 #define MEMORY_MAX (32 * 1024)
 #define CONNECTIONS_MAX 128
 #define PER_CLIENT 16
+/* Push hooks: a body of at most HOOK_BODY_MAX, and per source a burst of HOOK_BURST requests
+ * then one a second; past that 429, before any signature is checked. */
+#define HOOK_BODY_MAX (1u << 20)
+#define HOOK_SECRET_MAX 4096
+#define HOOK_BURST 10.0
+#define HOOK_PER_S 1.0
+#define HOOK_PREFIX "/hook/"
 
 struct source_stats {
 	unsigned long long ok, failed, changed, drifted, pruned;
@@ -31,6 +41,9 @@ struct source_stats {
 	double last_seconds;
 	time_t last_success;
 	bool ran, last_ok;
+	bool pass_requested;  /* a signed push hook came: the loop runs this source at once */
+	double hook_tokens;   /* rate limit: HOOK_BURST requests, then HOOK_PER_S */
+	double hook_refilled;
 };
 
 struct open_connection {
@@ -64,7 +77,7 @@ static int listen_on(const char *address, struct latch_error *err)
 	int fd = socket(ai->ai_family, SOCK_STREAM | SOCK_CLOEXEC, 0), one = 1;
 	if (fd >= 0)
 		setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
-	int r = fd >= 0 && bind(fd, ai->ai_addr, ai->ai_addrlen) == 0 && listen(fd, 16) == 0 ? fd : -errno;
+	int r = fd >= 0 && bind(fd, ai->ai_addr, ai->ai_addrlen) == 0 && listen(fd, SOMAXCONN) == 0 ? fd : -errno;
 	freeaddrinfo(ai);
 	if (r < 0) {
 		if (fd >= 0)
@@ -151,24 +164,153 @@ static enum MHD_Result respond(struct MHD_Connection *c, unsigned status, const 
 	return ok;
 }
 
+/* The source a hook URL names, if it takes hooks. */
+static const struct sync_source *hook_source(const struct serve *sv, const char *url, size_t *ret_index)
+{
+	for (size_t i = 0; i < sv->cfg->n_sources; i++)
+		if (strcmp(url + strlen(HOOK_PREFIX), sv->cfg->sources[i].name) == 0 && sv->cfg->sources[i].webhook_secret_file) {
+			*ret_index = i;
+			return &sv->cfg->sources[i];
+		}
+	return NULL;
+}
+
+static bool hook_rate_ok(struct serve *sv, size_t i)
+{
+	pthread_mutex_lock(&sv->lock);
+	struct source_stats *st = &sv->stats[i];
+	double now = sync_now();
+	st->hook_tokens += (now - st->hook_refilled) * HOOK_PER_S;
+	if (st->hook_tokens > HOOK_BURST)
+		st->hook_tokens = HOOK_BURST;
+	st->hook_refilled = now;
+	bool ok = st->hook_tokens >= 1.0;
+	if (ok)
+		st->hook_tokens -= 1.0;
+	pthread_mutex_unlock(&sv->lock);
+	return ok;
+}
+
+/* The body of a hook being received. */
+struct hook_request {
+	size_t source;
+	struct latch_buf body;
+	bool too_big;
+};
+
+/* A complete hook: checked against the source's secret (read at every hook, so it can be
+ * rotated by updating the Secret), then a pass of that source is requested. */
+static unsigned hook_verdict(struct serve *sv, struct MHD_Connection *c, struct hook_request *h, struct latch_buf *out)
+{
+	const struct sync_source *s = &sv->cfg->sources[h->source];
+	if (h->too_big)
+		return latch_buf_printf(out, "the body is larger than %u bytes\n", HOOK_BODY_MAX), 413;
+	struct latch_buf secret = LATCH_SECRET_BUF_INIT(HOOK_SECRET_MAX);
+	struct latch_error err = LATCH_ERROR_INIT;
+	bool readable = latch_file_read(s->webhook_secret_file, HOOK_SECRET_MAX, &secret, &err) == 0;
+	bool ok = readable && sync_webhook_signed(latch_buf_view(&secret), latch_buf_view(&h->body),
+						  MHD_lookup_connection_value(c, MHD_HEADER_KIND, "X-Hub-Signature-256"),
+						  MHD_lookup_connection_value(c, MHD_HEADER_KIND, "X-Latch-Signature"),
+						  MHD_lookup_connection_value(c, MHD_HEADER_KIND, "X-Gitlab-Token"));
+	latch_buf_done(&secret);
+	if (!readable)
+		LATCH_LOG(LATCH_LOG_ERROR, "cannot read the webhook secret", { "source", s->name },
+			  { "error", latch_error_message(&err) });
+	latch_error_done(&err);
+	if (!ok) {
+		LATCH_LOG(LATCH_LOG_WARN, "refused a webhook without a valid signature", { "source", s->name });
+		return latch_buf_printf(out, "no valid signature\n"), 401;
+	}
+	pthread_mutex_lock(&sv->lock);
+	sv->stats[h->source].pass_requested = true;
+	pthread_mutex_unlock(&sv->lock);
+	kill(getpid(), SIGUSR1); /* wakes the loop, which waits for it */
+	LATCH_LOG(LATCH_LOG_INFO, "a signed webhook starts a pass", { "source", s->name });
+	return latch_buf_printf(out, "pass of %s started\n", s->name), 202;
+}
+
+/* POST /hook/<source>: called first with the headers, then with each part of the body, then
+ * once more with none. */
+static enum MHD_Result handle_hook(struct serve *sv, struct MHD_Connection *c, const char *url, const char *data,
+				   size_t *size, void **req, struct latch_buf *out, unsigned *status)
+{
+	struct hook_request *h = *req;
+	if (!h) {
+		size_t i;
+		if (!hook_source(sv, url, &i))
+			return latch_buf_printf(out, "no source takes hooks at %s\n", url), *status = 404, MHD_NO;
+		if (!hook_rate_ok(sv, i))
+			return latch_buf_printf(out, "too many hooks for this source\n"), *status = 429, MHD_NO;
+		const char *length = MHD_lookup_connection_value(c, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_LENGTH);
+		if (length && strtoull(length, NULL, 10) > HOOK_BODY_MAX)
+			return latch_buf_printf(out, "the body is larger than %u bytes\n", HOOK_BODY_MAX), *status = 413,
+			       MHD_NO;
+		if (!(h = calloc(1, sizeof(*h))))
+			return MHD_NO;
+		h->source = i;
+		latch_buf_init(&h->body, HOOK_BODY_MAX, false);
+		*req = h;
+		return MHD_YES;
+	}
+	if (*size > 0) {
+		h->too_big = h->too_big || latch_buf_append(&h->body, data, *size) < 0;
+		*size = 0;
+		return MHD_YES;
+	}
+	*status = hook_verdict(sv, c, h, out);
+	return MHD_NO;
+}
+
+static void request_done(void *cls, struct MHD_Connection *c, void **req, enum MHD_RequestTerminationCode why)
+{
+	(void)cls;
+	(void)c;
+	(void)why;
+	struct hook_request *h = *req;
+	if (h) {
+		latch_buf_done(&h->body);
+		free(h);
+		*req = NULL;
+	}
+}
+
 static enum MHD_Result handle(void *cls, struct MHD_Connection *c, const char *url, const char *method,
 			      const char *version, const char *upload_data, size_t *upload_data_size, void **req)
 {
 	struct serve *sv = cls;
 	(void)version;
-	(void)upload_data;
-	(void)req;
 	struct latch_buf body = LATCH_BUF_INIT(1u << 20);
 	unsigned status = 405;
-	if (strcmp(method, MHD_HTTP_METHOD_GET) == 0)
+	if (strcmp(method, MHD_HTTP_METHOD_POST) == 0 && strncmp(url, HOOK_PREFIX, strlen(HOOK_PREFIX)) == 0) {
+		/* MHD_YES: more of the request is to come. MHD_NO: answer now with the status it
+		 * set, or close the connection when it set none (out of memory). */
+		status = 0;
+		enum MHD_Result more = handle_hook(sv, c, url, upload_data, upload_data_size, req, &body, &status);
+		if (more == MHD_YES || status == 0) {
+			latch_buf_done(&body);
+			return more;
+		}
+	} else if (strcmp(method, MHD_HTTP_METHOD_GET) == 0) {
 		status = (unsigned)answer(sv, url, &body);
-	else
-		latch_buf_printf(&body, "only GET\n");
-	*upload_data_size = 0; /* a body is not read: the answer is the same */
+	} else {
+		latch_buf_printf(&body, "GET /healthz, /readyz, /metrics; POST %s<source>\n", HOOK_PREFIX);
+	}
+	*upload_data_size = 0;
 	enum MHD_Result r = respond(c, status, strcmp(url, "/metrics") == 0 ? "text/plain; version=0.0.4" : "text/plain",
 				    &body);
 	latch_buf_done(&body);
 	return r;
+}
+
+bool serve_take_pass_request(struct serve *sv, size_t source)
+{
+	if (!sv || source >= sv->cfg->n_sources)
+		return false;
+	pthread_mutex_lock(&sv->lock);
+	bool requested = sv->stats[source].pass_requested;
+	sv->stats[source].pass_requested = false;
+	pthread_mutex_unlock(&sv->lock);
+	return requested;
 }
 
 /* Each connection is noted when it opens, so the watchdog can cut it at the deadline. */
@@ -220,7 +362,8 @@ static struct MHD_Daemon *start_daemon(struct serve *sv)
 				MHD_OPTION_LISTEN_SOCKET, sv->fd, MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)IDLE_S,
 				MHD_OPTION_CONNECTION_LIMIT, (unsigned)CONNECTIONS_MAX, MHD_OPTION_PER_IP_CONNECTION_LIMIT,
 				(unsigned)PER_CLIENT, MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)MEMORY_MAX,
-				MHD_OPTION_NOTIFY_CONNECTION, track, sv, MHD_OPTION_END);
+				MHD_OPTION_NOTIFY_CONNECTION, track, sv, MHD_OPTION_NOTIFY_COMPLETED, request_done, sv,
+				MHD_OPTION_END);
 }
 
 int serve_start(const char *listen, const struct sync_config *cfg, long stale_after_s, struct serve **ret, struct latch_error *err)
@@ -252,7 +395,9 @@ int serve_start(const char *listen, const struct sync_config *cfg, long stale_af
 		free(sv);
 		return r;
 	}
-	LATCH_LOG(LATCH_LOG_INFO, "serving /healthz, /readyz and /metrics", { "listen", listen });
+	for (size_t i = 0; i < cfg->n_sources; i++)
+		sv->stats[i].hook_tokens = HOOK_BURST;
+	LATCH_LOG(LATCH_LOG_INFO, "serving /healthz, /readyz, /metrics and /hook/<source>", { "listen", listen });
 	*ret = sv;
 	return 0;
 }

@@ -3,7 +3,8 @@
  * on a thread of its own, connections concurrently, each with a whole-connection deadline, a
  * header cap and a per-client limit, so slow clients cannot starve the kubelet's probes. The
  * loop reports each pass with serve_record() and each turn with serve_heartbeat(). Only names
- * and counts are served: no secret, no object content.
+ * and counts are served: no secret, no object content. POST /hook/<source>, signed with the
+ * source's webhook secret (webhook.h), requests a pass of that source at once.
  *
  * Lifecycle: serve_start() -> serve_record()/serve_heartbeat() -> serve_stop(). */
 #pragma once
@@ -20,4 +21,7 @@ struct serve;
 int serve_start(const char *listen, const struct sync_config *cfg, long stale_after_s, struct serve **ret, struct latch_error *err);
 void serve_record(struct serve *sv, size_t source, bool ok, const struct sync_result *res, double seconds);
 void serve_heartbeat(struct serve *sv);
+/* Whether a signed push hook asked for a pass of this source since the last call (the hook
+ * also sends SIGUSR1 to the process, which the loop waits for). */
+bool serve_take_pass_request(struct serve *sv, size_t source);
 void serve_stop(struct serve *sv);

@@ -26,6 +26,7 @@ struct sync_source {
 	char *ssh_key_file, *known_hosts_file;
 	char *ca_file;         /* CA bundle for an https remote */
 	char *verify_keyring_file; /* OpenPGP public keys: a commit must be signed by one to apply */
+	char *webhook_secret_file; /* POST /hook/<name> signed with this secret starts a pass at once */
 	char *inject_image;
 	char *inject_vault_address;
 	bool inject_pin_vault_address;

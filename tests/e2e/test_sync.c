@@ -8,6 +8,8 @@
 #include <cmocka.h>
 
 #include <arpa/inet.h>
+#include <openssl/evp.h>
+#include <openssl/hmac.h>
 #include <errno.h>
 #include <signal.h>
 #include <stdio.h>
@@ -507,6 +509,122 @@ static void test_sync__probes_answer_while_slow_clients_hold_connections(void **
 	free(r.dir);
 }
 
+/* POST path with extra header lines and a body; the status, or -1. */
+static long http_post(int port, const char *path, const char *headers, const char *body, size_t body_len)
+{
+	int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	struct timeval tv = { 5, 0 };
+	setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+	struct sockaddr_in a = { .sin_family = AF_INET, .sin_port = htons((uint16_t)port),
+				 .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
+	struct latch_buf request = LATCH_BUF_INIT(4u << 20);
+	latch_buf_printf(&request, "POST %s HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\nContent-Length: %zu\r\n%s\r\n",
+			 path, body_len, headers);
+	latch_buf_append(&request, body, body_len);
+	char answer[512] = { 0 };
+	long status = -1;
+	if (connect(fd, (struct sockaddr *)&a, sizeof(a)) == 0 &&
+	    send(fd, request.ptr, request.len, MSG_NOSIGNAL) >= 0 && read(fd, answer, sizeof(answer) - 1) > 0 &&
+	    sscanf(answer, "HTTP/1.1 %ld", &status) != 1)
+		status = -1;
+	close(fd);
+	latch_buf_done(&request);
+	return status;
+}
+
+/* X-Hub-Signature-256 for body under secret, as GitHub sends it. */
+static void github_signature(const char *secret, const char *body, char header[128])
+{
+	unsigned char mac[32];
+	unsigned int len = 0;
+	HMAC(EVP_sha256(), secret, (int)strlen(secret), (const unsigned char *)body, strlen(body), mac, &len);
+	int n = snprintf(header, 128, "X-Hub-Signature-256: sha256=");
+	for (unsigned i = 0; i < len; i++)
+		n += snprintf(header + n, (size_t)(128 - n), "%02x", mac[i]);
+	snprintf(header + n, (size_t)(128 - n), "\r\n");
+}
+
+static const char *hook_value(struct latch_k8s *k)
+{
+	static char value[64];
+	json_t *cm = gitops_get(k, "v1", "ConfigMap", "sync-e2e", "hooked");
+	snprintf(value, sizeof(value), "%s", cm ? latch_json_get_str(latch_json_path(cm, "data"), "v") ?: "" : "");
+	json_decref(cm);
+	return value;
+}
+
+/* A push followed by a signed hook is applied at once, though the interval is an hour; a hook
+ * without a valid signature, for an unknown source or too large starts nothing; a flood is
+ * cut by the rate limit and the agent stays responsive. */
+static void test_sync__signed_webhook_starts_a_pass_at_once(void **state)
+{
+	char *secrets = stack_mkdtemp("latch-e2e-hook"), secret_file[1100], source[1400];
+	snprintf(secret_file, sizeof(secret_file), "%s/secret", secrets);
+	stack_write_file(secret_file, "hook-s3cret\n");
+	snprintf(source, sizeof(source), "    healthCheck: false\n    interval: 1h\n    webhook: {secretFile: %s}\n",
+		 secret_file);
+	struct repo r;
+	repo_setup_health(&r, source);
+	write_in(&r, "clusters/stack/hooked.yaml", "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: hooked, namespace: sync-e2e}\n"
+						   "data: {v: one}\n");
+	gitops_sh(r.dir, "cd repo && git add -A && git commit -qm hooked");
+	int port = gitops_free_port();
+	char listen[64];
+	snprintf(listen, sizeof(listen), "127.0.0.1:%d", port);
+	pid_t pid = gitops_spawn(r.config, getenv("KUBECONFIG"), r.log, (const char *const[]){ "--listen", listen, NULL });
+	free(await_status(port, "/readyz", 200, 30));
+	struct latch_k8s *k = kube();
+	assert_string_equal(hook_value(k), "one");
+
+	write_in(&r, "clusters/stack/hooked.yaml", "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: hooked, namespace: sync-e2e}\n"
+						   "data: {v: two}\n");
+	gitops_sh(r.dir, "cd repo && git commit -qam two");
+	static const char push[] = "{\"ref\":\"refs/heads/main\"}";
+	char good[128];
+	github_signature("hook-s3cret", push, good);
+	assert_int_equal(http_post(port, "/hook/apps", "X-Hub-Signature-256: sha256=00\r\n", push, strlen(push)), 401);
+	char wrong[128];
+	github_signature("not-the-secret", push, wrong);
+	assert_int_equal(http_post(port, "/hook/apps", wrong, push, strlen(push)), 401);
+	assert_int_equal(http_post(port, "/hook/nothing", good, push, strlen(push)), 404);
+	assert_int_equal(http_post(port, "/hook/apps", "Content-Type: application/json\r\n", "x", 1), 401);
+	sleep(2);
+	assert_string_equal(hook_value(k), "one"); /* nothing started a pass */
+
+	double sent = stack_now();
+	assert_int_equal(http_post(port, "/hook/apps", good, push, strlen(push)), 202);
+	while (strcmp(hook_value(k), "two") != 0 && stack_now() - sent < 10) {
+		struct timespec pause = { 0, 50 * 1000 * 1000 };
+		nanosleep(&pause, NULL);
+	}
+	double took = stack_now() - sent;
+	if (took >= 2)
+		fail_msg("the pushed revision was applied %.1f s after the hook", took);
+
+	/* GitLab's token header; then a body over the cap; then a flood, cut at the burst. */
+	assert_int_equal(http_post(port, "/hook/apps", "X-Gitlab-Token: hook-s3cret\r\n", push, strlen(push)), 202);
+	char *big = calloc(1, (2u << 20) + 1);
+	memset(big, 'x', 2u << 20);
+	assert_int_equal(http_post(port, "/hook/apps", good, big, 2u << 20), 413);
+	free(big);
+	unsigned limited = 0;
+	for (int i = 0; i < 40; i++)
+		limited += http_post(port, "/hook/apps", "X-Gitlab-Token: wrong\r\n", push, strlen(push)) == 429;
+	assert_true(limited >= 20);
+	assert_int_equal(probe_within(port, 1.0), 200);
+	char *log = stack_read_file(r.log);
+	assert_null(strstr(log, "hook-s3cret"));
+	assert_non_null(strstr(log, "refused a webhook without a valid signature"));
+	free(log);
+	kill(pid, SIGTERM);
+	assert_int_equal(stack_wait(pid, 30), 0);
+	latch_k8s_free(k);
+	stack_rm_rf(r.dir);
+	free(r.dir);
+	stack_rm_rf(secrets);
+	free(secrets);
+}
+
 static void test_sync__config_errors_name_key_and_line(void **state)
 {
 	struct repo r;
@@ -824,6 +942,7 @@ int main(void)
 		cmocka_unit_test(test_sync__target_namespace_and_cluster_scoped_objects),
 		cmocka_unit_test(test_sync__run_serves_health_readiness_and_metrics),
 		cmocka_unit_test(test_sync__probes_answer_while_slow_clients_hold_connections),
+		cmocka_unit_test(test_sync__signed_webhook_starts_a_pass_at_once),
 		cmocka_unit_test(test_sync__config_errors_name_key_and_line),
 		cmocka_unit_test(test_sync__unhealthy_workload_fails_the_pass),
 		cmocka_unit_test(test_sync__kustomize_overlay),
