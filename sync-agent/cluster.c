@@ -215,9 +215,9 @@ static int note_created(struct latch_k8s *k, const json_t *obj, json_t *created,
 	if (sync_names_contain(created, key))
 		return 0;
 	json_t *live = NULL;
-	int r = crd ? latch_k8s_get(k, "apiextensions.k8s.io/v1", "CustomResourceDefinition", NULL, sync_object_meta(obj, "name"),
-				    &live, err)
-		    : latch_k8s_get(k, "v1", "Namespace", NULL, sync_object_meta(obj, "name"), &live, err);
+	const char *name = sync_object_meta(obj, "name");
+	int r = crd ? latch_k8s_get(k, "apiextensions.k8s.io/v1", "CustomResourceDefinition", NULL, name, &live, err)
+		    : latch_k8s_get(k, "v1", "Namespace", NULL, name, &live, err);
 	json_decref(live);
 	if (r == LATCH_ENOTFOUND && json_array_append_new(created, json_string(key)) < 0)
 		return latch_error_set(err, LATCH_ENOMEM, "out of memory");

@@ -125,7 +125,8 @@ static void log_result(const struct sync_source *s, const struct sync_result *re
 }
 
 /* One pass over every source; returns the number that failed. */
-static bool pass_one(struct latch_k8s *k, const struct sync_config *cfg, size_t i, bool dry_run, struct serve *sv)
+static bool pass_one(struct latch_k8s *k, const struct sync_config *cfg, size_t i, bool dry_run,
+		     struct serve *sv)
 {
 	const struct sync_source *s = &cfg->sources[i];
 	struct sync_result res = { 0 };

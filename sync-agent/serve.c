@@ -152,7 +152,8 @@ static int answer(struct serve *sv, const char *path, struct latch_buf *body)
 	return status;
 }
 
-static enum MHD_Result respond(struct MHD_Connection *c, unsigned status, const char *type, const struct latch_buf *body)
+static enum MHD_Result respond(struct MHD_Connection *c, unsigned status, const char *type,
+			       const struct latch_buf *body)
 {
 	struct MHD_Response *r = MHD_create_response_from_buffer(body->len, body->ptr ? body->ptr : (void *)"",
 								 MHD_RESPMEM_MUST_COPY);
@@ -168,7 +169,8 @@ static enum MHD_Result respond(struct MHD_Connection *c, unsigned status, const 
 static const struct sync_source *hook_source(const struct serve *sv, const char *url, size_t *ret_index)
 {
 	for (size_t i = 0; i < sv->cfg->n_sources; i++)
-		if (strcmp(url + strlen(HOOK_PREFIX), sv->cfg->sources[i].name) == 0 && sv->cfg->sources[i].webhook_secret_file) {
+		if (strcmp(url + strlen(HOOK_PREFIX), sv->cfg->sources[i].name) == 0 &&
+		    sv->cfg->sources[i].webhook_secret_file) {
 			*ret_index = i;
 			return &sv->cfg->sources[i];
 		}
@@ -200,7 +202,8 @@ struct hook_request {
 
 /* A complete hook: checked against the source's secret (read at every hook, so it can be
  * rotated by updating the Secret), then a pass of that source is requested. */
-static unsigned hook_verdict(struct serve *sv, struct MHD_Connection *c, struct hook_request *h, struct latch_buf *out)
+static unsigned hook_verdict(struct serve *sv, struct MHD_Connection *c, struct hook_request *h,
+			     struct latch_buf *out)
 {
 	const struct sync_source *s = &sv->cfg->sources[h->source];
 	if (h->too_big)
@@ -231,8 +234,9 @@ static unsigned hook_verdict(struct serve *sv, struct MHD_Connection *c, struct 
 
 /* POST /hook/<source>: called first with the headers, then with each part of the body, then
  * once more with none. */
-static enum MHD_Result handle_hook(struct serve *sv, struct MHD_Connection *c, const char *url, const char *data,
-				   size_t *size, void **req, struct latch_buf *out, unsigned *status)
+static enum MHD_Result handle_hook(struct serve *sv, struct MHD_Connection *c, const char *url,
+				   const char *data, size_t *size, void **req, struct latch_buf *out,
+				   unsigned *status)
 {
 	struct hook_request *h = *req;
 	if (!h) {
@@ -296,8 +300,8 @@ static enum MHD_Result handle(void *cls, struct MHD_Connection *c, const char *u
 		latch_buf_printf(&body, "GET /healthz, /readyz, /metrics; POST %s<source>\n", HOOK_PREFIX);
 	}
 	*upload_data_size = 0;
-	enum MHD_Result r = respond(c, status, strcmp(url, "/metrics") == 0 ? "text/plain; version=0.0.4" : "text/plain",
-				    &body);
+	const char *type = strcmp(url, "/metrics") == 0 ? "text/plain; version=0.0.4" : "text/plain";
+	enum MHD_Result r = respond(c, status, type, &body);
 	latch_buf_done(&body);
 	return r;
 }
@@ -314,7 +318,8 @@ bool serve_take_pass_request(struct serve *sv, size_t source)
 }
 
 /* Each connection is noted when it opens, so the watchdog can cut it at the deadline. */
-static void track(void *cls, struct MHD_Connection *c, void **socket_context, enum MHD_ConnectionNotificationCode what)
+static void track(void *cls, struct MHD_Connection *c, void **socket_context,
+		  enum MHD_ConnectionNotificationCode what)
 {
 	struct serve *sv = cls;
 	const union MHD_ConnectionInfo *info = MHD_get_connection_info(c, MHD_CONNECTION_INFO_CONNECTION_FD);

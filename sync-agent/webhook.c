@@ -19,8 +19,8 @@ static bool hmac_matches(struct latch_view secret, struct latch_view body, const
 		return false;
 	unsigned char mac[EVP_MAX_MD_SIZE];
 	unsigned int mac_len = 0;
-	if (!HMAC(EVP_sha256(), secret.ptr, (int)secret.len, (const unsigned char *)(body.ptr ? body.ptr : ""), body.len,
-		  mac, &mac_len) || mac_len != 32)
+	const unsigned char *data = (const unsigned char *)(body.ptr ? body.ptr : "");
+	if (!HMAC(EVP_sha256(), secret.ptr, (int)secret.len, data, body.len, mac, &mac_len) || mac_len != 32)
 		return false;
 	static const char hex[] = "0123456789abcdef";
 	char expected[65];
@@ -38,7 +38,8 @@ static bool hmac_matches(struct latch_view secret, struct latch_view body, const
 
 static bool token_matches(struct latch_view secret, const char *token)
 {
-	return token && strlen(token) == secret.len && secret.len > 0 && CRYPTO_memcmp(token, secret.ptr, secret.len) == 0;
+	return token && secret.len > 0 && strlen(token) == secret.len &&
+	       CRYPTO_memcmp(token, secret.ptr, secret.len) == 0;
 }
 
 bool sync_webhook_signed(struct latch_view secret, struct latch_view body, const char *hub_signature,

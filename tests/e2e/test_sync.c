@@ -416,24 +416,35 @@ static void test_sync__run_serves_health_readiness_and_metrics(void **state)
 	free(r.dir);
 }
 
-/* One GET /healthz from 127.0.0.1 that must complete within limit_s; its status, -1 when not. */
-static long probe_within(int port, double limit_s)
+/* A connection to 127.0.0.1:port whose reads and writes give up after timeout_s; -1 if none. */
+static int connect_local(int port, double timeout_s)
 {
 	int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-	struct timeval tv = { 0, (long)(limit_s * 1e6) };
+	struct timeval tv = { (time_t)timeout_s, (long)((timeout_s - (double)(time_t)timeout_s) * 1e6) };
 	setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
 	setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
 	struct sockaddr_in a = { .sin_family = AF_INET, .sin_port = htons((uint16_t)port),
 				 .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
+	if (fd >= 0 && connect(fd, (struct sockaddr *)&a, sizeof(a)) == 0)
+		return fd;
+	if (fd >= 0)
+		close(fd);
+	return -1;
+}
+
+/* One GET /healthz from 127.0.0.1 that must complete within limit_s; its status, -1 when not. */
+static long probe_within(int port, double limit_s)
+{
 	double start = stack_now();
+	int fd = connect_local(port, limit_s);
 	static const char request[] = "GET /healthz HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n";
 	char answer[512] = { 0 };
 	long status = -1;
-	if (connect(fd, (struct sockaddr *)&a, sizeof(a)) == 0 &&
-	    send(fd, request, sizeof(request) - 1, MSG_NOSIGNAL) == (ssize_t)sizeof(request) - 1 &&
+	if (fd >= 0 && send(fd, request, sizeof(request) - 1, MSG_NOSIGNAL) == (ssize_t)sizeof(request) - 1 &&
 	    read(fd, answer, sizeof(answer) - 1) > 0 && sscanf(answer, "HTTP/1.1 %ld", &status) != 1)
 		status = -1;
-	close(fd);
+	if (fd >= 0)
+		close(fd);
 	return stack_now() - start <= limit_s ? status : -1;
 }
 
@@ -512,22 +523,18 @@ static void test_sync__probes_answer_while_slow_clients_hold_connections(void **
 /* POST path with extra header lines and a body; the status, or -1. */
 static long http_post(int port, const char *path, const char *headers, const char *body, size_t body_len)
 {
-	int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-	struct timeval tv = { 5, 0 };
-	setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
-	struct sockaddr_in a = { .sin_family = AF_INET, .sin_port = htons((uint16_t)port),
-				 .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
+	int fd = connect_local(port, 5);
 	struct latch_buf request = LATCH_BUF_INIT(4u << 20);
 	latch_buf_printf(&request, "POST %s HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\nContent-Length: %zu\r\n%s\r\n",
 			 path, body_len, headers);
 	latch_buf_append(&request, body, body_len);
 	char answer[512] = { 0 };
 	long status = -1;
-	if (connect(fd, (struct sockaddr *)&a, sizeof(a)) == 0 &&
-	    send(fd, request.ptr, request.len, MSG_NOSIGNAL) >= 0 && read(fd, answer, sizeof(answer) - 1) > 0 &&
+	if (fd >= 0 && send(fd, request.ptr, request.len, MSG_NOSIGNAL) >= 0 && read(fd, answer, sizeof(answer) - 1) > 0 &&
 	    sscanf(answer, "HTTP/1.1 %ld", &status) != 1)
 		status = -1;
-	close(fd);
+	if (fd >= 0)
+		close(fd);
 	latch_buf_done(&request);
 	return status;
 }
