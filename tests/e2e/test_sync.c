@@ -632,6 +632,93 @@ static void test_sync__signed_webhook_starts_a_pass_at_once(void **state)
 	free(secrets);
 }
 
+/* Whether the API server's authorizer lets user (in groups, comma-separated) do verb on a
+ * resource: a SubjectAccessReview, what `kubectl auth can-i --as` asks. */
+static bool can(struct latch_k8s *k, const char *user, const char *groups, const char *verb, const char *group,
+		const char *resource, const char *ns, const char *name)
+{
+	json_t *attrs = json_pack("{s:s,s:s,s:s}", "verb", verb, "group", group, "resource", resource);
+	if (ns)
+		json_object_set_new(attrs, "namespace", json_string(ns));
+	if (name)
+		json_object_set_new(attrs, "name", json_string(name));
+	json_t *group_list = json_array();
+	char copy[512];
+	snprintf(copy, sizeof(copy), "%s", groups);
+	char *save = NULL;
+	for (char *g = strtok_r(copy, ",", &save); g; g = strtok_r(NULL, ",", &save))
+		json_array_append_new(group_list, json_string(g));
+	json_t *review = json_pack("{s:s,s:s,s:{s:s,s:o,s:o}}", "apiVersion", "authorization.k8s.io/v1", "kind",
+				   "SubjectAccessReview", "spec", "user", user, "groups", group_list, "resourceAttributes",
+				   attrs);
+	char *body = json_dumps(review, JSON_COMPACT);
+	json_decref(review);
+	long status = 0;
+	json_t *answer = NULL;
+	struct latch_error err = LATCH_ERROR_INIT;
+	assert_int_equal(latch_k8s_request(k, "POST", "/apis/authorization.k8s.io/v1/subjectaccessreviews",
+					   "application/json", body, &status, &answer, &err), 0);
+	free(body);
+	assert_int_equal(status, 201);
+	bool allowed = json_is_true(latch_json_path(answer, "status.allowed"));
+	json_decref(answer);
+	return allowed;
+}
+
+/* deploy/'s RBAC, as the API server enforces it: latch-sync may apply and prune an app's
+ * kinds, keep its inventory and Events, and bind "view" for people; it may not define CRDs or
+ * ClusterRoles, nor bind cluster-admin. People bound to "view" read and cannot write. */
+static void test_sync__deployed_agent_has_least_privilege(void **state)
+{
+	char path[1024];
+	snprintf(path, sizeof(path), "%s/deploy/latch-sync/latch-sync.yaml", getenv("LATCH_SOURCE_ROOT") ?: ".");
+	char *text = stack_read_file(path);
+	assert_non_null(text);
+	json_t *docs = node_parse_yaml(text, path);
+	free(text);
+	struct latch_k8s *k = kube();
+	struct latch_error err = LATCH_ERROR_INIT;
+	struct latch_k8s_apply_options as_operator = { .field_manager = "kubectl", .force = true };
+	size_t i;
+	json_t *obj;
+	json_array_foreach(docs, i, obj) {
+		const char *kind = latch_json_get_str(obj, "kind");
+		if (strcmp(kind, "ClusterRole") == 0 || strcmp(kind, "ClusterRoleBinding") == 0)
+			assert_int_equal(latch_k8s_apply(k, obj, &as_operator, NULL, &err), 0);
+	}
+	json_decref(docs);
+	json_t *people = json_pack("{s:s,s:s,s:{s:s},s:{s:s,s:s,s:s},s:[{s:s,s:s,s:s}]}", "apiVersion",
+				   "rbac.authorization.k8s.io/v1", "kind", "ClusterRoleBinding", "metadata", "name",
+				   "e2e-developers-view", "roleRef", "apiGroup", "rbac.authorization.k8s.io", "kind",
+				   "ClusterRole", "name", "view", "subjects", "apiGroup", "rbac.authorization.k8s.io", "kind",
+				   "Group", "name", "e2e-developers");
+	assert_int_equal(latch_k8s_apply(k, people, &as_operator, NULL, &err), 0);
+	json_decref(people);
+
+	const char *agent = "system:serviceaccount:latch-system:latch-sync";
+	const char *agent_groups = "system:serviceaccounts,system:serviceaccounts:latch-system,system:authenticated";
+	assert_true(can(k, agent, agent_groups, "create", "apps", "deployments", "guestbook", NULL));
+	assert_true(can(k, agent, agent_groups, "delete", "", "services", "guestbook", NULL));
+	assert_true(can(k, agent, agent_groups, "patch", "batch", "cronjobs", "guestbook", NULL));
+	assert_true(can(k, agent, agent_groups, "create", "", "namespaces", NULL, NULL));
+	assert_true(can(k, agent, agent_groups, "update", "", "configmaps", "latch-system", NULL));
+	assert_true(can(k, agent, agent_groups, "create", "", "events", "latch-system", NULL));
+	assert_true(can(k, agent, agent_groups, "bind", "rbac.authorization.k8s.io", "clusterroles", NULL, "view"));
+	assert_false(can(k, agent, agent_groups, "bind", "rbac.authorization.k8s.io", "clusterroles", NULL, "cluster-admin"));
+	assert_false(can(k, agent, agent_groups, "create", "rbac.authorization.k8s.io", "clusterroles", NULL, NULL));
+	assert_false(can(k, agent, agent_groups, "create", "apiextensions.k8s.io", "customresourcedefinitions", NULL, NULL));
+	assert_false(can(k, agent, agent_groups, "create", "admissionregistration.k8s.io",
+			 "mutatingwebhookconfigurations", NULL, NULL));
+
+	const char *person = "alice", *person_groups = "e2e-developers,system:authenticated";
+	assert_true(can(k, person, person_groups, "list", "apps", "deployments", "guestbook", NULL));
+	assert_false(can(k, person, person_groups, "create", "apps", "deployments", "guestbook", NULL));
+	assert_false(can(k, person, person_groups, "delete", "", "configmaps", "latch-system", NULL));
+	assert_false(can(k, person, person_groups, "get", "", "secrets", "guestbook", NULL));
+	latch_error_done(&err);
+	latch_k8s_free(k);
+}
+
 static void test_sync__config_errors_name_key_and_line(void **state)
 {
 	struct repo r;
@@ -950,6 +1037,7 @@ int main(void)
 		cmocka_unit_test(test_sync__run_serves_health_readiness_and_metrics),
 		cmocka_unit_test(test_sync__probes_answer_while_slow_clients_hold_connections),
 		cmocka_unit_test(test_sync__signed_webhook_starts_a_pass_at_once),
+		cmocka_unit_test(test_sync__deployed_agent_has_least_privilege),
 		cmocka_unit_test(test_sync__config_errors_name_key_and_line),
 		cmocka_unit_test(test_sync__unhealthy_workload_fails_the_pass),
 		cmocka_unit_test(test_sync__kustomize_overlay),
