@@ -40,6 +40,10 @@ struct source_stats {
 	size_t objects;
 	double last_seconds;
 	time_t last_success;
+	time_t last_pass;
+	char revision[41];    /* the last one applied (a failure's error names the commit it tried) */
+	char error[1024];     /* the last failure's message (no values: sync errors hold none) */
+	size_t last_changed, last_drifted, last_pruned;
 	bool ran, last_ok;
 	bool pass_requested;  /* a signed push hook came: the loop runs this source at once */
 	double hook_tokens;   /* rate limit: HOOK_BURST requests, then HOOK_PER_S */
@@ -123,6 +127,74 @@ static void metrics_text(struct serve *sv, struct latch_buf *b)
 	}
 }
 
+static void html_text(struct latch_buf *b, const char *s)
+{
+	for (; *s; s++) {
+		switch (*s) {
+		case '&': latch_buf_append_str(b, "&amp;"); break;
+		case '<': latch_buf_append_str(b, "&lt;"); break;
+		case '>': latch_buf_append_str(b, "&gt;"); break;
+		case '"': latch_buf_append_str(b, "&quot;"); break;
+		case '\'': latch_buf_append_str(b, "&#39;"); break;
+		default: latch_buf_putc(b, *s);
+		}
+	}
+}
+
+static void utc_time(time_t t, char out[32])
+{
+	struct tm tm;
+	gmtime_r(&t, &tm);
+	strftime(out, 32, "%Y-%m-%d %H:%M:%S UTC", &tm);
+}
+
+static const char page_head[] =
+	"<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">\n"
+	"<meta http-equiv=\"refresh\" content=\"10\">\n<title>latch-sync %s</title>\n<style>\n"
+	"body{font:14px system-ui,sans-serif;margin:2em;color:#222}h1{font-size:20px}\n"
+	"table{border-collapse:collapse}th,td{border:1px solid #ccc;padding:4px 8px;text-align:left;vertical-align:top}\n"
+	"th{background:#f4f4f4}tr.failed td{background:#fde8e8}tr.ok td.result{color:#176e2c}\n"
+	"tr.failed td.result{color:#a01818;font-weight:bold}td.error{font-family:monospace;white-space:pre-wrap}\n"
+	"</style></head><body>\n";
+
+static void source_row(struct latch_buf *b, const struct sync_source *src, const struct source_stats *st)
+{
+	char when[32] = "-";
+	if (st->ran)
+		utc_time(st->last_pass, when);
+	const char *result = !st->ran ? "No pass yet" : st->last_ok ? "Applied" : "Failed";
+	latch_buf_printf(b, "<tr class=\"%s\"><td>", !st->ran ? "waiting" : st->last_ok ? "ok" : "failed");
+	html_text(b, src->name);
+	latch_buf_printf(b, "</td><td class=\"result\">%s</td><td><code>%.12s</code></td><td>%s</td>", result,
+			 st->revision[0] ? st->revision : "-", when);
+	latch_buf_printf(b, "<td>%.2f s</td><td>%zu</td><td>%zu</td><td>%zu</td><td>%zu</td><td class=\"error\">",
+			 st->last_seconds, st->objects, st->last_changed, st->last_drifted, st->last_pruned);
+	html_text(b, st->last_ok ? "" : st->error);
+	latch_buf_append_str(b, "</td></tr>\n");
+}
+
+/* GET /: what happened, for a person, without kubectl. Read-only, no script, no value. */
+static void status_page(struct serve *sv, struct latch_buf *b)
+{
+	struct latch_buf title = LATCH_BUF_INIT(1024);
+	html_text(&title, sv->cfg->name);
+	latch_buf_printf(b, page_head, latch_buf_str(&title));
+	char now[32];
+	utc_time(time(NULL), now);
+	bool alive = sync_now() - sv->heartbeat < (double)sv->stale_after_s;
+	latch_buf_printf(b, "<h1>latch-sync %s</h1>\n<p>%s &middot; the sync loop is %s</p>\n", latch_buf_str(&title),
+			 now, alive ? "turning" : "<strong>stalled</strong>");
+	latch_buf_done(&title);
+	latch_buf_append_str(b, "<table>\n<tr><th>Source</th><th>Result</th><th>Applied revision</th><th>Last pass</th>"
+				"<th>Took</th><th>Objects</th><th>Changed</th><th>Drifted</th><th>Pruned</th>"
+				"<th>Error</th></tr>\n");
+	for (size_t i = 0; i < sv->cfg->n_sources; i++)
+		source_row(b, &sv->cfg->sources[i], &sv->stats[i]);
+	latch_buf_append_str(b, "</table>\n<p>Objects, changed, drifted and pruned are the counts of the last applied "
+				"pass. Machine-readable: <a href=\"/metrics\">/metrics</a>, <a href=\"/readyz\">/readyz"
+				"</a>.</p>\n</body></html>\n");
+}
+
 /* The answer to "GET path": status and body. */
 static int answer(struct serve *sv, const char *path, struct latch_buf *body)
 {
@@ -145,8 +217,11 @@ static int answer(struct serve *sv, const char *path, struct latch_buf *body)
 	} else if (strcmp(path, "/metrics") == 0) {
 		metrics_text(sv, body);
 		status = 200;
+	} else if (strcmp(path, "/") == 0) {
+		status_page(sv, body);
+		status = 200;
 	} else {
-		latch_buf_printf(body, "not found: /healthz, /readyz or /metrics\n");
+		latch_buf_printf(body, "not found: /, /healthz, /readyz or /metrics\n");
 	}
 	pthread_mutex_unlock(&sv->lock);
 	return status;
@@ -300,7 +375,9 @@ static enum MHD_Result handle(void *cls, struct MHD_Connection *c, const char *u
 		latch_buf_printf(&body, "GET /healthz, /readyz, /metrics; POST %s<source>\n", HOOK_PREFIX);
 	}
 	*upload_data_size = 0;
-	const char *type = strcmp(url, "/metrics") == 0 ? "text/plain; version=0.0.4" : "text/plain";
+	const char *type = strcmp(url, "/metrics") == 0 ? "text/plain; version=0.0.4"
+			   : strcmp(url, "/") == 0 && status == 200 ? "text/html; charset=utf-8"
+								  : "text/plain";
 	enum MHD_Result r = respond(c, status, type, &body);
 	latch_buf_done(&body);
 	return r;
@@ -407,7 +484,8 @@ int serve_start(const char *listen, const struct sync_config *cfg, long stale_af
 	return 0;
 }
 
-void serve_record(struct serve *sv, size_t source, bool ok, const struct sync_result *res, double seconds)
+void serve_record(struct serve *sv, size_t source, bool ok, const struct sync_result *res, double seconds,
+		  const char *error)
 {
 	if (!sv || source >= sv->cfg->n_sources)
 		return;
@@ -416,13 +494,20 @@ void serve_record(struct serve *sv, size_t source, bool ok, const struct sync_re
 	st->ran = true;
 	st->last_ok = ok;
 	st->last_seconds = seconds;
+	st->last_pass = time(NULL);
+	snprintf(st->error, sizeof(st->error), "%s", error ? error : "");
+	if (ok && res->revision[0])
+		memcpy(st->revision, res->revision, sizeof(st->revision));
 	if (ok) {
 		st->ok++;
 		st->objects = res->applied;
 		st->changed += res->changed;
 		st->drifted += res->drifted;
 		st->pruned += res->pruned;
-		st->last_success = time(NULL);
+		st->last_changed = res->changed;
+		st->last_drifted = res->drifted;
+		st->last_pruned = res->pruned;
+		st->last_success = st->last_pass;
 	} else {
 		st->failed++;
 	}

@@ -1,4 +1,5 @@
-/* The agent's HTTP endpoints while it runs: /healthz (the loop is alive), /readyz (every
+/* The agent's HTTP endpoints while it runs: / (a status page for people, HTML with no
+ * script), /healthz (the loop is alive), /readyz (every
  * source's last pass applied) and /metrics (Prometheus text format), served by libmicrohttpd
  * on a thread of its own, connections concurrently, each with a whole-connection deadline, a
  * header cap and a per-client limit, so slow clients cannot starve the kubelet's probes. The
@@ -19,7 +20,9 @@ struct serve;
 /* listen: "HOST:PORT" or ":PORT" (every address). stale_after_s: /healthz fails when the loop
  * has not turned for that long. */
 int serve_start(const char *listen, const struct sync_config *cfg, long stale_after_s, struct serve **ret, struct latch_error *err);
-void serve_record(struct serve *sv, size_t source, bool ok, const struct sync_result *res, double seconds);
+/* error: the failed pass's message, or NULL. */
+void serve_record(struct serve *sv, size_t source, bool ok, const struct sync_result *res, double seconds,
+		  const char *error);
 void serve_heartbeat(struct serve *sv);
 /* Whether a signed push hook asked for a pass of this source since the last call (the hook
  * also sends SIGUSR1 to the process, which the loop waits for). */

@@ -719,6 +719,74 @@ static void test_sync__deployed_agent_has_least_privilege(void **state)
 	latch_k8s_free(k);
 }
 
+/* The page as headless Chromium renders it (its DOM, to free), and a screenshot of it kept in
+ * $LATCH_ARTIFACTS/<name>.png. */
+static char *chromium_page(const char *url, const char *name)
+{
+	char *dir = stack_mkdtemp("latch-e2e-chromium"), dom[1200], shot[1200], profile[1200];
+	snprintf(dom, sizeof(dom), "%s/dom.html", dir);
+	snprintf(profile, sizeof(profile), "--user-data-dir=%s/profile", dir);
+	const char *artifacts = getenv("LATCH_ARTIFACTS") ?: dir;
+	char mkdir_cmd[1300];
+	snprintf(mkdir_cmd, sizeof(mkdir_cmd), "mkdir -p '%s'", artifacts);
+	gitops_sh(dir, mkdir_cmd);
+	snprintf(shot, sizeof(shot), "--screenshot=%s/%s.png", artifacts, name);
+	char home[1300];
+	snprintf(home, sizeof(home), "HOME=%s", dir);
+	char *envp[] = { home, "PATH=/usr/bin:/bin", NULL };
+	char *dump[] = { "chromium", "--headless", "--no-sandbox", "--disable-gpu", profile, "--dump-dom", (char *)url, NULL };
+	char *argv_shot[] = { "chromium", "--headless", "--no-sandbox", "--disable-gpu", profile, "--window-size=1400,400",
+			      shot, (char *)url, NULL };
+	char log[1300];
+	snprintf(log, sizeof(log), "%s/screenshot.log", dir);
+	assert_int_equal(stack_run(argv_shot, envp, log, 60, NULL), 0);
+	/* stdout is the DOM; Chromium's own messages go to stderr, which stack_run mixes in. */
+	assert_int_equal(stack_run(dump, envp, dom, 60, NULL), 0);
+	char *text = stack_read_file(dom);
+	assert_non_null(text);
+	stack_rm_rf(dir);
+	free(dir);
+	return text;
+}
+
+/* The status page at /, as a person sees it in a browser: the source, its result, the
+ * revision and, after a bad commit, the error naming the file. */
+static void test_sync__status_page_shows_what_happened(void **state)
+{
+	struct repo r;
+	repo_setup_health(&r, "    healthCheck: false\n    interval: 1s\n");
+	int port = gitops_free_port();
+	char listen[64], url[96], repo[1100];
+	snprintf(listen, sizeof(listen), "127.0.0.1:%d", port);
+	snprintf(url, sizeof(url), "http://127.0.0.1:%d/", port);
+	snprintf(repo, sizeof(repo), "%s/repo", r.dir);
+	pid_t pid = gitops_spawn(r.config, getenv("KUBECONFIG"), r.log, (const char *const[]){ "--listen", listen, NULL });
+	free(await_status(port, "/readyz", 200, 30));
+	char *head = gitops_rev(repo, "HEAD"), short_rev[32];
+	snprintf(short_rev, sizeof(short_rev), "<code>%.12s</code>", head);
+	char *page = chromium_page(url, "status-page-applied");
+	assert_non_null(strstr(page, "<h1>latch-sync e2e</h1>"));
+	assert_non_null(strstr(page, "<td>apps</td><td class=\"result\">Applied</td>"));
+	assert_non_null(strstr(page, short_rev));
+	assert_non_null(strstr(page, "the sync loop is turning"));
+	assert_null(strstr(page, "<script"));
+	free(page);
+
+	write_in(&r, "clusters/stack/zz-bad.yaml", "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: broken\n   bad: indent\n");
+	gitops_sh(r.dir, "cd repo && git add -A && git commit -qm bad");
+	free(await_status(port, "/readyz", 503, 20));
+	page = chromium_page(url, "status-page-failed");
+	assert_non_null(strstr(page, "<td class=\"result\">Failed</td>"));
+	assert_non_null(strstr(page, "zz-bad.yaml"));
+	assert_non_null(strstr(page, short_rev)); /* still what is applied */
+	free(page);
+	kill(pid, SIGTERM);
+	assert_int_equal(stack_wait(pid, 30), 0);
+	free(head);
+	stack_rm_rf(r.dir);
+	free(r.dir);
+}
+
 static void test_sync__config_errors_name_key_and_line(void **state)
 {
 	struct repo r;
@@ -1038,6 +1106,7 @@ int main(void)
 		cmocka_unit_test(test_sync__probes_answer_while_slow_clients_hold_connections),
 		cmocka_unit_test(test_sync__signed_webhook_starts_a_pass_at_once),
 		cmocka_unit_test(test_sync__deployed_agent_has_least_privilege),
+		cmocka_unit_test(test_sync__status_page_shows_what_happened),
 		cmocka_unit_test(test_sync__config_errors_name_key_and_line),
 		cmocka_unit_test(test_sync__unhealthy_workload_fails_the_pass),
 		cmocka_unit_test(test_sync__kustomize_overlay),
