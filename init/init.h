@@ -88,8 +88,9 @@ void init_outputs_done(struct init_output *out, size_t n);
 /* latch-init exec: argv[0] is "exec". Returns an exit code, or does not return. */
 int init_exec_main(int argc, char **argv);
 
-/* After a secret's files changed: the signal its reload asks for, to that process of the pod. */
-void init_reload(const struct latch_secret_config *sc);
+/* After files changed (changed[i] for secret i): the signals their reloads ask for, each
+ * signal and process once, to those processes of the pod. */
+void init_reload_changed(const struct latch_config *c, const bool *changed);
 
 /* Map an error code to the process exit code. */
 int init_exit_for(int code);

@@ -369,17 +369,20 @@ int init_write_all(struct init_state *s, bool first, struct latch_error *err)
 	if (r == 0 && first)
 		r = latch_file_mkdir_p(c->output_dir, 0755, err);
 	size_t written = 0;
-	for (size_t i = 0; r == 0 && i < c->n_secrets; i++) {
-		size_t written_before = written;
+	bool *changed = calloc(c->n_secrets ? c->n_secrets : 1, sizeof(*changed));
+	if (r == 0 && !changed)
+		r = latch_error_set(err, LATCH_ENOMEM, "out of memory");
+	for (size_t i = 0; r == 0 && i < c->n_secrets; i++)
 		for (size_t k = 0; r == 0 && k < counts[i]; k++) {
 			bool w = false;
 			r = write_output(c, &c->secrets[i], &outs[i * 3 + k], first, &w, err);
 			written += w;
+			changed[i] |= w;
 		}
-		/* Once all of a secret's files are in place: a certificate and its key together. */
-		if (r == 0 && !first && written > written_before)
-			init_reload(&c->secrets[i]);
-	}
+	/* Only once every file is in place: a certificate and its key may be two secrets. */
+	if (r == 0 && !first)
+		init_reload_changed(c, changed);
+	free(changed);
 	for (size_t i = 0; outs && counts && i < c->n_secrets; i++)
 		init_outputs_done(&outs[i * 3], counts[i]);
 	free(outs);

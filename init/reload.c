@@ -70,7 +70,7 @@ static void log_reload(enum latch_log_level level, const char *msg, const struct
 		  { "signal", latch_signal_name(sc->reload.signal) }, { "detail", detail });
 }
 
-void init_reload(const struct latch_secret_config *sc)
+static void reload(const struct latch_secret_config *sc)
 {
 	if (!sc->reload.signal)
 		return;
@@ -102,4 +102,19 @@ void init_reload(const struct latch_secret_config *sc)
 	else
 		log_reload(LATCH_LOG_WARN, "no such process to reload; is the process namespace shared "
 			   "(agent-share-process-namespace)?", sc, "not found");
+}
+
+void init_reload_changed(const struct latch_config *c, const bool *changed)
+{
+	for (size_t i = 0; i < c->n_secrets; i++) {
+		const struct latch_reload *rl = &c->secrets[i].reload;
+		if (!changed[i] || !rl->signal)
+			continue;
+		bool sent_already = false;
+		for (size_t j = 0; j < i && !sent_already; j++)
+			sent_already = changed[j] && c->secrets[j].reload.signal == rl->signal &&
+				       strcmp(c->secrets[j].reload.process, rl->process) == 0;
+		if (!sent_already)
+			reload(&c->secrets[i]);
+	}
 }
