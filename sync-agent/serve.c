@@ -152,7 +152,8 @@ static const char page_head[] =
 	"<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">\n"
 	"<meta http-equiv=\"refresh\" content=\"10\">\n<title>latch-sync %s</title>\n<style>\n"
 	"body{font:14px system-ui,sans-serif;margin:2em;color:#222}h1{font-size:20px}\n"
-	"table{border-collapse:collapse}th,td{border:1px solid #ccc;padding:4px 8px;text-align:left;vertical-align:top}\n"
+	"table{border-collapse:collapse}\n"
+	"th,td{border:1px solid #ccc;padding:4px 8px;text-align:left;vertical-align:top}\n"
 	"th{background:#f4f4f4}tr.failed td{background:#fde8e8}tr.ok td.result{color:#176e2c}\n"
 	"tr.failed td.result{color:#a01818;font-weight:bold}td.error{font-family:monospace;white-space:pre-wrap}\n"
 	"</style></head><body>\n";
@@ -182,16 +183,16 @@ static void status_page(struct serve *sv, struct latch_buf *b)
 	char now[32];
 	utc_time(time(NULL), now);
 	bool alive = sync_now() - sv->heartbeat < (double)sv->stale_after_s;
-	latch_buf_printf(b, "<h1>latch-sync %s</h1>\n<p>%s &middot; the sync loop is %s</p>\n", latch_buf_str(&title),
-			 now, alive ? "turning" : "<strong>stalled</strong>");
+	latch_buf_printf(b, "<h1>latch-sync %s</h1>\n<p>%s &middot; the sync loop is %s</p>\n",
+			 latch_buf_str(&title), now, alive ? "turning" : "<strong>stalled</strong>");
 	latch_buf_done(&title);
-	latch_buf_append_str(b, "<table>\n<tr><th>Source</th><th>Result</th><th>Applied revision</th><th>Last pass</th>"
-				"<th>Took</th><th>Objects</th><th>Changed</th><th>Drifted</th><th>Pruned</th>"
+	latch_buf_append_str(b, "<table>\n<tr><th>Source</th><th>Result</th><th>Applied revision</th>"
+				"<th>Last pass</th><th>Took</th><th>Objects</th><th>Changed</th><th>Drifted</th><th>Pruned</th>"
 				"<th>Error</th></tr>\n");
 	for (size_t i = 0; i < sv->cfg->n_sources; i++)
 		source_row(b, &sv->cfg->sources[i], &sv->stats[i]);
-	latch_buf_append_str(b, "</table>\n<p>Objects, changed, drifted and pruned are the counts of the last applied "
-				"pass. Machine-readable: <a href=\"/metrics\">/metrics</a>, <a href=\"/readyz\">/readyz"
+	latch_buf_append_str(b, "</table>\n<p>Objects, changed, drifted and pruned are the counts of the last "
+				"applied pass. Machine-readable: <a href=\"/metrics\">/metrics</a>, <a href=\"/readyz\">/readyz"
 				"</a>.</p>\n</body></html>\n");
 }
 

@@ -432,6 +432,29 @@ static int connect_local(int port, double timeout_s)
 	return -1;
 }
 
+/* The agent a test started with spawn_listening(): stopped by stop_agent() after a test that
+ * failed halfway, so it cannot go on syncing the shared inventory under the next tests. */
+static pid_t running_agent;
+
+static int stop_agent(void **state)
+{
+	if (running_agent > 0 && kill(running_agent, SIGTERM) == 0)
+		stack_wait(running_agent, 30);
+	running_agent = 0;
+	return 0;
+}
+
+/* latch-sync run serving on a free port of 127.0.0.1, once /readyz says every source applied. */
+static pid_t spawn_listening(const struct repo *r, int *ret_port)
+{
+	*ret_port = gitops_free_port();
+	char listen[64];
+	snprintf(listen, sizeof(listen), "127.0.0.1:%d", *ret_port);
+	running_agent = gitops_spawn(r->config, getenv("KUBECONFIG"), r->log, (const char *const[]){ "--listen", listen, NULL });
+	free(await_status(*ret_port, "/readyz", 200, 30));
+	return running_agent;
+}
+
 /* One GET /healthz from 127.0.0.1 that must complete within limit_s; its status, -1 when not. */
 static long probe_within(int port, double limit_s)
 {
@@ -477,11 +500,8 @@ static void test_sync__probes_answer_while_slow_clients_hold_connections(void **
 {
 	struct repo r;
 	repo_setup_health(&r, "    healthCheck: false\n    interval: 1s\n");
-	int port = gitops_free_port();
-	char listen[64];
-	snprintf(listen, sizeof(listen), "127.0.0.1:%d", port);
-	pid_t pid = gitops_spawn(r.config, getenv("KUBECONFIG"), r.log, (const char *const[]){ "--listen", listen, NULL });
-	free(await_status(port, "/healthz", 200, 30));
+	int port;
+	pid_t pid = spawn_listening(&r, &port);
 	enum { SLOW = 200 };
 	int slow[SLOW];
 	bool started[SLOW] = { false };
@@ -511,6 +531,7 @@ static void test_sync__probes_answer_while_slow_clients_hold_connections(void **
 		close(slow[i]);
 	}
 	kill(pid, SIGTERM);
+	running_agent = 0;
 	assert_int_equal(stack_wait(pid, 30), 0);
 	if (late > 0)
 		fail_msg("%u of %u probes did not answer 200 within 1 s", late, probes);
@@ -575,11 +596,8 @@ static void test_sync__signed_webhook_starts_a_pass_at_once(void **state)
 	write_in(&r, "clusters/stack/hooked.yaml", "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: hooked, namespace: sync-e2e}\n"
 						   "data: {v: one}\n");
 	gitops_sh(r.dir, "cd repo && git add -A && git commit -qm hooked");
-	int port = gitops_free_port();
-	char listen[64];
-	snprintf(listen, sizeof(listen), "127.0.0.1:%d", port);
-	pid_t pid = gitops_spawn(r.config, getenv("KUBECONFIG"), r.log, (const char *const[]){ "--listen", listen, NULL });
-	free(await_status(port, "/readyz", 200, 30));
+	int port;
+	pid_t pid = spawn_listening(&r, &port);
 	struct latch_k8s *k = kube();
 	assert_string_equal(hook_value(k), "one");
 
@@ -624,6 +642,7 @@ static void test_sync__signed_webhook_starts_a_pass_at_once(void **state)
 	assert_non_null(strstr(log, "refused a webhook without a valid signature"));
 	free(log);
 	kill(pid, SIGTERM);
+	running_agent = 0;
 	assert_int_equal(stack_wait(pid, 30), 0);
 	latch_k8s_free(k);
 	stack_rm_rf(r.dir);
@@ -755,13 +774,11 @@ static void test_sync__status_page_shows_what_happened(void **state)
 {
 	struct repo r;
 	repo_setup_health(&r, "    healthCheck: false\n    interval: 1s\n");
-	int port = gitops_free_port();
-	char listen[64], url[96], repo[1100];
-	snprintf(listen, sizeof(listen), "127.0.0.1:%d", port);
+	int port;
+	pid_t pid = spawn_listening(&r, &port);
+	char url[96], repo[1100];
 	snprintf(url, sizeof(url), "http://127.0.0.1:%d/", port);
 	snprintf(repo, sizeof(repo), "%s/repo", r.dir);
-	pid_t pid = gitops_spawn(r.config, getenv("KUBECONFIG"), r.log, (const char *const[]){ "--listen", listen, NULL });
-	free(await_status(port, "/readyz", 200, 30));
 	char *head = gitops_rev(repo, "HEAD"), short_rev[32];
 	snprintf(short_rev, sizeof(short_rev), "<code>%.12s</code>", head);
 	char *page = chromium_page(url, "status-page-applied");
@@ -781,6 +798,7 @@ static void test_sync__status_page_shows_what_happened(void **state)
 	assert_non_null(strstr(page, short_rev)); /* still what is applied */
 	free(page);
 	kill(pid, SIGTERM);
+	running_agent = 0;
 	assert_int_equal(stack_wait(pid, 30), 0);
 	free(head);
 	stack_rm_rf(r.dir);
@@ -1103,10 +1121,10 @@ int main(void)
 		cmocka_unit_test(test_sync__deploy_manifest_passes_server_validation),
 		cmocka_unit_test(test_sync__target_namespace_and_cluster_scoped_objects),
 		cmocka_unit_test(test_sync__run_serves_health_readiness_and_metrics),
-		cmocka_unit_test(test_sync__probes_answer_while_slow_clients_hold_connections),
-		cmocka_unit_test(test_sync__signed_webhook_starts_a_pass_at_once),
+		cmocka_unit_test_teardown(test_sync__probes_answer_while_slow_clients_hold_connections, stop_agent),
+		cmocka_unit_test_teardown(test_sync__signed_webhook_starts_a_pass_at_once, stop_agent),
 		cmocka_unit_test(test_sync__deployed_agent_has_least_privilege),
-		cmocka_unit_test(test_sync__status_page_shows_what_happened),
+		cmocka_unit_test_teardown(test_sync__status_page_shows_what_happened, stop_agent),
 		cmocka_unit_test(test_sync__config_errors_name_key_and_line),
 		cmocka_unit_test(test_sync__unhealthy_workload_fails_the_pass),
 		cmocka_unit_test(test_sync__kustomize_overlay),
