@@ -141,7 +141,8 @@ static bool files_changed(const struct exec_options *o, const struct file_stamp 
 	return false;
 }
 
-static void forwarded_signals(sigset_t *set)
+/* The signals the supervisor takes: those it passes on to the program, and SIGCHLD. */
+static void supervised_signals(sigset_t *set)
 {
 	sigemptyset(set);
 	static const int signals[] = { SIGTERM, SIGINT, SIGHUP, SIGQUIT, SIGUSR1, SIGUSR2, SIGWINCH, SIGCHLD };
@@ -209,7 +210,7 @@ static int start_child(const struct exec_options *o, struct file_stamp *stamps,
 static int supervise(const struct exec_options *o, const sigset_t *original_mask)
 {
 	sigset_t set;
-	forwarded_signals(&set);
+	supervised_signals(&set);
 	sigprocmask(SIG_BLOCK, &set, NULL);
 	struct file_stamp stamps[MAX_ENV_FILES];
 	pid_t child;

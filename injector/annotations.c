@@ -48,12 +48,11 @@ static const char *const secret_naming_prefixes[] = {
 	"agent-inject-secret-", "agent-inject-template-file-", "agent-inject-template-", NULL,
 };
 
-/* Per-secret names: <prefix><secret name>. */
-static const char *const secret_prefixes[] = {
-	"agent-inject-secret-", "agent-inject-template-file-", "agent-inject-template-", "agent-inject-file-",
-	"agent-inject-perms-", "agent-inject-command-", "agent-template-left-delim-", "agent-template-right-delim-",
-	"error-on-missing-key-", "preserve-secret-case-", "secret-volume-path-", LATCH_PREFIX "format-",
-	LATCH_PREFIX "key-", LATCH_PREFIX "params-", LATCH_PREFIX "reload-", NULL,
+/* The settings of a secret named by one of those: <prefix><secret name>. */
+static const char *const secret_option_prefixes[] = {
+	"agent-inject-file-", "agent-inject-perms-", "agent-inject-command-", "agent-template-left-delim-",
+	"agent-template-right-delim-", "error-on-missing-key-", "preserve-secret-case-", "secret-volume-path-",
+	LATCH_PREFIX "format-", LATCH_PREFIX "key-", LATCH_PREFIX "params-", LATCH_PREFIX "reload-", NULL,
 };
 
 /* Annotations that configure Vault Agent's own internals: latch-init has no such part. Each
@@ -365,7 +364,9 @@ static int check_names(const struct inject_context *ctx, const struct ann_set *s
 		bool known = starts_with(a->key, "auth-config-");
 		for (const char *const *k = exact_keys; *k && !known; k++)
 			known = strcmp(a->key, *k) == 0;
-		for (const char *const *p = secret_prefixes; *p && !known; p++)
+		for (const char *const *p = secret_naming_prefixes; *p && !known; p++)
+			known = starts_with(a->key, *p) && a->key[strlen(*p)] != '\0';
+		for (const char *const *p = secret_option_prefixes; *p && !known; p++)
 			known = starts_with(a->key, *p) && a->key[strlen(*p)] != '\0';
 		/* The injector reads the bare key as the template of a secret named "file". */
 		known = known || strcmp(a->key, "agent-inject-template-file") == 0;
@@ -658,7 +659,7 @@ static void warn_orphans(const struct inject_context *ctx, const struct ann_set 
 {
 	for (size_t i = 0; i < set->n; i++) {
 		const struct ann *a = &set->items[i];
-		for (const char *const *p = secret_prefixes + 3; *p; p++) {
+		for (const char *const *p = secret_option_prefixes; *p; p++) {
 			if (!starts_with(a->key, *p) || strcmp(*p, "preserve-secret-case-") == 0)
 				continue;
 			const char *raw = a->key + strlen(*p);
@@ -875,6 +876,16 @@ static char **split_names(const char *list)
 	return v;
 }
 
+/* A comma list annotation as names (one allocation); absent or empty leaves *ret NULL. */
+static int take_names(const struct ann_set *set, const char *key, char ***ret)
+{
+	const char *v = get(set, key);
+	if (!v || !*v)
+		return 0;
+	*ret = split_names(v);
+	return *ret ? 0 : LATCH_ENOMEM;
+}
+
 static int read_exec(const struct inject_context *ctx, const struct ann_set *set, struct inject_settings *s,
 		     char ***ret_names)
 {
@@ -897,7 +908,7 @@ static int read_exec(const struct inject_context *ctx, const struct ann_set *set
 		if (!*grace->value || *end || s->exec.grace_seconds < 0 || s->exec.grace_seconds > 3600)
 			return fail_at(ctx, grace, "'%s' is not a number of seconds (0-3600)", grace->value);
 	}
-	return take_string(set, LATCH_PREFIX "exec-containers", &s->exec.containers) < 0
+	return take_names(set, LATCH_PREFIX "exec-containers", &s->exec.containers) < 0
 		       ? latch_error_set(ctx->err, LATCH_ENOMEM, "out of memory")
 		       : 0;
 }
@@ -1113,7 +1124,7 @@ static int read_settings(const struct inject_context *ctx, const struct ann_set 
 	if (path && path[0] != '/')
 		return fail_at(ctx, find(set, "secret-volume-path"), "'%s' must be an absolute path", path);
 	s->secret_volume_path = strdup(path ? path : "/vault/secrets");
-	if (!s->secret_volume_path || take_string(set, "agent-inject-containers", &s->containers) < 0 ||
+	if (!s->secret_volume_path || take_names(set, "agent-inject-containers", &s->containers) < 0 ||
 	    take_string(set, "agent-image", &s->image) < 0 || take_string(set, "tls-secret", &s->tls_secret) < 0 ||
 	    take_string(set, "agent-service-account-token-volume-name", &s->token_volume_name) < 0 ||
 	    take_string(set, "agent-copy-volume-mounts", &s->copy_volume_mounts) < 0 ||

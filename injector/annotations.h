@@ -24,7 +24,7 @@ struct inject_quantity {
 /* latch.dev/exec-env: the app's command runs through `latch-init exec`. */
 struct inject_exec {
 	char **env_files;       /* absolute paths in the secrets volume, NULL-terminated */
-	char *containers;       /* comma list, NULL: the containers the secrets are mounted in */
+	char **containers;      /* names, NULL-terminated; NULL: the containers the secrets are mounted in */
 	bool restart;
 	long grace_seconds;
 };
@@ -37,7 +37,7 @@ struct inject_settings {
 	bool init_first;
 	bool set_security_context;
 	bool run_as_same_user;
-	char *containers;       /* comma list, NULL for all */
+	char **containers;      /* agent-inject-containers: names, NULL-terminated; NULL for all */
 	char *image;
 	struct inject_quantity requests_cpu, requests_mem, limits_cpu, limits_mem;
 	struct inject_quantity requests_ephemeral, limits_ephemeral;

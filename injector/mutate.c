@@ -324,48 +324,27 @@ static json_t *container_json(const struct inject_settings *s, const struct latc
 	return c;
 }
 
-static bool selected(const char *list, const char *name)
+static bool selected(char *const *list, const char *name)
 {
 	if (!list)
 		return true;
-	size_t n = strlen(name);
-	for (const char *p = list; *p;) {
-		while (*p == ' ' || *p == ',')
-			p++;
-		const char *e = p;
-		while (*e && *e != ',')
-			e++;
-		const char *t = e;
-		while (t > p && t[-1] == ' ')
-			t--;
-		if ((size_t)(t - p) == n && strncmp(p, name, n) == 0)
+	for (; *list; list++)
+		if (strcmp(*list, name) == 0)
 			return true;
-		p = e;
-	}
 	return false;
 }
 
-/* Every name of a comma list (an annotation's value) is a container of the pod. */
-static int check_container_names(const struct inject_context *ctx, const char *list, const char *annotation,
+/* Every name of the list (an annotation's value) is a container of the pod. */
+static int check_container_names(const struct inject_context *ctx, char *const *list, const char *annotation,
 				 const struct latch_yaml_node *containers)
 {
-	for (const char *p = list; p && *p;) {
-		size_t n = strcspn(p, ",");
-		const char *name = p;
-		size_t len = n;
-		while (len > 0 && *name == ' ')
-			name++, len--;
-		while (len > 0 && name[len - 1] == ' ')
-			len--;
-		bool found = len == 0;
-		for (size_t i = 0; i < containers->n_items && !found; i++) {
-			const char *have = latch_yaml_map_get_str(containers->items[i], "name");
-			found = have && strlen(have) == len && strncmp(have, name, len) == 0;
-		}
+	for (; list && *list; list++) {
+		bool found = false;
+		for (size_t i = 0; i < containers->n_items && !found; i++)
+			found = named(containers->items[i], *list);
 		if (!found)
-			return obj_fail(ctx, containers, "%s names '%.*s', which is not a container of the pod", annotation,
-					(int)len, name);
-		p += n + (p[n] == ',');
+			return obj_fail(ctx, containers, "%s names '%s', which is not a container of the pod", annotation,
+					*list);
 	}
 	return 0;
 }
@@ -478,7 +457,7 @@ static int wrap_app_commands(const struct inject_context *ctx, const struct inje
 {
 	if (!s->exec.env_files)
 		return 0;
-	const char *list = s->exec.containers ? s->exec.containers : s->containers;
+	char *const *list = s->exec.containers ? s->exec.containers : s->containers;
 	struct latch_yaml_node *containers = latch_yaml_map_get(spec, "containers");
 	int r = check_container_names(ctx, s->exec.containers, "latch.dev/exec-containers", containers);
 	for (size_t i = 0; r == 0 && i < containers->n_items; i++) {

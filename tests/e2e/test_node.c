@@ -129,15 +129,24 @@ static char *secret_file_on_node(const json_t *pod, const char *name)
 	return text;
 }
 
+/* What follows marker, up to one of stop, in a file latch wrote on the node (to free); the
+ * file's copy is zeroed. */
+static char *value_on_node(const json_t *pod, const char *file, const char *marker, const char *stop)
+{
+	char *text = secret_file_on_node(pod, file);
+	const char *p = strstr(text, marker);
+	assert_non_null(p);
+	p += strlen(marker);
+	char *value = strndup(p, strcspn(p, stop));
+	explicit_bzero(text, strlen(text));
+	free(text);
+	return value;
+}
+
 /* The value after "export PGUSER=" in the env file latch wrote on the node. */
 static char *pg_user_on_node(const json_t *pod)
 {
-	char *env = secret_file_on_node(pod, "db-env");
-	const char *p = strstr(env, "PGUSER=");
-	assert_non_null(p);
-	char *user = strndup(p + 7, strcspn(p + 7, "\n"));
-	free(env);
-	return user;
+	return value_on_node(pod, "db-env", "PGUSER=", "\n");
 }
 
 /* The last field of the .pgpass line. */
@@ -792,7 +801,8 @@ static char *served_serial(CURL *h)
 	long status = 0;
 	curl_easy_getinfo(h, CURLINFO_RESPONSE_CODE, &status);
 	struct curl_certinfo *info = NULL;
-	if (status != 200 || curl_easy_getinfo(h, CURLINFO_CERTINFO, &info) != CURLE_OK || !info || info->num_of_certs < 1)
+	if (status != 200 || curl_easy_getinfo(h, CURLINFO_CERTINFO, &info) != CURLE_OK || !info ||
+	    info->num_of_certs < 1)
 		return NULL;
 	for (struct curl_slist *f = info->certinfo[0]; f; f = f->next)
 		if (strncmp(f->data, "Serial Number:", 14) == 0)
@@ -927,13 +937,7 @@ static char *exec_env_workload(void)
 /* The value after "PGPASSWORD='" in the env file latch-init wrote. */
 static char *exec_password_on_node(const json_t *pod)
 {
-	char *env = secret_file_on_node(pod, "db");
-	const char *p = strstr(env, "PGPASSWORD='");
-	assert_non_null(p);
-	char *password = strndup(p + 12, strcspn(p + 12, "'"));
-	explicit_bzero(env, strlen(env));
-	free(env);
-	return password;
+	return value_on_node(pod, "db", "PGPASSWORD='", "'");
 }
 
 /* A file of /proc/<pid> on the node, NULs made newlines. */

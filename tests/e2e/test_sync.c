@@ -444,13 +444,22 @@ static int stop_agent(void **state)
 	return 0;
 }
 
+/* The end of a test that started an agent: it stops cleanly on SIGTERM. */
+static void stop_listening(pid_t pid)
+{
+	running_agent = 0;
+	kill(pid, SIGTERM);
+	assert_int_equal(stack_wait(pid, 30), 0);
+}
+
 /* latch-sync run serving on a free port of 127.0.0.1, once /readyz says every source applied. */
 static pid_t spawn_listening(const struct repo *r, int *ret_port)
 {
 	*ret_port = gitops_free_port();
 	char listen[64];
 	snprintf(listen, sizeof(listen), "127.0.0.1:%d", *ret_port);
-	running_agent = gitops_spawn(r->config, getenv("KUBECONFIG"), r->log, (const char *const[]){ "--listen", listen, NULL });
+	running_agent = gitops_spawn(r->config, getenv("KUBECONFIG"), r->log, (const char *const[]){ "--listen",
+		listen, NULL });
 	free(await_status(*ret_port, "/readyz", 200, 30));
 	return running_agent;
 }
@@ -475,7 +484,8 @@ static long probe_within(int port, double limit_s)
 static int slow_client(int port)
 {
 	int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
-	struct sockaddr_in from = { .sin_family = AF_INET }, to = { .sin_family = AF_INET, .sin_port = htons((uint16_t)port) };
+	struct sockaddr_in from = { .sin_family = AF_INET }, to = { .sin_family = AF_INET,
+		.sin_port = htons((uint16_t)port) };
 	inet_pton(AF_INET, "127.0.0.2", &from.sin_addr);
 	inet_pton(AF_INET, "127.0.0.1", &to.sin_addr);
 	if (bind(fd, (struct sockaddr *)&from, sizeof(from)) < 0)
@@ -530,9 +540,7 @@ static void test_sync__probes_answer_while_slow_clients_hold_connections(void **
 		cut += closed_by_server(slow[i]);
 		close(slow[i]);
 	}
-	kill(pid, SIGTERM);
-	running_agent = 0;
-	assert_int_equal(stack_wait(pid, 30), 0);
+	stop_listening(pid);
 	if (late > 0)
 		fail_msg("%u of %u probes did not answer 200 within 1 s", late, probes);
 	assert_true(probes >= 30);
@@ -546,12 +554,14 @@ static long http_post(int port, const char *path, const char *headers, const cha
 {
 	int fd = connect_local(port, 5);
 	struct latch_buf request = LATCH_BUF_INIT(4u << 20);
-	latch_buf_printf(&request, "POST %s HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\nContent-Length: %zu\r\n%s\r\n",
+	latch_buf_printf(&request,
+		"POST %s HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\nContent-Length: %zu\r\n%s\r\n",
 			 path, body_len, headers);
 	latch_buf_append(&request, body, body_len);
 	char answer[512] = { 0 };
 	long status = -1;
-	if (fd >= 0 && send(fd, request.ptr, request.len, MSG_NOSIGNAL) >= 0 && read(fd, answer, sizeof(answer) - 1) > 0 &&
+	if (fd >= 0 && send(fd, request.ptr, request.len, MSG_NOSIGNAL) >= 0 &&
+	    read(fd, answer, sizeof(answer) - 1) > 0 &&
 	    sscanf(answer, "HTTP/1.1 %ld", &status) != 1)
 		status = -1;
 	if (fd >= 0)
@@ -593,7 +603,8 @@ static void test_sync__signed_webhook_starts_a_pass_at_once(void **state)
 		 secret_file);
 	struct repo r;
 	repo_setup_health(&r, source);
-	write_in(&r, "clusters/stack/hooked.yaml", "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: hooked, namespace: sync-e2e}\n"
+	write_in(&r, "clusters/stack/hooked.yaml",
+		"apiVersion: v1\nkind: ConfigMap\nmetadata: {name: hooked, namespace: sync-e2e}\n"
 						   "data: {v: one}\n");
 	gitops_sh(r.dir, "cd repo && git add -A && git commit -qm hooked");
 	int port;
@@ -601,13 +612,15 @@ static void test_sync__signed_webhook_starts_a_pass_at_once(void **state)
 	struct latch_k8s *k = kube();
 	assert_string_equal(hook_value(k), "one");
 
-	write_in(&r, "clusters/stack/hooked.yaml", "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: hooked, namespace: sync-e2e}\n"
+	write_in(&r, "clusters/stack/hooked.yaml",
+		"apiVersion: v1\nkind: ConfigMap\nmetadata: {name: hooked, namespace: sync-e2e}\n"
 						   "data: {v: two}\n");
 	gitops_sh(r.dir, "cd repo && git commit -qam two");
 	static const char push[] = "{\"ref\":\"refs/heads/main\"}";
 	char good[128];
 	github_signature("hook-s3cret", push, good);
-	assert_int_equal(http_post(port, "/hook/apps", "X-Hub-Signature-256: sha256=00\r\n", push, strlen(push)), 401);
+	assert_int_equal(http_post(port, "/hook/apps", "X-Hub-Signature-256: sha256=00\r\n", push, strlen(push)),
+		401);
 	char wrong[128];
 	github_signature("not-the-secret", push, wrong);
 	assert_int_equal(http_post(port, "/hook/apps", wrong, push, strlen(push)), 401);
@@ -641,9 +654,7 @@ static void test_sync__signed_webhook_starts_a_pass_at_once(void **state)
 	assert_null(strstr(log, "hook-s3cret"));
 	assert_non_null(strstr(log, "refused a webhook without a valid signature"));
 	free(log);
-	kill(pid, SIGTERM);
-	running_agent = 0;
-	assert_int_equal(stack_wait(pid, 30), 0);
+	stop_listening(pid);
 	latch_k8s_free(k);
 	stack_rm_rf(r.dir);
 	free(r.dir);
@@ -653,7 +664,8 @@ static void test_sync__signed_webhook_starts_a_pass_at_once(void **state)
 
 /* Whether the API server's authorizer lets user (in groups, comma-separated) do verb on a
  * resource: a SubjectAccessReview, what `kubectl auth can-i --as` asks. */
-static bool can(struct latch_k8s *k, const char *user, const char *groups, const char *verb, const char *group,
+static bool can(struct latch_k8s *k, const char *user, const char *groups, const char *verb,
+		const char *group,
 		const char *resource, const char *ns, const char *name)
 {
 	json_t *attrs = json_pack("{s:s,s:s,s:s}", "verb", verb, "group", group, "resource", resource);
@@ -723,9 +735,11 @@ static void test_sync__deployed_agent_has_least_privilege(void **state)
 	assert_true(can(k, agent, agent_groups, "update", "", "configmaps", "latch-system", NULL));
 	assert_true(can(k, agent, agent_groups, "create", "", "events", "latch-system", NULL));
 	assert_true(can(k, agent, agent_groups, "bind", "rbac.authorization.k8s.io", "clusterroles", NULL, "view"));
-	assert_false(can(k, agent, agent_groups, "bind", "rbac.authorization.k8s.io", "clusterroles", NULL, "cluster-admin"));
+	assert_false(can(k, agent, agent_groups, "bind", "rbac.authorization.k8s.io", "clusterroles", NULL,
+		"cluster-admin"));
 	assert_false(can(k, agent, agent_groups, "create", "rbac.authorization.k8s.io", "clusterroles", NULL, NULL));
-	assert_false(can(k, agent, agent_groups, "create", "apiextensions.k8s.io", "customresourcedefinitions", NULL, NULL));
+	assert_false(can(k, agent, agent_groups, "create", "apiextensions.k8s.io", "customresourcedefinitions",
+			 NULL, NULL));
 	assert_false(can(k, agent, agent_groups, "create", "admissionregistration.k8s.io",
 			 "mutatingwebhookconfigurations", NULL, NULL));
 
@@ -753,8 +767,10 @@ static char *chromium_page(const char *url, const char *name)
 	char home[1300];
 	snprintf(home, sizeof(home), "HOME=%s", dir);
 	char *envp[] = { home, "PATH=/usr/bin:/bin", NULL };
-	char *dump[] = { "chromium", "--headless", "--no-sandbox", "--disable-gpu", profile, "--dump-dom", (char *)url, NULL };
-	char *argv_shot[] = { "chromium", "--headless", "--no-sandbox", "--disable-gpu", profile, "--window-size=1400,400",
+	char *dump[] = { "chromium", "--headless", "--no-sandbox", "--disable-gpu", profile, "--dump-dom",
+		(char *)url, NULL };
+	char *argv_shot[] = { "chromium", "--headless", "--no-sandbox", "--disable-gpu", profile,
+		"--window-size=1400,400",
 			      shot, (char *)url, NULL };
 	char log[1300];
 	snprintf(log, sizeof(log), "%s/screenshot.log", dir);
@@ -789,7 +805,8 @@ static void test_sync__status_page_shows_what_happened(void **state)
 	assert_null(strstr(page, "<script"));
 	free(page);
 
-	write_in(&r, "clusters/stack/zz-bad.yaml", "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: broken\n   bad: indent\n");
+	write_in(&r, "clusters/stack/zz-bad.yaml",
+		"apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: broken\n   bad: indent\n");
 	gitops_sh(r.dir, "cd repo && git add -A && git commit -qm bad");
 	free(await_status(port, "/readyz", 503, 20));
 	page = chromium_page(url, "status-page-failed");
@@ -797,9 +814,7 @@ static void test_sync__status_page_shows_what_happened(void **state)
 	assert_non_null(strstr(page, "zz-bad.yaml"));
 	assert_non_null(strstr(page, short_rev)); /* still what is applied */
 	free(page);
-	kill(pid, SIGTERM);
-	running_agent = 0;
-	assert_int_equal(stack_wait(pid, 30), 0);
+	stop_listening(pid);
 	free(head);
 	stack_rm_rf(r.dir);
 	free(r.dir);
@@ -1016,7 +1031,8 @@ static void test_sync__prune_keeps_crds_it_did_not_create(void **state)
 		"  names: {plural: %s, singular: %.*s, kind: %s, listKind: %sList}\n"
 		"  versions:\n  - name: v1\n    served: true\n    storage: true\n"
 		"    schema: {openAPIV3Schema: {type: object, x-kubernetes-preserve-unknown-fields: true}}\n";
-	snprintf(pre_crd, sizeof(pre_crd), crd_fmt, "gadgets", group, group, "gadgets", 6, "gadgets", "Gadget", "Gadget");
+	snprintf(pre_crd, sizeof(pre_crd), crd_fmt, "gadgets", group, group, "gadgets", 6, "gadgets", "Gadget",
+		"Gadget");
 	snprintf(own_crd, sizeof(own_crd), crd_fmt, "gizmos", group, group, "gizmos", 5, "gizmos", "Gizmo", "Gizmo");
 	/* The first CRD is created by hand, as by an operator's chart. */
 	json_t *by_hand = node_parse_yaml(pre_crd, "pre-crd");
@@ -1034,7 +1050,8 @@ static void test_sync__prune_keeps_crds_it_did_not_create(void **state)
 	char name[256];
 	snprintf(name, sizeof(name), "gadgets.%s", group);
 	json_t *live = NULL;
-	assert_int_equal(latch_k8s_get(k, "apiextensions.k8s.io/v1", "CustomResourceDefinition", NULL, name, &live, &err), 0);
+	assert_int_equal(latch_k8s_get(k, "apiextensions.k8s.io/v1", "CustomResourceDefinition", NULL, name,
+				       &live, &err), 0);
 	assert_null(latch_json_path(live, "metadata.deletionTimestamp"));
 	json_decref(live);
 	live = NULL;
@@ -1046,7 +1063,8 @@ static void test_sync__prune_keeps_crds_it_did_not_create(void **state)
 	assert_non_null(strstr(log, "kept a CRD latch-sync did not create"));
 	free(log);
 	snprintf(name, sizeof(name), "gadgets.%s", group);
-	assert_int_equal(latch_k8s_delete(k, "apiextensions.k8s.io/v1", "CustomResourceDefinition", NULL, name, &err), 0);
+	assert_int_equal(latch_k8s_delete(k, "apiextensions.k8s.io/v1", "CustomResourceDefinition", NULL,
+					  name, &err), 0);
 	latch_error_done(&err);
 	latch_k8s_free(k);
 	stack_rm_rf(r.dir);
@@ -1064,7 +1082,8 @@ static void test_sync__insecure_kubeconfig_is_said(void **state)
 	char path[1024];
 	snprintf(path, sizeof(path), "%s/insecure-kubeconfig", r.dir);
 	struct latch_buf text = LATCH_BUF_INIT(1 << 20);
-	latch_buf_printf(&text, "%.*s    insecure-skip-tls-verify: true\n%s", (int)(server - kubeconfig), kubeconfig, server);
+	latch_buf_printf(&text, "%.*s    insecure-skip-tls-verify: true\n%s", (int)(server - kubeconfig), kubeconfig,
+		server);
 	stack_write_file(path, latch_buf_str(&text));
 	assert_int_equal(gitops_sync("once", r.config, path, r.log), 0);
 	char *log = stack_read_file(r.log);

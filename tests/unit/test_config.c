@@ -109,7 +109,8 @@ static void test_config__errors_name_the_field(void **state)
 	assert_config_error("{\"version\":2}", "version: must be 1");
 	assert_config_error("{\"version\":1,\"vault\":{\"address\":\"vault:8200\"}}", "vault.address: 'vault:8200' must start with https://");
 	assert_config_error("{\"version\":1,\"vault\":{\"address\":\"https://v\"},\"auth\":{}}", "auth.role: is required");
-	assert_config_error("{" VAULT_AUTH ",\"secrets\":[{\"name\":\"t\",\"template\":\"x\",\"template_file\":\"/t\"}]}",
+	assert_config_error("{" VAULT_AUTH ",\"secrets\":[{\"name\":\"t\",\"template\":\"x\","
+			    "\"template_file\":\"/t\"}]}",
 			    "secrets[0].template_file: cannot be set together with template");
 	assert_config_error("{" VAULT_AUTH ",\"secrets\":[{\"name\":\"t\",\"template_file\":\"t.ctmpl\"}]}",
 			    "secrets[0].template_file: 't.ctmpl' must be an absolute path");
@@ -119,7 +120,8 @@ static void test_config__errors_name_the_field(void **state)
 	assert_config_error("{" VAULT_AUTH ",\"secrets\":[{\"name\":\"c\",\"path\":\"p\","
 			    "\"reload\":{\"signal\":\"HUP\",\"process\":\"/usr/sbin/nginx\"}}]}",
 			    "secrets[0].reload: process '/usr/sbin/nginx' must be a program name");
-	assert_config_error("{" VAULT_AUTH ",\"copy_self_to\":\"bin\"}", "copy_self_to: 'bin' must be an absolute path");
+	assert_config_error("{" VAULT_AUTH ",\"copy_self_to\":\"bin\"}",
+		"copy_self_to: 'bin' must be an absolute path");
 	assert_config_error("{" VAULT_AUTH ",\n\"secrets\": [1,]}", "LATCH_CONFIG:2:");
 }
 
@@ -147,8 +149,9 @@ static void test_config__reload_and_signal_names(void **state)
 {
 	struct latch_config c;
 	struct latch_error err = LATCH_ERROR_INIT;
-	assert_int_equal(parse("{" VAULT_AUTH ",\"secrets\":[{\"name\":\"c\",\"path\":\"pki/issue/x\",\"format\":\"pem\","
-			       "\"reload\":{\"signal\":\"sighup\",\"process\":\"nginx\"}}]}", &c, &err), 0);
+	assert_int_equal(parse("{" VAULT_AUTH ",\"secrets\":[{\"name\":\"c\",\"path\":\"pki/issue/x\","
+			       "\"format\":\"pem\",\"reload\":{\"signal\":\"sighup\",\"process\":\"nginx\"}}]}",
+			       &c, &err), 0);
 	assert_int_equal(c.secrets[0].reload.signal, SIGHUP);
 	assert_string_equal(c.secrets[0].reload.process, "nginx");
 	latch_config_done(&c);
@@ -176,7 +179,8 @@ static void test_config__template_file_is_read_and_checked_in_the_pod(void **sta
 
 	struct latch_config c;
 	struct latch_error err = LATCH_ERROR_INIT;
-	snprintf(config, sizeof(config), "{" VAULT_AUTH ",\"secrets\":[{\"name\":\"app\",\"template_file\":\"%s\"}]}", good);
+	snprintf(config, sizeof(config),
+		"{" VAULT_AUTH ",\"secrets\":[{\"name\":\"app\",\"template_file\":\"%s\"}]}", good);
 	assert_int_equal(parse(config, &c, &err), 0);
 	assert_int_equal(c.secrets[0].format, LATCH_FORMAT_TEMPLATE);
 	assert_null(c.secrets[0].template);
@@ -185,10 +189,12 @@ static void test_config__template_file_is_read_and_checked_in_the_pod(void **sta
 	assert_string_equal(latch_template_secret(c.secrets[0].template, 0).path, "secret/data/app");
 	latch_config_done(&c);
 
-	snprintf(config, sizeof(config), "{" VAULT_AUTH ",\"secrets\":[{\"name\":\"app\",\"template_file\":\"%s\"}]}", bad_path);
+	snprintf(config, sizeof(config),
+		"{" VAULT_AUTH ",\"secrets\":[{\"name\":\"app\",\"template_file\":\"%s\"}]}", bad_path);
 	assert_int_equal(parse(config, &c, &err), 0);
 	assert_true(latch_config_load_template_files(&c, &err) < 0);
-	if (!strstr(latch_error_message(&err), "bad.ctmpl (secret 'app', template_file): template app:2:4: function 'env'"))
+	if (!strstr(latch_error_message(&err),
+		"bad.ctmpl (secret 'app', template_file): template app:2:4: function 'env'"))
 		fail_msg("unexpected error: %s", latch_error_message(&err));
 	latch_error_done(&err);
 	latch_config_done(&c);

@@ -71,7 +71,8 @@ static void test_git__credentials_never_follow_a_redirect_to_another_host(void *
 	struct server origin = { 0 }, elsewhere = { 0 };
 	listen_on(&origin, "127.0.0.1");
 	listen_on(&elsewhere, "127.0.0.2");
-	snprintf(origin.reply, sizeof(origin.reply), "HTTP/1.1 302 Found\r\nLocation: http://127.0.0.2:%d/repo.git/info/refs"
+	snprintf(origin.reply, sizeof(origin.reply),
+		"HTTP/1.1 302 Found\r\nLocation: http://127.0.0.2:%d/repo.git/info/refs"
 		 "?service=git-upload-pack\r\nContent-Length: 0\r\nConnection: close\r\n\r\n", elsewhere.port);
 	snprintf(elsewhere.reply, sizeof(elsewhere.reply), "HTTP/1.1 401 Unauthorized\r\nWWW-Authenticate: Basic "
 		 "realm=\"x\"\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");

@@ -244,7 +244,8 @@ static void test_http__credentials_in_the_url_stay_out_of_errors(void **state)
 /* Git credentials go only where the configured URL points: a redirect elsewhere gets none. */
 static void test_http__same_origin_is_scheme_host_and_port(void **state)
 {
-	assert_true(latch_url_same_origin("https://u:p@Git.Example/a.git", "https://git.example:443/other/info/refs"));
+	assert_true(latch_url_same_origin("https://u:p@Git.Example/a.git",
+		"https://git.example:443/other/info/refs"));
 	assert_true(latch_url_same_origin("http://[::1]:8080/a", "http://[::1]:8080/b"));
 	assert_false(latch_url_same_origin("https://git.example/a.git", "https://evil.example/a.git"));
 	assert_false(latch_url_same_origin("https://git.example/a.git", "http://git.example/a.git"));

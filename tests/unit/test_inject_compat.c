@@ -135,7 +135,8 @@ static void check(const struct compat_case *c, json_t *doc, const char *spec)
 	json_t *v = resolve(doc, path);
 	if (!v)
 		fail_msg("%s: %s is absent", c->origin, path);
-	char *text = json_is_string(v) ? strdup(json_string_value(v)) : json_dumps(v, JSON_ENCODE_ANY | JSON_COMPACT);
+	char *text = json_is_string(v) ? strdup(json_string_value(v))
+				       : json_dumps(v, JSON_ENCODE_ANY | JSON_COMPACT);
 	bool ok = op[1] == '=' ? strcmp(text, want) == 0 : strstr(text, want) != NULL;
 	if (!ok)
 		fail_msg("%s: %s is '%s', expected %s'%s'", c->origin, path, text, op[1] == '=' ? "" : "to hold ", want);
@@ -198,7 +199,8 @@ static void test_inject_compat__secret_names_and_case(void **state)
 	static const struct compat_case cases[] = {
 		{ "TestSecretAnnotationsWithPreserveCaseSensitivityFlagOff foobar", "agent-inject-secret-foobar: test1",
 		  NULL, { "config.secrets.name=foobar.path = test1" } },
-		{ "...FlagOff FOOBAR", "agent-inject-secret-FOOBAR: test2", NULL, { "config.secrets.name=foobar.path = test2" } },
+		{ "...FlagOff FOOBAR", "agent-inject-secret-FOOBAR: test2", NULL,
+		  { "config.secrets.name=foobar.path = test2" } },
 		{ "...FlagOff foobar-2_3", "agent-inject-secret-foobar-2_3: test3", NULL,
 		  { "config.secrets.name=foobar-2_3.path = test3" } },
 		{ "...FlagOff server.crt", "agent-inject-secret-server.crt: creds/tls/somecert", NULL,
@@ -236,22 +238,26 @@ static void test_inject_compat__file_names(void **state)
 		{ "TestSecretLocationFileAnnotations long file name",
 		  "agent-inject-secret-foobar: vault/test1\n"
 		  "agent-inject-file-foobar: this_is_very_long_and/would_fail_in_kubernetes/if_in_annotation",
-		  NULL, { "config.secrets.name=foobar.file = this_is_very_long_and/would_fail_in_kubernetes/if_in_annotation" } },
+		  NULL, { "config.secrets.name=foobar.file = "
+		    "this_is_very_long_and/would_fail_in_kubernetes/if_in_annotation" } },
 		/* The injector silently ignores it; latch ignores it too, with a warning. */
 		{ "TestSecretLocationFileAnnotations file doesn't match secret annotation",
 		  "agent-inject-secret-foobar: vault/test1\nagent-inject-file-notcorresponding: x", NULL,
-		  { "!config.secrets.name=foobar.file", "warnings ~ 'vault.hashicorp.com/agent-inject-file-notcorresponding' "
+		  { "!config.secrets.name=foobar.file",
+		    "warnings ~ 'vault.hashicorp.com/agent-inject-file-notcorresponding' "
 							"was ignored: no secret is named 'notcorresponding'" } },
 		/* Differs on purpose: the injector lets "../" leave the volume. */
 		{ "file name with ..", "agent-inject-secret-foobar: p\nagent-inject-file-foobar: ../../etc/passwd",
 		  "must stay inside output_dir" },
 		{ "TestFilePathAndName with secret volume mount set, relative file path",
-		  "agent-inject-secret-foo: p\nsecret-volume-path-foo: /new/mount/path\nagent-inject-file-foo: nested/foofile",
+		  "agent-inject-secret-foo: p\nsecret-volume-path-foo: /new/mount/path\n"
+		  "agent-inject-file-foo: nested/foofile",
 		  NULL, { "config.secrets.name=foo.file = nested/foofile",
 			  "pod.containers.name=foo1.volumeMounts.1.mountPath = /new/mount/path" } },
 		{ "TestFilePathAndName with global volume mount set",
 		  "agent-inject-secret-foo: p\nsecret-volume-path: /new/mount/path", NULL,
-		  { "config.output_dir = /new/mount/path", "pod.containers.name=foo1.volumeMounts.0.mountPath = /new/mount/path" } },
+		  { "config.output_dir = /new/mount/path",
+		    "pod.containers.name=foo1.volumeMounts.0.mountPath = /new/mount/path" } },
 	};
 	RUN(cases);
 }
@@ -261,18 +267,23 @@ static void test_inject_compat__file_names(void **state)
 static void test_inject_compat__templates(void **state)
 {
 	static const struct compat_case cases[] = {
-		{ "TestSecretTemplateAnnotations#0", "agent-inject-secret-foobar: test1\nagent-inject-template-foobar: foobarTemplate",
-		  NULL, { "config.secrets.name=foobar.template = foobarTemplate", "config.secrets.name=foobar.format = template" } },
-		{ "TestSecretTemplateAnnotations#1", "agent-inject-secret-foobar2: test2\nagent-inject-template-foobar: ''", NULL,
+		{ "TestSecretTemplateAnnotations#0",
+		  "agent-inject-secret-foobar: test1\nagent-inject-template-foobar: foobarTemplate",
+		  NULL, { "config.secrets.name=foobar.template = foobarTemplate",
+		    "config.secrets.name=foobar.format = template" } },
+		{ "TestSecretTemplateAnnotations#1", "agent-inject-secret-foobar2: test2\nagent-inject-template-foobar: ''",
+		  NULL,
 		  { "config.secrets.name=foobar2.format = map", "!config.secrets.name=foobar" } },
-		{ "TestSecretTemplateAnnotations#2 (typo)", "agent-inject-secret-foobar: test1\nagent-inject-templat-foobar: x",
+		{ "TestSecretTemplateAnnotations#2 (typo)",
+		  "agent-inject-secret-foobar: test1\nagent-inject-templat-foobar: x",
 		  "'vault.hashicorp.com/agent-inject-templat-foobar': is not an annotation latch knows" },
 		{ "TestSecretTemplateAnnotations#3 template-only", "agent-inject-secret-foobar: test1\n"
 		  "agent-inject-template-foobar2: foobarTemplate", NULL,
 		  { "config.secrets.name=foobar.path = test1", "config.secrets.name=foobar2.template = foobarTemplate",
 		    "!config.secrets.name=foobar2.path" } },
 		{ "TestSecretTemplateAnnotations#5 prefix is case-sensitive", "agent-inject-secret-foobar2: test1\n"
-		  "agent-inject-TEMPLATE-foobar: x", "'vault.hashicorp.com/agent-inject-TEMPLATE-foobar': is not an annotation" },
+		  "agent-inject-TEMPLATE-foobar: x",
+		    "'vault.hashicorp.com/agent-inject-TEMPLATE-foobar': is not an annotation" },
 		{ "TestSecretMixedTemplatesAnnotations foobar", "agent-inject-secret-foobar: test1\n"
 		  "agent-inject-template-foobar: ''\nagent-inject-template-file-foobar: /etc/config.tmpl", NULL,
 		  { "config.secrets.name=foobar.template_file = /etc/config.tmpl", "!config.secrets.name=foobar.path" } },
@@ -306,7 +317,8 @@ static void test_inject_compat__templates(void **state)
 static void test_inject_compat__per_secret_settings(void **state)
 {
 	static const struct compat_case cases[] = {
-		{ "TestSecretPermissionAnnotations[0]", "agent-inject-secret-foobar: p\nagent-inject-perms-foobar: 0600", NULL,
+		{ "TestSecretPermissionAnnotations[0]", "agent-inject-secret-foobar: p\nagent-inject-perms-foobar: 0600",
+		  NULL,
 		  { "config.secrets.name=foobar.mode = 0600" } },
 		/* The injector leaves the mode to Vault Agent's default, 0644; latch writes the same. */
 		{ "TestSecretPermissionAnnotations[1]", "agent-inject-secret-foobar: p\nagent-inject-secret-foobar2: q\n"
@@ -317,11 +329,13 @@ static void test_inject_compat__per_secret_settings(void **state)
 		/* A shell command becomes the signal it sends: latch-init has no shell. */
 		{ "TestSecretCommandAnnotations[0]", "agent-inject-secret-foobar: p\n"
 		  "agent-inject-command-foobar: pkill -HUP nginx", NULL,
-		  { "config.secrets.name=foobar.reload.signal = HUP", "config.secrets.name=foobar.reload.process = nginx" } },
+		  { "config.secrets.name=foobar.reload.signal = HUP",
+		    "config.secrets.name=foobar.reload.process = nginx" } },
 		{ "TestSecretCommandAnnotations[1]", "agent-inject-secret-foobar: p\nagent-inject-secret-foobar2: q\n"
 		  "agent-inject-command-foobar2: pkill -HUP nginx", NULL, { "!config.secrets.name=foobar.reload" } },
 		{ "command kill -HUP $(pidof nginx)", "agent-inject-secret-t: p\n"
-		  "agent-inject-command-t: kill -HUP $(pidof nginx)", NULL, { "config.secrets.name=t.reload.process = nginx" } },
+		  "agent-inject-command-t: kill -HUP $(pidof nginx)", NULL,
+		    { "config.secrets.name=t.reload.process = nginx" } },
 		{ "command nginx -s reload", "agent-inject-secret-t: p\nagent-inject-command-t: /usr/sbin/nginx -s reload",
 		  NULL, { "config.secrets.name=t.reload.signal = HUP", "config.secrets.name=t.reload.process = nginx" } },
 		{ "config_test.go TestNewConfig command /tmp/smth.sh", "agent-inject-secret-t: p\n"
@@ -373,9 +387,11 @@ static void test_inject_compat__booleans(void **state)
 		{ "agent-pre-populate: '' is false", "agent-inject-secret-x: p\nagent-pre-populate: ''", NULL,
 		  { "!latch.startupProbe" } },
 		{ "agent-inject: '' injects nothing", "agent-inject: ''\nagent-inject-secret-x: p", NULL, { "!latch" } },
-		{ "agent-inject: TRUE", "agent-inject: TRUE\nagent-inject-secret-x: p", NULL, { "latch.name = latch-init" } },
+		{ "agent-inject: TRUE", "agent-inject: TRUE\nagent-inject-secret-x: p", NULL,
+		  { "latch.name = latch-init" } },
 		{ "agent-inject: tRuE", "agent-inject: tRuE\nagent-inject-secret-x: p", "'tRuE' is not true or false" },
-		{ "TestCouldErrorAnnotations agent-revoke-grace 01", "agent-inject-secret-x: p\nagent-revoke-grace: 01", NULL,
+		{ "TestCouldErrorAnnotations agent-revoke-grace 01", "agent-inject-secret-x: p\nagent-revoke-grace: 01",
+		  NULL,
 		  { "latch.name = latch-init" } },
 		{ "TestCouldErrorAnnotations agent-revoke-grace -1", "agent-inject-secret-x: p\nagent-revoke-grace: -1",
 		  "'-1' is not a number of seconds" },
@@ -397,10 +413,13 @@ static void test_inject_compat__whether_and_how_to_inject(void **state)
 	static const struct compat_case cases[] = {
 		/* handler_test.go "basic pod injection": no secrets, a login only. */
 		{ "TestHandlerHandle basic pod injection", "", NULL,
-		  { "config.secrets = []", "config.auth.role = demo", "annotations.[vault.hashicorp.com/agent-inject-status] = injected",
+		  { "config.secrets = []", "config.auth.role = demo",
+		    "annotations.[vault.hashicorp.com/agent-inject-status] = injected",
 		    "pod.containers.name=foobar.volumeMounts.name=latch-secrets.mountPath = /vault/secrets" } },
-		{ "TestInjectTokenSink token true", "agent-inject-token: true", NULL, { "config.token_file_name = token" } },
-		{ "TestInjectTokenSink custom secret volume path", "agent-inject-token: true\nsecret-volume-path: /new/secrets",
+		{ "TestInjectTokenSink token true", "agent-inject-token: true", NULL,
+		  { "config.token_file_name = token" } },
+		{ "TestInjectTokenSink custom secret volume path",
+		  "agent-inject-token: true\nsecret-volume-path: /new/secrets",
 		  NULL, { "config.output_dir = /new/secrets", "config.token_file_name = token" } },
 		{ "TestValidate role missing", "agent-inject-secret-x: p", "no Vault role: set vault.hashicorp.com/role",
 		  .no_role = true },
@@ -448,7 +467,8 @@ static void test_inject_compat__containers_and_volumes(void **state)
 		{ "TestContainerSidecarVolume", "agent-inject-secret-secret1: p1\n"
 		  "secret-volume-path-secret1: /etc/container_environment\nagent-inject-secret-secret2: p2\n"
 		  "secret-volume-path-secret2: /etc/default_path\nsecret-volume-path: /etc/default_path\n"
-		  "agent-inject-secret-secret3: p3\nagent-extra-secret: extrasecret\nagent-copy-volume-mounts: foobar", NULL,
+		  "agent-inject-secret-secret3: p3\nagent-extra-secret: extrasecret\nagent-copy-volume-mounts: foobar",
+		    NULL,
 		  { "pod.containers.name=foo1.volumeMounts.0.mountPath = /etc/default_path",
 		    "pod.containers.name=foo1.volumeMounts.1.mountPath = /etc/container_environment",
 		    "latch.volumeMounts.name=latch-extra-secret.mountPath = /vault/custom",
@@ -539,7 +559,8 @@ static void test_inject_compat__vault_agent_internals(void **state)
 		{ "TestAgentJsonPatch set different name", "agent-json-patch: '[{\"op\":\"replace\",\"path\":\"/name\","
 		  "\"value\":\"different-name\"}]'", "it patches the Vault Agent container" },
 		{ "TestConfigAgentQuit enable_quit true", "agent-enable-quit: true", "latch-init has no listener" },
-		{ "TestConfigAgentQuit enable_quit false", "agent-enable-quit: false", NULL, { "latch.name = latch-init" } },
+		{ "TestConfigAgentQuit enable_quit false", "agent-enable-quit: false", NULL,
+		  { "latch.name = latch-init" } },
 		{ "TestParseTemplateConfigAnnotations lease renewal threshold", "template-lease-renewal-threshold: 0.75",
 		  "latch-init renews at 2/3 of a lease" },
 		{ "TestDisableIdleConnections full list", "agent-disable-idle-connections: auto-auth,caching,templating",
@@ -560,7 +581,8 @@ static void test_inject_compat__exec_env(void **state)
 		  "latch.dev/exec-containers: foobar\nlatch.dev/exec-on-change: restart\nlatch.dev/exec-grace-seconds: '5'",
 		  NULL,
 		  { "pod.containers.name=foobar.command = [\"/var/run/latch/bin/latch-init\",\"exec\",\"--env-file\","
-		    "\"/vault/secrets/db\",\"--on-change\",\"restart\",\"--grace\",\"5\",\"--\",\"psql\",\"-c\",\"select 1\"]",
+		    "\"/vault/secrets/db\",\"--on-change\",\"restart\",\"--grace\",\"5\",\"--\","
+		    "\"psql\",\"-c\",\"select 1\"]",
 		    "!pod.containers.name=foobar.args", "config.secrets.name=db.format = dotenv",
 		    "config.copy_self_to = /var/run/latch/bin", "pod.volumes.name=latch-bin.emptyDir.medium = Memory",
 		    "pod.containers.name=foobar.volumeMounts.name=latch-bin.readOnly = true",
@@ -569,7 +591,8 @@ static void test_inject_compat__exec_env(void **state)
 		  "    command: [psql]\n    args: ['-c', 'select 1']\n" },
 		{ "exec-env without a command", "agent-inject-secret-db: p\nlatch.dev/exec-env: db",
 		  "container 'foobar' has no command: latch.dev/exec-env runs the app's command through latch-init exec" },
-		{ "exec-env names a json secret", "agent-inject-secret-db: p\nlatch.dev/format-db: json\nlatch.dev/exec-env: db",
+		{ "exec-env names a json secret",
+		  "agent-inject-secret-db: p\nlatch.dev/format-db: json\nlatch.dev/exec-env: db",
 		  "its format must be env or dotenv, not json" },
 		{ "exec-env names no secret", "agent-inject-secret-db: p\nlatch.dev/exec-env: other",
 		  "no secret is named 'other'" },
@@ -591,7 +614,8 @@ static void test_inject_compat__exec_env_is_idempotent(void **state)
 	char *text = pod_yaml(&c);
 	struct latch_yaml_limits lim = LATCH_YAML_LIMITS_DEFAULT;
 	struct latch_error err = LATCH_ERROR_INIT;
-	struct latch_buf once = LATCH_BUF_INIT(1 << 20), twice = LATCH_BUF_INIT(1 << 20), warnings = LATCH_BUF_INIT(1 << 16);
+	struct latch_buf once = LATCH_BUF_INIT(1 << 20), twice = LATCH_BUF_INIT(1 << 20);
+	struct latch_buf warnings = LATCH_BUF_INIT(1 << 16);
 	struct latch_yaml_stream s1, s2;
 	assert_int_equal(latch_yaml_parse(latch_view_str(text), "pod.yaml", &lim, &s1, &err), 0);
 	assert_int_equal(latch_inject_stream(&s1, "pod.yaml", &opts, &warnings, NULL, &err), 0);

@@ -25,7 +25,8 @@ static void test_webhook__github_signature(void **state)
 	assert_false(signed_with(secret, "Hello, World?", github, NULL, NULL));
 	assert_false(signed_with("another secret", body, github, NULL, NULL));
 	assert_false(signed_with(secret, body, "sha256=757107ea", NULL, NULL));
-	assert_false(signed_with(secret, body, "sha1=757107ea0eb2509fc211221cce984b8a37570b6d7586c22c46f4379c8b043e17",
+	assert_false(signed_with(secret, body,
+		"sha1=757107ea0eb2509fc211221cce984b8a37570b6d7586c22c46f4379c8b043e17",
 				 NULL, NULL));
 	assert_false(signed_with(secret, body, NULL, NULL, NULL));
 }
