@@ -593,7 +593,7 @@ static int secret_options(const struct inject_context *ctx, const struct ann_set
 	if ((a = per_secret(set, "agent-inject-perms-", raw, keep)) && perms_to_mode(ctx, a, s) < 0)
 		return LATCH_EINVAL;
 	if (!a)
-		json_object_set_new(s, "mode", json_string("0644")); /* as Vault Agent: readable by the app's user */
+		json_object_set_new(s, "mode", json_string(ctx->file_mode));
 	if ((a = per_secret(set, "agent-template-left-delim-", raw, keep)) && *a->value)
 		json_object_set_new(s, "left_delim", json_string(a->value));
 	if ((a = per_secret(set, "agent-template-right-delim-", raw, keep)) && *a->value)

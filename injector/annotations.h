@@ -62,6 +62,7 @@ struct inject_context {
 	const struct latch_inject_options *opts;
 	struct latch_buf *warnings;
 	struct latch_error *err;
+	const char *file_mode;  /* for secrets without agent-inject-perms */
 };
 
 /* annotations: the merged annotation mapping nodes (workload first, pod template second;

@@ -15,6 +15,10 @@
 #include "latch/yaml.h"
 
 #define LATCH_INJECT_DEFAULT_IMAGE "ghcr.io/latch-dev/latch-init:0.1.0"
+/* The audience of the ServiceAccount token latch-init logs in with: not the API server's, so a
+ * token that reaches Vault (or an address a manifest chose) cannot be replayed against the
+ * cluster. The Vault role says `audience=vault` to match. */
+#define LATCH_INJECT_DEFAULT_TOKEN_AUDIENCE "vault"
 
 enum latch_inject_policy {
 	LATCH_INJECT_POLICY_LATCH_IMAGE, /* image rules apply to the latch container */
@@ -26,6 +30,7 @@ struct latch_inject_options {
 	const char *vault_address;  /* used when no `service` annotation names one */
 	bool pin_vault_address;     /* refuse a `service` annotation that names another address */
 	bool allow_http_vault;      /* accept http:// (the ServiceAccount token would travel in clear) */
+	const char *token_audience; /* NULL: LATCH_INJECT_DEFAULT_TOKEN_AUDIENCE; "": the API server's */
 	bool allow_unsupported;     /* unknown annotations under our prefixes warn instead of failing */
 	bool require_image_digest;
 	const char *const *allowed_registries;

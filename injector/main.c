@@ -28,6 +28,8 @@ static const char usage[] =
 	"      --vault-addr URL         Vault address when no vault.hashicorp.com/service is set\n"
 	"      --pin-vault-addr         refuse a vault.hashicorp.com/service naming another address\n"
 	"      --allow-http-vault       accept an http:// Vault address (the token travels in clear)\n"
+	"      --token-audience AUD     audience of latch-init's ServiceAccount token (default\n"
+	"                               " LATCH_INJECT_DEFAULT_TOKEN_AUDIENCE "; \"\" for the API server's own)\n"
 	"      --allow-unsupported      warn about unsupported annotations instead of failing\n"
 	"      --require-image-digest   refuse images not pinned by @sha256: digest\n"
 	"      --allowed-registries R   comma-separated registry prefixes images must come from\n"
@@ -44,7 +46,7 @@ struct cli {
 	bool json_output;
 	struct latch_inject_options opts;
 	char *registries; /* storage for opts.allowed_registries */
-	char *fc_image, *fc_vault_address; /* copies from a KRM functionConfig */
+	char *fc_image, *fc_vault_address, *fc_token_audience; /* copies from a KRM functionConfig */
 };
 
 static int parse_registries(struct cli *c, const char *list)
@@ -77,7 +79,7 @@ static int parse_policy(struct cli *c, const char *p)
 
 static int parse_args(int argc, char **argv, struct cli *c)
 {
-	enum { O_IMAGE = 256, O_VAULT, O_ALLOW, O_DIGEST, O_REGISTRIES, O_POLICY, O_PIN, O_HTTP };
+	enum { O_IMAGE = 256, O_VAULT, O_ALLOW, O_DIGEST, O_REGISTRIES, O_POLICY, O_PIN, O_HTTP, O_AUDIENCE };
 	static const struct option longopts[] = {
 		{ "filename", required_argument, NULL, 'f' },    { "recursive", no_argument, NULL, 'R' },
 		{ "output", required_argument, NULL, 'o' },      { "image", required_argument, NULL, O_IMAGE },
@@ -86,6 +88,7 @@ static int parse_args(int argc, char **argv, struct cli *c)
 		{ "allowed-registries", required_argument, NULL, O_REGISTRIES },
 		{ "policy", required_argument, NULL, O_POLICY }, { "help", no_argument, NULL, 'h' },
 		{ "pin-vault-addr", no_argument, NULL, O_PIN }, { "allow-http-vault", no_argument, NULL, O_HTTP },
+		{ "token-audience", required_argument, NULL, O_AUDIENCE },
 		{ NULL, 0, NULL, 0 },
 	};
 	c->inputs = calloc((size_t)argc + 1, sizeof(*c->inputs));
@@ -108,6 +111,7 @@ static int parse_args(int argc, char **argv, struct cli *c)
 		case O_ALLOW: c->opts.allow_unsupported = true; break;
 		case O_PIN: c->opts.pin_vault_address = true; break;
 		case O_HTTP: c->opts.allow_http_vault = true; break;
+		case O_AUDIENCE: c->opts.token_audience = optarg; break;
 		case O_DIGEST: c->opts.require_image_digest = true; break;
 		case O_REGISTRIES:
 			if (parse_registries(c, optarg) < 0)
@@ -193,6 +197,16 @@ static bool is_resource_list(const struct latch_yaml_node *doc)
 	       strncmp(api, "config.kubernetes.io/", 21) == 0;
 }
 
+static int copy_option(const struct latch_yaml_node *data, const char *key, char **storage, const char **ret)
+{
+	const char *v = latch_yaml_map_get_str(data, key);
+	if (!v)
+		return 0;
+	free(*storage);
+	*ret = *storage = strdup(v);
+	return *storage ? 0 : -1;
+}
+
 /* KRM function options from functionConfig.data (a ConfigMap) or functionConfig.spec. */
 static int function_config(struct cli *c, const struct latch_yaml_node *doc)
 {
@@ -202,14 +216,10 @@ static int function_config(struct cli *c, const struct latch_yaml_node *doc)
 		data = latch_yaml_map_get(fc, "spec");
 	const char *v;
 	/* Copied: the document is freed once injected, the options live on. */
-	if ((v = latch_yaml_map_get_str(data, "image"))) {
-		free(c->fc_image);
-		c->opts.image = c->fc_image = strdup(v);
-	}
-	if ((v = latch_yaml_map_get_str(data, "vaultAddress"))) {
-		free(c->fc_vault_address);
-		c->opts.vault_address = c->fc_vault_address = strdup(v);
-	}
+	if (copy_option(data, "image", &c->fc_image, &c->opts.image) < 0 ||
+	    copy_option(data, "vaultAddress", &c->fc_vault_address, &c->opts.vault_address) < 0 ||
+	    copy_option(data, "tokenAudience", &c->fc_token_audience, &c->opts.token_audience) < 0)
+		return -1;
 	if ((v = latch_yaml_map_get_str(data, "allowUnsupported")))
 		c->opts.allow_unsupported = strcmp(v, "true") == 0;
 	if ((v = latch_yaml_map_get_str(data, "pinVaultAddress")))
@@ -357,6 +367,7 @@ int main(int argc, char **argv)
 	free(c.registries);
 	free(c.fc_image);
 	free(c.fc_vault_address);
+	free(c.fc_token_audience);
 	free(c.inputs);
 	return r < 0 ? 1 : 0;
 }

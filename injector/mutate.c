@@ -174,11 +174,19 @@ static int check_all_images(const struct inject_context *ctx, const struct latch
 	return 0;
 }
 
-static json_t *volumes_json(const struct inject_settings *s, json_t **ret_token, json_t **ret_tls)
+static const char *token_audience_of(const struct inject_settings *s, const struct latch_inject_options *o)
+{
+	return s->token_audience ? s->token_audience : o->token_audience ? o->token_audience
+									 : LATCH_INJECT_DEFAULT_TOKEN_AUDIENCE;
+}
+
+static json_t *volumes_json(const struct inject_settings *s, const struct latch_inject_options *o, json_t **ret_token,
+			    json_t **ret_tls)
 {
 	json_t *token_source = json_pack("{s:s,s:i}", "path", "token", "expirationSeconds", 600);
-	if (s->token_audience)
-		json_object_set_new(token_source, "audience", json_string(s->token_audience));
+	const char *audience = token_audience_of(s, o);
+	if (*audience)
+		json_object_set_new(token_source, "audience", json_string(audience));
 	*ret_token = s->token_volume_name ? NULL
 					  : json_pack("{s:s,s:{s:[{s:o}]}}", "name", TOKEN_VOLUME, "projected", "sources",
 						      "serviceAccountToken", token_source);
@@ -498,7 +506,7 @@ static int add_volumes(const struct inject_context *ctx, const struct inject_set
 	remove_named(volumes, EXTRA_SECRET_VOLUME);
 	remove_named(volumes, BIN_VOLUME);
 	json_t *token, *tls;
-	json_t *secrets = volumes_json(s, &token, &tls);
+	json_t *secrets = volumes_json(s, ctx->opts, &token, &tls);
 	int r = append_json(volumes, secrets, false);
 	if (r == 0 && token)
 		r = append_json(volumes, token, false);
@@ -586,6 +594,16 @@ static bool system_namespace(const struct latch_yaml_node *obj)
 	return ns && (strcmp(ns, "kube-system") == 0 || strcmp(ns, "kube-public") == 0);
 }
 
+/* With an fsGroup, the kubelet gives the secrets volume that group (setgid) and every
+ * container has it: 0640 reaches the app and no one else. Without, the app's user is not
+ * known here, so 0644 as Vault Agent writes them. */
+static const char *secret_file_mode(const struct latch_yaml_node *spec)
+{
+	const struct latch_yaml_node *fs_group = path_get((struct latch_yaml_node *)spec,
+							  (const char *const[]){ "securityContext", "fsGroup", NULL });
+	return fs_group && fs_group->kind == LATCH_YAML_SCALAR && *fs_group->value ? "0640" : "0644";
+}
+
 int latch_inject_object(struct latch_yaml_node *obj, const char *name, const struct latch_inject_options *opts,
 			struct latch_buf *warnings, struct latch_error *err)
 {
@@ -598,7 +616,7 @@ int latch_inject_object(struct latch_yaml_node *obj, const char *name, const str
 		return 0;
 	struct latch_buf what = LATCH_BUF_INIT(4096);
 	describe(obj, &what);
-	struct inject_context ctx = { name, latch_buf_str(&what), opts, warnings, err };
+	struct inject_context ctx = { name, latch_buf_str(&what), opts, warnings, err, secret_file_mode(pt.spec) };
 	struct latch_yaml_node *pod_ann = path_get(pt.holder, (const char *const[]){ "metadata", "annotations", NULL });
 	struct latch_yaml_node *obj_ann = pt.holder == obj ? NULL : path_get(obj, (const char *const[]){ "metadata", "annotations", NULL });
 	struct inject_settings s;

@@ -219,9 +219,26 @@ static int call_json(struct latch_vault *v, const char *method, const char *path
 	return r;
 }
 
-int latch_jwt_service_account(const char *jwt, char **ret_namespace, char **ret_name)
+static char *audience_of(const json_t *claims)
 {
-	*ret_namespace = *ret_name = NULL;
+	const json_t *aud = json_object_get(claims, "aud");
+	if (json_is_string(aud))
+		return strdup(json_string_value(aud));
+	struct latch_buf all = LATCH_BUF_INIT(4096);
+	size_t i;
+	const json_t *one;
+	json_array_foreach(aud, i, one) {
+		if (json_is_string(one) && latch_buf_printf(&all, "%s%s", all.len ? "," : "", json_string_value(one)) < 0) {
+			latch_buf_done(&all);
+			return NULL;
+		}
+	}
+	return all.len ? latch_buf_take(&all) : NULL;
+}
+
+int latch_jwt_identity_parse(const char *jwt, struct latch_jwt_identity *ret)
+{
+	*ret = (struct latch_jwt_identity){ 0 };
 	const char *dot1 = strchr(jwt, '.');
 	const char *dot2 = dot1 ? strchr(dot1 + 1, '.') : NULL;
 	if (!dot2)
@@ -242,21 +259,33 @@ int latch_jwt_service_account(const char *jwt, char **ret_namespace, char **ret_
 		ns = latch_json_get_str(claims, "kubernetes.io/serviceaccount/namespace");
 	if (!name)
 		name = latch_json_get_str(claims, "kubernetes.io/serviceaccount/service-account.name");
-	*ret_namespace = ns ? strdup(ns) : NULL;
-	*ret_name = name ? strdup(name) : NULL;
+	ret->namespace = ns ? strdup(ns) : NULL;
+	ret->name = name ? strdup(name) : NULL;
+	ret->audience = audience_of(claims);
 	json_decref(claims);
 	return 0;
 }
 
+void latch_jwt_identity_done(struct latch_jwt_identity *id)
+{
+	free(id->namespace);
+	free(id->name);
+	free(id->audience);
+	*id = (struct latch_jwt_identity){ 0 };
+}
+
+/* The usual causes, with what the token says: a role made for the webhook has no audience
+ * while latch's tokens carry one (LATCH_INJECT_DEFAULT_TOKEN_AUDIENCE). */
 static void login_hint(const char *auth_path, const char *role, const char *jwt, struct latch_error *err)
 {
-	char *ns = NULL, *name = NULL;
-	latch_jwt_service_account(jwt, &ns, &name);
-	latch_error_prefix(err, "login to '%s' with role '%s' as ServiceAccount '%s/%s' was refused; check the role's "
-				"bound_service_account_names, bound_service_account_namespaces and audience",
-			   auth_path, role, ns ? ns : "?", name ? name : "?");
-	free(ns);
-	free(name);
+	struct latch_jwt_identity id;
+	latch_jwt_identity_parse(jwt, &id);
+	latch_error_prefix(err, "login to '%s' with role '%s' as ServiceAccount '%s/%s' with a token for audience '%s' "
+				"was refused; check the role's bound_service_account_names, "
+				"bound_service_account_namespaces and audience (it must be '%s')",
+			   auth_path, role, id.namespace ? id.namespace : "?", id.name ? id.name : "?",
+			   id.audience ? id.audience : "?", id.audience ? id.audience : "the token's audience");
+	latch_jwt_identity_done(&id);
 }
 
 static int take_auth(struct latch_vault *v, json_t *resp, const char *what, struct latch_vault_auth *ret,

@@ -78,6 +78,16 @@ static int get_str(const struct ctx *c, const struct latch_yaml_node *map, const
 	return *ret ? 0 : latch_error_set(c->err, LATCH_ENOMEM, "out of memory");
 }
 
+/* "" is a value here: the API server's own audience instead of latch's default. */
+static int get_token_audience(const struct ctx *c, const struct latch_yaml_node *inject, char **ret)
+{
+	if (latch_yaml_is_scalar(latch_yaml_map_get(inject, "tokenAudience"), "")) {
+		*ret = strdup("");
+		return *ret ? 0 : latch_error_set(c->err, LATCH_ENOMEM, "out of memory");
+	}
+	return get_str(c, inject, "tokenAudience", "inject", false, ret);
+}
+
 static int get_bool(const struct ctx *c, const struct latch_yaml_node *map, const char *key, const char *where, bool dflt,
 		    bool *ret)
 {
@@ -194,7 +204,7 @@ static int parse_source(const struct ctx *c, const struct latch_yaml_node *n, si
 	const struct latch_yaml_node *inject = latch_yaml_map_get(n, "inject");
 	if (r == 0 && inject) {
 		static const char *const inject_keys[] = { "image", "vaultAddress", "pinVaultAddress", "allowHttpVault",
-							   NULL };
+							   "tokenAudience", NULL };
 		r = check_keys(c, inject, "inject", inject_keys);
 		if (r == 0)
 			r = get_str(c, inject, "image", "inject", false, &s->inject_image);
@@ -204,6 +214,8 @@ static int parse_source(const struct ctx *c, const struct latch_yaml_node *n, si
 			r = get_bool(c, inject, "pinVaultAddress", "inject", false, &s->inject_pin_vault_address);
 		if (r == 0)
 			r = get_bool(c, inject, "allowHttpVault", "inject", false, &s->inject_allow_http_vault);
+		if (r == 0)
+			r = get_token_audience(c, inject, &s->inject_token_audience);
 	}
 	return r;
 }
@@ -281,6 +293,7 @@ void sync_config_done(struct sync_config *c)
 		free(s->target_namespace);
 		free(s->inject_image);
 		free(s->inject_vault_address);
+		free(s->inject_token_audience);
 		free(s->kustomize_path);
 		free(s->username_file);
 		free(s->password_file);

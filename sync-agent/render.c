@@ -42,7 +42,8 @@ static int render_text(const struct sync_config *c, const struct sync_source *s,
 {
 	struct latch_inject_options io = { .image = s->inject_image, .vault_address = s->inject_vault_address,
 					   .pin_vault_address = s->inject_pin_vault_address,
-					   .allow_http_vault = s->inject_allow_http_vault };
+					   .allow_http_vault = s->inject_allow_http_vault,
+					   .token_audience = s->inject_token_audience };
 	struct latch_yaml_limits lim = LATCH_YAML_LIMITS_DEFAULT;
 	struct latch_yaml_reader *reader = NULL;
 	int r = latch_yaml_reader_new(latch_view_make(data, len), name, &lim, &reader, err);

@@ -29,6 +29,7 @@ struct sync_source {
 	char *webhook_secret_file; /* POST /hook/<name> signed with this secret starts a pass at once */
 	char *inject_image;
 	char *inject_vault_address;
+	char *inject_token_audience;
 	bool inject_pin_vault_address;
 	bool inject_allow_http_vault;
 };

@@ -59,6 +59,12 @@ int latch_vault_lease_renew(struct latch_vault *v, const char *lease_id, long in
 			    struct latch_error *err);
 int latch_vault_revoke_self(struct latch_vault *v, struct latch_error *err);
 
-/* The ServiceAccount namespace and name a Kubernetes JWT claims to be, for messages only (the
- * signature is not checked). Either may come back NULL. */
-int latch_jwt_service_account(const char *jwt, char **ret_namespace, char **ret_name);
+/* Who a Kubernetes JWT claims to be and for whom, for messages only (the signature is not
+ * checked). Any field may be NULL; audience joins several with ','. */
+struct latch_jwt_identity {
+	char *namespace;
+	char *name;
+	char *audience;
+};
+int latch_jwt_identity_parse(const char *jwt, struct latch_jwt_identity *ret);
+void latch_jwt_identity_done(struct latch_jwt_identity *id);

@@ -86,13 +86,20 @@ long stack_call(struct latch_http_client *c, const char *method, const char *url
 
 char *stack_token_request(const char *ns, const char *sa, long seconds)
 {
+	return stack_token_request_for(ns, sa, seconds, "vault");
+}
+
+char *stack_token_request_for(const char *ns, const char *sa, long seconds, const char *audience)
+{
 	struct latch_tls_options tls = { .ca_file = stack.ca, .client_cert_file = stack.admin_cert,
 					 .client_key_file = stack.admin_key };
 	struct latch_http_client *kube = stack_client(&tls);
-	char url[512], body[256];
+	char url[512], body[512];
 	snprintf(url, sizeof(url), "%s/api/v1/namespaces/%s/serviceaccounts/%s/token", stack.kube_url, ns, sa);
 	snprintf(body, sizeof(body),
-		 "{\"apiVersion\":\"authentication.k8s.io/v1\",\"kind\":\"TokenRequest\",\"spec\":{\"expirationSeconds\":%ld}}", seconds);
+		 "{\"apiVersion\":\"authentication.k8s.io/v1\",\"kind\":\"TokenRequest\","
+		 "\"spec\":{\"expirationSeconds\":%ld%s%s%s}}", seconds, audience ? ",\"audiences\":[\"" : "",
+		 audience ? audience : "", audience ? "\"]" : "");
 	json_t *resp;
 	long status = stack_call(kube, "POST", url, body, NULL, &resp);
 	if (status != 201)

@@ -32,7 +32,10 @@ struct latch_http_client *stack_client(const struct latch_tls_options *tls);
 long stack_call(struct latch_http_client *c, const char *method, const char *url, const char *body, const char *header,
 		json_t **ret_json);
 /* A TokenRequest token for namespace/serviceaccount (caller frees). */
+/* A token for the audience latch injects by default ("vault"), as the stack's roles expect. */
 char *stack_token_request(const char *ns, const char *sa, long seconds);
+/* audience NULL: the API server's own. */
+char *stack_token_request_for(const char *ns, const char *sa, long seconds, const char *audience);
 /* Vault as root (set-up only): method path [json body] -> status, body. */
 long stack_vault_root(const char *method, const char *path, const char *body, json_t **ret_json);
 /* Unseal the stack's Vault with the key dev/stack saved, if it is sealed. */

@@ -49,7 +49,8 @@ struct run {
 	char *config;
 };
 
-static void run_setup(struct run *r, const char *sa)
+/* audience NULL: the API server's own. */
+static void run_setup_for(struct run *r, const char *sa, const char *audience)
 {
 	memset(r, 0, sizeof(*r));
 	r->dir = stack_mkdtemp("latch-e2e-init");
@@ -58,10 +59,15 @@ static void run_setup(struct run *r, const char *sa)
 	r->out = strdup(out);
 	snprintf(r->token_path, sizeof(r->token_path), "%s/token", r->dir);
 	snprintf(r->log_path, sizeof(r->log_path), "%s/latch-init.log", r->dir);
-	char *jwt = stack_token_request("demo", sa, 600);
+	char *jwt = stack_token_request_for("demo", sa, 600, audience);
 	stack_write_file(r->token_path, jwt);
 	remember_secret(jwt);
 	free(jwt);
+}
+
+static void run_setup(struct run *r, const char *sa)
+{
+	run_setup_for(r, sa, "vault");
 }
 
 static void run_done(struct run *r)
@@ -233,7 +239,8 @@ static void test_init__wrong_service_account_fails_fast_with_hint(void **state)
 	double seconds;
 	assert_int_equal(run_init(&r, "populate", 30, &seconds), 77);
 	assert_true(seconds < 2.0);
-	assert_log_contains(&r, "login to 'auth/kubernetes' with role 'demo' as ServiceAccount 'demo/other' was refused");
+	assert_log_contains(&r, "login to 'auth/kubernetes' with role 'demo' as ServiceAccount 'demo/other' with a token "
+				"for audience 'vault' was refused");
 	assert_log_contains(&r, "403");
 	char *db = out_file(&r, "db");
 	assert_null(db);
@@ -251,7 +258,27 @@ static void test_init__wrong_role_fails_fast_with_hint(void **state)
 	int status = run_init(&r, "populate", 30, &seconds);
 	assert_true(status == 65 || status == 77);
 	assert_true(seconds < 2.0);
-	assert_log_contains(&r, "with role 'no-such-role' as ServiceAccount 'demo/app' was refused");
+	assert_log_contains(&r, "with role 'no-such-role' as ServiceAccount 'demo/app' with a token for audience 'vault' "
+				"was refused");
+	run_done(&r);
+}
+
+/* A role made for the webhook's tokens meets latch's, or the reverse: the message names the
+ * audience the token has, so the fix (the role's audience, or latch.dev/token-audience) is
+ * one read away. */
+static void test_init__token_for_another_audience_says_which(void **state)
+{
+	struct run r;
+	run_setup_for(&r, "app", NULL);
+	make_config(&r, "", "", "[{\"name\":\"db\",\"path\":\"database/creds/app\"}]");
+	double seconds;
+	assert_int_equal(run_init(&r, "populate", 30, &seconds), 77);
+	assert_log_contains(&r, "as ServiceAccount 'demo/app' with a token for audience '");
+	assert_log_contains(&r, "audience (it must be '");
+	char *log = stack_read_file(r.log_path);
+	assert_null(strstr(log, "for audience 'vault'"));
+	free(log);
+	assert_null(out_file(&r, "db"));
 	run_done(&r);
 }
 
@@ -393,7 +420,7 @@ static void test_init__sidecar_keeps_short_lived_credentials_fresh(void **state)
 		      "{\"policy\":\"path \\\"database/creds/short\\\" { capabilities = [\\\"read\\\"] }\\n"
 		      "path \\\"sys/leases/renew\\\" { capabilities = [\\\"update\\\"] }\"}");
 	vault_root_ok("PUT", "auth/kubernetes/role/short",
-		      "{\"bound_service_account_names\":\"app\",\"bound_service_account_namespaces\":\"demo\","
+		      "{\"bound_service_account_names\":\"app\",\"bound_service_account_namespaces\":\"demo\",\"audience\":\"vault\","
 		      "\"token_policies\":\"short\",\"token_ttl\":\"1h\"}");
 	struct run r;
 	run_setup(&r, "app");
@@ -452,6 +479,7 @@ int main(void)
 		cmocka_unit_test(test_init__probe_fails_before_populate),
 		cmocka_unit_test(test_init__wrong_service_account_fails_fast_with_hint),
 		cmocka_unit_test(test_init__wrong_role_fails_fast_with_hint),
+		cmocka_unit_test(test_init__token_for_another_audience_says_which),
 		cmocka_unit_test(test_init__vault_down_bounded_retries),
 		cmocka_unit_test(test_init__wrong_ca_and_wrong_name_are_refused),
 		cmocka_unit_test(test_init__missing_path_names_it),

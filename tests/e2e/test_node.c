@@ -597,7 +597,7 @@ static void make_short_lived_db_role(void)
 		      "{\"policy\":\"path \\\"database/creds/short\\\" { capabilities = [\\\"read\\\"] }\\n"
 		      "path \\\"sys/leases/*\\\" { capabilities = [\\\"update\\\"] }\"}");
 	vault_root_ok("PUT", "auth/kubernetes/role/short",
-		      "{\"bound_service_account_names\":\"app\",\"bound_service_account_namespaces\":\"demo\","
+		      "{\"bound_service_account_names\":\"app\",\"bound_service_account_namespaces\":\"demo\",\"audience\":\"vault\","
 		      "\"token_policies\":\"short\",\"token_ttl\":\"1h\"}");
 }
 

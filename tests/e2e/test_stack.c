@@ -86,6 +86,39 @@ static void test_stack__other_service_account_is_refused(void **state)
 	latch_http_client_free(vault);
 }
 
+/* Why latch's tokens are for the audience "vault": such a token is no credential for the API
+ * server (401), while the API server's own is (the ServiceAccount may list nothing: 403, but
+ * authenticated). And a role with audience=vault refuses the API server's token. */
+static void test_stack__vault_audience_token_is_useless_to_the_api_server(void **state)
+{
+	struct latch_tls_options tls = { .ca_file = stack.ca };
+	struct latch_http_client *kube = stack_client(&tls);
+	struct latch_http_client *vault = stack_client(&tls);
+	char url[512], header[4096];
+	snprintf(url, sizeof(url), "%s/api/v1/namespaces/demo/secrets", stack.kube_url);
+	char *for_vault = stack_token_request("demo", "app", 600);
+	char *for_api = stack_token_request_for("demo", "app", 600, NULL);
+	json_t *resp = NULL;
+
+	snprintf(header, sizeof(header), "Authorization: Bearer %s", for_vault);
+	assert_int_equal(stack_call(kube, "GET", url, NULL, header, &resp), 401);
+	json_decref(resp);
+	snprintf(header, sizeof(header), "Authorization: Bearer %s", for_api);
+	assert_int_equal(stack_call(kube, "GET", url, NULL, header, &resp), 403);
+	json_decref(resp);
+
+	assert_int_equal(vault_login(vault, for_api, &resp), 403);
+	json_decref(resp);
+	assert_int_equal(vault_login(vault, for_vault, &resp), 200);
+	json_decref(resp);
+
+	explicit_bzero(header, sizeof(header));
+	latch_secret_free(for_vault);
+	latch_secret_free(for_api);
+	latch_http_client_free(kube);
+	latch_http_client_free(vault);
+}
+
 static void test_stack__tls_server_name_and_wrong_ca(void **state)
 {
 	char url[512];
@@ -123,6 +156,7 @@ int main(void)
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_stack__token_login_db_creds_revoke),
 		cmocka_unit_test(test_stack__other_service_account_is_refused),
+		cmocka_unit_test(test_stack__vault_audience_token_is_useless_to_the_api_server),
 		cmocka_unit_test(test_stack__tls_server_name_and_wrong_ca),
 	};
 	return cmocka_run_group_tests(tests, stack_load, NULL);

@@ -137,12 +137,13 @@ static void test_inject__deployment_gets_latch(void **state)
 	assert_string_equal(json_string_value(json_object_get(cfg, "format")), "template");
 	assert_string_equal(json_string_value(json_object_get(cfg, "mode")), "0400");
 
-	/* Volumes: memory emptyDir and a projected token of 600 s with no explicit audience. */
+	/* Volumes: memory emptyDir and a projected token of 600 s for Vault's audience, not the
+	 * API server's: a token that leaks from Vault's side cannot be replayed to the cluster. */
 	json_t *volumes = json_object_get(spec, "volumes");
 	assert_string_equal(json_string_value(latch_json_path(named(volumes, "latch-secrets"), "emptyDir.medium")), "Memory");
 	json_t *token = json_array_get(latch_json_path(named(volumes, "latch-token"), "projected.sources"), 0);
 	assert_int_equal(json_integer_value(latch_json_path(token, "serviceAccountToken.expirationSeconds")), 600);
-	assert_null(latch_json_path(token, "serviceAccountToken.audience"));
+	assert_string_equal(json_string_value(latch_json_path(token, "serviceAccountToken.audience")), "vault");
 
 	/* Every app container and the existing init container mount the secrets read-only. */
 	json_t *containers = json_object_get(spec, "containers");
@@ -313,7 +314,7 @@ static void test_inject__options_from_annotations(void **state)
 				       "        vault.hashicorp.com/agent-image: registry.example/latch@sha256:0123\n"
 				       "        vault.hashicorp.com/tls-secret: vault-tls\n"
 				       "        vault.hashicorp.com/ca-cert: /vault/tls/ca.crt\n"
-				       "        latch.dev/token-audience: vault\n"
+				       "        latch.dev/token-audience: payments-vault\n"
 				       "        latch.dev/format-db: env\n",
 				       NULL, &obj);
 	assert_null(json_object_get(latch, "restartPolicy"));
@@ -331,12 +332,64 @@ static void test_inject__options_from_annotations(void **state)
 	assert_string_equal(json_string_value(latch_json_path(named(volumes, "latch-tls"), "secret.secretName")), "vault-tls");
 	assert_string_equal(json_string_value(latch_json_path(json_array_get(latch_json_path(named(volumes, "latch-token"), "projected.sources"), 0),
 							      "serviceAccountToken.audience")),
-			    "vault");
+			    "payments-vault");
 	json_t *config = latch_config_of(latch);
 	assert_string_equal(json_string_value(latch_json_path(config, "vault.ca_file")), "/vault/tls/ca.crt");
 	assert_string_equal(json_string_value(json_object_get(json_array_get(json_object_get(config, "secrets"), 0), "format")), "env");
 	json_decref(config);
 	json_decref(obj);
+}
+
+static const char *token_audience_with(const struct latch_inject_options *opts, json_t **ret_obj)
+{
+	injected_latch("", opts, ret_obj);
+	json_t *volumes = json_object_get(pod_spec(*ret_obj), "volumes");
+	json_t *source = json_array_get(latch_json_path(named(volumes, "latch-token"), "projected.sources"), 0);
+	return json_string_value(latch_json_path(source, "serviceAccountToken.audience"));
+}
+
+/* The operator chooses the audience for every workload; "" is the API server's own, for Vault
+ * roles made for the webhook (which have no audience). */
+static void test_inject__token_audience_option(void **state)
+{
+	json_t *obj;
+	struct latch_inject_options opts = default_opts;
+	opts.token_audience = "https://vault.example";
+	assert_string_equal(token_audience_with(&opts, &obj), "https://vault.example");
+	json_decref(obj);
+	opts.token_audience = "";
+	assert_null(token_audience_with(&opts, &obj));
+	json_decref(obj);
+}
+
+static const char *db_file_mode(const char *text)
+{
+	static char mode[8];
+	struct result res;
+	inject_text(text, NULL, &res);
+	if (res.rc != 0)
+		fail_msg("%s", latch_error_message(&res.err));
+	json_t *obj = doc_json(&res, 0);
+	json_t *config = latch_config_of(named(json_object_get(pod_spec(obj), "initContainers"), "latch-init"));
+	snprintf(mode, sizeof(mode), "%s", json_string_value(json_object_get(named(json_object_get(config, "secrets"), "db"),
+									     "mode")));
+	json_decref(config);
+	json_decref(obj);
+	result_done(&res);
+	return mode;
+}
+
+/* 0640 whenever the app is sure to read it: with an fsGroup the volume and its files belong to
+ * that group. Without one the app's user is unknown: 0644, as Vault Agent. perms wins. */
+static void test_inject__secret_files_group_readable_with_fs_group(void **state)
+{
+	char text[9000];
+	snprintf(text, sizeof(text), "%s      securityContext: {runAsUser: 65532, fsGroup: 65532}\n", with_annotations(""));
+	assert_string_equal(db_file_mode(text), "0640");
+	assert_string_equal(db_file_mode(with_annotations("")), "0644");
+	snprintf(text, sizeof(text), "%s      securityContext: {fsGroup: 2000}\n",
+		 with_annotations("        vault.hashicorp.com/agent-inject-perms-db: '0400'\n"));
+	assert_string_equal(db_file_mode(text), "0400");
 }
 
 static void assert_inject_error(const char *extra, const struct latch_inject_options *opts, const char *expected)
@@ -514,6 +567,8 @@ int main(void)
 		cmocka_unit_test(test_inject__unannotated_objects_keep_their_content),
 		cmocka_unit_test(test_inject__workload_annotations_count_and_pod_template_wins),
 		cmocka_unit_test(test_inject__options_from_annotations),
+		cmocka_unit_test(test_inject__token_audience_option),
+		cmocka_unit_test(test_inject__secret_files_group_readable_with_fs_group),
 		cmocka_unit_test(test_inject__bad_annotations_name_object_annotation_and_position),
 		cmocka_unit_test(test_inject__all_images_policy_spares_no_container_name),
 		cmocka_unit_test(test_inject__empty_registry_list_is_refused),

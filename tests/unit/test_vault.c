@@ -23,38 +23,41 @@ static char *jwt_with_claims(const char *claims)
 /* The claims shape of a TokenRequest (projected) token from kube-apiserver 1.36. */
 static void test_vault__jwt_service_account_projected(void **state)
 {
-	char *jwt = jwt_with_claims("{\"aud\":[\"https://127.0.0.1:16443\"],\"exp\":1764134000,\"iss\":\"https://127.0.0.1:16443\","
-				    "\"kubernetes.io\":{\"namespace\":\"demo\",\"serviceaccount\":{\"name\":\"other\",\"uid\":\"u\"}},"
+	char *jwt = jwt_with_claims("{\"aud\":[\"vault\",\"https://127.0.0.1:16443\"],\"exp\":1764134000,"
+				    "\"iss\":\"https://127.0.0.1:16443\",\"kubernetes.io\":{\"namespace\":\"demo\","
+				    "\"serviceaccount\":{\"name\":\"other\",\"uid\":\"u\"}},"
 				    "\"sub\":\"system:serviceaccount:demo:other\"}");
-	char *ns, *name;
-	assert_int_equal(latch_jwt_service_account(jwt, &ns, &name), 0);
-	assert_string_equal(ns, "demo");
-	assert_string_equal(name, "other");
-	free(ns);
-	free(name);
+	struct latch_jwt_identity id;
+	assert_int_equal(latch_jwt_identity_parse(jwt, &id), 0);
+	assert_string_equal(id.namespace, "demo");
+	assert_string_equal(id.name, "other");
+	assert_string_equal(id.audience, "vault,https://127.0.0.1:16443");
+	latch_jwt_identity_done(&id);
 	free(jwt);
 }
 
 static void test_vault__jwt_service_account_legacy_secret_token(void **state)
 {
-	char *jwt = jwt_with_claims("{\"iss\":\"kubernetes/serviceaccount\",\"kubernetes.io/serviceaccount/namespace\":\"ops\","
+	char *jwt = jwt_with_claims("{\"iss\":\"kubernetes/serviceaccount\",\"aud\":\"single\","
+				    "\"kubernetes.io/serviceaccount/namespace\":\"ops\","
 				    "\"kubernetes.io/serviceaccount/service-account.name\":\"deployer\"}");
-	char *ns, *name;
-	assert_int_equal(latch_jwt_service_account(jwt, &ns, &name), 0);
-	assert_string_equal(ns, "ops");
-	assert_string_equal(name, "deployer");
-	free(ns);
-	free(name);
+	struct latch_jwt_identity id;
+	assert_int_equal(latch_jwt_identity_parse(jwt, &id), 0);
+	assert_string_equal(id.namespace, "ops");
+	assert_string_equal(id.name, "deployer");
+	assert_string_equal(id.audience, "single");
+	latch_jwt_identity_done(&id);
 	free(jwt);
 }
 
 static void test_vault__jwt_garbage(void **state)
 {
-	char *ns, *name;
-	assert_int_equal(latch_jwt_service_account("not-a-jwt", &ns, &name), LATCH_EINVAL);
-	assert_int_equal(latch_jwt_service_account("a.!!!.c", &ns, &name), LATCH_EINVAL);
-	assert_null(ns);
-	assert_null(name);
+	struct latch_jwt_identity id;
+	assert_int_equal(latch_jwt_identity_parse("not-a-jwt", &id), LATCH_EINVAL);
+	assert_int_equal(latch_jwt_identity_parse("a.!!!.c", &id), LATCH_EINVAL);
+	assert_null(id.namespace);
+	assert_null(id.name);
+	assert_null(id.audience);
 }
 
 static void test_vault__client_needs_an_address(void **state)
