@@ -331,6 +331,30 @@ static void test_node__job_with_pre_populate_only_completes(void **state)
 	stop_workload(&w);
 }
 
+/* A file with no perms annotation in a pod with an fsGroup is 0640 and of that group: the
+ * app, another user than latch-init (100:1000) and not in its group, reads it, and the
+ * "other" bits that would let any user of the pod read it are off. */
+static void test_node__fs_group_pod_reads_its_0640_files(void **state)
+{
+	static const char pod_security[] = "      securityContext: {runAsUser: 65532, runAsGroup: 65532, fsGroup: 4242}\n";
+	static const char anchor[] = "      serviceAccountName: app\n";
+	char *yaml = workload("Job", "node-fsgroup", "stat -c '%a %g' /vault/secrets/db-env && . /vault/secrets/db-env "
+				 "&& echo \\\"read as $(id -u) $PGUSER\\\"",
+			      "        vault.hashicorp.com/agent-pre-populate-only: \"true\"\n");
+	char *at = strstr(yaml, anchor), *with_group = NULL;
+	assert_non_null(at);
+	if (asprintf(&with_group, "%.*s%s%s", (int)(at - yaml), yaml, pod_security, at) < 0)
+		fail_msg("out of memory");
+	free(yaml);
+	struct running w;
+	run_yaml(&w, with_group, "node-fsgroup", node_pod_succeeded, 120);
+	char *log = node_logs(NS, node_pod_name(w.pod), "app", false);
+	assert_non_null(strstr(log, "640 4242\n"));
+	assert_non_null(strstr(log, "read as 65532 v-"));
+	free(log);
+	stop_workload(&w);
+}
+
 /* latch-init exited 69 (Vault unavailable) and the kubelet is backing off before the next try. */
 static bool init_backing_off_unavailable(const json_t *pod, void *unused)
 {
@@ -993,6 +1017,7 @@ int main(void)
 		cmocka_unit_test(test_node__native_sidecar_gates_the_app_which_logs_in_with_psql),
 		cmocka_unit_test(test_node__runc_confines_latch_init),
 		cmocka_unit_test(test_node__job_with_pre_populate_only_completes),
+		cmocka_unit_test(test_node__fs_group_pod_reads_its_0640_files),
 		cmocka_unit_test_teardown(test_node__vault_sealed_at_pod_start_then_unsealed, unseal_after),
 		cmocka_unit_test(test_node__killed_sidecar_is_restarted_and_the_app_keeps_running),
 		cmocka_unit_test(test_node__short_lived_login_is_replaced_and_the_app_uses_the_new_one),
