@@ -306,24 +306,99 @@ static int compare_files(const void *a, const void *b)
 	return strcmp(((const struct latch_git_file *)a)->path, ((const struct latch_git_file *)b)->path);
 }
 
+static int copy_signed(struct latch_view signature, struct latch_view data, const char *what, const char *name,
+		       struct latch_buf *ret_signature, struct latch_buf *ret_signed, struct latch_error *err)
+{
+	if (latch_buf_append_view(ret_signature, signature) < 0 || latch_buf_append_view(ret_signed, data) < 0)
+		return latch_error_set(err, LATCH_ENOMEM, "the signature of %s %.40s is too large", what, name);
+	return 0;
+}
+
 int latch_git_commit_signature(struct latch_git *g, const char *sha, struct latch_buf *ret_signature, struct latch_buf *ret_signed,
-			       struct latch_error *err)
+			       int64_t *ret_time, struct latch_error *err)
 {
 	git_oid oid;
 	git_buf signature = GIT_BUF_INIT, signed_data = GIT_BUF_INIT;
+	git_commit *commit = NULL;
 	if (git_oid_fromstr(&oid, sha) < 0)
 		return latch_error_set(err, LATCH_EINVAL, "'%s' is not a commit id", sha);
 	int g_r = git_commit_extract_signature(&signature, &signed_data, g->repo, &oid, NULL);
 	int r = 0;
 	if (g_r == GIT_ENOTFOUND)
 		r = latch_error_set(err, LATCH_ENOTFOUND, "commit %.12s is not signed", sha);
-	else if (g_r < 0)
+	else if (g_r < 0 || git_commit_lookup(&commit, g->repo, &oid) < 0)
 		r = git_fail(err, LATCH_EIO, "reading the signature of commit", sha);
-	else if (latch_buf_append(ret_signature, signature.ptr, signature.size) < 0 ||
-		 latch_buf_append(ret_signed, signed_data.ptr, signed_data.size) < 0)
-		r = latch_error_set(err, LATCH_ENOMEM, "the signature of commit %.12s is too large", sha);
+	else
+		r = copy_signed(latch_view_make(signature.ptr, signature.size), latch_view_make(signed_data.ptr, signed_data.size),
+				"commit", sha, ret_signature, ret_signed, err);
+	if (r == 0)
+		*ret_time = (int64_t)git_commit_time(commit);
+	git_commit_free(commit);
 	git_buf_dispose(&signature);
 	git_buf_dispose(&signed_data);
+	return r;
+}
+
+/* Where the signature appended to a tag's message starts: the last line that opens an
+ * OpenPGP or SSH signature, as git reads it. */
+static const char *tag_signature_start(const char *data, size_t size)
+{
+	static const char *const begins[] = { "-----BEGIN PGP SIGNATURE-----", "-----BEGIN SSH SIGNATURE-----" };
+	const char *found = NULL, *end = data + size;
+	for (const char *line = data; line < end;) {
+		for (size_t i = 0; i < 2; i++)
+			if ((size_t)(end - line) >= strlen(begins[i]) && memcmp(line, begins[i], strlen(begins[i])) == 0)
+				found = line;
+		const char *nl = memchr(line, '\n', (size_t)(end - line));
+		line = nl ? nl + 1 : end;
+	}
+	return found;
+}
+
+static int tag_object(struct latch_git *g, const char *tag, git_tag **ret, struct latch_error *err)
+{
+	struct latch_buf name = LATCH_BUF_INIT(4096);
+	git_oid oid;
+	git_object *obj = NULL;
+	int r = 0;
+	if (latch_buf_printf(&name, "refs/tags/%s", tag) < 0)
+		r = latch_error_set(err, LATCH_ELIMIT, "tag name '%s' is too long", tag);
+	else if (git_reference_name_to_id(&oid, g->repo, latch_buf_str(&name)) < 0 ||
+		 git_object_lookup(&obj, g->repo, &oid, GIT_OBJECT_ANY) < 0)
+		r = latch_error_set(err, LATCH_ENOTFOUND, "'%s' has no tag '%s'", g->shown_url, tag);
+	else if (git_object_type(obj) != GIT_OBJECT_TAG)
+		r = latch_error_set(err, LATCH_ENOTFOUND, "tag '%s' is a lightweight tag, which cannot be signed", tag);
+	latch_buf_done(&name);
+	if (r == 0)
+		*ret = (git_tag *)obj;
+	else
+		git_object_free(obj);
+	return r;
+}
+
+int latch_git_tag_signature(struct latch_git *g, const char *tag, struct latch_buf *ret_signature, struct latch_buf *ret_signed,
+			    int64_t *ret_time, struct latch_error *err)
+{
+	git_tag *t = NULL;
+	git_odb *odb = NULL;
+	git_odb_object *raw = NULL;
+	int r = tag_object(g, tag, &t, err);
+	if (r == 0 && (git_repository_odb(&odb, g->repo) < 0 || git_odb_read(&raw, odb, git_tag_id(t)) < 0))
+		r = git_fail(err, LATCH_EIO, "reading tag", tag);
+	if (r == 0) {
+		const char *data = git_odb_object_data(raw);
+		size_t size = git_odb_object_size(raw);
+		const char *sig = tag_signature_start(data, size);
+		const git_signature *tagger = git_tag_tagger(t);
+		r = sig ? copy_signed(latch_view_make(sig, (size_t)(data + size - sig)), latch_view_make(data, (size_t)(sig - data)),
+				      "tag", tag, ret_signature, ret_signed, err)
+			: latch_error_set(err, LATCH_ENOTFOUND, "tag '%s' is not signed", tag);
+		if (r == 0)
+			*ret_time = tagger ? (int64_t)tagger->when.time : 0;
+	}
+	git_odb_object_free(raw);
+	git_odb_free(odb);
+	git_tag_free(t);
 	return r;
 }
 

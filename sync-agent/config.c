@@ -119,6 +119,37 @@ static int get_duration(const struct ctx *c, const struct latch_yaml_node *map, 
 	return 0;
 }
 
+static int parse_verify_mode(const struct ctx *c, const struct latch_yaml_node *verify, struct sync_source *s)
+{
+	const struct latch_yaml_node *mode = latch_yaml_map_get(verify, "mode");
+	s->verify_mode = !mode || latch_yaml_is_scalar(mode, "HEAD") ? SYNC_VERIFY_HEAD
+			 : latch_yaml_is_scalar(mode, "Tag")          ? SYNC_VERIFY_TAG
+			 : latch_yaml_is_scalar(mode, "TagAndHEAD")   ? SYNC_VERIFY_TAG | SYNC_VERIFY_HEAD
+								      : 0;
+	if (!s->verify_mode)
+		return bad(c, mode, "verify", "mode must be HEAD, Tag or TagAndHEAD");
+	if ((s->verify_mode & SYNC_VERIFY_TAG) && !s->tag)
+		return bad(c, mode, "verify", "mode %s needs ref: {tag: ...}", mode->value);
+	return 0;
+}
+
+/* verify: OpenPGP keys, SSH allowed signers, or both; a signature is checked against the
+ * kind it is. */
+static int parse_verify(const struct ctx *c, const struct latch_yaml_node *verify, struct sync_source *s)
+{
+	static const char *const verify_keys[] = { "keyringFile", "allowedSignersFile", "mode", NULL };
+	int r = check_keys(c, verify, "verify", verify_keys);
+	if (r == 0)
+		r = get_str(c, verify, "keyringFile", "verify", false, &s->verify_keyring_file);
+	if (r == 0)
+		r = get_str(c, verify, "allowedSignersFile", "verify", false, &s->verify_allowed_signers_file);
+	if (r == 0 && !s->verify_keyring_file && !s->verify_allowed_signers_file)
+		r = bad(c, verify, "verify", "name keyringFile (OpenPGP), allowedSignersFile (SSH), or both");
+	if (r == 0)
+		r = parse_verify_mode(c, verify, s);
+	return r;
+}
+
 static int parse_source(const struct ctx *c, const struct latch_yaml_node *n, size_t i, struct sync_source *s)
 {
 	static const char *const keys[] = { "name", "url", "ref", "path", "render", "interval", "timeout", "prune", "allowEmpty",
@@ -171,12 +202,8 @@ static int parse_source(const struct ctx *c, const struct latch_yaml_node *n, si
 	if (r == 0)
 		r = get_str(c, n, "caFile", where, false, &s->ca_file);
 	const struct latch_yaml_node *verify = latch_yaml_map_get(n, "verify");
-	if (r == 0 && verify) {
-		static const char *const verify_keys[] = { "keyringFile", NULL };
-		r = check_keys(c, verify, "verify", verify_keys);
-		if (r == 0)
-			r = get_str(c, verify, "keyringFile", "verify", true, &s->verify_keyring_file);
-	}
+	if (r == 0 && verify)
+		r = parse_verify(c, verify, s);
 	const struct latch_yaml_node *webhook = latch_yaml_map_get(n, "webhook");
 	if (r == 0 && webhook) {
 		static const char *const webhook_keys[] = { "secretFile", NULL };
@@ -301,6 +328,7 @@ void sync_config_done(struct sync_config *c)
 		free(s->known_hosts_file);
 		free(s->ca_file);
 		free(s->verify_keyring_file);
+		free(s->verify_allowed_signers_file);
 		free(s->webhook_secret_file);
 	}
 	free(c->sources);

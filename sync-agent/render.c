@@ -17,6 +17,7 @@
 #include "latch/git.h"
 #include "latch/log.h"
 #include "latch/openpgp.h"
+#include "latch/sshsig.h"
 #include "latch/yaml.h"
 #include "objects.h"
 
@@ -186,22 +187,63 @@ static int fetch_with_credentials(struct latch_git *g, const struct sync_source 
 	return r;
 }
 
-/* With verify set, only a commit signed by one of the keyring's keys is rendered at all. */
-static int verify_commit(const struct sync_config *c, const struct sync_source *s, struct latch_git *g, const char *sha,
-			 struct latch_error *err)
+/* A signature checked against the keys of its kind; ret_key names the key that made it. */
+static int check_signature(const struct sync_config *c, const struct sync_source *s, struct latch_view signature,
+			   struct latch_view data, int64_t signed_at, struct latch_buf *ret_key, struct latch_error *err)
+{
+	if (latch_view_has_prefix(signature, LATCH_SSHSIG_BEGIN)) {
+		struct latch_sshsig_signer signer;
+		if (!s->verify_allowed_signers_file)
+			return latch_error_set(err, LATCH_EFORBIDDEN, "it is signed with an SSH key, and verify names no "
+					       "allowedSignersFile");
+		int r = latch_sshsig_verify_file(s->verify_allowed_signers_file, "git", signature, data, signed_at, &signer, err);
+		if (r == 0 && latch_buf_printf(ret_key, "%s (%s)", signer.fingerprint, signer.principal) < 0)
+			r = latch_error_set(err, LATCH_ENOMEM, "out of memory");
+		return r;
+	}
+	char fingerprint[65] = "";
+	if (!s->verify_keyring_file)
+		return latch_error_set(err, LATCH_EFORBIDDEN, "it has an OpenPGP signature, and verify names no keyringFile");
+	int r = latch_openpgp_verify(s->verify_keyring_file, c->cache_dir, signature, data, fingerprint, err);
+	if (r == 0 && latch_buf_append_str(ret_key, fingerprint) < 0)
+		r = latch_error_set(err, LATCH_ENOMEM, "out of memory");
+	return r;
+}
+
+/* The tag's signature (tag) or the commit's, checked. */
+static int verify_signed(const struct sync_config *c, const struct sync_source *s, struct latch_git *g, const char *sha,
+			 bool tag, struct latch_error *err)
 {
 	struct latch_buf signature = LATCH_BUF_INIT(1u << 20), signed_data = LATCH_BUF_INIT(64u << 20);
-	char fingerprint[65] = "";
-	int r = latch_git_commit_signature(g, sha, &signature, &signed_data, err);
+	struct latch_buf key = LATCH_BUF_INIT(512);
+	int64_t signed_at = 0;
+	int r = tag ? latch_git_tag_signature(g, s->tag, &signature, &signed_data, &signed_at, err)
+		    : latch_git_commit_signature(g, sha, &signature, &signed_data, &signed_at, err);
 	if (r == 0)
-		r = latch_openpgp_verify(s->verify_keyring_file, c->cache_dir, latch_buf_view(&signature), latch_buf_view(&signed_data),
-					 fingerprint, err);
-	if (r < 0)
-		latch_error_prefix(err, "refusing commit %.12s (verify.keyringFile is set)", sha);
+		r = check_signature(c, s, latch_buf_view(&signature), latch_buf_view(&signed_data), signed_at, &key, err);
+	if (r < 0 && tag)
+		latch_error_prefix(err, "refusing tag '%s' (commit %.12s)", s->tag, sha);
+	else if (r < 0)
+		latch_error_prefix(err, "refusing commit %.12s", sha);
 	else
-		LATCH_LOG(LATCH_LOG_INFO, "verified commit signature", { "source", s->name }, { "revision", sha }, { "key", fingerprint });
+		LATCH_LOG(LATCH_LOG_INFO, tag ? "verified tag signature" : "verified commit signature", { "source", s->name },
+			  { "revision", sha }, { "key", latch_buf_str(&key) });
 	latch_buf_done(&signature);
 	latch_buf_done(&signed_data);
+	latch_buf_done(&key);
+	return r;
+}
+
+/* With verify, nothing is rendered unless what verify.mode names is signed by a trusted key:
+ * the commit (HEAD), the annotated tag (Tag), or both. */
+static int verify_revision(const struct sync_config *c, const struct sync_source *s, struct latch_git *g, const char *sha,
+			   struct latch_error *err)
+{
+	int r = 0;
+	if (s->verify_mode & SYNC_VERIFY_TAG)
+		r = verify_signed(c, s, g, sha, true, err);
+	if (r == 0 && (s->verify_mode & SYNC_VERIFY_HEAD))
+		r = verify_signed(c, s, g, sha, false, err);
 	return r;
 }
 
@@ -218,8 +260,8 @@ int sync_render_revision(const struct sync_config *c, const struct sync_source *
 		r = fetch_with_credentials(g, s, err);
 	if (r == 0)
 		r = latch_git_resolve(g, &ref, sha, err);
-	if (r == 0 && s->verify_keyring_file)
-		r = verify_commit(c, s, g, sha, err);
+	if (r == 0 && s->verify_mode)
+		r = verify_revision(c, s, g, sha, err);
 	if (r == 0)
 		r = s->kustomize ? render_kustomize(c, s, g, sha, objects, &warnings, err) : render_files(c, s, g, sha, objects, &warnings, err);
 	if (warnings.len)

@@ -9,6 +9,12 @@
 #include "latch/error.h"
 #include "latch/k8s.h"
 
+/* verify.mode, as Flux spells it: HEAD (the commit), Tag (the annotated tag), TagAndHEAD. */
+enum {
+	SYNC_VERIFY_HEAD = 1,
+	SYNC_VERIFY_TAG = 2,
+};
+
 struct sync_source {
 	char *name;
 	char *url;
@@ -25,7 +31,9 @@ struct sync_source {
 	char *username_file, *password_file; /* https basic auth, read at every pass */
 	char *ssh_key_file, *known_hosts_file;
 	char *ca_file;         /* CA bundle for an https remote */
-	char *verify_keyring_file; /* OpenPGP public keys: a commit must be signed by one to apply */
+	char *verify_keyring_file;  /* OpenPGP public keys... */
+	char *verify_allowed_signers_file; /* ...and SSH ones: a revision must be signed by one to apply */
+	unsigned verify_mode;       /* SYNC_VERIFY_* bits: what must be signed */
 	char *webhook_secret_file; /* POST /hook/<name> signed with this secret starts a pass at once */
 	char *inject_image;
 	char *inject_vault_address;

@@ -7,6 +7,7 @@
 #pragma once
 
 #include <stdbool.h>
+#include <stdint.h>
 #include <stddef.h>
 
 #include "latch/buf.h"
@@ -50,10 +51,15 @@ struct latch_git_auth {
 int latch_git_fetch(struct latch_git *g, const struct latch_git_auth *auth, struct latch_error *err);
 /* The commit a ref names, as 40 hex characters. */
 int latch_git_resolve(struct latch_git *g, const struct latch_git_ref *ref, char ret_sha[41], struct latch_error *err);
-/* The commit's signature (the gpgsig header, e.g. an armored OpenPGP signature) and the
- * data it signs; LATCH_ENOTFOUND when the commit is not signed. */
+/* The commit's signature (the gpgsig header: an armored OpenPGP or SSH signature), the data
+ * it signs and the commit time; LATCH_ENOTFOUND when the commit is not signed. */
 int latch_git_commit_signature(struct latch_git *g, const char *sha, struct latch_buf *ret_signature, struct latch_buf *ret_signed,
-			       struct latch_error *err);
+			       int64_t *ret_time, struct latch_error *err);
+/* The same for an annotated tag (refs/tags/tag): the signature appended to its message, the
+ * tag object without it, and the tagger's time. LATCH_ENOTFOUND for a lightweight or
+ * unsigned tag. */
+int latch_git_tag_signature(struct latch_git *g, const char *tag, struct latch_buf *ret_signature, struct latch_buf *ret_signed,
+			    int64_t *ret_time, struct latch_error *err);
 /* Every .yaml, .yml and .json file under dir ("" for the root) of the commit, sorted by path,
  * recursively; each file at most max_file bytes. */
 int latch_git_read_tree(struct latch_git *g, const char *sha, const char *dir, size_t max_file,

@@ -24,7 +24,7 @@ struct fixture {
 	char repo[1024], config[1024], log[1024];
 };
 
-static void fixture_init_with(struct fixture *f, const char *name, const char *url, const char *extra)
+static void fixture_init_ref(struct fixture *f, const char *name, const char *url, const char *ref, const char *extra)
 {
 	f->dir = stack_mkdtemp("latch-e2e-faults");
 	snprintf(f->repo, sizeof(f->repo), "%s/repo", f->dir);
@@ -35,10 +35,15 @@ static void fixture_init_with(struct fixture *f, const char *name, const char *u
 	snprintf(own_url, sizeof(own_url), "file://%s", f->repo);
 	snprintf(text, sizeof(text),
 		 "apiVersion: latch.dev/v1alpha1\nkind: SyncConfig\nmetadata: {name: %s}\nspec:\n  namespace: latch-system\n"
-		 "  cacheDir: %s/cache\n  sources:\n  - name: apps\n    url: %s\n    ref: {branch: main}\n    path: .\n"
+		 "  cacheDir: %s/cache\n  sources:\n  - name: apps\n    url: %s\n    ref: %s\n    path: .\n"
 		 "    healthCheck: false\n    timeout: 60s\n%s",
-		 name, f->dir, url ? url : own_url, extra ? extra : "");
+		 name, f->dir, url ? url : own_url, ref, extra ? extra : "");
 	stack_write_file(f->config, text);
+}
+
+static void fixture_init_with(struct fixture *f, const char *name, const char *url, const char *extra)
+{
+	fixture_init_ref(f, name, url, "{branch: main}", extra);
 }
 
 static void fixture_init(struct fixture *f, const char *name, const char *url)
@@ -440,6 +445,161 @@ static void test_faults__only_commits_signed_by_a_trusted_key_apply(void **state
 	fixture_done(&f);
 }
 
+/* ssh-keygen's fingerprint of key.pub in the fixture's directory (to free). */
+static char *ssh_fingerprint(const struct fixture *f, const char *key)
+{
+	char cmd[1024], path[1200];
+	snprintf(cmd, sizeof(cmd), "ssh-keygen -l -E sha256 -f %s.pub | cut -d' ' -f2 > %s.fpr", key, key);
+	gitops_sh(f->dir, cmd);
+	snprintf(path, sizeof(path), "%s/%s.fpr", f->dir, key);
+	char *fpr = stack_read_file(path);
+	assert_non_null(fpr);
+	fpr[strcspn(fpr, "\n")] = '\0';
+	return fpr;
+}
+
+/* Keys trusted and stranger, and an allowed_signers file in dir that lists trusted for git,
+ * as a team writes it. */
+static void make_ssh_keys(const struct fixture *f, const char *dir)
+{
+	char cmd[2048];
+	gitops_sh(f->dir, "ssh-keygen -q -t ed25519 -N '' -C trusted -f trusted && "
+			  "ssh-keygen -q -t ecdsa -N '' -C stranger -f stranger");
+	snprintf(cmd, sizeof(cmd), "printf '# who may sign the config repo\\n' > '%s/allowed_signers' && "
+		 "echo \"trusted@example.org namespaces=\\\"git\\\" $(cut -d' ' -f1,2 trusted.pub)\" >> '%s/allowed_signers'",
+		 dir, dir);
+	gitops_sh(f->dir, cmd);
+}
+
+/* git as a team signing with SSH keys runs it. */
+#define GIT_SSH_SIGNING "git -c gpg.format=ssh -c user.signingkey=\"$PWD/../%s\""
+
+/* The ConfigMap ssh-signed/value = value, committed; signed by key (a file in the fixture's
+ * directory), or unsigned when key is NULL. */
+static void commit_ssh_signed(const struct fixture *f, const char *value, const char *key)
+{
+	char text[512], cmd[2048];
+	snprintf(text, sizeof(text), "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: ssh-signed\n  namespace: default\n"
+		 "data:\n  value: %s\n", value);
+	put(f, "app.yaml", text);
+	if (key)
+		snprintf(cmd, sizeof(cmd), "cd repo && git add -A && " GIT_SSH_SIGNING " commit -q -S -m %s", key, value);
+	else
+		snprintf(cmd, sizeof(cmd), "cd repo && git add -A && git commit -q -m %s", value);
+	gitops_sh(f->dir, cmd);
+}
+
+static void expect_ssh_signed_value(const char *want)
+{
+	struct latch_k8s *k = gitops_kube(getenv("KUBECONFIG"));
+	char *v = gitops_configmap_value(k, "default", "ssh-signed", "value");
+	latch_k8s_free(k);
+	assert_non_null(v);
+	assert_string_equal(v, want);
+	free(v);
+}
+
+/* verify.allowedSignersFile: commits signed with gpg.format=ssh by a listed key apply; an
+ * unsigned one, or one by another key, leaves the cluster at the last verified commit, and
+ * the log names the commit, the key and why. */
+static void test_faults__ssh_signed_commits_apply_only_when_the_key_is_allowed(void **state)
+{
+	struct fixture f;
+	char extra[2048];
+	char *dir = stack_mkdtemp("latch-e2e-ssh-keys");
+	snprintf(extra, sizeof(extra), "    verify: {allowedSignersFile: %s/allowed_signers}\n", dir);
+	fixture_init_with(&f, "faults-ssh-verify", NULL, extra);
+	make_ssh_keys(&f, dir);
+	char *trusted = ssh_fingerprint(&f, "trusted"), *stranger = ssh_fingerprint(&f, "stranger");
+
+	commit_ssh_signed(&f, "one", "trusted");
+	must_sync(&f);
+	expect_ssh_signed_value("one");
+	assert_true(log_has(&f, trusted));
+	assert_true(log_has(&f, "trusted@example.org"));
+
+	commit_ssh_signed(&f, "two", NULL);
+	assert_int_equal(sync_once(&f), 1);
+	assert_true(log_has(&f, "is not signed"));
+	expect_ssh_signed_value("one");
+
+	commit_ssh_signed(&f, "three", "stranger");
+	assert_int_equal(sync_once(&f), 1);
+	assert_true(log_has(&f, "which is not in"));
+	assert_true(log_has(&f, stranger));
+	expect_ssh_signed_value("one");
+
+	commit_ssh_signed(&f, "four", "trusted");
+	must_sync(&f);
+	expect_ssh_signed_value("four");
+
+	free(trusted);
+	free(stranger);
+	stack_rm_rf(dir);
+	free(dir);
+	fixture_done(&f);
+}
+
+/* Move the annotated tag release to the tip: signed by key, or unsigned (NULL), or
+ * lightweight. */
+static void tag_release(const struct fixture *f, const char *key, bool lightweight)
+{
+	char cmd[1024];
+	if (lightweight)
+		snprintf(cmd, sizeof(cmd), "cd repo && git tag -f release");
+	else if (key)
+		snprintf(cmd, sizeof(cmd), "cd repo && " GIT_SSH_SIGNING " tag -f -s -m release release", key);
+	else
+		snprintf(cmd, sizeof(cmd), "cd repo && git tag -f -a -m release release");
+	gitops_sh(f->dir, cmd);
+}
+
+/* ref: {tag: release} with verify.mode Tag: the commits are not signed, the tag is; only a
+ * tag signed by an allowed key moves the cluster. */
+static void test_faults__ssh_signed_tag_mode_follows_only_trusted_tags(void **state)
+{
+	struct fixture f;
+	char extra[2048];
+	char *dir = stack_mkdtemp("latch-e2e-ssh-tags");
+	snprintf(extra, sizeof(extra), "    verify: {allowedSignersFile: %s/allowed_signers, mode: Tag}\n", dir);
+	fixture_init_ref(&f, "faults-ssh-tag", NULL, "{tag: release}", extra);
+	make_ssh_keys(&f, dir);
+	char *stranger = ssh_fingerprint(&f, "stranger");
+
+	commit_ssh_signed(&f, "one", NULL);
+	tag_release(&f, "trusted", false);
+	must_sync(&f);
+	expect_ssh_signed_value("one");
+	assert_true(log_has(&f, "verified tag signature"));
+
+	commit_ssh_signed(&f, "two", NULL);
+	tag_release(&f, NULL, false);
+	assert_int_equal(sync_once(&f), 1);
+	assert_true(log_has(&f, "refusing tag 'release'"));
+	assert_true(log_has(&f, "tag 'release' is not signed"));
+	expect_ssh_signed_value("one");
+
+	tag_release(&f, "stranger", false);
+	assert_int_equal(sync_once(&f), 1);
+	assert_true(log_has(&f, stranger));
+	expect_ssh_signed_value("one");
+
+	tag_release(&f, NULL, true);
+	assert_int_equal(sync_once(&f), 1);
+	assert_true(log_has(&f, "lightweight"));
+	expect_ssh_signed_value("one");
+
+	commit_ssh_signed(&f, "three", NULL);
+	tag_release(&f, "trusted", false);
+	must_sync(&f);
+	expect_ssh_signed_value("three");
+
+	free(stranger);
+	stack_rm_rf(dir);
+	free(dir);
+	fixture_done(&f);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -447,6 +607,8 @@ int main(void)
 		cmocka_unit_test(test_faults__git_server_down_keeps_state_and_recovers),
 		cmocka_unit_test(test_faults__kill_during_apply_then_converge),
 		cmocka_unit_test(test_faults__only_commits_signed_by_a_trusted_key_apply),
+		cmocka_unit_test(test_faults__ssh_signed_commits_apply_only_when_the_key_is_allowed),
+		cmocka_unit_test(test_faults__ssh_signed_tag_mode_follows_only_trusted_tags),
 	};
 	return cmocka_run_group_tests(tests, stack_load, NULL);
 }
