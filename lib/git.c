@@ -402,6 +402,51 @@ int latch_git_tag_signature(struct latch_git *g, const char *tag, struct latch_b
 	return r;
 }
 
+static int walk_new_commits(struct latch_git *g, git_revwalk *walk, size_t max, struct latch_git_commits *ret,
+			    struct latch_error *err)
+{
+	git_oid oid;
+	int g_r;
+	while ((g_r = git_revwalk_next(&oid, walk)) == 0) {
+		if (ret->n == max)
+			return latch_error_set(err, LATCH_ELIMIT, "more than %zu new commits to verify", max);
+		void *p = realloc(ret->shas, (ret->n + 1) * sizeof(*ret->shas));
+		if (!p)
+			return latch_error_set(err, LATCH_ENOMEM, "out of memory");
+		ret->shas = p;
+		git_oid_tostr(ret->shas[ret->n++], 41, &oid);
+	}
+	return g_r == GIT_ITEROVER ? 0 : git_fail(err, LATCH_EIO, "walking the history of", g->shown_url);
+}
+
+int latch_git_commits_since(struct latch_git *g, const char *since, const char *tip, size_t max, struct latch_git_commits *ret,
+			    struct latch_error *err)
+{
+	*ret = (struct latch_git_commits){ 0 };
+	git_oid tip_oid, since_oid;
+	git_revwalk *walk = NULL;
+	if (git_oid_fromstr(&tip_oid, tip) < 0 || git_oid_fromstr(&since_oid, since) < 0)
+		return latch_error_set(err, LATCH_EINVAL, "'%s' or '%s' is not a commit id", since, tip);
+	int r = 0;
+	if (git_revwalk_new(&walk, g->repo) < 0 || git_revwalk_push(walk, &tip_oid) < 0)
+		r = git_fail(err, LATCH_EIO, "walking the history of", g->shown_url);
+	else if (git_revwalk_hide(walk, &since_oid) < 0)
+		r = latch_error_set(err, LATCH_ENOTFOUND, "the last applied commit %.12s is no longer in '%s' (history "
+				    "rewritten?)", since, g->shown_url);
+	else
+		r = walk_new_commits(g, walk, max, ret, err);
+	git_revwalk_free(walk);
+	if (r < 0)
+		latch_git_commits_done(ret);
+	return r;
+}
+
+void latch_git_commits_done(struct latch_git_commits *c)
+{
+	free(c->shas);
+	*c = (struct latch_git_commits){ 0 };
+}
+
 int latch_git_read_tree(struct latch_git *g, const char *sha, const char *dir, size_t max_file,
 			struct latch_git_files *ret, struct latch_error *err)
 {

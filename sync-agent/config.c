@@ -137,7 +137,7 @@ static int parse_verify_mode(const struct ctx *c, const struct latch_yaml_node *
  * kind it is. */
 static int parse_verify(const struct ctx *c, const struct latch_yaml_node *verify, struct sync_source *s)
 {
-	static const char *const verify_keys[] = { "keyringFile", "allowedSignersFile", "mode", NULL };
+	static const char *const verify_keys[] = { "keyringFile", "allowedSignersFile", "mode", "everyCommit", NULL };
 	int r = check_keys(c, verify, "verify", verify_keys);
 	if (r == 0)
 		r = get_str(c, verify, "keyringFile", "verify", false, &s->verify_keyring_file);
@@ -147,6 +147,8 @@ static int parse_verify(const struct ctx *c, const struct latch_yaml_node *verif
 		r = bad(c, verify, "verify", "name keyringFile (OpenPGP), allowedSignersFile (SSH), or both");
 	if (r == 0)
 		r = parse_verify_mode(c, verify, s);
+	if (r == 0)
+		r = get_bool(c, verify, "everyCommit", "verify", false, &s->verify_every_commit);
 	return r;
 }
 

@@ -234,22 +234,41 @@ static int verify_signed(const struct sync_config *c, const struct sync_source *
 	return r;
 }
 
+/* verify.everyCommit: each commit between the applied revision and the tip, the tip aside
+ * (verify.mode decides for it). With nothing applied yet, only the tip counts: history from
+ * before signing began is not judged. */
+static int verify_commits_since(const struct sync_config *c, const struct sync_source *s, struct latch_git *g,
+				const char *applied, const char *sha, struct latch_error *err)
+{
+	struct latch_git_commits commits;
+	int r = latch_git_commits_since(g, applied, sha, SYNC_VERIFY_MAX_COMMITS, &commits, err);
+	for (size_t i = 0; r == 0 && i < commits.n; i++)
+		if (strcmp(commits.shas[i], sha) != 0)
+			r = verify_signed(c, s, g, commits.shas[i], false, err);
+	if (r < 0)
+		latch_error_prefix(err, "verify.everyCommit: from %.12s to %.12s", applied, sha);
+	latch_git_commits_done(&commits);
+	return r;
+}
+
 /* With verify, nothing is rendered unless what verify.mode names is signed by a trusted key:
- * the commit (HEAD), the annotated tag (Tag), or both. */
-static int verify_revision(const struct sync_config *c, const struct sync_source *s, struct latch_git *g, const char *sha,
-			   struct latch_error *err)
+ * the commit (HEAD), the annotated tag (Tag), or both; with everyCommit, every new commit. */
+static int verify_revision(const struct sync_config *c, const struct sync_source *s, struct latch_git *g,
+			   const char *applied, const char *sha, struct latch_error *err)
 {
 	int r = 0;
 	if (s->verify_mode & SYNC_VERIFY_TAG)
 		r = verify_signed(c, s, g, sha, true, err);
 	if (r == 0 && (s->verify_mode & SYNC_VERIFY_HEAD))
 		r = verify_signed(c, s, g, sha, false, err);
+	if (r == 0 && s->verify_every_commit && applied && strcmp(applied, sha) != 0)
+		r = verify_commits_since(c, s, g, applied, sha, err);
 	return r;
 }
 
 /* Fetch, resolve the ref, verify, render the commit (plain or kustomize). */
-int sync_render_revision(const struct sync_config *c, const struct sync_source *s, char sha[41], json_t *objects,
-			   struct latch_error *err)
+int sync_render_revision(const struct sync_config *c, const struct sync_source *s, const char *applied, char sha[41],
+			 json_t *objects, struct latch_error *err)
 {
 	struct latch_buf dir = LATCH_BUF_INIT(8192), warnings = LATCH_BUF_INIT(1u << 20);
 	latch_buf_printf(&dir, "%s/%s/%s", c->cache_dir, c->name, s->name);
@@ -261,7 +280,7 @@ int sync_render_revision(const struct sync_config *c, const struct sync_source *
 	if (r == 0)
 		r = latch_git_resolve(g, &ref, sha, err);
 	if (r == 0 && s->verify_mode)
-		r = verify_revision(c, s, g, sha, err);
+		r = verify_revision(c, s, g, applied, sha, err);
 	if (r == 0)
 		r = s->kustomize ? render_kustomize(c, s, g, sha, objects, &warnings, err) : render_files(c, s, g, sha, objects, &warnings, err);
 	if (warnings.len)

@@ -6,6 +6,7 @@
 #include "latch/json.h"
 #include "sync.h"
 
-/* sha gets the revision; objects gets the rendered objects appended, in file order. */
-int sync_render_revision(const struct sync_config *c, const struct sync_source *s, char sha[41], json_t *objects,
-			 struct latch_error *err);
+/* sha gets the revision; objects gets the rendered objects appended, in file order.
+ * applied: the revision the cluster has (NULL: none yet), for verify.everyCommit. */
+int sync_render_revision(const struct sync_config *c, const struct sync_source *s, const char *applied, char sha[41],
+			 json_t *objects, struct latch_error *err);

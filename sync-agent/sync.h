@@ -14,6 +14,7 @@ enum {
 	SYNC_VERIFY_HEAD = 1,
 	SYNC_VERIFY_TAG = 2,
 };
+#define SYNC_VERIFY_MAX_COMMITS 1000
 
 struct sync_source {
 	char *name;
@@ -34,6 +35,7 @@ struct sync_source {
 	char *verify_keyring_file;  /* OpenPGP public keys... */
 	char *verify_allowed_signers_file; /* ...and SSH ones: a revision must be signed by one to apply */
 	unsigned verify_mode;       /* SYNC_VERIFY_* bits: what must be signed */
+	bool verify_every_commit;   /* every commit since the applied one, not only the tip */
 	char *webhook_secret_file; /* POST /hook/<name> signed with this secret starts a pass at once */
 	char *inject_image;
 	char *inject_vault_address;

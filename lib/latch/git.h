@@ -60,6 +60,15 @@ int latch_git_commit_signature(struct latch_git *g, const char *sha, struct latc
  * unsigned tag. */
 int latch_git_tag_signature(struct latch_git *g, const char *tag, struct latch_buf *ret_signature, struct latch_buf *ret_signed,
 			    int64_t *ret_time, struct latch_error *err);
+struct latch_git_commits {
+	char (*shas)[41];
+	size_t n;
+};
+/* The commits reachable from tip and not from since (tip included), newest first; at most
+ * max (LATCH_ELIMIT past it). LATCH_ENOTFOUND when since is not in the repository. */
+int latch_git_commits_since(struct latch_git *g, const char *since, const char *tip, size_t max, struct latch_git_commits *ret,
+			    struct latch_error *err);
+void latch_git_commits_done(struct latch_git_commits *c);
 /* Every .yaml, .yml and .json file under dir ("" for the root) of the commit, sorted by path,
  * recursively; each file at most max_file bytes. */
 int latch_git_read_tree(struct latch_git *g, const char *sha, const char *dir, size_t max_file,

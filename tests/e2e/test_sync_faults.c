@@ -540,6 +540,42 @@ static void test_faults__ssh_signed_commits_apply_only_when_the_key_is_allowed(v
 	fixture_done(&f);
 }
 
+/* verify.everyCommit: a signed tip does not carry an unsigned commit in between into the
+ * cluster; the error names that commit. */
+static void test_faults__every_commit_since_the_applied_one_must_be_signed(void **state)
+{
+	struct fixture f;
+	char extra[2048];
+	char *dir = stack_mkdtemp("latch-e2e-ssh-every");
+	snprintf(extra, sizeof(extra), "    verify: {allowedSignersFile: %s/allowed_signers, everyCommit: true}\n", dir);
+	fixture_init_with(&f, "faults-ssh-every", NULL, extra);
+	make_ssh_keys(&f, dir);
+
+	commit_ssh_signed(&f, "one", "trusted");
+	must_sync(&f);
+	expect_ssh_signed_value("one");
+
+	commit_ssh_signed(&f, "two", NULL);
+	char path[1200];
+	gitops_sh(f.dir, "cd repo && git rev-parse HEAD > ../unsigned");
+	snprintf(path, sizeof(path), "%s/unsigned", f.dir);
+	char *unsigned_sha = stack_read_file(path);
+	assert_non_null(unsigned_sha);
+	unsigned_sha[12] = '\0';
+	commit_ssh_signed(&f, "three", "trusted");
+	assert_int_equal(sync_once(&f), 1);
+	char want[128];
+	snprintf(want, sizeof(want), "commit %s is not signed", unsigned_sha);
+	assert_true(log_has(&f, want));
+	assert_true(log_has(&f, "verify.everyCommit"));
+	expect_ssh_signed_value("one");
+
+	free(unsigned_sha);
+	stack_rm_rf(dir);
+	free(dir);
+	fixture_done(&f);
+}
+
 /* Move the annotated tag release to the tip: signed by key, or unsigned (NULL), or
  * lightweight. */
 static void tag_release(const struct fixture *f, const char *key, bool lightweight)
@@ -609,6 +645,7 @@ int main(void)
 		cmocka_unit_test(test_faults__only_commits_signed_by_a_trusted_key_apply),
 		cmocka_unit_test(test_faults__ssh_signed_commits_apply_only_when_the_key_is_allowed),
 		cmocka_unit_test(test_faults__ssh_signed_tag_mode_follows_only_trusted_tags),
+		cmocka_unit_test(test_faults__every_commit_since_the_applied_one_must_be_signed),
 	};
 	return cmocka_run_group_tests(tests, stack_load, NULL);
 }
