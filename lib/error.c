@@ -93,6 +93,12 @@ const char *latch_code_name(int code)
 	}
 }
 
+const char *latch_errno_message(int e)
+{
+	const char *text = strerrordesc_np(e); /* glibc >= 2.32: a constant string per value */
+	return text ? text : "unknown error";
+}
+
 const char *latch_error_message(const struct latch_error *err)
 {
 	if (!err)

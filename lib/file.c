@@ -28,7 +28,7 @@ static int errno_to_code(int e)
 
 static int fail_errno(struct latch_error *err, int e, const char *what, const char *path)
 {
-	return latch_error_set(err, errno_to_code(e), "%s '%s': %s", what, path, strerror(e));
+	return latch_error_set(err, errno_to_code(e), "%s '%s': %s", what, path, latch_errno_message(e));
 }
 
 static void close_fdp(int *fd)

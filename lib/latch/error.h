@@ -52,4 +52,8 @@ int latch_error_prefix(struct latch_error *err, const char *fmt, ...) _printf_(2
 const char *latch_error_message(const struct latch_error *err);
 const char *latch_code_name(int code);
 
+/* The text of an errno value, as strerror() gives it, but safe to call from any thread
+ * (strerror may share one buffer between threads). Never NULL. */
+const char *latch_errno_message(int e);
+
 void latch_error_done(struct latch_error *err);
