@@ -1,3 +1,4 @@
+#define LATCH_ERROR_IMPL /* the real functions, not the analyzer's view of them */
 #include "latch/error.h"
 
 #include "latch/buf.h"
