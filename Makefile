@@ -8,7 +8,7 @@ export PATH := $(PATH):/usr/local/go/bin
 # The e2e suites and benchmarks run inside the stack's network namespace (dev/stack exec).
 IN_STACK := dev/stack exec
 
-.PHONY: all deps build static images sanitize-build fuzz bench-init bench-node bench-inject bench-sync unit sanitize e2e test demo stack-up stack-down clean
+.PHONY: all deps build static images sanitize-build fuzz bench-init bench-node bench-inject bench-sync lint unit sanitize e2e test demo stack-up stack-down clean
 
 all: build
 
@@ -32,6 +32,11 @@ static:
 # as OCI layout tars in $(BUILD)/images, with no container daemon or registry.
 images: build static
 	dev/build-images $(BUILD)/images
+
+# Banned functions, line length, cppcheck and clang-tidy (dev/lint says what each checks); it
+# reads the compile commands of $(BUILD).
+lint: $(BUILD)/build.ninja
+	dev/lint $(BUILD)
 
 unit: build
 	meson test -C $(BUILD) --suite unit --print-errorlogs
@@ -61,6 +66,7 @@ e2e: build static sanitize-build
 	else dev/stack down; fi; exit $$status
 
 test: deps
+	$(MAKE) lint
 	$(MAKE) unit
 	$(MAKE) sanitize
 	$(MAKE) e2e

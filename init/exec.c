@@ -135,6 +135,7 @@ static bool files_changed(const struct exec_options *o, const struct file_stamp 
 	if (stamp_files(o, now) < 0)
 		return false; /* being replaced: look again at the next poll */
 	for (size_t i = 0; i < o->n_env_files; i++)
+		/* NOLINTNEXTLINE(clang-analyzer-core.UndefinedBinaryOperatorResult): stamp_files() filled both */
 		if (now[i].dev != before[i].dev || now[i].ino != before[i].ino ||
 		    now[i].mtime.tv_sec != before[i].mtime.tv_sec || now[i].mtime.tv_nsec != before[i].mtime.tv_nsec)
 			return true;
@@ -155,7 +156,8 @@ static _Noreturn void exec_program(char **argv, char **envp, const sigset_t *ori
 	sigprocmask(SIG_SETMASK, original_mask, NULL);
 	execvpe(argv[0], argv, envp);
 	int e = errno;
-	LATCH_LOG(LATCH_LOG_ERROR, "cannot start the program", { "program", argv[0] }, { "error", strerror(e) });
+	LATCH_LOG(LATCH_LOG_ERROR, "cannot start the program", { "program", argv[0] },
+		  { "error", latch_errno_message(e) });
 	_exit(e == ENOENT ? 127 : 126);
 }
 
@@ -200,7 +202,7 @@ static int start_child(const struct exec_options *o, struct file_stamp *stamps,
 		exec_program(o->argv, env.items, mask);
 	latch_env_list_done(&env); /* the parent keeps no copy of a value */
 	if (pid < 0) {
-		LATCH_LOG(LATCH_LOG_ERROR, "fork failed", { "error", strerror(errno) });
+		LATCH_LOG(LATCH_LOG_ERROR, "fork failed", { "error", latch_errno_message(errno) });
 		return INIT_EXIT_SOFTWARE;
 	}
 	*ret = pid;

@@ -243,6 +243,7 @@ int init_fetch_all(struct init_state *s, struct latch_error *err)
 		if (pthread_create(&workers[started].thread, NULL, fetch_worker_run, &workers[started]) != 0)
 			break;
 	for (size_t i = 0; i < started; i++)
+		/* cppcheck-suppress uninitvar ; pthread_create() set the first `started` threads */
 		pthread_join(workers[i].thread, NULL);
 	if (r == 0 && started < n) {
 		/* Could not start every thread: the rest run here. */

@@ -57,6 +57,7 @@ static int append_single_quoted(struct latch_buf *out, const struct latch_buf *v
 {
 	int r = latch_buf_putc(out, '\'');
 	for (size_t i = 0; r == 0 && i < value->len; i++)
+		/* NOLINTNEXTLINE(clang-analyzer-core.NullDereference): len > 0: ptr is set */
 		r = value->ptr[i] == '\'' ? latch_buf_append_str(out, "'\\''") : latch_buf_putc(out, value->ptr[i]);
 	return r ? r : latch_buf_putc(out, '\'');
 }
@@ -69,6 +70,7 @@ static int append_dotenv_value(struct latch_buf *out, const struct latch_buf *va
 		return append_single_quoted(out, value);
 	int r = latch_buf_putc(out, '"');
 	for (size_t i = 0; r == 0 && i < value->len; i++) {
+		/* NOLINTNEXTLINE(clang-analyzer-core.NullDereference): len > 0: ptr is set */
 		char c = value->ptr[i];
 		r = c == '"' ? latch_buf_append_str(out, "\\\"")
 		    : c == '\\' ? latch_buf_append_str(out, "\\\\")

@@ -39,6 +39,7 @@ static const char *const exact_keys[] = {
 	"agent-extra-secret", "proxy-address", "log-level", "log-format", "agent-request-namespace",
 	"auth-min-backoff", "auth-max-backoff", "agent-auto-auth-exit-on-err",
 	"template-config-exit-on-retry-failure",
+	/* NOLINTNEXTLINE(bugprone-suspicious-missing-comma): LATCH_PREFIX "x" is one name */
 	LATCH_PREFIX "token-audience", LATCH_PREFIX "deadline-seconds", LATCH_PREFIX "exec-env",
 	LATCH_PREFIX "exec-containers", LATCH_PREFIX "exec-on-change", LATCH_PREFIX "exec-grace-seconds", NULL,
 };
@@ -181,11 +182,12 @@ static int add_level(const struct inject_context *ctx, struct ann_set *set, cons
 		}
 		a.key = strdup(key);
 		void *p = realloc(set->items, (set->n + 1) * sizeof(*set->items));
+		if (p)
+			set->items = p; /* moved even when strdup failed: the old block is gone */
 		if (!a.key || !p) {
 			free(a.key);
 			return latch_error_set(ctx->err, LATCH_ENOMEM, "out of memory");
 		}
-		set->items = p;
 		set->items[set->n++] = a;
 	}
 	return 0;

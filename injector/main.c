@@ -54,8 +54,10 @@ static int parse_registries(struct cli *c, const char *list)
 	free(c->registries);
 	c->registries = strdup(list);
 	const char **regs = calloc(strlen(list) + 1, sizeof(*regs));
-	if (!c->registries || !regs)
+	if (!c->registries || !regs) {
+		free(regs);
 		return -1;
+	}
 	size_t n = 0;
 	char *save = NULL;
 	for (char *r = strtok_r(c->registries, ",", &save); r; r = strtok_r(NULL, ",", &save))
@@ -344,12 +346,24 @@ static int run(struct cli *c, struct latch_buf *out, struct latch_buf *warnings,
 	return r;
 }
 
+static void cli_done(struct cli *c)
+{
+	free((void *)c->opts.allowed_registries);
+	free(c->registries);
+	free(c->fc_image);
+	free(c->fc_vault_address);
+	free(c->fc_token_audience);
+	free(c->inputs);
+}
+
 int main(int argc, char **argv)
 {
 	struct cli c = { 0 };
 	int r = parse_args(argc, argv, &c);
-	if (r != 0)
+	if (r != 0) {
+		cli_done(&c);
 		return r;
+	}
 	struct latch_buf out = LATCH_BUF_INIT(OUTPUT_MAX), warnings = LATCH_BUF_INIT(1u << 20);
 	struct latch_error err = LATCH_ERROR_INIT;
 	r = run(&c, &out, &warnings, &err);
@@ -363,11 +377,6 @@ int main(int argc, char **argv)
 	latch_buf_done(&out);
 	latch_buf_done(&warnings);
 	latch_error_done(&err);
-	free((void *)c.opts.allowed_registries);
-	free(c.registries);
-	free(c.fc_image);
-	free(c.fc_vault_address);
-	free(c.fc_token_audience);
-	free(c.inputs);
+	cli_done(&c);
 	return r < 0 ? 1 : 0;
 }

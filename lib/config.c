@@ -196,6 +196,7 @@ static int parse_vault(const struct where *w, const json_t *v, struct latch_conf
 	int r = check_keys(w, "vault", v, keys);
 	if (r == 0)
 		r = get_string(w, v, "address", "vault.address", true, &c->vault.address);
+	/* NOLINTNEXTLINE(clang-analyzer-core.NonNullParamChecker): get_string() set a required field */
 	if (r == 0 && strncmp(c->vault.address, "https://", 8) != 0 && strncmp(c->vault.address, "http://", 7) != 0)
 		r = bad(w, "vault.address", "'%s' must start with https:// or http://", c->vault.address);
 	if (r == 0)
@@ -578,6 +579,7 @@ static char *with_suffix(const char *file, const char *suffix)
 size_t latch_secret_files(const struct latch_secret_config *s, char *names[3])
 {
 	if (s->format != LATCH_FORMAT_PEM) {
+		/* NOLINTNEXTLINE(clang-analyzer-core.NonNullParamChecker): the parser always sets file */
 		names[0] = strdup(s->file);
 		return 1;
 	}

@@ -1,3 +1,4 @@
+#define LATCH_ERROR_IMPL /* the real functions, not the analyzer's view of them */
 #include "latch/error.h"
 
 #include "latch/buf.h"
@@ -91,6 +92,12 @@ const char *latch_code_name(int code)
 	case LATCH_EUNSUPPORTED: return "not supported";
 	default: return "unknown error";
 	}
+}
+
+const char *latch_errno_message(int e)
+{
+	const char *text = strerrordesc_np(e); /* glibc >= 2.32: a constant string per value */
+	return text ? text : "unknown error";
 }
 
 const char *latch_error_message(const struct latch_error *err)

@@ -28,7 +28,7 @@ static int errno_to_code(int e)
 
 static int fail_errno(struct latch_error *err, int e, const char *what, const char *path)
 {
-	return latch_error_set(err, errno_to_code(e), "%s '%s': %s", what, path, strerror(e));
+	return latch_error_set(err, errno_to_code(e), "%s '%s': %s", what, path, latch_errno_message(e));
 }
 
 static void close_fdp(int *fd)
@@ -128,7 +128,9 @@ static int open_temp(int dirfd, const char *base, mode_t mode, bool *ret_unnamed
 		return -ENOMEM;
 	*ret_unnamed = false;
 	int fd = openat(dirfd, *ret_name, O_CREAT | O_EXCL | O_WRONLY | O_CLOEXEC | O_NOFOLLOW, mode);
-	return fd >= 0 ? fd : -errno;
+	if (fd < 0)
+		return -errno;
+	return fd;
 }
 
 static int link_unnamed(int fd, int dirfd, const char *base, char **ret_name)
@@ -214,7 +216,9 @@ static int open_component(int dirfd, const char *name, mode_t mode)
 			return -errno;
 		fd = openat(dirfd, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
 	}
-	return fd < 0 ? -errno : fd;
+	if (fd < 0)
+		return -errno;
+	return fd;
 }
 
 int latch_file_open_dir_beneath(const char *root, const char *rel, mode_t mode, int *ret_fd,

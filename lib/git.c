@@ -278,11 +278,12 @@ static int add_blob(struct walk *w, const char *root, const git_tree_entry *entr
 	} else {
 		void *p = realloc(w->out->items, (w->out->n + 1) * sizeof(*w->out->items));
 		char *data = malloc(size + 1);
+		if (p)
+			w->out->items = p; /* moved even when malloc failed: the old block is gone */
 		if (!p || !data) {
 			free(data);
 			w->result = latch_error_set(w->err, LATCH_ENOMEM, "out of memory");
 		} else {
-			w->out->items = p;
 			memcpy(data, git_blob_rawcontent(blob), size);
 			data[size] = '\0';
 			w->out->items[w->out->n++] = (struct latch_git_file){ latch_buf_take(&path), data, size };

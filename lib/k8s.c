@@ -462,6 +462,7 @@ int latch_k8s_object_path(struct latch_k8s *k, const char *api_version, const ch
 	}
 	if (r < 0)
 		return r;
+	/* NOLINTNEXTLINE(clang-analyzer-core.NullDereference): r == 0 here means find_resource() found res */
 	if (res->namespaced && !(ns && *ns))
 		ns = default_namespace && *default_namespace ? default_namespace : "default";
 	struct latch_buf b = LATCH_BUF_INIT(8192);

@@ -658,6 +658,7 @@ static int check_command(struct parser *ps, struct command *c, bool piped)
 	if (first->func == F_SECRET) {
 		int r = check_secret_call(ps, c, piped);
 		if (r == 0)
+			/* NOLINTNEXTLINE(clang-analyzer-core.NullDereference): min_args made args[1] */
 			r = record_secret(ps, first, json_string_value(c->args[1]->literal));
 		return r;
 	}
@@ -684,6 +685,7 @@ static int parse_command(struct parser *ps, bool piped, struct command **ret)
 		struct arg *a;
 		if ((r = parse_operand(ps, &a)) < 0)
 			goto fail;
+		/* NOLINTNEXTLINE(clang-analyzer-core.CallAndMessage): parse_operand() set a when it returned 0 */
 		if (push((void ***)&c->args, &c->n_args, &cap, a) < 0) {
 			arg_free(a);
 			r = latch_error_set(ps->err, LATCH_ENOMEM, "out of memory");
@@ -849,8 +851,10 @@ static int open_block(struct parser *ps, struct builder *b, enum node_kind kind,
 	int r = parse_pipeline(ps, false, &n->pipe);
 	if (r == 0)
 		r = expect_end_of_action(ps);
+	/* NOLINTNEXTLINE(clang-analyzer-core.NullDereference): set when parse_pipeline() returned 0 */
 	if (r == 0 && kind == N_RANGE && n->pipe->assign)
 		r = perr(ps, line, column, "%s", "range needs := to declare its variables");
+	/* NOLINTNEXTLINE(clang-analyzer-core.NullDereference): as above */
 	if (r == 0 && kind != N_RANGE && n->pipe->n_decl > 1)
 		r = perr(ps, line, column, "%s", "too many declarations");
 	if (r == 0 && ps->n_scopes >= ELEMENTSOF(ps->scope_marks))

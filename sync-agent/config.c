@@ -270,6 +270,7 @@ static int parse_root(const struct ctx *c, const struct latch_yaml_node *root, s
 	const struct latch_yaml_node *sources = latch_yaml_map_get(spec, "sources");
 	if (r == 0 && (!sources || sources->kind != LATCH_YAML_SEQUENCE || sources->n_items == 0))
 		r = bad(c, sources ? sources : spec, "spec.sources", "must list at least one source");
+	/* NOLINTNEXTLINE(clang-analyzer-*): bad() failed unless sources has items */
 	if (r == 0 && !(cfg->sources = calloc(sources->n_items, sizeof(*cfg->sources))))
 		r = latch_error_set(c->err, LATCH_ENOMEM, "out of memory");
 	for (size_t i = 0; r == 0 && i < sources->n_items; i++) {

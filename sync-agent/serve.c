@@ -86,7 +86,7 @@ static int listen_on(const char *address, struct latch_error *err)
 	if (r < 0) {
 		if (fd >= 0)
 			close(fd);
-		return latch_error_set(err, LATCH_EIO, "--listen '%s': %s", address, strerror(-r));
+		return latch_error_set(err, LATCH_EIO, "--listen '%s': %s", address, latch_errno_message(-r));
 	}
 	return fd;
 }
@@ -467,7 +467,7 @@ int serve_start(const char *listen, const struct sync_config *cfg, long stale_af
 	if (r >= 0 && !(sv->daemon = start_daemon(sv)))
 		r = latch_error_set(err, LATCH_EIO, "--listen '%s': libmicrohttpd did not start", listen);
 	if (r >= 0 && (r = pthread_create(&sv->watchdog, NULL, watchdog, sv)) != 0)
-		r = latch_error_set(err, LATCH_EIO, "cannot start the HTTP watchdog thread: %s", strerror(r));
+		r = latch_error_set(err, LATCH_EIO, "cannot start the HTTP watchdog thread: %s", latch_errno_message(r));
 	if (r < 0) {
 		if (sv->daemon)
 			MHD_stop_daemon(sv->daemon);

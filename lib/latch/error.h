@@ -52,4 +52,18 @@ int latch_error_prefix(struct latch_error *err, const char *fmt, ...) _printf_(2
 const char *latch_error_message(const struct latch_error *err);
 const char *latch_code_name(int code);
 
+/* The text of an errno value, as strerror() gives it, but safe to call from any thread
+ * (strerror may share one buffer between threads). Never NULL. */
+const char *latch_errno_message(int e);
+
 void latch_error_done(struct latch_error *err);
+
+#if defined(__clang_analyzer__) && !defined(LATCH_ERROR_IMPL)
+/* The static analyzer (dev/lint) sees one file at a time, so it cannot know that these return
+ * their code argument, a negative constant, and follows impossible "failed but returned 0"
+ * paths. Only the analysis sees these definitions (lib/error.c, defining them, does not). */
+#define latch_error_set(err, code, ...) (latch_error_set((err), (code), __VA_ARGS__), (code))
+#define latch_error_setv(err, code, fmt, ap) (latch_error_setv((err), (code), (fmt), (ap)), (code))
+#define latch_error_setv_prefixed(err, code, prefix, fmt, ap) \
+	(latch_error_setv_prefixed((err), (code), (prefix), (fmt), (ap)), (code))
+#endif

@@ -18,11 +18,13 @@
 
 #define ELEMENTSOF(a) (sizeof(a) / sizeof((a)[0]))
 
+/* NOLINTBEGIN(bugprone-macro-parentheses): a type name cannot be parenthesised */
 #define DEFINE_FREE_FUNC(type, fn)                     \
 	static inline void fn##p(type **p)              \
 	{                                               \
 		fn(*p);                                 \
 	}
+/* NOLINTEND(bugprone-macro-parentheses) */
 
 void latch_freep(void *p);
 #define _cleanup_free_ _cleanup_(latch_freep)

@@ -179,7 +179,7 @@ pid_t stack_spawn(char *const argv[], char *const envp[], const char *log_path)
 	int r = posix_spawnp(&pid, argv[0], &fa, NULL, argv, envp);
 	posix_spawn_file_actions_destroy(&fa);
 	if (r != 0)
-		fail_msg("cannot run %s: %s", argv[0], strerror(r));
+		fail_msg("cannot run %s: %s", argv[0], latch_errno_message(r));
 	return pid;
 }
 
@@ -234,7 +234,7 @@ char *stack_mkdtemp(const char *prefix)
 	char *t = malloc(256);
 	snprintf(t, 256, "/tmp/%s-XXXXXX", prefix);
 	if (!mkdtemp(t))
-		fail_msg("mkdtemp: %s", strerror(errno));
+		fail_msg("mkdtemp: %s", latch_errno_message(errno));
 	return t;
 }
 

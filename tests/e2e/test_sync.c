@@ -489,9 +489,9 @@ static int slow_client(int port)
 	inet_pton(AF_INET, "127.0.0.2", &from.sin_addr);
 	inet_pton(AF_INET, "127.0.0.1", &to.sin_addr);
 	if (bind(fd, (struct sockaddr *)&from, sizeof(from)) < 0)
-		fail_msg("binding a client to 127.0.0.2: %s", strerror(errno));
+		fail_msg("binding a client to 127.0.0.2: %s", latch_errno_message(errno));
 	if (connect(fd, (struct sockaddr *)&to, sizeof(to)) < 0 && errno != EINPROGRESS)
-		fail_msg("connect: %s", strerror(errno));
+		fail_msg("connect: %s", latch_errno_message(errno));
 	return fd;
 }
 

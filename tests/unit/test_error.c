@@ -1,3 +1,4 @@
+#include <errno.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -30,11 +31,21 @@ static void test_error__code_names_are_distinct(void **state)
 			assert_string_not_equal(latch_code_name(a), latch_code_name(b));
 }
 
+static void test_error__errno_message(void **state)
+{
+	(void)state;
+	assert_string_equal(latch_errno_message(ENOENT), "No such file or directory");
+	assert_string_equal(latch_errno_message(EACCES), "Permission denied");
+	assert_string_equal(latch_errno_message(-1), "unknown error");
+	assert_string_equal(latch_errno_message(100000), "unknown error");
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_error__set_prefix_and_done),
 		cmocka_unit_test(test_error__code_names_are_distinct),
+		cmocka_unit_test(test_error__errno_message),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -258,7 +258,7 @@ static void test_file__enospc_keeps_old_file(void **state)
 	if (pid == 0) {
 		if (unshare(CLONE_NEWNS) < 0 || mount("none", "/", NULL, MS_REC | MS_PRIVATE, NULL) < 0 ||
 		    mount("tmpfs", dir, "tmpfs", 0, "size=64k") < 0) {
-			fprintf(stderr, "cannot mount a tmpfs: %s (the test needs root)\n", strerror(errno));
+			fprintf(stderr, "cannot mount a tmpfs: %s (the test needs root)\n", latch_errno_message(errno));
 			_exit(2);
 		}
 		struct latch_file_opts o = { .mode = 0600 };
