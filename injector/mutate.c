@@ -180,7 +180,8 @@ static const char *token_audience_of(const struct inject_settings *s, const stru
 									 : LATCH_INJECT_DEFAULT_TOKEN_AUDIENCE;
 }
 
-static json_t *volumes_json(const struct inject_settings *s, const struct latch_inject_options *o, json_t **ret_token,
+static json_t *volumes_json(const struct inject_settings *s, const struct latch_inject_options *o,
+			    json_t **ret_token,
 			    json_t **ret_tls)
 {
 	json_t *token_source = json_pack("{s:s,s:i}", "path", "token", "expirationSeconds", 600);

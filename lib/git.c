@@ -307,7 +307,8 @@ static int compare_files(const void *a, const void *b)
 	return strcmp(((const struct latch_git_file *)a)->path, ((const struct latch_git_file *)b)->path);
 }
 
-static int copy_signed(struct latch_view signature, struct latch_view data, const char *what, const char *name,
+static int copy_signed(struct latch_view signature, struct latch_view data, const char *what,
+		       const char *name,
 		       struct latch_buf *ret_signature, struct latch_buf *ret_signed, struct latch_error *err)
 {
 	if (latch_buf_append_view(ret_signature, signature) < 0 || latch_buf_append_view(ret_signed, data) < 0)
@@ -330,7 +331,8 @@ int latch_git_commit_signature(struct latch_git *g, const char *sha, struct latc
 	else if (g_r < 0 || git_commit_lookup(&commit, g->repo, &oid) < 0)
 		r = git_fail(err, LATCH_EIO, "reading the signature of commit", sha);
 	else
-		r = copy_signed(latch_view_make(signature.ptr, signature.size), latch_view_make(signed_data.ptr, signed_data.size),
+		r = copy_signed(latch_view_make(signature.ptr, signature.size),
+				latch_view_make(signed_data.ptr, signed_data.size),
 				"commit", sha, ret_signature, ret_signed, err);
 	if (r == 0)
 		*ret_time = (int64_t)git_commit_time(commit);
@@ -377,7 +379,8 @@ static int tag_object(struct latch_git *g, const char *tag, git_tag **ret, struc
 	return r;
 }
 
-int latch_git_tag_signature(struct latch_git *g, const char *tag, struct latch_buf *ret_signature, struct latch_buf *ret_signed,
+int latch_git_tag_signature(struct latch_git *g, const char *tag, struct latch_buf *ret_signature,
+			    struct latch_buf *ret_signed,
 			    int64_t *ret_time, struct latch_error *err)
 {
 	git_tag *t = NULL;
@@ -391,7 +394,8 @@ int latch_git_tag_signature(struct latch_git *g, const char *tag, struct latch_b
 		size_t size = git_odb_object_size(raw);
 		const char *sig = tag_signature_start(data, size);
 		const git_signature *tagger = git_tag_tagger(t);
-		r = sig ? copy_signed(latch_view_make(sig, (size_t)(data + size - sig)), latch_view_make(data, (size_t)(sig - data)),
+		r = sig ? copy_signed(latch_view_make(sig, (size_t)(data + size - sig)),
+				      latch_view_make(data, (size_t)(sig - data)),
 				      "tag", tag, ret_signature, ret_signed, err)
 			: latch_error_set(err, LATCH_ENOTFOUND, "tag '%s' is not signed", tag);
 		if (r == 0)
@@ -420,7 +424,8 @@ static int walk_new_commits(struct latch_git *g, git_revwalk *walk, size_t max, 
 	return g_r == GIT_ITEROVER ? 0 : git_fail(err, LATCH_EIO, "walking the history of", g->shown_url);
 }
 
-int latch_git_commits_since(struct latch_git *g, const char *since, const char *tip, size_t max, struct latch_git_commits *ret,
+int latch_git_commits_since(struct latch_git *g, const char *since, const char *tip, size_t max,
+			    struct latch_git_commits *ret,
 			    struct latch_error *err)
 {
 	*ret = (struct latch_git_commits){ 0 };

@@ -65,8 +65,8 @@ static bool wire_done(const struct wire *w)
 
 static int put_string(struct latch_buf *b, struct latch_view v)
 {
-	unsigned char len[4] = { (unsigned char)(v.len >> 24), (unsigned char)(v.len >> 16), (unsigned char)(v.len >> 8),
-				 (unsigned char)v.len };
+	unsigned char len[4] = { (unsigned char)(v.len >> 24), (unsigned char)(v.len >> 16),
+				 (unsigned char)(v.len >> 8), (unsigned char)v.len };
 	return latch_buf_append(b, len, 4) < 0 || latch_buf_append_view(b, v) < 0 ? LATCH_ENOMEM : 0;
 }
 
@@ -163,7 +163,8 @@ static EVP_PKEY *key_from_params(const char *algorithm, OSSL_PARAM *params)
 {
 	EVP_PKEY *key = NULL;
 	EVP_PKEY_CTX *ctx = EVP_PKEY_CTX_new_from_name(NULL, algorithm, NULL);
-	if (!ctx || EVP_PKEY_fromdata_init(ctx) != 1 || EVP_PKEY_fromdata(ctx, &key, EVP_PKEY_PUBLIC_KEY, params) != 1)
+	if (!ctx || EVP_PKEY_fromdata_init(ctx) != 1 ||
+	    EVP_PKEY_fromdata(ctx, &key, EVP_PKEY_PUBLIC_KEY, params) != 1)
 		key = NULL;
 	EVP_PKEY_CTX_free(ctx);
 	return key;
@@ -269,13 +270,15 @@ static int signed_data(const struct sshsig *s, struct latch_view message, struct
 		return LATCH_EUNSUPPORTED;
 	if (EVP_Digest(message.ptr, message.len, hash, &n, md, NULL) != 1)
 		return LATCH_ENOMEM;
-	if (latch_buf_append(ret, "SSHSIG", 6) < 0 || put_string(ret, s->ns) < 0 || put_string(ret, s->reserved) < 0 ||
+	if (latch_buf_append(ret, "SSHSIG", 6) < 0 || put_string(ret, s->ns) < 0 ||
+	    put_string(ret, s->reserved) < 0 ||
 	    put_string(ret, s->hash_alg) < 0 || put_string(ret, latch_view_make((const char *)hash, n)) < 0)
 		return LATCH_ENOMEM;
 	return 0;
 }
 
-static bool signature_matches(EVP_PKEY *key, const char *digest, struct latch_view sig, struct latch_view data)
+static bool signature_matches(EVP_PKEY *key, const char *digest, struct latch_view sig,
+			      struct latch_view data)
 {
 	EVP_MD_CTX *ctx = EVP_MD_CTX_new();
 	bool ok = ctx && EVP_DigestVerifyInit_ex(ctx, NULL, *digest ? digest : NULL, NULL, NULL, key, NULL) == 1 &&
@@ -320,7 +323,8 @@ static struct latch_view unquoted(struct latch_view v)
 
 static bool looks_like_key_type(struct latch_view v)
 {
-	return latch_view_has_prefix(v, "ssh-") || latch_view_has_prefix(v, "ecdsa-") || latch_view_has_prefix(v, "sk-");
+	return latch_view_has_prefix(v, "ssh-") || latch_view_has_prefix(v, "ecdsa-") ||
+	       latch_view_has_prefix(v, "sk-");
 }
 
 /* YYYYMMDD, YYYYMMDDHHMM or YYYYMMDDHHMMSS, optionally ending in Z; UTC either way. */
@@ -342,8 +346,8 @@ static bool parse_time(struct latch_view v, int64_t *ret)
 		}
 	if (f[1] < 1 || f[1] > 12 || f[2] < 1 || f[2] > 31 || f[3] > 23 || f[4] > 59 || f[5] > 60)
 		return false;
-	struct tm tm = { .tm_year = f[0] - 1900, .tm_mon = f[1] - 1, .tm_mday = f[2], .tm_hour = f[3], .tm_min = f[4],
-			 .tm_sec = f[5] };
+	struct tm tm = { .tm_year = f[0] - 1900, .tm_mon = f[1] - 1, .tm_mday = f[2],
+			 .tm_hour = f[3], .tm_min = f[4], .tm_sec = f[5] };
 	*ret = (int64_t)timegm(&tm);
 	return true;
 }
@@ -501,14 +505,17 @@ static int find_signer(struct lookup *k, struct latch_view allowed)
 		p = stop + 1;
 	}
 	if (k->refused)
-		return latch_error_set(k->err, LATCH_EFORBIDDEN, "SSH key %s is listed in %s:%zu, but not for this signature: "
+		return latch_error_set(k->err, LATCH_EFORBIDDEN,
+				       "SSH key %s is listed in %s:%zu, but not for this signature: "
 				       "namespace '%s', %s", k->fingerprint, k->name, k->refused_line, k->ns, k->refused);
-	return latch_error_set(k->err, LATCH_EFORBIDDEN, "signed by SSH key %s, which is not in '%s'", k->fingerprint, k->name);
+	return latch_error_set(k->err, LATCH_EFORBIDDEN, "signed by SSH key %s, which is not in '%s'",
+			       k->fingerprint, k->name);
 }
 
 /* ---- verification -------------------------------------------------------------------------- */
 
-static int key_type_of(struct latch_view key, const char *fingerprint, const struct key_type **ret, struct latch_error *err)
+static int key_type_of(struct latch_view key, const char *fingerprint, const struct key_type **ret,
+		       struct latch_error *err)
 {
 	struct wire w = wire_of(key);
 	struct latch_view type = wire_string(&w);
@@ -557,7 +564,8 @@ static int check_signature(const struct sshsig *s, const struct key_type *t, con
 	return r;
 }
 
-int latch_sshsig_verify(struct latch_view allowed_signers, const char *name, const char *ns, struct latch_view armored,
+int latch_sshsig_verify(struct latch_view allowed_signers, const char *name, const char *ns,
+			struct latch_view armored,
 			struct latch_view message, int64_t signed_at, struct latch_sshsig_signer *ret,
 			struct latch_error *err)
 {
@@ -588,7 +596,8 @@ int latch_sshsig_verify(struct latch_view allowed_signers, const char *name, con
 	return r;
 }
 
-int latch_sshsig_verify_file(const char *path, const char *ns, struct latch_view armored, struct latch_view message,
+int latch_sshsig_verify_file(const char *path, const char *ns, struct latch_view armored,
+			     struct latch_view message,
 			     int64_t signed_at, struct latch_sshsig_signer *ret, struct latch_error *err)
 {
 	struct latch_buf text = LATCH_BUF_INIT(MAX_ALLOWED_SIGNERS);

@@ -280,7 +280,8 @@ static void login_hint(const char *auth_path, const char *role, const char *jwt,
 {
 	struct latch_jwt_identity id;
 	latch_jwt_identity_parse(jwt, &id);
-	latch_error_prefix(err, "login to '%s' with role '%s' as ServiceAccount '%s/%s' with a token for audience '%s' "
+	latch_error_prefix(err,
+			   "login to '%s' with role '%s' as ServiceAccount '%s/%s' with a token for audience '%s' "
 				"was refused; check the role's bound_service_account_names, "
 				"bound_service_account_namespaces and audience (it must be '%s')",
 			   auth_path, role, id.namespace ? id.namespace : "?", id.name ? id.name : "?",

@@ -137,7 +137,8 @@ static int parse_verify_mode(const struct ctx *c, const struct latch_yaml_node *
  * kind it is. */
 static int parse_verify(const struct ctx *c, const struct latch_yaml_node *verify, struct sync_source *s)
 {
-	static const char *const verify_keys[] = { "keyringFile", "allowedSignersFile", "mode", "everyCommit", NULL };
+	static const char *const verify_keys[] = { "keyringFile", "allowedSignersFile", "mode", "everyCommit",
+						   NULL };
 	int r = check_keys(c, verify, "verify", verify_keys);
 	if (r == 0)
 		r = get_str(c, verify, "keyringFile", "verify", false, &s->verify_keyring_file);

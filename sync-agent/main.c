@@ -81,7 +81,9 @@ static int parse(int argc, char **argv, struct options *o)
 	}
 	latch_log_setup(2, format, LATCH_LOG_INFO);
 	o->mode = optind < argc ? argv[optind] : NULL;
-	if (!o->mode || !o->config || (strcmp(o->mode, "once") != 0 && strcmp(o->mode, "diff") != 0 && strcmp(o->mode, "run") != 0 && strcmp(o->mode, "status") != 0)) {
+	if (!o->mode || !o->config ||
+	    (strcmp(o->mode, "once") != 0 && strcmp(o->mode, "diff") != 0 && strcmp(o->mode, "run") != 0 &&
+	     strcmp(o->mode, "status") != 0)) {
 		fputs(usage, stderr);
 		return 64;
 	}

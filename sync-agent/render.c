@@ -188,7 +188,8 @@ static int fetch_with_credentials(struct latch_git *g, const struct sync_source 
 }
 
 /* A signature checked against the keys of its kind; ret_key names the key that made it. */
-static int check_signature(const struct sync_config *c, const struct sync_source *s, struct latch_view signature,
+static int check_signature(const struct sync_config *c, const struct sync_source *s,
+			   struct latch_view signature,
 			   struct latch_view data, int64_t signed_at, struct latch_buf *ret_key, struct latch_error *err)
 {
 	if (latch_view_has_prefix(signature, LATCH_SSHSIG_BEGIN)) {
@@ -196,14 +197,16 @@ static int check_signature(const struct sync_config *c, const struct sync_source
 		if (!s->verify_allowed_signers_file)
 			return latch_error_set(err, LATCH_EFORBIDDEN, "it is signed with an SSH key, and verify names no "
 					       "allowedSignersFile");
-		int r = latch_sshsig_verify_file(s->verify_allowed_signers_file, "git", signature, data, signed_at, &signer, err);
+		int r = latch_sshsig_verify_file(s->verify_allowed_signers_file, "git", signature, data, signed_at, &signer,
+						 err);
 		if (r == 0 && latch_buf_printf(ret_key, "%s (%s)", signer.fingerprint, signer.principal) < 0)
 			r = latch_error_set(err, LATCH_ENOMEM, "out of memory");
 		return r;
 	}
 	char fingerprint[65] = "";
 	if (!s->verify_keyring_file)
-		return latch_error_set(err, LATCH_EFORBIDDEN, "it has an OpenPGP signature, and verify names no keyringFile");
+		return latch_error_set(err, LATCH_EFORBIDDEN,
+				       "it has an OpenPGP signature, and verify names no keyringFile");
 	int r = latch_openpgp_verify(s->verify_keyring_file, c->cache_dir, signature, data, fingerprint, err);
 	if (r == 0 && latch_buf_append_str(ret_key, fingerprint) < 0)
 		r = latch_error_set(err, LATCH_ENOMEM, "out of memory");
@@ -211,7 +214,8 @@ static int check_signature(const struct sync_config *c, const struct sync_source
 }
 
 /* The tag's signature (tag) or the commit's, checked. */
-static int verify_signed(const struct sync_config *c, const struct sync_source *s, struct latch_git *g, const char *sha,
+static int verify_signed(const struct sync_config *c, const struct sync_source *s, struct latch_git *g,
+			 const char *sha,
 			 bool tag, struct latch_error *err)
 {
 	struct latch_buf signature = LATCH_BUF_INIT(1u << 20), signed_data = LATCH_BUF_INIT(64u << 20);
@@ -226,7 +230,8 @@ static int verify_signed(const struct sync_config *c, const struct sync_source *
 	else if (r < 0)
 		latch_error_prefix(err, "refusing commit %.12s", sha);
 	else
-		LATCH_LOG(LATCH_LOG_INFO, tag ? "verified tag signature" : "verified commit signature", { "source", s->name },
+		LATCH_LOG(LATCH_LOG_INFO, tag ? "verified tag signature" : "verified commit signature",
+			  { "source", s->name },
 			  { "revision", sha }, { "key", latch_buf_str(&key) });
 	latch_buf_done(&signature);
 	latch_buf_done(&signed_data);
@@ -267,7 +272,8 @@ static int verify_revision(const struct sync_config *c, const struct sync_source
 }
 
 /* Fetch, resolve the ref, verify, render the commit (plain or kustomize). */
-int sync_render_revision(const struct sync_config *c, const struct sync_source *s, const char *applied, char sha[41],
+int sync_render_revision(const struct sync_config *c, const struct sync_source *s, const char *applied,
+			 char sha[41],
 			 json_t *objects, struct latch_error *err)
 {
 	struct latch_buf dir = LATCH_BUF_INIT(8192), warnings = LATCH_BUF_INIT(1u << 20);

@@ -58,7 +58,8 @@ int latch_git_commit_signature(struct latch_git *g, const char *sha, struct latc
 /* The same for an annotated tag (refs/tags/tag): the signature appended to its message, the
  * tag object without it, and the tagger's time. LATCH_ENOTFOUND for a lightweight or
  * unsigned tag. */
-int latch_git_tag_signature(struct latch_git *g, const char *tag, struct latch_buf *ret_signature, struct latch_buf *ret_signed,
+int latch_git_tag_signature(struct latch_git *g, const char *tag, struct latch_buf *ret_signature,
+			    struct latch_buf *ret_signed,
 			    int64_t *ret_time, struct latch_error *err);
 struct latch_git_commits {
 	char (*shas)[41];
@@ -66,7 +67,8 @@ struct latch_git_commits {
 };
 /* The commits reachable from tip and not from since (tip included), newest first; at most
  * max (LATCH_ELIMIT past it). LATCH_ENOTFOUND when since is not in the repository. */
-int latch_git_commits_since(struct latch_git *g, const char *since, const char *tip, size_t max, struct latch_git_commits *ret,
+int latch_git_commits_since(struct latch_git *g, const char *since, const char *tip, size_t max,
+			    struct latch_git_commits *ret,
 			    struct latch_error *err);
 void latch_git_commits_done(struct latch_git_commits *c);
 /* Every .yaml, .yml and .json file under dir ("" for the root) of the commit, sorted by path,

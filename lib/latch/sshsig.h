@@ -27,10 +27,12 @@ struct latch_sshsig_signer {
  * commit's or tag's). Otherwise LATCH_EFORBIDDEN (a key not listed, a bad signature, outside
  * its namespaces or validity) or LATCH_EINVAL (not a signature, an unsupported key, a line that
  * does not parse), the message naming the key by fingerprint. */
-int latch_sshsig_verify(struct latch_view allowed_signers, const char *name, const char *ns, struct latch_view armored,
+int latch_sshsig_verify(struct latch_view allowed_signers, const char *name, const char *ns,
+			struct latch_view armored,
 			struct latch_view message, int64_t signed_at, struct latch_sshsig_signer *ret,
 			struct latch_error *err);
 
 /* The same, reading the allowed_signers file at path. */
-int latch_sshsig_verify_file(const char *path, const char *ns, struct latch_view armored, struct latch_view message,
+int latch_sshsig_verify_file(const char *path, const char *ns, struct latch_view armored,
+			     struct latch_view message,
 			     int64_t signed_at, struct latch_sshsig_signer *ret, struct latch_error *err);

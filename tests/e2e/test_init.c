@@ -239,7 +239,8 @@ static void test_init__wrong_service_account_fails_fast_with_hint(void **state)
 	double seconds;
 	assert_int_equal(run_init(&r, "populate", 30, &seconds), 77);
 	assert_true(seconds < 2.0);
-	assert_log_contains(&r, "login to 'auth/kubernetes' with role 'demo' as ServiceAccount 'demo/other' with a token "
+	assert_log_contains(&r,
+			    "login to 'auth/kubernetes' with role 'demo' as ServiceAccount 'demo/other' with a token "
 				"for audience 'vault' was refused");
 	assert_log_contains(&r, "403");
 	char *db = out_file(&r, "db");
@@ -258,7 +259,8 @@ static void test_init__wrong_role_fails_fast_with_hint(void **state)
 	int status = run_init(&r, "populate", 30, &seconds);
 	assert_true(status == 65 || status == 77);
 	assert_true(seconds < 2.0);
-	assert_log_contains(&r, "with role 'no-such-role' as ServiceAccount 'demo/app' with a token for audience 'vault' "
+	assert_log_contains(&r,
+			    "with role 'no-such-role' as ServiceAccount 'demo/app' with a token for audience 'vault' "
 				"was refused");
 	run_done(&r);
 }
@@ -420,7 +422,8 @@ static void test_init__sidecar_keeps_short_lived_credentials_fresh(void **state)
 		      "{\"policy\":\"path \\\"database/creds/short\\\" { capabilities = [\\\"read\\\"] }\\n"
 		      "path \\\"sys/leases/renew\\\" { capabilities = [\\\"update\\\"] }\"}");
 	vault_root_ok("PUT", "auth/kubernetes/role/short",
-		      "{\"bound_service_account_names\":\"app\",\"bound_service_account_namespaces\":\"demo\",\"audience\":\"vault\","
+		      "{\"bound_service_account_names\":\"app\",\"bound_service_account_namespaces\":\"demo\","
+		      "\"audience\":\"vault\","
 		      "\"token_policies\":\"short\",\"token_ttl\":\"1h\"}");
 	struct run r;
 	run_setup(&r, "app");

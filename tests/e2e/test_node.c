@@ -336,9 +336,11 @@ static void test_node__job_with_pre_populate_only_completes(void **state)
  * "other" bits that would let any user of the pod read it are off. */
 static void test_node__fs_group_pod_reads_its_0640_files(void **state)
 {
-	static const char pod_security[] = "      securityContext: {runAsUser: 65532, runAsGroup: 65532, fsGroup: 4242}\n";
+	static const char pod_security[] =
+		"      securityContext: {runAsUser: 65532, runAsGroup: 65532, fsGroup: 4242}\n";
 	static const char anchor[] = "      serviceAccountName: app\n";
-	char *yaml = workload("Job", "node-fsgroup", "stat -c '%a %g' /vault/secrets/db-env && . /vault/secrets/db-env "
+	char *yaml = workload("Job", "node-fsgroup",
+			      "stat -c '%a %g' /vault/secrets/db-env && . /vault/secrets/db-env "
 				 "&& echo \\\"read as $(id -u) $PGUSER\\\"",
 			      "        vault.hashicorp.com/agent-pre-populate-only: \"true\"\n");
 	char *at = strstr(yaml, anchor), *with_group = NULL;
@@ -621,7 +623,8 @@ static void make_short_lived_db_role(void)
 		      "{\"policy\":\"path \\\"database/creds/short\\\" { capabilities = [\\\"read\\\"] }\\n"
 		      "path \\\"sys/leases/*\\\" { capabilities = [\\\"update\\\"] }\"}");
 	vault_root_ok("PUT", "auth/kubernetes/role/short",
-		      "{\"bound_service_account_names\":\"app\",\"bound_service_account_namespaces\":\"demo\",\"audience\":\"vault\","
+		      "{\"bound_service_account_names\":\"app\",\"bound_service_account_namespaces\":\"demo\","
+		      "\"audience\":\"vault\","
 		      "\"token_policies\":\"short\",\"token_ttl\":\"1h\"}");
 }
 

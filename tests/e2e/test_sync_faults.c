@@ -24,7 +24,8 @@ struct fixture {
 	char repo[1024], config[1024], log[1024];
 };
 
-static void fixture_init_ref(struct fixture *f, const char *name, const char *url, const char *ref, const char *extra)
+static void fixture_init_ref(struct fixture *f, const char *name, const char *url, const char *ref,
+			     const char *extra)
 {
 	f->dir = stack_mkdtemp("latch-e2e-faults");
 	snprintf(f->repo, sizeof(f->repo), "%s/repo", f->dir);
@@ -466,7 +467,8 @@ static void make_ssh_keys(const struct fixture *f, const char *dir)
 	gitops_sh(f->dir, "ssh-keygen -q -t ed25519 -N '' -C trusted -f trusted && "
 			  "ssh-keygen -q -t ecdsa -N '' -C stranger -f stranger");
 	snprintf(cmd, sizeof(cmd), "printf '# who may sign the config repo\\n' > '%s/allowed_signers' && "
-		 "echo \"trusted@example.org namespaces=\\\"git\\\" $(cut -d' ' -f1,2 trusted.pub)\" >> '%s/allowed_signers'",
+		 "echo \"trusted@example.org namespaces=\\\"git\\\" $(cut -d' ' -f1,2 trusted.pub)\" "
+		 ">> '%s/allowed_signers'",
 		 dir, dir);
 	gitops_sh(f->dir, cmd);
 }
@@ -479,7 +481,8 @@ static void make_ssh_keys(const struct fixture *f, const char *dir)
 static void commit_ssh_signed(const struct fixture *f, const char *value, const char *key)
 {
 	char text[512], cmd[2048];
-	snprintf(text, sizeof(text), "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: ssh-signed\n  namespace: default\n"
+	snprintf(text, sizeof(text),
+		 "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: ssh-signed\n  namespace: default\n"
 		 "data:\n  value: %s\n", value);
 	put(f, "app.yaml", text);
 	if (key)
@@ -547,7 +550,8 @@ static void test_faults__every_commit_since_the_applied_one_must_be_signed(void 
 	struct fixture f;
 	char extra[2048];
 	char *dir = stack_mkdtemp("latch-e2e-ssh-every");
-	snprintf(extra, sizeof(extra), "    verify: {allowedSignersFile: %s/allowed_signers, everyCommit: true}\n", dir);
+	snprintf(extra, sizeof(extra), "    verify: {allowedSignersFile: %s/allowed_signers, everyCommit: true}\n",
+		 dir);
 	fixture_init_with(&f, "faults-ssh-every", NULL, extra);
 	make_ssh_keys(&f, dir);
 

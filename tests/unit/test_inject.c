@@ -371,7 +371,8 @@ static const char *db_file_mode(const char *text)
 		fail_msg("%s", latch_error_message(&res.err));
 	json_t *obj = doc_json(&res, 0);
 	json_t *config = latch_config_of(named(json_object_get(pod_spec(obj), "initContainers"), "latch-init"));
-	snprintf(mode, sizeof(mode), "%s", json_string_value(json_object_get(named(json_object_get(config, "secrets"), "db"),
+	snprintf(mode, sizeof(mode), "%s",
+		 json_string_value(json_object_get(named(json_object_get(config, "secrets"), "db"),
 									     "mode")));
 	json_decref(config);
 	json_decref(obj);
@@ -384,7 +385,8 @@ static const char *db_file_mode(const char *text)
 static void test_inject__secret_files_group_readable_with_fs_group(void **state)
 {
 	char text[9000];
-	snprintf(text, sizeof(text), "%s      securityContext: {runAsUser: 65532, fsGroup: 65532}\n", with_annotations(""));
+	snprintf(text, sizeof(text), "%s      securityContext: {runAsUser: 65532, fsGroup: 65532}\n",
+		 with_annotations(""));
 	assert_string_equal(db_file_mode(text), "0640");
 	assert_string_equal(db_file_mode(with_annotations("")), "0644");
 	snprintf(text, sizeof(text), "%s      securityContext: {fsGroup: 2000}\n",

@@ -17,7 +17,8 @@
 #include "latch/sshsig.h"
 
 static char dir[] = "/tmp/latch-test-sshsig-XXXXXX";
-static const char message[] = "tree 4b825dc642cb6eb9a060e54bf8d69288fbee4904\nauthor a <a@example.org> 1764000000 +0000\n"
+static const char message[] = "tree 4b825dc642cb6eb9a060e54bf8d69288fbee4904\n"
+			      "author a <a@example.org> 1764000000 +0000\n"
 			      "committer a <a@example.org> 1764000000 +0000\n\nsigned\n";
 
 static void sh(const char *fmt, ...) _printf_(1, 2);
@@ -90,7 +91,8 @@ static char *fingerprint(const char *key)
 	return f;
 }
 
-static int verify(const char *allowed, const char *sig, const char *msg, int64_t at, struct latch_sshsig_signer *signer,
+static int verify(const char *allowed, const char *sig, const char *msg, int64_t at,
+		  struct latch_sshsig_signer *signer,
 		  struct latch_error *err)
 {
 	return latch_sshsig_verify(latch_view_str(allowed), "allowed_signers", "git", latch_view_str(sig),
@@ -143,7 +145,8 @@ static void test_sshsig__every_key_type_verifies_and_a_changed_byte_does_not(voi
 		assert_non_null(strstr(latch_error_message(&err), "allowed_signers:3: the key is not base64"));
 		latch_error_done(&err);
 
-		snprintf(allowed, sizeof(allowed), "# team keys\r\n\r\ndev@example.org,ops@example.org %s comment here\r\n", pub);
+		snprintf(allowed, sizeof(allowed), "# team keys\r\n\r\ndev@example.org,ops@example.org %s comment here\r\n",
+			 pub);
 		r = verify(allowed, sig, message, time(NULL), &signer, &err);
 		if (r < 0)
 			fail_msg("%s: %s", keys[i], latch_error_message(&err));
@@ -172,7 +175,8 @@ static void test_sshsig__unlisted_key_other_namespace_and_garbage_are_refused(vo
 
 	sig = sign("ed25519", "file");
 	assert_refused(allowed, sig, message, time(NULL), "is for namespace 'file', not 'git'");
-	assert_refused(allowed, "-----BEGIN PGP SIGNATURE-----\nabc\n", message, time(NULL), "no SSH signature found");
+	assert_refused(allowed, "-----BEGIN PGP SIGNATURE-----\nabc\n", message, time(NULL),
+		       "no SSH signature found");
 	assert_refused(allowed, LATCH_SSHSIG_BEGIN "\n!!!!\n-----END SSH SIGNATURE-----\n", message, time(NULL),
 		       "not base64");
 	assert_refused(allowed, LATCH_SSHSIG_BEGIN "\nU1NIU0lH\n-----END SSH SIGNATURE-----\n", message, time(NULL),
@@ -241,7 +245,8 @@ static void test_sshsig__allowed_signers_options_agree_with_ssh_keygen(void **st
 			fail_msg("%s: latch %s (%s), ssh-keygen %s, expected %s", cases[i].options, r == 0 ? "accepts" : "refuses",
 				 latch_error_message(&err), ssh_keygen ? "accepts" : "refuses",
 				 cases[i].accepted ? "accepted" : "refused");
-		if (r < 0 && !strstr(latch_error_message(&err), "is listed in allowed_signers:1, but not for this signature"))
+		if (r < 0 &&
+		    !strstr(latch_error_message(&err), "is listed in allowed_signers:1, but not for this signature"))
 			fail_msg("%s: %s", cases[i].options, latch_error_message(&err));
 		latch_error_done(&err);
 	}
