@@ -437,8 +437,9 @@ int latch_git_commits_since(struct latch_git *g, const char *since, const char *
 	if (git_revwalk_new(&walk, g->repo) < 0 || git_revwalk_push(walk, &tip_oid) < 0)
 		r = git_fail(err, LATCH_EIO, "walking the history of", g->shown_url);
 	else if (git_revwalk_hide(walk, &since_oid) < 0)
-		r = latch_error_set(err, LATCH_ENOTFOUND, "the last applied commit %.12s is no longer in '%s' (history "
-				    "rewritten?)", since, g->shown_url);
+		r = latch_error_set(err, LATCH_ENOTFOUND, "the last applied commit %.12s is not in '%s' (history "
+				    "rewritten, or another repository): which commits are new cannot be told", since,
+				    g->shown_url);
 	else
 		r = walk_new_commits(g, walk, max, ret, err);
 	git_revwalk_free(walk);

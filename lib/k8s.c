@@ -31,6 +31,8 @@ struct latch_k8s {
 	size_t n_resources;
 	bool discovered;
 	bool insecure; /* the kubeconfig turned TLS verification off */
+	bool (*may_write)(void *arg);
+	void *may_write_arg;
 };
 
 static void forget_resources(struct latch_k8s *k);
@@ -87,6 +89,8 @@ int latch_k8s_clone(const struct latch_k8s *k, struct latch_k8s **ret, struct la
 		return latch_error_set(err, LATCH_ENOMEM, "out of memory");
 	}
 	c->discovered = k->discovered;
+	c->may_write = k->may_write;
+	c->may_write_arg = k->may_write_arg;
 	int r = latch_http_client_clone(k->http, &c->http, err);
 	if (r < 0) {
 		latch_k8s_free(c);
@@ -299,9 +303,23 @@ static bool retry_status(long status, void *userdata)
 	return status == 429 || status == 502 || status == 503 || status == 504;
 }
 
+void latch_k8s_set_deadline(struct latch_k8s *k, unsigned deadline_ms)
+{
+	latch_http_client_set_deadline(k->http, deadline_ms);
+}
+
+void latch_k8s_set_write_guard(struct latch_k8s *k, bool (*may_write)(void *arg), void *arg)
+{
+	k->may_write = may_write;
+	k->may_write_arg = arg;
+}
+
 static int request(struct latch_k8s *k, const char *method, const char *path, const char *content_type, const char *accept,
 		   const char *body, long *ret_status, json_t **ret, struct latch_error *err)
 {
+	if (k->may_write && strcmp(method, "GET") != 0 && !k->may_write(k->may_write_arg))
+		return latch_error_set(err, LATCH_EFORBIDDEN, "%s %s: not sent: this replica no longer holds the source's "
+				       "Lease", method, path);
 	struct latch_buf url = LATCH_BUF_INIT(16384), ct = LATCH_BUF_INIT(512), ac = LATCH_BUF_INIT(512);
 	latch_buf_printf(&url, "%s%s", k->server, path);
 	latch_buf_printf(&ct, "Content-Type: %s", content_type ? content_type : "application/json");

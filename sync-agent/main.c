@@ -4,12 +4,15 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/random.h>
 #include <sys/wait.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "latch/buf.h"
 #include "latch/git.h"
 #include "latch/log.h"
+#include "lease.h"
 #include "objects.h"
 #include "serve.h"
 #include "sync.h"
@@ -23,6 +26,9 @@ static const char usage[] =
 	"         --interval SECONDS overrides the sources' intervals (0: back to back, for soak tests)\n"
 	"         --listen HOST:PORT serves /healthz, /readyz, /metrics (Prometheus) and\n"
 	"         POST /hook/<source> (a push webhook signed with the source's webhook.secretFile)\n"
+	"         Replicas share the sources by Leases in the SyncConfig's namespace: --identity NAME\n"
+	"         (default: $POD_NAME or the host name, and a random suffix), --lease-duration SECONDS\n"
+	"         (15), --no-leases for one replica without Lease permissions\n"
 	"  status what the last pass of every source recorded; exit 0 only if all applied\n"
 	"\n"
 	"Kubernetes access: --kubeconfig, $KUBECONFIG, or the in-cluster service account.\n";
@@ -32,6 +38,8 @@ struct options {
 	long max_passes; /* run: stop after this many passes (0: until SIGTERM) */
 	long interval_s; /* run: seconds between passes instead of the sources' intervals; -1: theirs */
 	const char *listen; /* run: where to serve /healthz, /readyz and /metrics, or NULL */
+	const char *identity; /* run: this replica's name in the Leases, or NULL */
+	long lease_duration_s; /* run: 0 without Leases */
 };
 
 static int parse(int argc, char **argv, struct options *o)
@@ -42,6 +50,9 @@ static int parse(int argc, char **argv, struct options *o)
 						  { "max-passes", required_argument, NULL, 'p' },
 						  { "interval", required_argument, NULL, 'i' },
 						  { "listen", required_argument, NULL, 'l' },
+						  { "identity", required_argument, NULL, 'I' },
+						  { "lease-duration", required_argument, NULL, 'L' },
+						  { "no-leases", no_argument, NULL, 'N' },
 						  { "help", no_argument, NULL, 'h' },
 						  { NULL, 0, NULL, 0 } };
 	enum latch_log_format format = LATCH_LOG_TEXT;
@@ -69,6 +80,17 @@ static int parse(int argc, char **argv, struct options *o)
 			break;
 		}
 		case 'l': o->listen = optarg; break;
+		case 'I': o->identity = optarg; break;
+		case 'N': o->lease_duration_s = 0; break;
+		case 'L': {
+			char *end = NULL;
+			o->lease_duration_s = strtol(optarg, &end, 10);
+			if (!*optarg || *end || o->lease_duration_s < 3) {
+				fprintf(stderr, "latch-sync: --lease-duration '%s' is not a number of seconds, 3 or more\n", optarg);
+				return 64;
+			}
+			break;
+		}
 		case 'f':
 			if (latch_log_format_parse(optarg, &format) < 0) {
 				fprintf(stderr, "latch-sync: --log-format '%s' is not text or json\n", optarg);
@@ -126,9 +148,42 @@ static void log_result(const struct sync_source *s, const struct sync_result *re
 			  { "changed", changed }, { "drifted", drifted }, { "pruned", pruned });
 }
 
-/* One pass over every source; returns the number that failed. */
+static bool pass_source(struct latch_k8s *k, const struct sync_config *cfg, size_t i, bool dry_run,
+			struct serve *sv);
+
+struct held_source {
+	struct sync_leases *leases;
+	size_t i;
+};
+
+static bool still_held(void *arg)
+{
+	const struct held_source *h = arg;
+	return sync_leases_held(h->leases, h->i);
+}
+
+/* One pass over one source, unless another replica holds its Lease; false when it failed. */
 static bool pass_one(struct latch_k8s *k, const struct sync_config *cfg, size_t i, bool dry_run,
-		     struct serve *sv)
+		     struct serve *sv, struct sync_leases *leases)
+{
+	struct held_source held = { leases, i };
+	if (!leases)
+		return pass_source(k, cfg, i, dry_run, sv);
+	/* Busy first: the lease thread may give up a Lease it holds above its share, not this one. */
+	sync_leases_busy(leases, i, true);
+	bool ok = true, mine = still_held(&held);
+	serve_held_elsewhere(sv, i, !mine);
+	if (mine) {
+		latch_k8s_set_write_guard(k, still_held, &held);
+		ok = pass_source(k, cfg, i, dry_run, sv);
+	}
+	latch_k8s_set_write_guard(k, NULL, NULL);
+	sync_leases_busy(leases, i, false);
+	return ok;
+}
+
+static bool pass_source(struct latch_k8s *k, const struct sync_config *cfg, size_t i, bool dry_run,
+			struct serve *sv)
 {
 	const struct sync_source *s = &cfg->sources[i];
 	struct sync_result res = { 0 };
@@ -146,23 +201,45 @@ static bool pass_one(struct latch_k8s *k, const struct sync_config *cfg, size_t 
 	return ok;
 }
 
-static size_t pass_all(struct latch_k8s *k, const struct sync_config *cfg, bool dry_run, struct serve *sv)
+/* One pass over every source (held by this replica); returns the number that failed. */
+static size_t pass_all(struct latch_k8s *k, const struct sync_config *cfg, bool dry_run, struct serve *sv,
+		       struct sync_leases *leases)
 {
 	size_t failed = 0;
 	refresh_old_discovery(k);
 	for (size_t i = 0; i < cfg->n_sources; i++) {
-		failed += !pass_one(k, cfg, i, dry_run, sv);
-		serve_take_pass_request(sv, i); /* this pass is the one a hook asked for */
+		failed += !pass_one(k, cfg, i, dry_run, sv, leases);
+		/* This pass is the one a hook or a new Lease asked for. */
+		serve_take_pass_request(sv, i);
+		sync_leases_take_pass_request(leases, i);
 	}
 	return failed;
 }
 
-/* The sources a signed push hook asked for, at once. */
-static void pass_requested(struct latch_k8s *k, const struct sync_config *cfg, struct serve *sv)
+/* A push hook for a source another replica holds: that replica makes the pass. */
+static bool ask_the_holder(struct latch_k8s *k, const struct sync_config *cfg, size_t i, struct sync_leases *leases)
 {
-	for (size_t i = 0; i < cfg->n_sources; i++)
-		if (serve_take_pass_request(sv, i))
-			pass_one(k, cfg, i, false, sv);
+	if (!leases || sync_leases_held(leases, i))
+		return false;
+	struct latch_error err = LATCH_ERROR_INIT;
+	if (sync_leases_request_pass(leases, k, i, &err) == 0)
+		LATCH_LOG(LATCH_LOG_INFO, "asked the replica holding the source for a pass", { "source", cfg->sources[i].name });
+	else
+		LATCH_LOG(LATCH_LOG_WARN, "cannot ask the replica holding the source for a pass",
+			  { "source", cfg->sources[i].name }, { "error", latch_error_message(&err) });
+	latch_error_done(&err);
+	return true;
+}
+
+/* The sources a signed push hook, a new Lease or another replica asked for, at once. */
+static void pass_requested(struct latch_k8s *k, const struct sync_config *cfg, struct serve *sv,
+			   struct sync_leases *leases)
+{
+	for (size_t i = 0; i < cfg->n_sources; i++) {
+		bool hook = serve_take_pass_request(sv, i), lease = sync_leases_take_pass_request(leases, i);
+		if ((hook && !ask_the_holder(k, cfg, i, leases)) || lease)
+			pass_one(k, cfg, i, false, sv, leases);
+	}
 }
 
 /* Prints a line per source; returns the number not applied and healthy. */
@@ -215,6 +292,25 @@ static void reap_orphans(void)
 		;
 }
 
+/* As client-go: the holder must renew within 2/3 of the duration, and tries 7.5 times per
+ * duration (15 s, 10 s, 2 s by default). */
+static int start_leases(const struct options *o, const struct latch_k8s *k, const struct sync_config *cfg,
+			struct sync_leases **ret, struct latch_error *err)
+{
+	char host[256] = "latch-sync", identity[512];
+	const char *pod = getenv("POD_NAME");
+	if (!pod && gethostname(host, sizeof(host)) == 0)
+		host[sizeof(host) - 1] = '\0';
+	unsigned char random[4] = { 0 };
+	if (!o->identity && getrandom(random, sizeof(random), 0) != sizeof(random))
+		return latch_error_set(err, LATCH_EIO, "no random bytes for the replica's identity");
+	snprintf(identity, sizeof(identity), "%s_%02x%02x%02x%02x", pod ? pod : host, random[0], random[1], random[2],
+		 random[3]);
+	double d = (double)o->lease_duration_s;
+	struct sync_lease_options lo = { o->identity ? o->identity : identity, d, d * 2 / 3, d / 7.5 };
+	return sync_leases_start(k, cfg, &lo, ret, err);
+}
+
 enum wake { WAKE_INTERVAL, WAKE_HOOK, WAKE_STOP };
 
 /* Whole seconds until a time on sync_now()'s clock, 0 when past: a hook's pass does not put
@@ -255,7 +351,7 @@ int main(int argc, char **argv)
 	 * source's knownHostsFile either way. */
 	if (!getenv("HOME"))
 		setenv("HOME", "/", 0);
-	struct options o = { .interval_s = -1 };
+	struct options o = { .interval_s = -1, .lease_duration_s = 15 };
 	int r = parse(argc, argv, &o);
 	if (r)
 		return r;
@@ -283,25 +379,35 @@ int main(int argc, char **argv)
 			latch_error_done(&err);
 			return 69;
 		}
+		struct sync_leases *leases = NULL;
+		if (o.lease_duration_s > 0 && start_leases(&o, k, &cfg, &leases, &err) < 0) {
+			LATCH_LOG(LATCH_LOG_ERROR, "cannot take part in lease election", { "error", latch_error_message(&err) });
+			serve_stop(sv);
+			latch_k8s_free(k);
+			sync_config_done(&cfg);
+			latch_error_done(&err);
+			return 69;
+		}
 		long passes = 0, interval = o.interval_s >= 0 ? o.interval_s : shortest_interval(&cfg);
 		enum wake why = WAKE_INTERVAL;
 		double next_full = 0;
 		do {
 			if (why == WAKE_HOOK) {
-				pass_requested(k, &cfg, sv);
+				pass_requested(k, &cfg, sv, leases);
 			} else {
-				pass_all(k, &cfg, false, sv);
+				pass_all(k, &cfg, false, sv, leases);
 				next_full = sync_now() + (double)interval;
 			}
 			reap_orphans();
 			serve_heartbeat(sv);
 		} while ((o.max_passes == 0 || ++passes < o.max_passes) &&
 			 (why = wait_for_next(seconds_until(next_full))) != WAKE_STOP);
+		sync_leases_stop(leases);
 		serve_stop(sv);
 	} else if (strcmp(o.mode, "status") == 0) {
 		failed = status_all(k, &cfg);
 	} else {
-		failed = pass_all(k, &cfg, strcmp(o.mode, "diff") == 0, NULL);
+		failed = pass_all(k, &cfg, strcmp(o.mode, "diff") == 0, NULL, NULL);
 	}
 	latch_k8s_free(k);
 	sync_config_done(&cfg);

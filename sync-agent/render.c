@@ -250,7 +250,10 @@ static int verify_commits_since(const struct sync_config *c, const struct sync_s
 	for (size_t i = 0; r == 0 && i < commits.n; i++)
 		if (strcmp(commits.shas[i], sha) != 0)
 			r = verify_signed(c, s, g, commits.shas[i], false, err);
-	if (r < 0)
+	if (r == LATCH_ENOTFOUND && !commits.n)
+		latch_error_prefix(err, "verify.everyCommit: from %.12s to %.12s (to accept the new history, set "
+				   "everyCommit: false for one pass)", applied, sha);
+	else if (r < 0)
 		latch_error_prefix(err, "verify.everyCommit: from %.12s to %.12s", applied, sha);
 	latch_git_commits_done(&commits);
 	return r;

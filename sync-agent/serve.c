@@ -45,6 +45,7 @@ struct source_stats {
 	char error[1024];     /* the last failure's message (no values: sync errors hold none) */
 	size_t last_changed, last_drifted, last_pruned;
 	bool ran, last_ok;
+	bool elsewhere;       /* another replica holds the source's Lease */
 	bool pass_requested;  /* a signed push hook came: the loop runs this source at once */
 	double hook_tokens;   /* rate limit: HOOK_BURST requests, then HOOK_PER_S */
 	double hook_refilled;
@@ -163,8 +164,10 @@ static void source_row(struct latch_buf *b, const struct sync_source *src, const
 	char when[32] = "-";
 	if (st->ran)
 		utc_time(st->last_pass, when);
-	const char *result = !st->ran ? "No pass yet" : st->last_ok ? "Applied" : "Failed";
-	latch_buf_printf(b, "<tr class=\"%s\"><td>", !st->ran ? "waiting" : st->last_ok ? "ok" : "failed");
+	const char *result = st->elsewhere ? "Synced by another replica" : !st->ran ? "No pass yet"
+			     : st->last_ok ? "Applied" : "Failed";
+	latch_buf_printf(b, "<tr class=\"%s\"><td>", st->elsewhere ? "elsewhere" : !st->ran ? "waiting"
+							 : st->last_ok ? "ok" : "failed");
 	html_text(b, src->name);
 	latch_buf_printf(b, "</td><td class=\"result\">%s</td><td><code>%.12s</code></td><td>%s</td>", result,
 			 st->revision[0] ? st->revision : "-", when);
@@ -208,7 +211,7 @@ static int answer(struct serve *sv, const char *path, struct latch_buf *body)
 	} else if (strcmp(path, "/readyz") == 0) {
 		status = 200;
 		for (size_t i = 0; i < sv->cfg->n_sources; i++) {
-			if (sv->stats[i].ran && sv->stats[i].last_ok)
+			if (sv->stats[i].elsewhere || (sv->stats[i].ran && sv->stats[i].last_ok))
 				continue;
 			status = 503;
 			latch_buf_printf(body, "source %s: %s\n", sv->cfg->sources[i].name, sv->stats[i].ran ? "last pass failed" : "no pass yet");
@@ -300,10 +303,7 @@ static unsigned hook_verdict(struct serve *sv, struct MHD_Connection *c, struct 
 		LATCH_LOG(LATCH_LOG_WARN, "refused a webhook without a valid signature", { "source", s->name });
 		return latch_buf_printf(out, "no valid signature\n"), 401;
 	}
-	pthread_mutex_lock(&sv->lock);
-	sv->stats[h->source].pass_requested = true;
-	pthread_mutex_unlock(&sv->lock);
-	kill(getpid(), SIGUSR1); /* wakes the loop, which waits for it */
+	serve_request_pass(sv, h->source);
 	LATCH_LOG(LATCH_LOG_INFO, "a signed webhook starts a pass", { "source", s->name });
 	return latch_buf_printf(out, "pass of %s started\n", s->name), 202;
 }
@@ -382,6 +382,23 @@ static enum MHD_Result handle(void *cls, struct MHD_Connection *c, const char *u
 	enum MHD_Result r = respond(c, status, type, &body);
 	latch_buf_done(&body);
 	return r;
+}
+
+void serve_request_pass(struct serve *sv, size_t source)
+{
+	pthread_mutex_lock(&sv->lock);
+	sv->stats[source].pass_requested = true;
+	pthread_mutex_unlock(&sv->lock);
+	kill(getpid(), SIGUSR1); /* wakes the loop, which waits for it */
+}
+
+void serve_held_elsewhere(struct serve *sv, size_t source, bool elsewhere)
+{
+	if (!sv)
+		return;
+	pthread_mutex_lock(&sv->lock);
+	sv->stats[source].elsewhere = elsewhere;
+	pthread_mutex_unlock(&sv->lock);
 }
 
 bool serve_take_pass_request(struct serve *sv, size_t source)

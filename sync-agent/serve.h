@@ -27,4 +27,9 @@ void serve_heartbeat(struct serve *sv);
 /* Whether a signed push hook asked for a pass of this source since the last call (the hook
  * also sends SIGUSR1 to the process, which the loop waits for). */
 bool serve_take_pass_request(struct serve *sv, size_t source);
+/* Ask the loop for a pass of source at once (a push hook, or another replica's). */
+void serve_request_pass(struct serve *sv, size_t source);
+/* Another replica holds the source's Lease: /readyz does not wait for it here, and the page
+ * says so. Accepts a NULL sv. */
+void serve_held_elsewhere(struct serve *sv, size_t source, bool elsewhere);
 void serve_stop(struct serve *sv);

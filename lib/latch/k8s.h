@@ -37,6 +37,13 @@ bool latch_k8s_namespaced(const struct latch_k8s *k, const char *api_version, co
 /* The next call that needs discovery runs it again (after a CRD was established). */
 void latch_k8s_forget_discovery(struct latch_k8s *k);
 
+/* Each request that follows, retries included, within deadline_ms (0: the default policy's). */
+void latch_k8s_set_deadline(struct latch_k8s *k, unsigned deadline_ms);
+
+/* While set, every request but a GET is refused unless may_write(arg) says yes (a replica
+ * that may have lost its Lease writes nothing). Clones made while it is set share it. */
+void latch_k8s_set_write_guard(struct latch_k8s *k, bool (*may_write)(void *arg), void *arg);
+
 /* A raw request: path below the server ("/api/v1/namespaces"); ret gets the parsed body
  * (NULL when empty), ret_status the HTTP status. Fails only when no answer came. */
 int latch_k8s_request(struct latch_k8s *k, const char *method, const char *path, const char *content_type,

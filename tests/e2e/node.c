@@ -135,6 +135,13 @@ static void sleep_s(double s)
 	nanosleep(&ts, NULL);
 }
 
+json_t *node_list_pods(struct latch_k8s *k, const char *ns, const char *selector)
+{
+	json_t *list = list_pods(k, ns, selector), *items = json_incref(json_object_get(list, "items"));
+	json_decref(list);
+	return items ? items : json_array();
+}
+
 json_t *node_wait_pod(struct latch_k8s *k, const char *ns, const char *selector,
 		      bool (*done)(const json_t *pod, void *arg), void *arg, double timeout_s)
 {

@@ -30,6 +30,8 @@ void node_ensure_vault_tls(struct latch_k8s *k, const char *ns);
 
 /* Wait until a pod matching the label selector satisfies done(pod, arg); returns that pod.
  * On timeout the test fails with the pods' status and events. */
+/* The pods matching selector (a JSON array, to decref). */
+json_t *node_list_pods(struct latch_k8s *k, const char *ns, const char *selector);
 json_t *node_wait_pod(struct latch_k8s *k, const char *ns, const char *selector,
 		      bool (*done)(const json_t *pod, void *arg), void *arg, double timeout_s);
 

@@ -548,6 +548,28 @@ static char *push_repository(const char *name, char **ret_rev)
  * kubernetes Service, through kube-proxy), pulls the repository from the git server, and the
  * workload it applies runs on the node with its secrets; its health check waits for that
  * workload to be available, and only then is the agent ready (/readyz). */
+/* The pod whose latch-sync holds the Lease (holderIdentity is POD_NAME_suffix), to free. */
+static char *lease_holder_pod(const char *lease)
+{
+	char *pod = NULL;
+	for (int t = 0; t < 60 && !pod; t++) {
+		json_t *l = NULL;
+		struct latch_error err = LATCH_ERROR_INIT;
+		if (latch_k8s_get(kube, "coordination.k8s.io/v1", "Lease", "latch-system", lease, &l, &err) == 0) {
+			const char *holder = latch_json_get_str(json_object_get(l, "spec"), "holderIdentity");
+			const char *cut = holder ? strrchr(holder, '_') : NULL;
+			if (cut)
+				pod = strndup(holder, (size_t)(cut - holder));
+		}
+		latch_error_done(&err);
+		json_decref(l);
+		if (!pod)
+			sleep(1);
+	}
+	assert_non_null(pod);
+	return pod;
+}
+
 static void test_node__latch_sync_in_the_cluster_deploys_a_working_app(void **state)
 {
 	const char *repo = "node-sync";
@@ -581,11 +603,28 @@ static void test_node__latch_sync_in_the_cluster_deploys_a_working_app(void **st
 	assert_non_null(node_container_status(app, "latch-init"));
 	char *user = pg_user_on_node(app), *password = pg_password_on_node(app);
 	assert_int_equal(stack_psql_login(user, password), 0);
-	char *log = node_logs("latch-system", node_pod_name(sync_pod), "latch-sync", false);
-	/* It says which commit it applied, and that the pass went through. */
+	/* deploy/ runs two replicas: the one holding the source's Lease synced it, and says which
+	 * commit it applied; the other synced nothing. */
+	char *holder = lease_holder_pod("latch-sync-node-node");
+	char *log = node_logs("latch-system", holder, "latch-sync", false);
 	assert_non_null(strstr(log, rev));
 	assert_non_null(strstr(log, "\"msg\":\"synced\""));
 	assert_null(strstr(log, password));
+	json_t *pods = node_list_pods(kube, "latch-system", "app.kubernetes.io%2Fname%3Dlatch-sync");
+	size_t i, n_pods = 0;
+	json_t *pod;
+	json_array_foreach(pods, i, pod) {
+		const char *name = node_pod_name(pod);
+		if (latch_json_path(pod, "metadata.deletionTimestamp") || strcmp(name, holder) == 0)
+			continue;
+		char *other = node_logs("latch-system", name, "latch-sync", false);
+		assert_null(strstr(other, "\"msg\":\"synced\""));
+		free(other);
+		n_pods++;
+	}
+	assert_int_equal(n_pods, 1);
+	json_decref(pods);
+	free(holder);
 
 	explicit_bzero(password, strlen(password));
 	free(password);

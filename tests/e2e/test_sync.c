@@ -11,10 +11,13 @@
 #include <openssl/evp.h>
 #include <openssl/hmac.h>
 #include <errno.h>
+#include <poll.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <stdatomic.h>
 #include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
@@ -714,7 +717,8 @@ static void test_sync__deployed_agent_has_least_privilege(void **state)
 	json_t *obj;
 	json_array_foreach(docs, i, obj) {
 		const char *kind = latch_json_get_str(obj, "kind");
-		if (strcmp(kind, "ClusterRole") == 0 || strcmp(kind, "ClusterRoleBinding") == 0)
+		if (strcmp(kind, "Namespace") == 0 || strcmp(kind, "ClusterRole") == 0 ||
+		    strcmp(kind, "ClusterRoleBinding") == 0 || strcmp(kind, "Role") == 0 || strcmp(kind, "RoleBinding") == 0)
 			assert_int_equal(latch_k8s_apply(k, obj, &as_operator, NULL, &err), 0);
 	}
 	json_decref(docs);
@@ -734,6 +738,10 @@ static void test_sync__deployed_agent_has_least_privilege(void **state)
 	assert_true(can(k, agent, agent_groups, "create", "", "namespaces", NULL, NULL));
 	assert_true(can(k, agent, agent_groups, "update", "", "configmaps", "latch-system", NULL));
 	assert_true(can(k, agent, agent_groups, "create", "", "events", "latch-system", NULL));
+	/* The Leases replicas share the sources by: in latch-system only. */
+	assert_true(can(k, agent, agent_groups, "update", "coordination.k8s.io", "leases", "latch-system", NULL));
+	assert_true(can(k, agent, agent_groups, "create", "coordination.k8s.io", "leases", "latch-system", NULL));
+	assert_false(can(k, agent, agent_groups, "update", "coordination.k8s.io", "leases", "kube-system", NULL));
 	assert_true(can(k, agent, agent_groups, "bind", "rbac.authorization.k8s.io", "clusterroles", NULL, "view"));
 	assert_false(can(k, agent, agent_groups, "bind", "rbac.authorization.k8s.io", "clusterroles", NULL,
 		"cluster-admin"));
@@ -816,6 +824,516 @@ static void test_sync__status_page_shows_what_happened(void **state)
 	free(page);
 	stop_listening(pid);
 	free(head);
+	stack_rm_rf(r.dir);
+	free(r.dir);
+}
+
+/* ---- replicas and Leases ---- */
+
+#define REPLICAS 3
+static const char *const lease_sources[] = { "a", "b", "c" };
+static pid_t replicas[REPLICAS];
+
+static int stop_replicas(void **state)
+{
+	for (size_t i = 0; i < REPLICAS; i++)
+		if (replicas[i] > 0 && kill(replicas[i], SIGTERM) == 0)
+			stack_wait(replicas[i], 30);
+	memset(replicas, 0, sizeof(replicas));
+	return 0;
+}
+
+static char *lease_holder_named(struct latch_k8s *k, const char *name)
+{
+	json_t *lease = gitops_get(k, "coordination.k8s.io/v1", "Lease", "latch-system", name);
+	const char *holder = latch_json_get_str(json_object_get(lease, "spec"), "holderIdentity");
+	char *copy = strdup(lease ? (holder ? holder : "") : "(none)");
+	json_decref(lease);
+	return copy;
+}
+
+static char *lease_holder(struct latch_k8s *k, const char *source)
+{
+	char name[128];
+	snprintf(name, sizeof(name), "latch-sync-leases-%s", source);
+	return lease_holder_named(k, name);
+}
+
+/* Lines of a JSON log saying msg for source. */
+static size_t log_lines(const char *log_path, const char *msg, const char *source)
+{
+	char *log = stack_read_file(log_path);
+	char want_msg[128], want_source[128];
+	snprintf(want_msg, sizeof(want_msg), "\"msg\":\"%s\"", msg);
+	snprintf(want_source, sizeof(want_source), "\"source\":\"%s\"", source);
+	size_t n = 0;
+	for (char *line = log, *next; line && *line; line = next) {
+		next = strchr(line, '\n');
+		if (next)
+			*next++ = '\0';
+		n += strstr(line, want_msg) && strstr(line, want_source);
+	}
+	free(log);
+	return n;
+}
+
+static int replica_of(const char *identity)
+{
+	int i = -1;
+	return sscanf(identity, "replica-%d", &i) == 1 && i >= 0 && i < REPLICAS ? i : -1;
+}
+
+/* The holders of the three sources, when each replica holds exactly one. */
+static bool read_holders(struct latch_k8s *k, int holder[3])
+{
+	bool seen[REPLICAS] = { false };
+	for (size_t s = 0; s < 3; s++) {
+		char *h = lease_holder(k, lease_sources[s]);
+		holder[s] = replica_of(h);
+		free(h);
+		if (holder[s] < 0 || seen[holder[s]])
+			return false;
+		seen[holder[s]] = true;
+	}
+	return true;
+}
+
+/* Seconds until source's Lease is held by a replica other than not (and not released). */
+static double seconds_until_taken(struct latch_k8s *k, const char *source, int not, double limit_s)
+{
+	double start = stack_now();
+	while (stack_now() - start < limit_s) {
+		char *holder = lease_holder(k, source);
+		int who = replica_of(holder);
+		free(holder);
+		if (who >= 0 && who != not)
+			return stack_now() - start;
+		usleep(100 * 1000);
+	}
+	return -1;
+}
+
+/* The SyncConfig "leases" with sources a, b and c, for replica i (its own git cache). */
+static void write_lease_config(const struct repo *r, int i, const char *path)
+{
+	char config[4096];
+	int n = snprintf(config, sizeof(config), "apiVersion: latch.dev/v1alpha1\nkind: SyncConfig\nmetadata: {name: leases}\n"
+			 "spec:\n  namespace: latch-system\n  cacheDir: %s/cache-%d\n  sources:\n", r->dir, i);
+	for (size_t s = 0; s < 3; s++)
+		n += snprintf(config + n, sizeof(config) - (size_t)n, "  - {name: %s, url: 'file://%s/repo', path: %s, "
+			      "interval: 1s, healthCheck: false}\n", lease_sources[s], r->dir, lease_sources[s]);
+	stack_write_file(path, config);
+}
+
+/* Three replicas of one SyncConfig share its three sources by Leases: each source has one
+ * holder, and only that holder syncs it. kill -9 of a holder: another takes its sources within
+ * the lease duration (6 s here) and syncs them. A clean stop releases at once. */
+static void test_sync__replicas_share_sources_by_leases(void **state)
+{
+	struct repo r;
+	r.dir = stack_mkdtemp("latch-e2e-leases");
+	char rel[64], text[512];
+	gitops_sh(r.dir, "mkdir -p repo/a repo/b repo/c && cd repo && git init -q -b main");
+	for (size_t s = 0; s < 3; s++) {
+		snprintf(text, sizeof(text), "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: lease-%s, namespace: default}\n"
+			 "data: {source: %s}\n", lease_sources[s], lease_sources[s]);
+		snprintf(rel, sizeof(rel), "%s/cm.yaml", lease_sources[s]);
+		write_in(&r, rel, text);
+	}
+	gitops_sh(r.dir, "cd repo && git add -A && git commit -qm three");
+	struct latch_k8s *k = kube();
+	struct latch_error err = LATCH_ERROR_INIT;
+	for (size_t s = 0; s < 3; s++) {
+		char name[128];
+		snprintf(name, sizeof(name), "latch-sync-leases-%s", lease_sources[s]);
+		assert_int_equal(latch_k8s_delete(k, "coordination.k8s.io/v1", "Lease", "latch-system", name, &err), 0);
+	}
+	char logs[REPLICAS][600];
+	for (int i = 0; i < REPLICAS; i++) {
+		char path[600], identity[32];
+		snprintf(path, sizeof(path), "%s/sync-%d.yaml", r.dir, i);
+		write_lease_config(&r, i, path);
+		snprintf(logs[i], sizeof(logs[i]), "%s/replica-%d.log", r.dir, i);
+		snprintf(identity, sizeof(identity), "replica-%d", i);
+		replicas[i] = gitops_spawn(path, getenv("KUBECONFIG"), logs[i], (const char *const[]){ "--identity",
+			identity, "--lease-duration", "6", "--log-format", "json", NULL });
+	}
+
+	/* Every source synced; the replicas settle on one source each. */
+	double start = stack_now();
+	for (size_t s = 0; s < 3; s++) {
+		char name[64];
+		snprintf(name, sizeof(name), "lease-%s", lease_sources[s]);
+		char *v = NULL;
+		while (!(v = gitops_configmap_value(k, "default", name, "source")) && stack_now() - start < 30)
+			usleep(200 * 1000);
+		assert_non_null(v);
+		free(v);
+	}
+	int holder[3];
+	while (!read_holders(k, holder) && stack_now() - start < 40)
+		usleep(200 * 1000);
+	if (!read_holders(k, holder))
+		fail_msg("the three replicas did not settle on one source each");
+	printf("# one source per replica %.1f s after they started\n", stack_now() - start);
+
+	/* Then, over a few passes at 1 s, each source is synced by its holder alone. */
+	size_t before[REPLICAS][3];
+	for (int i = 0; i < REPLICAS; i++)
+		for (size_t s = 0; s < 3; s++)
+			before[i][s] = log_lines(logs[i], "synced", lease_sources[s]);
+	sleep(4);
+	int still[3];
+	assert_true(read_holders(k, still) && memcmp(still, holder, sizeof(holder)) == 0);
+	for (size_t s = 0; s < 3; s++)
+		for (int i = 0; i < REPLICAS; i++) {
+			size_t synced = log_lines(logs[i], "synced", lease_sources[s]) - before[i][s];
+			if (i == holder[s] ? synced == 0 : synced != 0)
+				fail_msg("source %s held by replica-%d, synced %zu times by replica-%d", lease_sources[s],
+					 holder[s], synced, i);
+		}
+
+	/* kill -9 of source a's holder: another replica holds it within the lease duration of the
+	 * last change it saw, plus a retry period to see that change and one to act (0.8 s each). */
+	int victim = holder[0];
+	assert_int_equal(kill(replicas[victim], SIGKILL), 0);
+	stack_wait(replicas[victim], 10);
+	replicas[victim] = 0;
+	double took = seconds_until_taken(k, "a", victim, 15);
+	printf("# source a taken over %.1f s after its holder was killed (lease duration 6 s)\n", took);
+	assert_true(took >= 0 && took < 6 + 2 * 0.8 + 1.5);
+	char *h = lease_holder(k, "a");
+	int heir = replica_of(h);
+	free(h);
+	size_t heir_before = log_lines(logs[heir], "synced", "a");
+	for (int t = 0; t < 50 && log_lines(logs[heir], "synced", "a") <= heir_before; t++)
+		usleep(200 * 1000);
+	assert_true(log_lines(logs[heir], "synced", "a") > heir_before);
+
+	/* A clean stop releases its Leases at once: the last replica holds all three within a retry
+	 * period or two, not a lease duration. */
+	assert_int_equal(kill(replicas[heir], SIGTERM), 0);
+	assert_int_equal(stack_wait(replicas[heir], 30), 0);
+	replicas[heir] = 0;
+	int last = 3 - victim - heir;
+	for (size_t s = 0; s < 3; s++) {
+		double t = seconds_until_taken(k, lease_sources[s], -1, 10);
+		char *who = lease_holder(k, lease_sources[s]);
+		if (t < 0 || t > 3 || replica_of(who) != last)
+			fail_msg("source %s: held by '%s' after %.1f s; expected replica-%d within 3 s", lease_sources[s], who, t,
+				 last);
+		free(who);
+	}
+	assert_true(gitops_count_in(logs[heir], "released the lease") >= 1);
+
+	stop_replicas(NULL);
+	for (size_t s = 0; s < 3; s++) {
+		char *who = lease_holder(k, lease_sources[s]);
+		assert_string_equal(who, "");
+		free(who);
+	}
+	latch_error_done(&err);
+	latch_k8s_free(k);
+	stack_rm_rf(r.dir);
+	free(r.dir);
+}
+
+/* A TCP relay from a loopback port to the API server, that the test cuts as a network
+ * partition would: every connection closed, new ones refused. */
+#define RELAY_MAX 32
+struct relay {
+	int listen_fd, port, upstream_port;
+	atomic_bool cut;
+	pthread_t thread;
+	int fds[2 * RELAY_MAX]; /* pairs: client, upstream; -1 when free */
+};
+
+static int connect_upstream(int port)
+{
+	int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	struct sockaddr_in a = { .sin_family = AF_INET, .sin_port = htons((uint16_t)port) };
+	inet_pton(AF_INET, "127.0.0.1", &a.sin_addr);
+	if (fd >= 0 && connect(fd, (struct sockaddr *)&a, sizeof(a)) == 0)
+		return fd;
+	if (fd >= 0)
+		close(fd);
+	return -1;
+}
+
+static void relay_close_pair(struct relay *r, int slot)
+{
+	for (int k = 0; k < 2; k++) {
+		if (r->fds[2 * slot + k] >= 0)
+			close(r->fds[2 * slot + k]);
+		r->fds[2 * slot + k] = -1;
+	}
+}
+
+static void relay_accept(struct relay *r)
+{
+	int client = accept4(r->listen_fd, NULL, NULL, SOCK_CLOEXEC);
+	int upstream = client >= 0 ? connect_upstream(r->upstream_port) : -1;
+	for (int s = 0; upstream >= 0 && s < RELAY_MAX; s++)
+		if (r->fds[2 * s] < 0) {
+			r->fds[2 * s] = client;
+			r->fds[2 * s + 1] = upstream;
+			return;
+		}
+	if (client >= 0)
+		close(client);
+	if (upstream >= 0)
+		close(upstream);
+}
+
+/* Copies what fd has to its peer; false when either side is done. */
+static bool relay_copy(int from, int to)
+{
+	char buf[16384];
+	ssize_t n = read(from, buf, sizeof(buf));
+	for (ssize_t off = 0; n > 0 && off < n;) {
+		ssize_t w = write(to, buf + off, (size_t)(n - off));
+		if (w <= 0)
+			return false;
+		off += w;
+	}
+	return n > 0;
+}
+
+static void *relay_run(void *arg)
+{
+	struct relay *r = arg;
+	while (!atomic_load(&r->cut)) {
+		struct pollfd p[1 + 2 * RELAY_MAX];
+		int map[1 + 2 * RELAY_MAX], n = 1;
+		p[0] = (struct pollfd){ r->listen_fd, POLLIN, 0 };
+		for (int i = 0; i < 2 * RELAY_MAX; i++)
+			if (r->fds[i] >= 0) {
+				map[n] = i;
+				p[n++] = (struct pollfd){ r->fds[i], POLLIN, 0 };
+			}
+		if (poll(p, (nfds_t)n, 100) <= 0)
+			continue;
+		if (p[0].revents & POLLIN)
+			relay_accept(r);
+		for (int j = 1; j < n; j++) {
+			int i = map[j];
+			if ((p[j].revents & (POLLIN | POLLHUP | POLLERR)) && r->fds[i] >= 0 &&
+			    !relay_copy(r->fds[i], r->fds[i ^ 1]))
+				relay_close_pair(r, i / 2);
+		}
+	}
+	for (int s = 0; s < RELAY_MAX; s++)
+		relay_close_pair(r, s);
+	close(r->listen_fd);
+	return NULL;
+}
+
+static void relay_start(struct relay *r, int upstream_port)
+{
+	memset(r, 0, sizeof(*r));
+	for (int i = 0; i < 2 * RELAY_MAX; i++)
+		r->fds[i] = -1;
+	r->upstream_port = upstream_port;
+	r->listen_fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	struct sockaddr_in a = { .sin_family = AF_INET };
+	inet_pton(AF_INET, "127.0.0.1", &a.sin_addr);
+	assert_int_equal(bind(r->listen_fd, (struct sockaddr *)&a, sizeof(a)), 0);
+	assert_int_equal(listen(r->listen_fd, 64), 0);
+	socklen_t len = sizeof(a);
+	getsockname(r->listen_fd, (struct sockaddr *)&a, &len);
+	r->port = ntohs(a.sin_port);
+	assert_int_equal(pthread_create(&r->thread, NULL, relay_run, r), 0);
+}
+
+static void relay_cut(struct relay *r)
+{
+	atomic_store(&r->cut, true);
+	pthread_join(r->thread, NULL);
+}
+
+/* The test's kubeconfig with its server at 127.0.0.1:port (the certificate names 127.0.0.1). */
+static void kubeconfig_via(const char *path, int port, int *ret_upstream_port)
+{
+	char *kubeconfig = stack_read_file(getenv("KUBECONFIG"));
+	char *server = strstr(kubeconfig, "server: https://127.0.0.1:");
+	assert_non_null(server);
+	char *port_at = server + strlen("server: https://127.0.0.1:");
+	*ret_upstream_port = (int)strtol(port_at, NULL, 10);
+	char *eol = strchr(port_at, '\n');
+	struct latch_buf text = LATCH_BUF_INIT(1 << 20);
+	latch_buf_printf(&text, "%.*s%d%s", (int)(port_at - kubeconfig), kubeconfig, port, eol);
+	stack_write_file(path, latch_buf_str(&text));
+	latch_buf_done(&text);
+	free(kubeconfig);
+}
+
+/* Seconds until the Lease name is held by want; -1 when not within limit_s. */
+static double wait_for_holder(struct latch_k8s *k, const char *name, const char *want, double limit_s)
+{
+	double start = stack_now();
+	while (stack_now() - start < limit_s) {
+		char *holder = lease_holder_named(k, name);
+		bool there = strcmp(holder, want) == 0;
+		free(holder);
+		if (there)
+			return stack_now() - start;
+		usleep(200 * 1000);
+	}
+	return -1;
+}
+
+/* The "time" of the first line of a JSON log that holds needle (to free), or NULL. */
+static char *log_time_of(const char *log_path, const char *needle)
+{
+	char *log = stack_read_file(log_path), *found = log ? strstr(log, needle) : NULL, *t = NULL;
+	while (found && found > log && found[-1] != '\n')
+		found--;
+	if (found && strncmp(found, "{\"time\":\"", 9) == 0)
+		t = strndup(found + 9, 24);
+	free(log);
+	return t;
+}
+
+/* A replica cut off from the API server stops counting itself the holder at its renew deadline
+ * (4 s of 6 here), before the Lease can expire and another replica take it: it cannot write
+ * after someone else started. The other replica takes the source and syncs it. */
+static void test_sync__cut_off_replica_gives_up_before_another_can_take_over(void **state)
+{
+	struct repo r;
+	r.dir = stack_mkdtemp("latch-e2e-partition");
+	gitops_sh(r.dir, "mkdir -p repo/solo && cd repo && git init -q -b main");
+	write_in(&r, "solo/cm.yaml", "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: partition-solo, namespace: default}\n"
+		 "data: {source: solo}\n");
+	gitops_sh(r.dir, "cd repo && git add -A && git commit -qm solo");
+	char config[1024], cfg_text[2048], kubeconfig[1024], logs[2][1100];
+	snprintf(config, sizeof(config), "%s/sync.yaml", r.dir);
+	snprintf(cfg_text, sizeof(cfg_text), "apiVersion: latch.dev/v1alpha1\nkind: SyncConfig\nmetadata: {name: partition}\n"
+		 "spec:\n  namespace: latch-system\n  cacheDir: %s/cache\n  sources:\n"
+		 "  - {name: solo, url: 'file://%s/repo', path: solo, interval: 1s, healthCheck: false}\n", r.dir, r.dir);
+	stack_write_file(config, cfg_text);
+	struct latch_k8s *k = kube();
+	struct latch_error err = LATCH_ERROR_INIT;
+	static const char *const stale[] = { "latch-sync-partition-solo", "latch-sync-partition-replica-cut-0",
+					     "latch-sync-partition-replica-cut-1" };
+	for (size_t i = 0; i < 3; i++)
+		assert_int_equal(latch_k8s_delete(k, "coordination.k8s.io/v1", "Lease", "latch-system", stale[i], &err), 0);
+
+	struct relay relay;
+	int upstream = 0;
+	snprintf(kubeconfig, sizeof(kubeconfig), "%s/kubeconfig-via-relay", r.dir);
+	relay_start(&relay, 0);
+	kubeconfig_via(kubeconfig, relay.port, &upstream);
+	relay.upstream_port = upstream;
+	for (int i = 0; i < 2; i++)
+		snprintf(logs[i], sizeof(logs[i]), "%s/cut-%d.log", r.dir, i);
+	replicas[0] = gitops_spawn(config, kubeconfig, logs[0], (const char *const[]){ "--identity", "cut-0",
+		"--lease-duration", "6", "--log-format", "json", NULL });
+	assert_true(wait_for_holder(k, "latch-sync-partition-solo", "cut-0", 20) >= 0);
+	replicas[1] = gitops_spawn(config, getenv("KUBECONFIG"), logs[1], (const char *const[]){ "--identity", "cut-1",
+		"--lease-duration", "6", "--log-format", "json", NULL });
+	sleep(3);
+
+	relay_cut(&relay);
+	double took_s = wait_for_holder(k, "latch-sync-partition-solo", "cut-1", 20);
+	assert_true(took_s >= 0);
+	printf("# taken over %.1f s after the cut (lease duration 6 s, renew deadline 4 s)\n", took_s);
+	char *lost = log_time_of(logs[0], "\"msg\":\"lost the lease\""), *took = log_time_of(logs[1], "\"msg\":\"took the lease over\"");
+	assert_non_null(lost);
+	assert_non_null(took);
+	printf("# cut-0 gave up at %s, cut-1 took over at %s\n", lost, took);
+	assert_true(strcmp(lost, took) < 0);
+	for (int t = 0; t < 50 && log_lines(logs[1], "synced", "solo") == 0; t++)
+		usleep(200 * 1000);
+	assert_true(log_lines(logs[1], "synced", "solo") > 0);
+	free(lost);
+	free(took);
+	stop_replicas(NULL);
+	latch_error_done(&err);
+	latch_k8s_free(k);
+	stack_rm_rf(r.dir);
+	free(r.dir);
+}
+
+static char *configmap_v(struct latch_k8s *k, const char *name)
+{
+	char *v = gitops_configmap_value(k, "default", name, "v");
+	return v ? v : strdup("");
+}
+
+/* A push hook reaching the replica that does not hold the source (a Service picks either) is
+ * passed on through the Lease: the holder applies the push at once, though the interval is an
+ * hour. The replica without the source is ready: it has nothing to wait for. */
+static void test_sync__hook_at_a_replica_without_the_lease_reaches_its_holder(void **state)
+{
+	struct repo r;
+	r.dir = stack_mkdtemp("latch-e2e-hook-leases");
+	char secret[1100], config[1100], cfg_text[4096], logs[2][1100], listen[2][64];
+	int port[2];
+	snprintf(secret, sizeof(secret), "%s/secret", r.dir);
+	stack_write_file(secret, "hook-s3cret\n");
+	gitops_sh(r.dir, "mkdir -p repo/h && cd repo && git init -q -b main");
+	static const char cm[] = "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: hook-leases, namespace: default}\n"
+				 "data: {v: %s}\n";
+	char text[256];
+	snprintf(text, sizeof(text), cm, "one");
+	write_in(&r, "h/cm.yaml", text);
+	gitops_sh(r.dir, "cd repo && git add -A && git commit -qm one");
+	snprintf(config, sizeof(config), "%s/sync.yaml", r.dir);
+	snprintf(cfg_text, sizeof(cfg_text), "apiVersion: latch.dev/v1alpha1\nkind: SyncConfig\nmetadata: {name: hooks}\n"
+		 "spec:\n  namespace: latch-system\n  cacheDir: %s/cache\n  sources:\n"
+		 "  - {name: h, url: 'file://%s/repo', path: h, interval: 1h, healthCheck: false,\n"
+		 "     webhook: {secretFile: %s}}\n", r.dir, r.dir, secret);
+	stack_write_file(config, cfg_text);
+	struct latch_k8s *k = kube();
+	struct latch_error err = LATCH_ERROR_INIT;
+	static const char *const stale[] = { "latch-sync-hooks-h", "latch-sync-hooks-replica-hook-0",
+					     "latch-sync-hooks-replica-hook-1" };
+	for (size_t i = 0; i < 3; i++)
+		assert_int_equal(latch_k8s_delete(k, "coordination.k8s.io/v1", "Lease", "latch-system", stale[i], &err), 0);
+	for (int i = 0; i < 2; i++) {
+		char identity[16];
+		snprintf(identity, sizeof(identity), "hook-%d", i);
+		snprintf(logs[i], sizeof(logs[i]), "%s/hook-%d.log", r.dir, i);
+		port[i] = gitops_free_port();
+		snprintf(listen[i], sizeof(listen[i]), "127.0.0.1:%d", port[i]);
+		replicas[i] = gitops_spawn(config, getenv("KUBECONFIG"), logs[i], (const char *const[]){ "--identity",
+			identity, "--lease-duration", "6", "--listen", listen[i], NULL });
+		if (i == 0)
+			assert_true(wait_for_holder(k, "latch-sync-hooks-h", "hook-0", 20) >= 0);
+	}
+	free(await_status(port[0], "/readyz", 200, 30));
+	free(await_status(port[1], "/readyz", 200, 30));
+	char *v = configmap_v(k, "hook-leases");
+	assert_string_equal(v, "one");
+	free(v);
+
+	snprintf(text, sizeof(text), cm, "two");
+	write_in(&r, "h/cm.yaml", text);
+	gitops_sh(r.dir, "cd repo && git commit -qam two");
+	static const char push[] = "{\"ref\":\"refs/heads/main\"}";
+	char good[128];
+	github_signature("hook-s3cret", push, good);
+	double sent = stack_now();
+	assert_int_equal(http_post(port[1], "/hook/h", good, push, strlen(push)), 202);
+	while ((v = configmap_v(k, "hook-leases")) && strcmp(v, "two") != 0 && stack_now() - sent < 10) {
+		free(v);
+		usleep(50 * 1000);
+	}
+	double took = stack_now() - sent;
+	assert_string_equal(v, "two");
+	free(v);
+	printf("# applied %.1f s after the hook reached the replica without the Lease\n", took);
+	assert_true(took < 3);
+	assert_true(gitops_count_in(logs[1], "asked the replica holding the source for a pass") == 1);
+	/* The holder logs the pass once it has recorded it, a moment after the apply. */
+	for (int t = 0; t < 50 && gitops_count_in(logs[0], "synced") < 2; t++)
+		usleep(100 * 1000);
+	assert_true(gitops_count_in(logs[0], "synced") >= 2);
+	assert_true(gitops_count_in(logs[1], "synced") == 0);
+
+	stop_replicas(NULL);
+	latch_error_done(&err);
+	latch_k8s_free(k);
 	stack_rm_rf(r.dir);
 	free(r.dir);
 }
@@ -1142,6 +1660,9 @@ int main(void)
 		cmocka_unit_test(test_sync__run_serves_health_readiness_and_metrics),
 		cmocka_unit_test_teardown(test_sync__probes_answer_while_slow_clients_hold_connections, stop_agent),
 		cmocka_unit_test_teardown(test_sync__signed_webhook_starts_a_pass_at_once, stop_agent),
+		cmocka_unit_test_teardown(test_sync__replicas_share_sources_by_leases, stop_replicas),
+		cmocka_unit_test_teardown(test_sync__cut_off_replica_gives_up_before_another_can_take_over, stop_replicas),
+		cmocka_unit_test_teardown(test_sync__hook_at_a_replica_without_the_lease_reaches_its_holder, stop_replicas),
 		cmocka_unit_test(test_sync__deployed_agent_has_least_privilege),
 		cmocka_unit_test_teardown(test_sync__status_page_shows_what_happened, stop_agent),
 		cmocka_unit_test(test_sync__config_errors_name_key_and_line),

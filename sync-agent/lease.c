@@ -1,0 +1,549 @@
+#include "lease.h"
+
+#include <errno.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "latch/buf.h"
+#include "latch/log.h"
+#include "objects.h"
+
+#define MAX_NAME 253
+#define LABEL_REPLICA_OF "latch.dev/replica-of"
+/* A replica's own Lease unchanged this long belongs to one that died: removed. */
+#define DEAD_REPLICA_S 3600.0
+/* Another replica got a push hook for a source this one holds: it says so on the Lease. */
+#define REQUESTED_AT "latch.dev/pass-requested-at"
+
+/* What this replica last saw of a Lease, and when that last changed, on its own clock. */
+struct sighting {
+	char *name;
+	char *seen;     /* holder, renewTime and transitions */
+	double changed; /* sync_now() */
+};
+
+struct lease_state {
+	struct sighting s;
+	char *path;
+	double held_until; /* sync_now() until which it counts as held; 0: not held */
+	bool busy;         /* a pass over the source is under way: never released then */
+	char *requested;   /* the Lease's REQUESTED_AT as last seen */
+	bool looked;       /* requested holds what the Lease said (a request before is no news) */
+	bool pass_wanted;  /* just acquired, or another replica asked: the loop passes it at once */
+};
+
+struct sync_leases {
+	struct latch_k8s *k;
+	struct sync_lease_options o;
+	const char *namespace;
+	char *config;
+	struct lease_state *sources; /* n sources, then this replica's own Lease */
+	size_t n;
+	struct sighting *replicas; /* the other replicas' own Leases, as seen */
+	size_t n_replicas;
+	pthread_mutex_t lock;
+	pthread_cond_t wake;
+	bool stopping;
+	pthread_t thread;
+};
+
+/* A Kubernetes MicroTime, now. */
+static void micro_time(char out[40])
+{
+	struct timespec ts;
+	struct tm tm;
+	clock_gettime(CLOCK_REALTIME, &ts);
+	gmtime_r(&ts.tv_sec, &tm);
+	char seconds[24];
+	strftime(seconds, sizeof(seconds), "%Y-%m-%dT%H:%M:%S", &tm);
+	snprintf(out, 40, "%.20s.%06dZ", seconds, (int)(ts.tv_nsec / 1000) % 1000000);
+}
+
+/* Notes when a Lease last changed, as this replica saw it; the time it did. */
+static double observe(struct sighting *s, const json_t *spec, double now)
+{
+	char seen[512];
+	snprintf(seen, sizeof(seen), "%s|%s|%lld", latch_json_get_str(spec, "holderIdentity") ?: "",
+		 latch_json_get_str(spec, "renewTime") ?: "",
+		 (long long)json_integer_value(json_object_get(spec, "leaseTransitions")));
+	if (!s->seen || strcmp(s->seen, seen) != 0) {
+		free(s->seen);
+		s->seen = strdup(seen);
+		s->changed = now;
+	}
+	return s->changed;
+}
+
+/* The loop passes source i at once (it waits for SIGUSR1 between passes). */
+static void want_pass(struct sync_leases *l, size_t i)
+{
+	pthread_mutex_lock(&l->lock);
+	l->sources[i].pass_wanted = true;
+	pthread_mutex_unlock(&l->lock);
+	kill(getpid(), SIGUSR1);
+}
+
+bool sync_leases_take_pass_request(struct sync_leases *l, size_t i)
+{
+	if (!l)
+		return false;
+	pthread_mutex_lock(&l->lock);
+	bool wanted = l->sources[i].pass_wanted;
+	l->sources[i].pass_wanted = false;
+	pthread_mutex_unlock(&l->lock);
+	return wanted;
+}
+
+/* until 0: not held (any more); the change from held to not held is said once. A Lease just
+ * acquired gets a pass at once: its last holder may have died before applying the tip. */
+static void set_held(struct sync_leases *l, size_t i, double until)
+{
+	pthread_mutex_lock(&l->lock);
+	bool was = l->sources[i].held_until != 0;
+	l->sources[i].held_until = until;
+	pthread_mutex_unlock(&l->lock);
+	if (i == l->n)
+		return;
+	if (!was && until > 0) {
+		LATCH_LOG(LATCH_LOG_INFO, "acquired the lease", { "lease", l->sources[i].s.name }, { "identity", l->o.identity });
+		want_pass(l, i);
+	}
+	else if (was && until == 0)
+		LATCH_LOG(LATCH_LOG_WARN, "lost the lease", { "lease", l->sources[i].s.name }, { "identity", l->o.identity });
+}
+
+bool sync_leases_held(struct sync_leases *l, size_t i)
+{
+	pthread_mutex_lock(&l->lock);
+	bool held = l->sources[i].held_until > sync_now();
+	pthread_mutex_unlock(&l->lock);
+	return held;
+}
+
+void sync_leases_busy(struct sync_leases *l, size_t i, bool busy)
+{
+	pthread_mutex_lock(&l->lock);
+	l->sources[i].busy = busy;
+	pthread_mutex_unlock(&l->lock);
+}
+
+static size_t held_count(struct sync_leases *l)
+{
+	size_t n = 0;
+	for (size_t i = 0; i < l->n; i++)
+		n += sync_leases_held(l, i);
+	return n;
+}
+
+static json_t *lease_spec(const struct sync_leases *l, const char *holder, double duration_s)
+{
+	char now[40];
+	micro_time(now);
+	return json_pack("{s:s,s:i,s:s,s:s,s:i}", "holderIdentity", holder, "leaseDurationSeconds", (int)(duration_s + 0.5),
+			 "acquireTime", now, "renewTime", now, "leaseTransitions", 0);
+}
+
+/* Sends a Lease: the answer's status (409: another replica got there first), 0 when no answer
+ * came. */
+static long send_lease(struct sync_leases *l, const char *method, const char *path, json_t *obj)
+{
+	char *body = obj ? json_dumps(obj, JSON_COMPACT) : NULL;
+	long status = 0;
+	json_t *answer = NULL;
+	struct latch_error err = LATCH_ERROR_INIT;
+	int r = body ? latch_k8s_request(l->k, method, path, NULL, body, &status, &answer, &err) : LATCH_ENOMEM;
+	if (r == 0 && status >= 300 && status != 404 && status != 409)
+		LATCH_LOG(LATCH_LOG_WARN, "the API server refused a lease update", { "path", path },
+			  { "message", latch_json_get_str(answer, "message") });
+	free(body);
+	json_decref(answer);
+	latch_error_done(&err);
+	return r == 0 ? status : 0;
+}
+
+static bool create_lease(struct sync_leases *l, size_t i)
+{
+	struct latch_buf collection = LATCH_BUF_INIT(1024);
+	bool own = i == l->n;
+	json_t *lease = json_pack("{s:s,s:s,s:{s:s,s:s,s:{s:s,s:s}},s:o}", "apiVersion", "coordination.k8s.io/v1", "kind",
+				  "Lease", "metadata", "name", l->sources[i].s.name, "namespace", l->namespace, "labels",
+				  "app.kubernetes.io/managed-by", "latch-sync", own ? LABEL_REPLICA_OF : "latch.dev/config",
+				  l->config, "spec", lease_spec(l, l->o.identity, l->o.duration_s));
+	bool taken = latch_buf_printf(&collection, "/apis/coordination.k8s.io/v1/namespaces/%s/leases", l->namespace) == 0 &&
+		     send_lease(l, "POST", latch_buf_str(&collection), lease) == 201;
+	json_decref(lease);
+	latch_buf_done(&collection);
+	return taken;
+}
+
+enum outcome { NOT_HELD, HELD, RENEWAL_RACED };
+
+/* A pass asked for on the Lease since this replica last looked, while it holds it. */
+static void notice_request(struct sync_leases *l, size_t i, const json_t *lease, bool mine)
+{
+	struct lease_state *st = &l->sources[i];
+	const char *at = latch_json_get_str(latch_json_path(lease, "metadata.annotations"), REQUESTED_AT);
+	bool changed = at && (!st->requested || strcmp(st->requested, at) != 0);
+	if (changed && mine && st->looked) {
+		LATCH_LOG(LATCH_LOG_INFO, "another replica asked for a pass", { "lease", st->s.name });
+		want_pass(l, i);
+	}
+	if (changed) {
+		free(st->requested);
+		st->requested = strdup(at);
+	}
+	st->looked = true;
+}
+
+/* Renew it when ours; take it when may_take and it is free or unchanged for a whole lease
+ * duration. RENEWAL_RACED: ours, but written since it was read (a pass request). */
+static enum outcome take_or_renew(struct sync_leases *l, size_t i, const json_t *lease, double now, bool may_take)
+{
+	struct lease_state *st = &l->sources[i];
+	const json_t *spec = json_object_get(lease, "spec");
+	const char *holder = latch_json_get_str(spec, "holderIdentity");
+	bool mine = holder && strcmp(holder, l->o.identity) == 0, free_lease = !holder || !*holder;
+	json_int_t their_duration = json_integer_value(json_object_get(spec, "leaseDurationSeconds"));
+	double duration = their_duration > 0 ? (double)their_duration : l->o.duration_s;
+	double changed = observe(&st->s, spec, now);
+	notice_request(l, i, lease, mine);
+	if (!mine && (!may_take || (!free_lease && now < changed + duration)))
+		return NOT_HELD;
+	json_t *updated = json_deep_copy(lease), *new_spec = lease_spec(l, l->o.identity, l->o.duration_s);
+	json_int_t transitions = json_integer_value(json_object_get(spec, "leaseTransitions"));
+	if (!updated || !new_spec || (mine && json_object_set(new_spec, "acquireTime", json_object_get(spec, "acquireTime")) < 0) ||
+	    json_object_set_new(new_spec, "leaseTransitions", json_integer(mine ? transitions : transitions + 1)) < 0 ||
+	    json_object_set(updated, "spec", new_spec) < 0) {
+		json_decref(updated);
+		json_decref(new_spec);
+		return NOT_HELD;
+	}
+	json_decref(new_spec);
+	long status = send_lease(l, "PUT", st->path, updated);
+	json_decref(updated);
+	if (status == 200 && !mine)
+		LATCH_LOG(LATCH_LOG_INFO, "took the lease over", { "lease", st->s.name },
+			  { "from", free_lease ? "(released)" : holder });
+	return status == 200 ? HELD : status == 409 && mine ? RENEWAL_RACED : NOT_HELD;
+}
+
+/* Past the renew deadline with no renewal (the API server out of reach): lost, and said so,
+ * before any other replica may take it. */
+static void expire_overdue(struct sync_leases *l, size_t i)
+{
+	pthread_mutex_lock(&l->lock);
+	bool overdue = l->sources[i].held_until != 0 && l->sources[i].held_until <= sync_now();
+	pthread_mutex_unlock(&l->lock);
+	if (overdue)
+		set_held(l, i, 0);
+}
+
+/* One read and write of the Lease; false when it must be tried again at once. */
+static bool try_once(struct sync_leases *l, size_t i, bool may_take, double started)
+{
+	long status = 0;
+	json_t *lease = NULL;
+	struct latch_error err = LATCH_ERROR_INIT;
+	int r = latch_k8s_request(l->k, "GET", l->sources[i].path, NULL, NULL, &status, &lease, &err);
+	latch_error_done(&err);
+	enum outcome o = NOT_HELD;
+	if (r == 0 && status == 404 && may_take && create_lease(l, i)) {
+		o = HELD;
+		l->sources[i].looked = true; /* created without a request on it */
+	}
+	else if (r == 0 && status == 200)
+		o = take_or_renew(l, i, lease, started, may_take);
+	json_decref(lease);
+	/* No answer: held only until the renew deadline of the last renewal runs out. */
+	if (o != RENEWAL_RACED && r == 0 && (status == 200 || status == 404))
+		set_held(l, i, o == HELD ? started + l->o.renew_deadline_s : 0);
+	return o != RENEWAL_RACED;
+}
+
+static void try_one(struct sync_leases *l, size_t i, bool may_take)
+{
+	double started = sync_now();
+	expire_overdue(l, i);
+	if (!try_once(l, i, may_take, started))
+		try_once(l, i, may_take, started);
+}
+
+int sync_leases_request_pass(struct sync_leases *l, struct latch_k8s *k, size_t i, struct latch_error *err)
+{
+	char now[40], body[160];
+	long status = 0;
+	json_t *answer = NULL;
+	micro_time(now);
+	snprintf(body, sizeof(body), "{\"metadata\":{\"annotations\":{\"" REQUESTED_AT "\":\"%s\"}}}", now);
+	int r = latch_k8s_request(k, "PATCH", l->sources[i].path, "application/merge-patch+json", body, &status, &answer, err);
+	json_decref(answer);
+	if (r == 0 && status != 200)
+		r = latch_error_set(err, LATCH_EHTTP, "marking the Lease '%s' answered %ld", l->sources[i].s.name, status);
+	return r;
+}
+
+/* Held and no pass under way: from now on it counts as not held (checked and set at once, so a
+ * pass either starts before, and it is not given up, or finds it not held). */
+static bool claim_release(struct sync_leases *l, size_t i)
+{
+	pthread_mutex_lock(&l->lock);
+	bool claimed = !l->sources[i].busy && l->sources[i].held_until > sync_now();
+	if (claimed)
+		l->sources[i].held_until = 0;
+	pthread_mutex_unlock(&l->lock);
+	return claimed;
+}
+
+/* holderIdentity "" and a second's duration: the others take it at once. */
+static void release_one(struct sync_leases *l, size_t i)
+{
+	long status = 0;
+	json_t *lease = NULL;
+	struct latch_error err = LATCH_ERROR_INIT;
+	pthread_mutex_lock(&l->lock);
+	l->sources[i].held_until = 0; /* given up, not lost: nothing to warn about */
+	pthread_mutex_unlock(&l->lock);
+	int r = latch_k8s_request(l->k, "GET", l->sources[i].path, NULL, NULL, &status, &lease, &err);
+	latch_error_done(&err);
+	json_t *spec = json_object_get(lease, "spec");
+	const char *holder = latch_json_get_str(spec, "holderIdentity");
+	json_t *released = r == 0 && status == 200 && holder && strcmp(holder, l->o.identity) == 0 ? lease_spec(l, "", 1) : NULL;
+	if (released && json_object_set(released, "leaseTransitions", json_object_get(spec, "leaseTransitions")) == 0 &&
+	    json_object_set_new(lease, "spec", released) == 0) {
+		if (send_lease(l, "PUT", l->sources[i].path, lease) == 200)
+			LATCH_LOG(LATCH_LOG_INFO, "released the lease", { "lease", l->sources[i].s.name });
+	} else {
+		json_decref(released);
+	}
+	json_decref(lease);
+}
+
+static struct sighting *replica_sighting(struct sync_leases *l, const char *name)
+{
+	for (size_t i = 0; i < l->n_replicas; i++)
+		if (strcmp(l->replicas[i].name, name) == 0)
+			return &l->replicas[i];
+	void *p = realloc(l->replicas, (l->n_replicas + 1) * sizeof(*l->replicas));
+	if (!p)
+		return NULL;
+	l->replicas = p;
+	struct sighting *s = &l->replicas[l->n_replicas];
+	*s = (struct sighting){ strdup(name), NULL, 0 };
+	if (!s->name)
+		return NULL;
+	l->n_replicas++;
+	return s;
+}
+
+/* A replica whose own Lease is unchanged for a lease duration is gone; for an hour, its Lease
+ * is removed. */
+static bool replica_alive(struct sync_leases *l, const json_t *lease, double now)
+{
+	const char *name = latch_json_get_str(json_object_get(lease, "metadata"), "name");
+	const json_t *spec = json_object_get(lease, "spec");
+	const char *holder = latch_json_get_str(spec, "holderIdentity");
+	struct sighting *s = name ? replica_sighting(l, name) : NULL;
+	if (!s || !holder || !*holder)
+		return false;
+	double changed = observe(s, spec, now);
+	if (strcmp(name, l->sources[l->n].s.name) != 0 && now > changed + DEAD_REPLICA_S) {
+		struct latch_error err = LATCH_ERROR_INIT;
+		latch_k8s_delete(l->k, "coordination.k8s.io/v1", "Lease", l->namespace, name, &err);
+		latch_error_done(&err);
+		return false;
+	}
+	return strcmp(holder, l->o.identity) == 0 || now < changed + l->o.duration_s;
+}
+
+/* The replicas of this SyncConfig alive now, this one included. */
+static size_t live_replicas(struct sync_leases *l, double now)
+{
+	struct latch_buf path = LATCH_BUF_INIT(2048);
+	long status = 0;
+	json_t *list = NULL;
+	struct latch_error err = LATCH_ERROR_INIT;
+	size_t alive = 0, i;
+	json_t *item;
+	if (latch_buf_printf(&path, "/apis/coordination.k8s.io/v1/namespaces/%s/leases?labelSelector=" LABEL_REPLICA_OF
+				    "%%3D%s", l->namespace, l->config) == 0 &&
+	    latch_k8s_request(l->k, "GET", latch_buf_str(&path), NULL, NULL, &status, &list, &err) == 0 && status == 200) {
+		json_array_foreach(json_object_get(list, "items"), i, item)
+			alive += replica_alive(l, item, now);
+	}
+	json_decref(list);
+	latch_error_done(&err);
+	latch_buf_done(&path);
+	return alive ? alive : 1;
+}
+
+/* A round: this replica's own Lease renewed, then each source's, taken while this replica
+ * holds fewer than its share; one above the share (a replica joined) is released, unless a
+ * pass over it is under way. */
+static void try_all(struct sync_leases *l)
+{
+	try_one(l, l->n, true);
+	size_t live = live_replicas(l, sync_now());
+	size_t share = (l->n + live - 1) / live;
+	bool released = false;
+	for (size_t i = 0; i < l->n; i++) {
+		size_t held = held_count(l);
+		if (!released && held > share && claim_release(l, i)) {
+			release_one(l, i);
+			released = true;
+			continue;
+		}
+		try_one(l, i, held < share);
+	}
+}
+
+static void *run(void *arg)
+{
+	struct sync_leases *l = arg;
+	pthread_mutex_lock(&l->lock);
+	while (!l->stopping) {
+		struct timespec until;
+		clock_gettime(CLOCK_MONOTONIC, &until);
+		long ns = until.tv_nsec + (long)(l->o.retry_s * 1e9);
+		until.tv_sec += ns / 1000000000L;
+		until.tv_nsec = ns % 1000000000L;
+		while (!l->stopping && pthread_cond_timedwait(&l->wake, &l->lock, &until) != ETIMEDOUT)
+			;
+		if (l->stopping)
+			break;
+		pthread_mutex_unlock(&l->lock);
+		try_all(l);
+		pthread_mutex_lock(&l->lock);
+	}
+	pthread_mutex_unlock(&l->lock);
+	for (size_t i = 0; i < l->n; i++)
+		if (sync_leases_held(l, i))
+			release_one(l, i);
+	struct latch_error err = LATCH_ERROR_INIT;
+	latch_k8s_delete(l->k, "coordination.k8s.io/v1", "Lease", l->namespace, l->sources[l->n].s.name, &err);
+	latch_error_done(&err);
+	return NULL;
+}
+
+/* Lease names are DNS subdomains: anything else in an identity becomes '-'. */
+static void dns_safe(char *s)
+{
+	for (; *s; s++)
+		if (!((*s >= 'a' && *s <= 'z') || (*s >= '0' && *s <= '9') || *s == '-' || *s == '.'))
+			*s = *s >= 'A' && *s <= 'Z' ? (char)(*s - 'A' + 'a') : '-';
+}
+
+static int name_lease(struct sync_leases *l, size_t i, const char *suffix, struct latch_error *err)
+{
+	struct latch_buf name = LATCH_BUF_INIT(MAX_NAME + 1), path = LATCH_BUF_INIT(2048);
+	int r = 0;
+	if (latch_buf_printf(&name, "latch-sync-%s-%s", l->config, suffix) < 0)
+		r = latch_error_set(err, LATCH_ELIMIT, "the Lease name for '%s' would be longer than %d characters", suffix,
+				    MAX_NAME);
+	if (r == 0)
+		dns_safe(name.ptr);
+	if (r == 0 && latch_buf_printf(&path, "/apis/coordination.k8s.io/v1/namespaces/%s/leases/%s", l->namespace,
+				       latch_buf_str(&name)) < 0)
+		r = latch_error_set(err, LATCH_ELIMIT, "namespace '%s' is too long", l->namespace);
+	if (r == 0 && (!(l->sources[i].s.name = latch_buf_take(&name)) || !(l->sources[i].path = latch_buf_take(&path))))
+		r = latch_error_set(err, LATCH_ENOMEM, "out of memory");
+	latch_buf_done(&name);
+	latch_buf_done(&path);
+	return r;
+}
+
+static int name_leases(struct sync_leases *l, const struct sync_config *cfg, struct latch_error *err)
+{
+	struct latch_buf own = LATCH_BUF_INIT(MAX_NAME + 1);
+	int r = latch_buf_printf(&own, "replica-%s", l->o.identity) < 0
+			? latch_error_set(err, LATCH_ELIMIT, "the identity '%s' is too long", l->o.identity)
+			: name_lease(l, l->n, latch_buf_str(&own), err);
+	for (size_t i = 0; r == 0 && i < l->n; i++)
+		r = name_lease(l, i, cfg->sources[i].name, err);
+	latch_buf_done(&own);
+	return r;
+}
+
+static void leases_free(struct sync_leases *l)
+{
+	if (!l)
+		return;
+	for (size_t i = 0; l->sources && i <= l->n; i++) {
+		free(l->sources[i].s.name);
+		free(l->sources[i].s.seen);
+		free(l->sources[i].path);
+		free(l->sources[i].requested);
+	}
+	for (size_t i = 0; i < l->n_replicas; i++) {
+		free(l->replicas[i].name);
+		free(l->replicas[i].seen);
+	}
+	latch_k8s_free(l->k);
+	free(l->replicas);
+	free(l->sources);
+	free(l->config);
+	pthread_mutex_destroy(&l->lock);
+	pthread_cond_destroy(&l->wake);
+	free(l);
+}
+
+static int init_sync(struct sync_leases *l)
+{
+	pthread_condattr_t attr;
+	if (pthread_condattr_init(&attr) != 0)
+		return -1;
+	int r = pthread_condattr_setclock(&attr, CLOCK_MONOTONIC) == 0 && pthread_cond_init(&l->wake, &attr) == 0 &&
+			pthread_mutex_init(&l->lock, NULL) == 0
+		? 0
+		: -1;
+	pthread_condattr_destroy(&attr);
+	return r;
+}
+
+int sync_leases_start(const struct latch_k8s *k, const struct sync_config *cfg, const struct sync_lease_options *o,
+		      struct sync_leases **ret, struct latch_error *err)
+{
+	struct sync_leases *l = calloc(1, sizeof(*l));
+	if (!l || init_sync(l) < 0) {
+		free(l);
+		return latch_error_set(err, LATCH_ENOMEM, "out of memory");
+	}
+	l->o = *o;
+	l->namespace = cfg->namespace;
+	l->n = cfg->n_sources;
+	l->config = strdup(cfg->name);
+	l->sources = calloc(l->n + 1, sizeof(*l->sources));
+	int r = l->config && l->sources ? name_leases(l, cfg, err) : latch_error_set(err, LATCH_ENOMEM, "out of memory");
+	if (r == 0)
+		r = latch_k8s_clone(k, &l->k, err);
+	/* A request stuck in retries would hold the thread past the renew deadline, and a Lease
+	 * past it would be lost without a word: each gets a retry period at most. */
+	if (r == 0)
+		latch_k8s_set_deadline(l->k, (unsigned)(l->o.retry_s * 1000));
+	if (r == 0)
+		try_all(l);
+	if (r == 0 && pthread_create(&l->thread, NULL, run, l) != 0)
+		r = latch_error_set(err, LATCH_ENOMEM, "cannot start the lease thread");
+	if (r < 0) {
+		leases_free(l);
+		return r;
+	}
+	*ret = l;
+	return 0;
+}
+
+void sync_leases_stop(struct sync_leases *l)
+{
+	if (!l)
+		return;
+	pthread_mutex_lock(&l->lock);
+	l->stopping = true;
+	pthread_cond_signal(&l->wake);
+	pthread_mutex_unlock(&l->lock);
+	pthread_join(l->thread, NULL);
+	leases_free(l);
+}
