@@ -110,11 +110,13 @@ static void set_held(struct sync_leases *l, size_t i, double until)
 	if (i == l->n)
 		return;
 	if (!was && until > 0) {
-		LATCH_LOG(LATCH_LOG_INFO, "acquired the lease", { "lease", l->sources[i].s.name }, { "identity", l->o.identity });
+		LATCH_LOG(LATCH_LOG_INFO, "acquired the lease", { "lease", l->sources[i].s.name },
+			  { "identity", l->o.identity });
 		want_pass(l, i);
 	}
 	else if (was && until == 0)
-		LATCH_LOG(LATCH_LOG_WARN, "lost the lease", { "lease", l->sources[i].s.name }, { "identity", l->o.identity });
+		LATCH_LOG(LATCH_LOG_WARN, "lost the lease", { "lease", l->sources[i].s.name },
+			  { "identity", l->o.identity });
 }
 
 bool sync_leases_held(struct sync_leases *l, size_t i)
@@ -144,7 +146,8 @@ static json_t *lease_spec(const struct sync_leases *l, const char *holder, doubl
 {
 	char now[40];
 	micro_time(now);
-	return json_pack("{s:s,s:i,s:s,s:s,s:i}", "holderIdentity", holder, "leaseDurationSeconds", (int)(duration_s + 0.5),
+	return json_pack("{s:s,s:i,s:s,s:s,s:i}", "holderIdentity", holder, "leaseDurationSeconds",
+			 (int)(duration_s + 0.5),
 			 "acquireTime", now, "renewTime", now, "leaseTransitions", 0);
 }
 
@@ -170,11 +173,12 @@ static bool create_lease(struct sync_leases *l, size_t i)
 {
 	struct latch_buf collection = LATCH_BUF_INIT(1024);
 	bool own = i == l->n;
-	json_t *lease = json_pack("{s:s,s:s,s:{s:s,s:s,s:{s:s,s:s}},s:o}", "apiVersion", "coordination.k8s.io/v1", "kind",
-				  "Lease", "metadata", "name", l->sources[i].s.name, "namespace", l->namespace, "labels",
+	json_t *lease = json_pack("{s:s,s:s,s:{s:s,s:s,s:{s:s,s:s}},s:o}", "apiVersion", "coordination.k8s.io/v1",
+				  "kind", "Lease", "metadata", "name", l->sources[i].s.name, "namespace", l->namespace, "labels",
 				  "app.kubernetes.io/managed-by", "latch-sync", own ? LABEL_REPLICA_OF : "latch.dev/config",
 				  l->config, "spec", lease_spec(l, l->o.identity, l->o.duration_s));
-	bool taken = latch_buf_printf(&collection, "/apis/coordination.k8s.io/v1/namespaces/%s/leases", l->namespace) == 0 &&
+	bool taken = latch_buf_printf(&collection, "/apis/coordination.k8s.io/v1/namespaces/%s/leases",
+				      l->namespace) == 0 &&
 		     send_lease(l, "POST", latch_buf_str(&collection), lease) == 201;
 	json_decref(lease);
 	latch_buf_done(&collection);
@@ -202,7 +206,8 @@ static void notice_request(struct sync_leases *l, size_t i, const json_t *lease,
 
 /* Renew it when ours; take it when may_take and it is free or unchanged for a whole lease
  * duration. RENEWAL_RACED: ours, but written since it was read (a pass request). */
-static enum outcome take_or_renew(struct sync_leases *l, size_t i, const json_t *lease, double now, bool may_take)
+static enum outcome take_or_renew(struct sync_leases *l, size_t i, const json_t *lease, double now,
+				  bool may_take)
 {
 	struct lease_state *st = &l->sources[i];
 	const json_t *spec = json_object_get(lease, "spec");
@@ -216,8 +221,10 @@ static enum outcome take_or_renew(struct sync_leases *l, size_t i, const json_t 
 		return NOT_HELD;
 	json_t *updated = json_deep_copy(lease), *new_spec = lease_spec(l, l->o.identity, l->o.duration_s);
 	json_int_t transitions = json_integer_value(json_object_get(spec, "leaseTransitions"));
-	if (!updated || !new_spec || (mine && json_object_set(new_spec, "acquireTime", json_object_get(spec, "acquireTime")) < 0) ||
-	    json_object_set_new(new_spec, "leaseTransitions", json_integer(mine ? transitions : transitions + 1)) < 0 ||
+	if (!updated || !new_spec ||
+	    (mine && json_object_set(new_spec, "acquireTime", json_object_get(spec, "acquireTime")) < 0) ||
+	    json_object_set_new(new_spec, "leaseTransitions",
+				json_integer(mine ? transitions : transitions + 1)) < 0 ||
 	    json_object_set(updated, "spec", new_spec) < 0) {
 		json_decref(updated);
 		json_decref(new_spec);
@@ -280,7 +287,8 @@ int sync_leases_request_pass(struct sync_leases *l, struct latch_k8s *k, size_t 
 	json_t *answer = NULL;
 	micro_time(now);
 	snprintf(body, sizeof(body), "{\"metadata\":{\"annotations\":{\"" REQUESTED_AT "\":\"%s\"}}}", now);
-	int r = latch_k8s_request(k, "PATCH", l->sources[i].path, "application/merge-patch+json", body, &status, &answer, err);
+	int r = latch_k8s_request(k, "PATCH", l->sources[i].path, "application/merge-patch+json", body, &status,
+				  &answer, err);
 	json_decref(answer);
 	if (r == 0 && status != 200)
 		r = latch_error_set(err, LATCH_EHTTP, "marking the Lease '%s' answered %ld", l->sources[i].s.name, status);
@@ -312,8 +320,10 @@ static void release_one(struct sync_leases *l, size_t i)
 	latch_error_done(&err);
 	json_t *spec = json_object_get(lease, "spec");
 	const char *holder = latch_json_get_str(spec, "holderIdentity");
-	json_t *released = r == 0 && status == 200 && holder && strcmp(holder, l->o.identity) == 0 ? lease_spec(l, "", 1) : NULL;
-	if (released && json_object_set(released, "leaseTransitions", json_object_get(spec, "leaseTransitions")) == 0 &&
+	bool mine = r == 0 && status == 200 && holder && strcmp(holder, l->o.identity) == 0;
+	json_t *released = mine ? lease_spec(l, "", 1) : NULL;
+	if (released &&
+	    json_object_set(released, "leaseTransitions", json_object_get(spec, "leaseTransitions")) == 0 &&
 	    json_object_set_new(lease, "spec", released) == 0) {
 		if (send_lease(l, "PUT", l->sources[i].path, lease) == 200)
 			LATCH_LOG(LATCH_LOG_INFO, "released the lease", { "lease", l->sources[i].s.name });
@@ -369,9 +379,11 @@ static size_t live_replicas(struct sync_leases *l, double now)
 	struct latch_error err = LATCH_ERROR_INIT;
 	size_t alive = 0, i;
 	json_t *item;
-	if (latch_buf_printf(&path, "/apis/coordination.k8s.io/v1/namespaces/%s/leases?labelSelector=" LABEL_REPLICA_OF
+	if (latch_buf_printf(&path,
+			     "/apis/coordination.k8s.io/v1/namespaces/%s/leases?labelSelector=" LABEL_REPLICA_OF
 				    "%%3D%s", l->namespace, l->config) == 0 &&
-	    latch_k8s_request(l->k, "GET", latch_buf_str(&path), NULL, NULL, &status, &list, &err) == 0 && status == 200) {
+	    latch_k8s_request(l->k, "GET", latch_buf_str(&path), NULL, NULL, &status, &list, &err) == 0 &&
+	    status == 200) {
 		json_array_foreach(json_object_get(list, "items"), i, item)
 			alive += replica_alive(l, item, now);
 	}
@@ -449,7 +461,8 @@ static int name_lease(struct sync_leases *l, size_t i, const char *suffix, struc
 	if (r == 0 && latch_buf_printf(&path, "/apis/coordination.k8s.io/v1/namespaces/%s/leases/%s", l->namespace,
 				       latch_buf_str(&name)) < 0)
 		r = latch_error_set(err, LATCH_ELIMIT, "namespace '%s' is too long", l->namespace);
-	if (r == 0 && (!(l->sources[i].s.name = latch_buf_take(&name)) || !(l->sources[i].path = latch_buf_take(&path))))
+	if (r == 0 &&
+	    (!(l->sources[i].s.name = latch_buf_take(&name)) || !(l->sources[i].path = latch_buf_take(&path))))
 		r = latch_error_set(err, LATCH_ENOMEM, "out of memory");
 	latch_buf_done(&name);
 	latch_buf_done(&path);
@@ -504,7 +517,8 @@ static int init_sync(struct sync_leases *l)
 	return r;
 }
 
-int sync_leases_start(const struct latch_k8s *k, const struct sync_config *cfg, const struct sync_lease_options *o,
+int sync_leases_start(const struct latch_k8s *k, const struct sync_config *cfg,
+		      const struct sync_lease_options *o,
 		      struct sync_leases **ret, struct latch_error *err)
 {
 	struct sync_leases *l = calloc(1, sizeof(*l));
@@ -517,7 +531,8 @@ int sync_leases_start(const struct latch_k8s *k, const struct sync_config *cfg, 
 	l->n = cfg->n_sources;
 	l->config = strdup(cfg->name);
 	l->sources = calloc(l->n + 1, sizeof(*l->sources));
-	int r = l->config && l->sources ? name_leases(l, cfg, err) : latch_error_set(err, LATCH_ENOMEM, "out of memory");
+	int r = l->config && l->sources ? name_leases(l, cfg, err)
+					: latch_error_set(err, LATCH_ENOMEM, "out of memory");
 	if (r == 0)
 		r = latch_k8s_clone(k, &l->k, err);
 	/* A request stuck in retries would hold the thread past the renew deadline, and a Lease

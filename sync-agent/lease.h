@@ -31,7 +31,8 @@ struct sync_leases;
 
 /* Starts the thread, on a clone of k. The first try is made before it returns, so a replica
  * alone holds its sources from the first pass. */
-int sync_leases_start(const struct latch_k8s *k, const struct sync_config *cfg, const struct sync_lease_options *o,
+int sync_leases_start(const struct latch_k8s *k, const struct sync_config *cfg,
+		      const struct sync_lease_options *o,
 		      struct sync_leases **ret, struct latch_error *err);
 /* Whether this replica holds source i's Lease now (renewed within the renew deadline). */
 bool sync_leases_held(struct sync_leases *l, size_t i);

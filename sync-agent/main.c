@@ -217,13 +217,15 @@ static size_t pass_all(struct latch_k8s *k, const struct sync_config *cfg, bool 
 }
 
 /* A push hook for a source another replica holds: that replica makes the pass. */
-static bool ask_the_holder(struct latch_k8s *k, const struct sync_config *cfg, size_t i, struct sync_leases *leases)
+static bool ask_the_holder(struct latch_k8s *k, const struct sync_config *cfg, size_t i,
+			   struct sync_leases *leases)
 {
 	if (!leases || sync_leases_held(leases, i))
 		return false;
 	struct latch_error err = LATCH_ERROR_INIT;
 	if (sync_leases_request_pass(leases, k, i, &err) == 0)
-		LATCH_LOG(LATCH_LOG_INFO, "asked the replica holding the source for a pass", { "source", cfg->sources[i].name });
+		LATCH_LOG(LATCH_LOG_INFO, "asked the replica holding the source for a pass",
+			  { "source", cfg->sources[i].name });
 	else
 		LATCH_LOG(LATCH_LOG_WARN, "cannot ask the replica holding the source for a pass",
 			  { "source", cfg->sources[i].name }, { "error", latch_error_message(&err) });
@@ -304,7 +306,8 @@ static int start_leases(const struct options *o, const struct latch_k8s *k, cons
 	unsigned char random[4] = { 0 };
 	if (!o->identity && getrandom(random, sizeof(random), 0) != sizeof(random))
 		return latch_error_set(err, LATCH_EIO, "no random bytes for the replica's identity");
-	snprintf(identity, sizeof(identity), "%s_%02x%02x%02x%02x", pod ? pod : host, random[0], random[1], random[2],
+	snprintf(identity, sizeof(identity), "%s_%02x%02x%02x%02x", pod ? pod : host, random[0], random[1],
+		 random[2],
 		 random[3]);
 	double d = (double)o->lease_duration_s;
 	struct sync_lease_options lo = { o->identity ? o->identity : identity, d, d * 2 / 3, d / 7.5 };

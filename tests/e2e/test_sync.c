@@ -718,7 +718,8 @@ static void test_sync__deployed_agent_has_least_privilege(void **state)
 	json_array_foreach(docs, i, obj) {
 		const char *kind = latch_json_get_str(obj, "kind");
 		if (strcmp(kind, "Namespace") == 0 || strcmp(kind, "ClusterRole") == 0 ||
-		    strcmp(kind, "ClusterRoleBinding") == 0 || strcmp(kind, "Role") == 0 || strcmp(kind, "RoleBinding") == 0)
+		    strcmp(kind, "ClusterRoleBinding") == 0 || strcmp(kind, "Role") == 0 ||
+		    strcmp(kind, "RoleBinding") == 0)
 			assert_int_equal(latch_k8s_apply(k, obj, &as_operator, NULL, &err), 0);
 	}
 	json_decref(docs);
@@ -917,7 +918,8 @@ static double seconds_until_taken(struct latch_k8s *k, const char *source, int n
 static void write_lease_config(const struct repo *r, int i, const char *path)
 {
 	char config[4096];
-	int n = snprintf(config, sizeof(config), "apiVersion: latch.dev/v1alpha1\nkind: SyncConfig\nmetadata: {name: leases}\n"
+	int n = snprintf(config, sizeof(config),
+			 "apiVersion: latch.dev/v1alpha1\nkind: SyncConfig\nmetadata: {name: leases}\n"
 			 "spec:\n  namespace: latch-system\n  cacheDir: %s/cache-%d\n  sources:\n", r->dir, i);
 	for (size_t s = 0; s < 3; s++)
 		n += snprintf(config + n, sizeof(config) - (size_t)n, "  - {name: %s, url: 'file://%s/repo', path: %s, "
@@ -935,7 +937,8 @@ static void test_sync__replicas_share_sources_by_leases(void **state)
 	char rel[64], text[512];
 	gitops_sh(r.dir, "mkdir -p repo/a repo/b repo/c && cd repo && git init -q -b main");
 	for (size_t s = 0; s < 3; s++) {
-		snprintf(text, sizeof(text), "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: lease-%s, namespace: default}\n"
+		snprintf(text, sizeof(text),
+			 "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: lease-%s, namespace: default}\n"
 			 "data: {source: %s}\n", lease_sources[s], lease_sources[s]);
 		snprintf(rel, sizeof(rel), "%s/cm.yaml", lease_sources[s]);
 		write_in(&r, rel, text);
@@ -1202,12 +1205,14 @@ static void test_sync__cut_off_replica_gives_up_before_another_can_take_over(voi
 	struct repo r;
 	r.dir = stack_mkdtemp("latch-e2e-partition");
 	gitops_sh(r.dir, "mkdir -p repo/solo && cd repo && git init -q -b main");
-	write_in(&r, "solo/cm.yaml", "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: partition-solo, namespace: default}\n"
+	write_in(&r, "solo/cm.yaml",
+		 "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: partition-solo, namespace: default}\n"
 		 "data: {source: solo}\n");
 	gitops_sh(r.dir, "cd repo && git add -A && git commit -qm solo");
 	char config[1024], cfg_text[2048], kubeconfig[1024], logs[2][1100];
 	snprintf(config, sizeof(config), "%s/sync.yaml", r.dir);
-	snprintf(cfg_text, sizeof(cfg_text), "apiVersion: latch.dev/v1alpha1\nkind: SyncConfig\nmetadata: {name: partition}\n"
+	snprintf(cfg_text, sizeof(cfg_text),
+		 "apiVersion: latch.dev/v1alpha1\nkind: SyncConfig\nmetadata: {name: partition}\n"
 		 "spec:\n  namespace: latch-system\n  cacheDir: %s/cache\n  sources:\n"
 		 "  - {name: solo, url: 'file://%s/repo', path: solo, interval: 1s, healthCheck: false}\n", r.dir, r.dir);
 	stack_write_file(config, cfg_text);
@@ -1229,7 +1234,8 @@ static void test_sync__cut_off_replica_gives_up_before_another_can_take_over(voi
 	replicas[0] = gitops_spawn(config, kubeconfig, logs[0], (const char *const[]){ "--identity", "cut-0",
 		"--lease-duration", "6", "--log-format", "json", NULL });
 	assert_true(wait_for_holder(k, "latch-sync-partition-solo", "cut-0", 20) >= 0);
-	replicas[1] = gitops_spawn(config, getenv("KUBECONFIG"), logs[1], (const char *const[]){ "--identity", "cut-1",
+	replicas[1] = gitops_spawn(config, getenv("KUBECONFIG"), logs[1],
+				   (const char *const[]){ "--identity", "cut-1",
 		"--lease-duration", "6", "--log-format", "json", NULL });
 	sleep(3);
 
@@ -1237,7 +1243,8 @@ static void test_sync__cut_off_replica_gives_up_before_another_can_take_over(voi
 	double took_s = wait_for_holder(k, "latch-sync-partition-solo", "cut-1", 20);
 	assert_true(took_s >= 0);
 	printf("# taken over %.1f s after the cut (lease duration 6 s, renew deadline 4 s)\n", took_s);
-	char *lost = log_time_of(logs[0], "\"msg\":\"lost the lease\""), *took = log_time_of(logs[1], "\"msg\":\"took the lease over\"");
+	char *lost = log_time_of(logs[0], "\"msg\":\"lost the lease\"");
+	char *took = log_time_of(logs[1], "\"msg\":\"took the lease over\"");
 	assert_non_null(lost);
 	assert_non_null(took);
 	printf("# cut-0 gave up at %s, cut-1 took over at %s\n", lost, took);
@@ -1272,14 +1279,16 @@ static void test_sync__hook_at_a_replica_without_the_lease_reaches_its_holder(vo
 	snprintf(secret, sizeof(secret), "%s/secret", r.dir);
 	stack_write_file(secret, "hook-s3cret\n");
 	gitops_sh(r.dir, "mkdir -p repo/h && cd repo && git init -q -b main");
-	static const char cm[] = "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: hook-leases, namespace: default}\n"
+	static const char cm[] = "apiVersion: v1\nkind: ConfigMap\n"
+				 "metadata: {name: hook-leases, namespace: default}\n"
 				 "data: {v: %s}\n";
 	char text[256];
 	snprintf(text, sizeof(text), cm, "one");
 	write_in(&r, "h/cm.yaml", text);
 	gitops_sh(r.dir, "cd repo && git add -A && git commit -qm one");
 	snprintf(config, sizeof(config), "%s/sync.yaml", r.dir);
-	snprintf(cfg_text, sizeof(cfg_text), "apiVersion: latch.dev/v1alpha1\nkind: SyncConfig\nmetadata: {name: hooks}\n"
+	snprintf(cfg_text, sizeof(cfg_text),
+		 "apiVersion: latch.dev/v1alpha1\nkind: SyncConfig\nmetadata: {name: hooks}\n"
 		 "spec:\n  namespace: latch-system\n  cacheDir: %s/cache\n  sources:\n"
 		 "  - {name: h, url: 'file://%s/repo', path: h, interval: 1h, healthCheck: false,\n"
 		 "     webhook: {secretFile: %s}}\n", r.dir, r.dir, secret);

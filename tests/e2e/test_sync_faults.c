@@ -559,7 +559,8 @@ static void test_faults__every_commit_since_the_applied_one_must_be_signed(void 
 	/* The inventory a run before this one left names a commit of its own repository. */
 	struct latch_k8s *k = gitops_kube(getenv("KUBECONFIG"));
 	struct latch_error err = LATCH_ERROR_INIT;
-	assert_int_equal(latch_k8s_delete(k, "v1", "ConfigMap", "latch-system", "latch-sync.faults-ssh-every.apps", &err), 0);
+	assert_int_equal(latch_k8s_delete(k, "v1", "ConfigMap", "latch-system", "latch-sync.faults-ssh-every.apps",
+					  &err), 0);
 	latch_k8s_free(k);
 
 	commit_ssh_signed(&f, "one", "trusted");
