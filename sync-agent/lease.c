@@ -394,22 +394,19 @@ static size_t live_replicas(struct sync_leases *l, double now)
 }
 
 /* A round: this replica's own Lease renewed, then each source's, taken while this replica
- * holds fewer than its share; one above the share (a replica joined) is released, unless a
- * pass over it is under way. */
+ * holds fewer than its share; those above the share (a replica joined) are released, unless
+ * a pass over one is under way. */
 static void try_all(struct sync_leases *l)
 {
 	try_one(l, l->n, true);
 	size_t live = live_replicas(l, sync_now());
 	size_t share = (l->n + live - 1) / live;
-	bool released = false;
 	for (size_t i = 0; i < l->n; i++) {
 		size_t held = held_count(l);
-		if (!released && held > share && claim_release(l, i)) {
+		if (held > share && claim_release(l, i))
 			release_one(l, i);
-			released = true;
-			continue;
-		}
-		try_one(l, i, held < share);
+		else
+			try_one(l, i, held < share);
 	}
 }
 
