@@ -240,14 +240,17 @@ static enum outcome take_or_renew(struct sync_leases *l, size_t i, const json_t 
 }
 
 /* Past the renew deadline with no renewal (the API server out of reach): lost, and said so,
- * before any other replica may take it. */
-static void expire_overdue(struct sync_leases *l, size_t i)
+ * before any other replica may take it. Checked before every request, so the word comes
+ * within one request's deadline. */
+static void expire_overdue(struct sync_leases *l)
 {
-	pthread_mutex_lock(&l->lock);
-	bool overdue = l->sources[i].held_until != 0 && l->sources[i].held_until <= sync_now();
-	pthread_mutex_unlock(&l->lock);
-	if (overdue)
-		set_held(l, i, 0);
+	for (size_t i = 0; i < l->n; i++) {
+		pthread_mutex_lock(&l->lock);
+		bool overdue = l->sources[i].held_until != 0 && l->sources[i].held_until <= sync_now();
+		pthread_mutex_unlock(&l->lock);
+		if (overdue)
+			set_held(l, i, 0);
+	}
 }
 
 /* One read and write of the Lease; false when it must be tried again at once. */
@@ -275,7 +278,7 @@ static bool try_once(struct sync_leases *l, size_t i, bool may_take, double star
 static void try_one(struct sync_leases *l, size_t i, bool may_take)
 {
 	double started = sync_now();
-	expire_overdue(l, i);
+	expire_overdue(l);
 	if (!try_once(l, i, may_take, started))
 		try_once(l, i, may_take, started);
 }
@@ -373,6 +376,7 @@ static bool replica_alive(struct sync_leases *l, const json_t *lease, double now
 /* The replicas of this SyncConfig alive now, this one included. */
 static size_t live_replicas(struct sync_leases *l, double now)
 {
+	expire_overdue(l);
 	struct latch_buf path = LATCH_BUF_INIT(2048);
 	long status = 0;
 	json_t *list = NULL;
@@ -533,9 +537,9 @@ int sync_leases_start(const struct latch_k8s *k, const struct sync_config *cfg,
 	if (r == 0)
 		r = latch_k8s_clone(k, &l->k, err);
 	/* A request stuck in retries would hold the thread past the renew deadline, and a Lease
-	 * past it would be lost without a word: each gets a retry period at most. */
+	 * past it would be lost without a word: each gets half a retry period at most. */
 	if (r == 0)
-		latch_k8s_set_deadline(l->k, (unsigned)(l->o.retry_s * 1000));
+		latch_k8s_set_deadline(l->k, (unsigned)(l->o.retry_s * 500));
 	if (r == 0)
 		try_all(l);
 	if (r == 0 && pthread_create(&l->thread, NULL, run, l) != 0)
