@@ -78,7 +78,7 @@ fuzz:
 	[ -f build-fuzz/build.ninja ] || CC=clang-14 meson setup build-fuzz -Dfuzzing=true \
 		-Db_sanitize=address,undefined -Db_lundef=false
 	ninja -C build-fuzz
-	for h in yaml json template config inject dotenv sshsig; do \
+	for h in yaml json template config inject dotenv jwt sshsig syncconfig webhook; do \
 		mkdir -p build-fuzz/corpus/$$h && cp -n tests/fuzz/corpus/$$h/* build-fuzz/corpus/$$h/; \
 		build-fuzz/tests/fuzz/fuzz_$$h -max_total_time=$(FUZZ_SECONDS) -max_len=65536 \
 			-artifact_prefix=build-fuzz/crash-$$h- build-fuzz/corpus/$$h || exit 1; \

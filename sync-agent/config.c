@@ -284,13 +284,20 @@ static int parse_root(const struct ctx *c, const struct latch_yaml_node *root, s
 int sync_config_load(const char *path, struct sync_config *ret, struct latch_error *err)
 {
 	struct latch_buf text = LATCH_BUF_INIT(CONFIG_MAX);
+	int r = latch_file_read(path, CONFIG_MAX, &text, err);
+	if (r == 0)
+		r = sync_config_parse(latch_buf_view(&text), path, ret, err);
+	latch_buf_done(&text);
+	return r;
+}
+
+int sync_config_parse(struct latch_view text, const char *path, struct sync_config *ret, struct latch_error *err)
+{
 	struct latch_yaml_stream s = { 0 };
 	struct latch_yaml_limits lim = { CONFIG_MAX, 32, 1, 100000 };
 	struct sync_config cfg = { 0 };
 	struct ctx c = { path, err };
-	int r = latch_file_read(path, CONFIG_MAX, &text, err);
-	if (r == 0)
-		r = latch_yaml_parse(latch_buf_view(&text), path, &lim, &s, err);
+	int r = latch_yaml_parse(text, path, &lim, &s, err);
 	if (r == 0 && s.n_docs != 1)
 		r = latch_error_set(err, LATCH_EINVAL, "%s: holds %zu documents, a SyncConfig is one", path, s.n_docs);
 	if (r == 0)
@@ -302,7 +309,6 @@ int sync_config_load(const char *path, struct sync_config *ret, struct latch_err
 		cfg.cache_dir = latch_buf_take(&b);
 	}
 	latch_yaml_stream_done(&s);
-	latch_buf_done(&text);
 	if (r < 0) {
 		sync_config_done(&cfg);
 		return r;
