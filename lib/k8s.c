@@ -1,5 +1,7 @@
 #include "latch/k8s.h"
 
+#include <stdatomic.h>
+
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -303,6 +305,23 @@ static bool retry_status(long status, void *userdata)
 	return status == 429 || status == 502 || status == 503 || status == 504;
 }
 
+/* Requests by method and status (0: no answer), for every client of the process. */
+static const char *const counted_methods[LATCH_K8S_METHODS] = { "GET", "POST", "PUT", "PATCH", "DELETE" };
+static atomic_ulong answered[LATCH_K8S_METHODS][LATCH_K8S_STATUS_MAX];
+
+static void count_request(const char *method, long status)
+{
+	for (size_t m = 0; m < LATCH_K8S_METHODS; m++)
+		if (strcmp(method, counted_methods[m]) == 0 && status >= 0 && status < LATCH_K8S_STATUS_MAX)
+			atomic_fetch_add(&answered[m][status], 1);
+}
+
+unsigned long latch_k8s_requests(size_t method, long status, const char **ret_method)
+{
+	*ret_method = counted_methods[method];
+	return atomic_load(&answered[method][status]);
+}
+
 void latch_k8s_set_deadline(struct latch_k8s *k, unsigned deadline_ms)
 {
 	latch_http_client_set_deadline(k->http, deadline_ms);
@@ -331,6 +350,7 @@ static int request(struct latch_k8s *k, const char *method, const char *path, co
 		req.body = latch_view_str(body);
 	struct latch_http_response resp = { 0 };
 	int r = latch_http_do(k->http, &req, &resp, err);
+	count_request(method, r == 0 ? resp.status : 0);
 	if (r == 0) {
 		*ret_status = resp.status;
 		*ret = NULL;

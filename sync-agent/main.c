@@ -191,8 +191,9 @@ static bool pass_source(struct latch_k8s *k, const struct sync_config *cfg, size
 	if (dry_run)
 		printf("# %s\n", s->name);
 	double started = sync_now();
-	bool ok = sync_source_pass(k, cfg, s, dry_run ? stdout : NULL, &res, &err) == 0;
-	serve_record(sv, i, ok, &res, sync_now() - started, ok ? NULL : latch_error_message(&err));
+	struct sync_observed observed = { 0 };
+	bool ok = sync_source_pass(k, cfg, s, dry_run ? stdout : NULL, &res, &observed, &err) == 0;
+	serve_record(sv, i, ok, &res, &observed, sync_now() - started, ok ? NULL : latch_error_message(&err));
 	if (ok)
 		log_result(s, &res, dry_run);
 	else

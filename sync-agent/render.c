@@ -276,16 +276,18 @@ static int verify_revision(const struct sync_config *c, const struct sync_source
 
 /* Fetch, resolve the ref, verify, render the commit (plain or kustomize). */
 int sync_render_revision(const struct sync_config *c, const struct sync_source *s, const char *applied,
-			 char sha[41],
-			 json_t *objects, struct latch_error *err)
+			 char sha[41], json_t *objects, struct sync_observed *observed, struct latch_error *err)
 {
 	struct latch_buf dir = LATCH_BUF_INIT(8192), warnings = LATCH_BUF_INIT(1u << 20);
 	latch_buf_printf(&dir, "%s/%s/%s", c->cache_dir, c->name, s->name);
 	struct latch_git *g = NULL;
 	struct latch_git_ref ref = { s->branch, s->tag, s->commit };
 	int r = latch_git_open(latch_buf_str(&dir), s->url, &g, err);
-	if (r == 0)
+	if (r == 0) {
+		double started = sync_now();
 		r = fetch_with_credentials(g, s, err);
+		*observed = (struct sync_observed){ true, r < 0, sync_now() - started };
+	}
 	if (r == 0)
 		r = latch_git_resolve(g, &ref, sha, err);
 	if (r == 0 && s->verify_mode)

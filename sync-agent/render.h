@@ -9,5 +9,4 @@
 /* sha gets the revision; objects gets the rendered objects appended, in file order.
  * applied: the revision the cluster has (NULL: none yet), for verify.everyCommit. */
 int sync_render_revision(const struct sync_config *c, const struct sync_source *s, const char *applied,
-			 char sha[41],
-			 json_t *objects, struct latch_error *err);
+			 char sha[41], json_t *objects, struct sync_observed *observed, struct latch_error *err);

@@ -35,7 +35,26 @@
 #define HOOK_PER_S 1.0
 #define HOOK_PREFIX "/hook/"
 
+/* A Prometheus histogram: counts per upper bound (the last is +Inf), their sum. */
+#define BUCKETS 12
+static const double bucket_bounds[BUCKETS - 1] = { 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300 };
+struct histogram {
+	unsigned long long counts[BUCKETS];
+	double sum;
+};
+
+static void observe(struct histogram *h, double v)
+{
+	size_t b = 0;
+	while (b < BUCKETS - 1 && v > bucket_bounds[b])
+		b++;
+	h->counts[b]++;
+	h->sum += v;
+}
+
 struct source_stats {
+	struct histogram pass_seconds, fetch_seconds;
+	unsigned long long fetch_errors;
 	unsigned long long ok, failed, changed, drifted, pruned;
 	size_t objects;
 	double last_seconds;
@@ -97,6 +116,72 @@ static void metric(struct latch_buf *b, const char *name, const char *type, cons
 	latch_buf_printf(b, "# HELP %s %s\n# TYPE %s %s\n", name, help, name, type);
 }
 
+static void histogram_text(struct latch_buf *b, const char *name, const char *cfg, const char *src,
+			   const struct histogram *h)
+{
+	unsigned long long cumulative = 0;
+	for (size_t i = 0; i < BUCKETS; i++) {
+		cumulative += h->counts[i];
+		char le[32];
+		if (i < BUCKETS - 1)
+			snprintf(le, sizeof(le), "%g", bucket_bounds[i]);
+		else
+			snprintf(le, sizeof(le), "+Inf");
+		latch_buf_printf(b, "%s_bucket{config=\"%s\",source=\"%s\",le=\"%s\"} %llu\n", name, cfg, src, le,
+				 cumulative);
+	}
+	latch_buf_printf(b, "%s_sum{config=\"%s\",source=\"%s\"} %.17g\n", name, cfg, src, h->sum);
+	latch_buf_printf(b, "%s_count{config=\"%s\",source=\"%s\"} %llu\n", name, cfg, src, cumulative);
+}
+
+/* As Flux's gotk_reconcile_condition: one series per status, 1 for the current one. */
+static void condition_text(struct latch_buf *b, const char *cfg, const char *src, const struct source_stats *st)
+{
+	static const char *const statuses[] = { "True", "False", "Unknown" };
+	size_t now = st->elsewhere || !st->ran ? 2 : st->last_ok ? 0 : 1;
+	for (size_t s = 0; s < 3; s++)
+		latch_buf_printf(b, "latch_sync_reconcile_condition{config=\"%s\",source=\"%s\",type=\"Ready\","
+				 "status=\"%s\"} %d\n", cfg, src, statuses[s], s == now);
+}
+
+/* Durations as histograms, git fetch errors, the Ready condition, the Leases, and the
+ * process's API requests by method and status. */
+static void metrics_more(struct serve *sv, struct latch_buf *b)
+{
+	const char *cfg = sv->cfg->name;
+	size_t n = sv->cfg->n_sources;
+	metric(b, "latch_sync_pass_duration_seconds", "histogram", "How long passes over a source took.");
+	for (size_t i = 0; i < n; i++)
+		histogram_text(b, "latch_sync_pass_duration_seconds", cfg, sv->cfg->sources[i].name, &sv->stats[i].pass_seconds);
+	metric(b, "latch_sync_git_fetch_duration_seconds", "histogram", "How long git fetches for a source took.");
+	for (size_t i = 0; i < n; i++)
+		histogram_text(b, "latch_sync_git_fetch_duration_seconds", cfg, sv->cfg->sources[i].name,
+			       &sv->stats[i].fetch_seconds);
+	metric(b, "latch_sync_git_fetch_errors_total", "counter", "Git fetches for a source that failed.");
+	for (size_t i = 0; i < n; i++)
+		latch_buf_printf(b, "latch_sync_git_fetch_errors_total{config=\"%s\",source=\"%s\"} %llu\n", cfg,
+				 sv->cfg->sources[i].name, sv->stats[i].fetch_errors);
+	metric(b, "latch_sync_reconcile_condition", "gauge",
+	       "The source's Ready condition here: 1 for the current status (Unknown: no pass yet, or another replica "
+	       "holds it).");
+	for (size_t i = 0; i < n; i++)
+		condition_text(b, cfg, sv->cfg->sources[i].name, &sv->stats[i]);
+	metric(b, "latch_sync_source_held", "gauge", "1 when this replica syncs the source (holds its Lease).");
+	for (size_t i = 0; i < n; i++)
+		latch_buf_printf(b, "latch_sync_source_held{config=\"%s\",source=\"%s\"} %d\n", cfg, sv->cfg->sources[i].name,
+				 !sv->stats[i].elsewhere);
+	metric(b, "latch_sync_api_requests_total", "counter",
+	       "Requests to the Kubernetes API server by method and status code (0: no answer).");
+	for (size_t m = 0; m < LATCH_K8S_METHODS; m++)
+		for (long code = 0; code < LATCH_K8S_STATUS_MAX; code++) {
+			const char *method;
+			unsigned long count = latch_k8s_requests(m, code, &method);
+			if (count)
+				latch_buf_printf(b, "latch_sync_api_requests_total{method=\"%s\",code=\"%ld\"} %lu\n", method, code,
+						 count);
+		}
+}
+
 static void metrics_text(struct serve *sv, struct latch_buf *b)
 {
 	const char *cfg = sv->cfg->name;
@@ -126,6 +211,7 @@ static void metrics_text(struct serve *sv, struct latch_buf *b)
 			latch_buf_printf(b, "%s{config=\"%s\",source=\"%s\"} %.17g\n", per_source[m].name, cfg, sv->cfg->sources[i].name, values[m]);
 		}
 	}
+	metrics_more(sv, b);
 }
 
 static void html_text(struct latch_buf *b, const char *s)
@@ -502,13 +588,17 @@ int serve_start(const char *listen, const struct sync_config *cfg, long stale_af
 	return 0;
 }
 
-void serve_record(struct serve *sv, size_t source, bool ok, const struct sync_result *res, double seconds,
-		  const char *error)
+void serve_record(struct serve *sv, size_t source, bool ok, const struct sync_result *res,
+		  const struct sync_observed *observed, double seconds, const char *error)
 {
 	if (!sv || source >= sv->cfg->n_sources)
 		return;
 	pthread_mutex_lock(&sv->lock);
 	struct source_stats *st = &sv->stats[source];
+	observe(&st->pass_seconds, seconds);
+	if (observed->fetched)
+		observe(&st->fetch_seconds, observed->fetch_s);
+	st->fetch_errors += observed->fetched && observed->fetch_failed;
 	st->ran = true;
 	st->last_ok = ok;
 	st->last_seconds = seconds;

@@ -21,8 +21,8 @@ struct serve;
  * has not turned for that long. */
 int serve_start(const char *listen, const struct sync_config *cfg, long stale_after_s, struct serve **ret, struct latch_error *err);
 /* error: the failed pass's message, or NULL. */
-void serve_record(struct serve *sv, size_t source, bool ok, const struct sync_result *res, double seconds,
-		  const char *error);
+void serve_record(struct serve *sv, size_t source, bool ok, const struct sync_result *res,
+		  const struct sync_observed *observed, double seconds, const char *error);
 void serve_heartbeat(struct serve *sv);
 /* Whether a signed push hook asked for a pass of this source since the last call (the hook
  * also sends SIGUSR1 to the process, which the loop waits for). */

@@ -372,12 +372,12 @@ static int print_diff(struct latch_k8s *k, const struct sync_config *c, const st
 
 /* Render, then the objects in apply order with their namespaces resolved, their inventory
  * entries, and the hash of what they render to. */
-static int prepare(struct latch_k8s *k, const struct sync_config *c, const struct sync_source *s,
-		   const char *applied,
-		   struct sync_result *res, json_t **objects, json_t **current, char **hash, struct latch_error *err)
+static int prepare(struct latch_k8s *k, const struct sync_config *c, const struct sync_source *s, const char *applied,
+		   struct sync_result *res, struct sync_observed *observed, json_t **objects, json_t **current, char **hash,
+		   struct latch_error *err)
 {
 	json_t *rendered = json_array();
-	int r = rendered ? sync_render_revision(c, s, applied, res->revision, rendered, err)
+	int r = rendered ? sync_render_revision(c, s, applied, res->revision, rendered, observed, err)
 			 : latch_error_set(err, LATCH_ENOMEM, "out of memory");
 	if (r == 0 && json_array_size(rendered) == 0 && !s->allow_empty)
 		r = latch_error_set(err, LATCH_EINVAL, "revision %.12s renders no object under '%s'; refusing to prune everything "
@@ -399,7 +399,7 @@ static int prepare(struct latch_k8s *k, const struct sync_config *c, const struc
 }
 
 int sync_source_pass(struct latch_k8s *k, const struct sync_config *c, const struct sync_source *s, FILE *diff,
-		     struct sync_result *ret, struct latch_error *err)
+		     struct sync_result *ret, struct sync_observed *observed, struct latch_error *err)
 {
 	bool dry_run = diff != NULL;
 	struct sync_result res = { 0 };
@@ -413,7 +413,7 @@ int sync_source_pass(struct latch_k8s *k, const struct sync_config *c, const str
 	int r = last_pass_read(k, c, s, &lp, err);
 	bool readable = r == 0;
 	if (r == 0)
-		r = prepare(k, c, s, lp.applied_revision, &res, &objects, &current, &hash, err);
+		r = prepare(k, c, s, lp.applied_revision, &res, observed, &objects, &current, &hash, err);
 	t.rendered = sync_now();
 	bool unchanged = r == 0 && lp.applied_revision && strcmp(lp.applied_revision, res.revision) == 0 && lp.rendered_hash &&
 			 strcmp(lp.rendered_hash, hash) == 0;

@@ -66,10 +66,17 @@ struct sync_result {
 	size_t would_change; /* diff: objects the apply and prune would change */
 };
 
+/* What a pass saw on its way, filled whether it applied or not (for metrics). */
+struct sync_observed {
+	bool fetched;       /* a git fetch was made... */
+	bool fetch_failed;  /* ...and failed */
+	double fetch_s;     /* how long it took */
+};
+
 /* One pass over one source. diff non-NULL: a dry run, writing nothing in the cluster; what
  * the pass would change is printed to diff. */
 int sync_source_pass(struct latch_k8s *k, const struct sync_config *c, const struct sync_source *s, FILE *diff,
-		     struct sync_result *ret, struct latch_error *err);
+		     struct sync_result *ret, struct sync_observed *observed, struct latch_error *err);
 
 struct sync_status {
 	char *applied_revision, *attempted_revision, *result, *durations;

@@ -37,6 +37,12 @@ bool latch_k8s_namespaced(const struct latch_k8s *k, const char *api_version, co
 /* The next call that needs discovery runs it again (after a CRD was established). */
 void latch_k8s_forget_discovery(struct latch_k8s *k);
 
+/* How many requests the process's clients made with method (0 GET, 1 POST, 2 PUT, 3 PATCH,
+ * 4 DELETE; its name in ret_method) that were answered with status (0: no answer). */
+#define LATCH_K8S_METHODS 5
+#define LATCH_K8S_STATUS_MAX 600
+unsigned long latch_k8s_requests(size_t method, long status, const char **ret_method);
+
 /* Each request that follows, retries included, within deadline_ms (0: the default policy's). */
 void latch_k8s_set_deadline(struct latch_k8s *k, unsigned deadline_ms);
 

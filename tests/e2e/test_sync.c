@@ -1347,6 +1347,75 @@ static void test_sync__hook_at_a_replica_without_the_lease_reaches_its_holder(vo
 	free(r.dir);
 }
 
+/* The value of the first series a PromQL query (URL-encoded) returns from Prometheus on port;
+ * -1 when it returns none. */
+static double prometheus_value(int port, const char *query)
+{
+	char path[1024], *body = NULL;
+	snprintf(path, sizeof(path), "/api/v1/query?query=%s", query);
+	double v = -1;
+	if (gitops_http_get(port, path, &body) == 200) {
+		json_t *answer = json_loads(body, 0, NULL);
+		json_t *first = json_array_get(latch_json_path(answer, "data.result"), 0);
+		const char *value = json_string_value(json_array_get(json_object_get(first, "value"), 1));
+		if (value)
+			v = strtod(value, NULL);
+		json_decref(answer);
+	}
+	free(body);
+	return v;
+}
+
+/* Debian's Prometheus scrapes a running agent every second and its HTTP API returns the
+ * series; promtool's lint passes on /metrics as served. */
+static void test_sync__prometheus_scrapes_the_metrics(void **state)
+{
+	struct repo r;
+	repo_setup(&r);
+	int port;
+	pid_t pid = spawn_listening(&r, &port);
+	char *metrics = NULL, path[1100], cmd[2400];
+	assert_int_equal(gitops_http_get(port, "/metrics", &metrics), 200);
+	snprintf(path, sizeof(path), "%s/metrics.txt", r.dir);
+	stack_write_file(path, metrics);
+	free(metrics);
+	snprintf(cmd, sizeof(cmd), "promtool check metrics < metrics.txt > promtool.log 2>&1 || { cat promtool.log >&2; exit 1; }");
+	gitops_sh(r.dir, cmd);
+
+	int prom_port = gitops_free_port();
+	char config[512], listen[64], tsdb[1100], log[1100];
+	snprintf(config, sizeof(config), "global: {scrape_interval: 1s, evaluation_interval: 1s}\n"
+		 "scrape_configs:\n- job_name: latch-sync\n  static_configs:\n  - targets: ['127.0.0.1:%d']\n", port);
+	snprintf(path, sizeof(path), "%s/prometheus.yml", r.dir);
+	stack_write_file(path, config);
+	snprintf(listen, sizeof(listen), "--web.listen-address=127.0.0.1:%d", prom_port);
+	snprintf(tsdb, sizeof(tsdb), "--storage.tsdb.path=%s/tsdb", r.dir);
+	snprintf(log, sizeof(log), "%s/prometheus.log", r.dir);
+	char config_arg[1200];
+	snprintf(config_arg, sizeof(config_arg), "--config.file=%s", path);
+	char *argv[] = { "prometheus", config_arg, tsdb, listen, NULL };
+	pid_t prom = stack_spawn(argv, NULL, log);
+
+	double start = stack_now();
+	while (prometheus_value(prom_port, "latch_sync_passes_total%7Bsource%3D%22apps%22%2Cresult%3D%22success%22%7D") < 1 &&
+	       stack_now() - start < 60)
+		usleep(500 * 1000);
+	assert_true(prometheus_value(prom_port, "up%7Bjob%3D%22latch-sync%22%7D") == 1);
+	assert_true(prometheus_value(prom_port, "latch_sync_passes_total%7Bsource%3D%22apps%22%2Cresult%3D%22success%22%7D") >= 1);
+	assert_true(prometheus_value(prom_port, "latch_sync_pass_duration_seconds_count%7Bsource%3D%22apps%22%7D") >= 1);
+	assert_true(prometheus_value(prom_port, "latch_sync_git_fetch_duration_seconds_count%7Bsource%3D%22apps%22%7D") >= 1);
+	assert_true(prometheus_value(prom_port, "latch_sync_api_requests_total%7Bmethod%3D%22GET%22%2Ccode%3D%22200%22%7D") >= 1);
+	assert_true(prometheus_value(prom_port, "latch_sync_reconcile_condition%7Bsource%3D%22apps%22%2Cstatus%3D%22True%22%7D") ==
+		    1);
+	printf("# Prometheus had the series %.1f s after it started\n", stack_now() - start);
+
+	kill(prom, SIGTERM);
+	assert_int_equal(stack_wait(prom, 30), 0);
+	stop_listening(pid);
+	stack_rm_rf(r.dir);
+	free(r.dir);
+}
+
 static void test_sync__config_errors_name_key_and_line(void **state)
 {
 	struct repo r;
@@ -1669,6 +1738,7 @@ int main(void)
 		cmocka_unit_test(test_sync__run_serves_health_readiness_and_metrics),
 		cmocka_unit_test_teardown(test_sync__probes_answer_while_slow_clients_hold_connections, stop_agent),
 		cmocka_unit_test_teardown(test_sync__signed_webhook_starts_a_pass_at_once, stop_agent),
+		cmocka_unit_test_teardown(test_sync__prometheus_scrapes_the_metrics, stop_agent),
 		cmocka_unit_test_teardown(test_sync__replicas_share_sources_by_leases, stop_replicas),
 		cmocka_unit_test_teardown(test_sync__cut_off_replica_gives_up_before_another_can_take_over, stop_replicas),
 		cmocka_unit_test_teardown(test_sync__hook_at_a_replica_without_the_lease_reaches_its_holder, stop_replicas),
