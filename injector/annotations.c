@@ -273,6 +273,16 @@ static int take_string(const struct ann_set *set, const char *key, char **ret)
 	return *ret ? 0 : LATCH_ENOMEM;
 }
 
+/* The same, but an empty value counts: "" is the API server's own token audience. */
+static int take_present_string(const struct ann_set *set, const char *key, char **ret)
+{
+	const char *v = get(set, key);
+	if (!v)
+		return 0;
+	*ret = strdup(v);
+	return *ret ? 0 : LATCH_ENOMEM;
+}
+
 static int read_quantity(const struct inject_context *ctx, const struct ann_set *set, const char *key,
 			 struct inject_quantity *ret)
 {
@@ -1132,7 +1142,7 @@ static int read_settings(const struct inject_context *ctx, const struct ann_set 
 	    take_string(set, "agent-copy-volume-mounts", &s->copy_volume_mounts) < 0 ||
 	    take_string(set, "agent-extra-secret", &s->extra_secret) < 0 ||
 	    take_string(set, "proxy-address", &s->proxy_address) < 0 ||
-	    take_string(set, LATCH_PREFIX "token-audience", &s->token_audience) < 0)
+	    take_present_string(set, LATCH_PREFIX "token-audience", &s->token_audience) < 0)
 		return latch_error_set(ctx->err, LATCH_ENOMEM, "out of memory");
 	return 0;
 }

@@ -180,21 +180,18 @@ static const char *token_audience_of(const struct inject_settings *s, const stru
 									 : LATCH_INJECT_DEFAULT_TOKEN_AUDIENCE;
 }
 
-static json_t *volumes_json(const struct inject_settings *s, const struct latch_inject_options *o,
-			    json_t **ret_token,
-			    json_t **ret_tls)
+/* The projected token; NULL only when out of memory (never a token for another audience). */
+static json_t *token_volume_json(const struct inject_settings *s, const struct latch_inject_options *o)
 {
-	json_t *token_source = json_pack("{s:s,s:i}", "path", "token", "expirationSeconds", 600);
+	json_t *source = json_pack("{s:s,s:i}", "path", "token", "expirationSeconds", 600);
 	const char *audience = token_audience_of(s, o);
-	if (*audience)
-		json_object_set_new(token_source, "audience", json_string(audience));
-	*ret_token = s->token_volume_name ? NULL
-					  : json_pack("{s:s,s:{s:[{s:o}]}}", "name", TOKEN_VOLUME, "projected", "sources",
-						      "serviceAccountToken", token_source);
-	if (s->token_volume_name)
-		json_decref(token_source);
-	*ret_tls = s->tls_secret ? json_pack("{s:s,s:{s:s}}", "name", TLS_VOLUME, "secret", "secretName", s->tls_secret) : NULL;
-	return json_pack("{s:s,s:{s:s}}", "name", SECRETS_VOLUME, "emptyDir", "medium", "Memory");
+	if (source && *audience && json_object_set_new(source, "audience", json_string(audience)) < 0) {
+		json_decref(source);
+		return NULL;
+	}
+	return source ? json_pack("{s:s,s:{s:[{s:o}]}}", "name", TOKEN_VOLUME, "projected", "sources",
+				  "serviceAccountToken", source)
+		      : NULL;
 }
 
 static int run_as_same_user(const struct inject_context *ctx, const struct latch_yaml_node *spec, long *ret_uid)
@@ -506,17 +503,18 @@ static int add_volumes(const struct inject_context *ctx, const struct inject_set
 	remove_named(volumes, STATE_VOLUME);
 	remove_named(volumes, EXTRA_SECRET_VOLUME);
 	remove_named(volumes, BIN_VOLUME);
-	json_t *token, *tls;
-	json_t *secrets = volumes_json(s, ctx->opts, &token, &tls);
-	int r = append_json(volumes, secrets, false);
+	json_t *token = s->token_volume_name ? NULL : token_volume_json(s, ctx->opts);
+	if (!s->token_volume_name && !token)
+		return latch_error_set(ctx->err, LATCH_ENOMEM, "out of memory");
+	int r = append_json(volumes, json_pack("{s:s,s:{s:s}}", "name", SECRETS_VOLUME, "emptyDir", "medium", "Memory"),
+			    false);
 	if (r == 0 && token)
 		r = append_json(volumes, token, false);
 	else
 		json_decref(token);
-	if (r == 0 && tls)
-		r = append_json(volumes, tls, false);
-	else
-		json_decref(tls);
+	if (r == 0 && s->tls_secret)
+		r = append_json(volumes, json_pack("{s:s,s:{s:s}}", "name", TLS_VOLUME, "secret", "secretName", s->tls_secret),
+				false);
 	if (r == 0 && !s->pre_populate_only)
 		r = append_json(volumes, json_pack("{s:s,s:{s:s,s:s}}", "name", STATE_VOLUME, "emptyDir",
 						   "medium", "Memory", "sizeLimit", "1Mi"), false);
@@ -602,7 +600,9 @@ static const char *secret_file_mode(const struct latch_yaml_node *spec)
 {
 	const struct latch_yaml_node *fs_group = path_get((struct latch_yaml_node *)spec,
 							  (const char *const[]){ "securityContext", "fsGroup", NULL });
-	return fs_group && fs_group->kind == LATCH_YAML_SCALAR && *fs_group->value ? "0640" : "0644";
+	char *end = NULL;
+	long gid = fs_group && fs_group->kind == LATCH_YAML_SCALAR ? strtol(fs_group->value, &end, 10) : -1;
+	return end && end != fs_group->value && !*end && gid >= 0 ? "0640" : "0644";
 }
 
 int latch_inject_object(struct latch_yaml_node *obj, const char *name, const struct latch_inject_options *opts,

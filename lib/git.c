@@ -387,6 +387,10 @@ int latch_git_tag_signature(struct latch_git *g, const char *tag, struct latch_b
 	git_odb *odb = NULL;
 	git_odb_object *raw = NULL;
 	int r = tag_object(g, tag, &t, err);
+	/* A signed tag object of another name (an old release) pushed under this one would roll back. */
+	if (r == 0 && strcmp(git_tag_name(t), tag) != 0)
+		r = latch_error_set(err, LATCH_EFORBIDDEN, "refs/tags/%s points to a tag object named '%s'", tag,
+				    git_tag_name(t));
 	if (r == 0 && (git_repository_odb(&odb, g->repo) < 0 || git_odb_read(&raw, odb, git_tag_id(t)) < 0))
 		r = git_fail(err, LATCH_EIO, "reading tag", tag);
 	if (r == 0) {

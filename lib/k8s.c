@@ -12,6 +12,9 @@
 #include "latch/http.h"
 #include "latch/yaml.h"
 
+/* Each request, retries included, unless latch_k8s_set_deadline says otherwise. */
+#define DEADLINE_MS 60000
+
 #define KUBECONFIG_MAX (1u << 20)
 #define BODY_MAX (64u << 20)
 #define SA_DIR "/var/run/secrets/kubernetes.io/serviceaccount"
@@ -33,8 +36,9 @@ struct latch_k8s {
 	size_t n_resources;
 	bool discovered;
 	bool insecure; /* the kubeconfig turned TLS verification off */
-	bool (*may_write)(void *arg);
-	void *may_write_arg;
+	double (*write_time_left)(void *arg);
+	void *write_guard_arg;
+	unsigned deadline_ms; /* of each request, retries included */
 };
 
 static void forget_resources(struct latch_k8s *k);
@@ -91,8 +95,9 @@ int latch_k8s_clone(const struct latch_k8s *k, struct latch_k8s **ret, struct la
 		return latch_error_set(err, LATCH_ENOMEM, "out of memory");
 	}
 	c->discovered = k->discovered;
-	c->may_write = k->may_write;
-	c->may_write_arg = k->may_write_arg;
+	c->write_time_left = k->write_time_left;
+	c->write_guard_arg = k->write_guard_arg;
+	c->deadline_ms = k->deadline_ms;
 	int r = latch_http_client_clone(k->http, &c->http, err);
 	if (r < 0) {
 		latch_k8s_free(c);
@@ -148,7 +153,8 @@ static int open_client(const struct connection *c, struct latch_k8s **ret, struc
 	struct latch_http_options o = LATCH_HTTP_OPTIONS_DEFAULT;
 	o.tls = c->tls;
 	o.max_body = BODY_MAX;
-	o.retry = (struct latch_retry_policy){ 4, 200, 2000, 60000 };
+	o.retry = (struct latch_retry_policy){ 4, 200, 2000, DEADLINE_MS };
+	k->deadline_ms = DEADLINE_MS;
 	int r = latch_http_client_new(&o, &k->http, err);
 	if (r < 0) {
 		latch_k8s_free(k);
@@ -324,21 +330,38 @@ unsigned long latch_k8s_requests(size_t method, long status, const char **ret_me
 
 void latch_k8s_set_deadline(struct latch_k8s *k, unsigned deadline_ms)
 {
+	k->deadline_ms = deadline_ms;
 	latch_http_client_set_deadline(k->http, deadline_ms);
 }
 
-void latch_k8s_set_write_guard(struct latch_k8s *k, bool (*may_write)(void *arg), void *arg)
+void latch_k8s_set_write_guard(struct latch_k8s *k, double (*time_left)(void *arg), void *arg)
 {
-	k->may_write = may_write;
-	k->may_write_arg = arg;
+	k->write_time_left = time_left;
+	k->write_guard_arg = arg;
+}
+
+/* A guarded write is refused once the guard's time is up, and is given no more than what is
+ * left of it, retries included. */
+static int guard_write(struct latch_k8s *k, const char *method, const char *path, struct latch_error *err)
+{
+	if (!k->write_time_left || strcmp(method, "GET") == 0) {
+		latch_http_client_set_deadline(k->http, k->deadline_ms);
+		return 0;
+	}
+	double left = k->write_time_left(k->write_guard_arg);
+	if (left <= 0)
+		return latch_error_set(err, LATCH_EFORBIDDEN, "%s %s: not sent: this replica no longer holds the source's "
+				       "Lease", method, path);
+	unsigned left_ms = left * 1000 < (double)k->deadline_ms ? (unsigned)(left * 1000) + 1 : k->deadline_ms;
+	latch_http_client_set_deadline(k->http, left_ms);
+	return 0;
 }
 
 static int request(struct latch_k8s *k, const char *method, const char *path, const char *content_type, const char *accept,
 		   const char *body, long *ret_status, json_t **ret, struct latch_error *err)
 {
-	if (k->may_write && strcmp(method, "GET") != 0 && !k->may_write(k->may_write_arg))
-		return latch_error_set(err, LATCH_EFORBIDDEN, "%s %s: not sent: this replica no longer holds the source's "
-				       "Lease", method, path);
+	if (guard_write(k, method, path, err) < 0)
+		return LATCH_EFORBIDDEN;
 	struct latch_buf url = LATCH_BUF_INIT(16384), ct = LATCH_BUF_INIT(512), ac = LATCH_BUF_INIT(512);
 	latch_buf_printf(&url, "%s%s", k->server, path);
 	latch_buf_printf(&ct, "Content-Type: %s", content_type ? content_type : "application/json");

@@ -242,6 +242,18 @@ static int ecdsa_der(struct latch_view sig, struct latch_buf *ret)
 	return rc;
 }
 
+/* An RSA signature as long as the modulus: OpenSSL wants it so, and OpenSSH's verifier
+ * left-pads a shorter one (a signer may strip leading zeros). */
+static int rsa_padded(struct latch_view sig, size_t modulus_len, struct latch_buf *ret)
+{
+	if (sig.len > modulus_len)
+		return LATCH_EINVAL;
+	for (size_t i = sig.len; i < modulus_len; i++)
+		if (latch_buf_putc(ret, '\0') < 0)
+			return LATCH_ENOMEM;
+	return latch_buf_append_view(ret, sig) < 0 ? LATCH_ENOMEM : 0;
+}
+
 /* The digest a signature of this type is made with; "" for EdDSA; NULL when the type does
  * not go with the key (or is RSA with SHA-1, which ssh-keygen no longer makes). */
 static const char *signature_digest(const struct key_type *t, struct latch_view sig_type)
@@ -270,8 +282,9 @@ static int signed_data(const struct sshsig *s, struct latch_view message, struct
 		return LATCH_EUNSUPPORTED;
 	if (EVP_Digest(message.ptr, message.len, hash, &n, md, NULL) != 1)
 		return LATCH_ENOMEM;
+	/* The reserved field signed is empty whatever the blob holds, as OpenSSH verifies it. */
 	if (latch_buf_append(ret, "SSHSIG", 6) < 0 || put_string(ret, s->ns) < 0 ||
-	    put_string(ret, s->reserved) < 0 ||
+	    put_string(ret, latch_view_make("", 0)) < 0 ||
 	    put_string(ret, s->hash_alg) < 0 || put_string(ret, latch_view_make((const char *)hash, n)) < 0)
 		return LATCH_ENOMEM;
 	return 0;
@@ -413,18 +426,19 @@ static bool namespace_allowed(struct latch_view patterns, const char *ns)
 {
 	bool allowed = false;
 	const char *p = patterns.ptr, *end = patterns.ptr + patterns.len;
-	while (p <= end) {
+	for (bool last = false; !last;) {
 		const char *comma = memchr(p, ',', (size_t)(end - p));
 		const char *stop = comma ? comma : end;
-		char pattern[256];
 		bool negated = p < stop && *p == '!';
-		snprintf(pattern, sizeof(pattern), "%.*s", (int)(stop - p - negated), p + negated);
-		if (fnmatch(pattern, ns, 0) == 0) {
-			if (negated)
-				return false;
-			allowed = true;
-		}
-		p = stop + 1;
+		char *pattern = strndup(p + negated, (size_t)(stop - p) - negated);
+		bool match = pattern && fnmatch(pattern, ns, 0) == 0;
+		free(pattern);
+		if (match && negated)
+			return false;
+		allowed = allowed || match;
+		last = !comma;
+		if (comma)
+			p = comma + 1;
 	}
 	return allowed;
 }
@@ -502,7 +516,7 @@ static int find_signer(struct lookup *k, struct latch_view allowed)
 		int r = len == 0 || *q == '#' ? 0 : check_line(k, latch_view_make(q, len), line);
 		if (r != 0)
 			return r < 0 ? r : 0;
-		p = stop + 1;
+		p = nl ? nl + 1 : end;
 	}
 	if (k->refused)
 		return latch_error_set(k->err, LATCH_EFORBIDDEN,
@@ -554,7 +568,9 @@ static int check_signature(const struct sshsig *s, const struct key_type *t, con
 				    s->hash_alg.ptr);
 	else if (t->kind == KEY_ECDSA && ecdsa_der(s->sig_blob, &der) < 0)
 		r = latch_error_set(err, LATCH_EINVAL, "the SSH signature by key %s is malformed", fingerprint);
-	struct latch_view sig = t->kind == KEY_ECDSA ? latch_buf_view(&der) : s->sig_blob;
+	else if (t->kind == KEY_RSA && rsa_padded(s->sig_blob, (size_t)EVP_PKEY_get_size(key), &der) < 0)
+		r = latch_error_set(err, LATCH_EINVAL, "the SSH signature by key %s is malformed", fingerprint);
+	struct latch_view sig = t->kind == KEY_ECDSA || t->kind == KEY_RSA ? latch_buf_view(&der) : s->sig_blob;
 	if (r == 0 && !signature_matches(key, digest, sig, latch_buf_view(&data)))
 		r = latch_error_set(err, LATCH_EFORBIDDEN, "the SSH signature by key %s does not match what it signs",
 				    fingerprint);

@@ -88,6 +88,18 @@ static int get_token_audience(const struct ctx *c, const struct latch_yaml_node 
 	return get_str(c, inject, "tokenAudience", "inject", false, ret);
 }
 
+/* Config and source names go into object names (inventories, Leases) and label values: DNS
+ * labels, so "a" + "b-c" and "a-b" + "c" stay apart. */
+static int check_dns_label(const struct ctx *c, const struct latch_yaml_node *map, const char *where, const char *name)
+{
+	size_t n = strlen(name);
+	bool ok = n > 0 && n <= 63 && name[0] != '-' && name[n - 1] != '-';
+	for (size_t i = 0; ok && i < n; i++)
+		ok = (name[i] >= 'a' && name[i] <= 'z') || (name[i] >= '0' && name[i] <= '9') || name[i] == '-';
+	return ok ? 0 : bad(c, latch_yaml_map_get(map, "name"), where, "name '%s' is not a DNS label (lowercase "
+								     "letters, digits and '-', at most 63)", name);
+}
+
 static int get_bool(const struct ctx *c, const struct latch_yaml_node *map, const char *key, const char *where, bool dflt,
 		    bool *ret)
 {
@@ -163,6 +175,8 @@ static int parse_source(const struct ctx *c, const struct latch_yaml_node *n, si
 	int r = check_keys(c, n, where, keys);
 	if (r == 0)
 		r = get_str(c, n, "name", where, true, &s->name);
+	if (r == 0)
+		r = check_dns_label(c, n, where, s->name);
 	if (r == 0)
 		r = get_str(c, n, "url", where, true, &s->url);
 	if (r == 0)
@@ -261,6 +275,8 @@ static int parse_root(const struct ctx *c, const struct latch_yaml_node *root, s
 		r = bad(c, latch_yaml_map_get(root, "apiVersion"), "apiVersion", "must be latch.dev/v1alpha1");
 	if (r == 0)
 		r = get_str(c, latch_yaml_map_get(root, "metadata"), "name", "metadata", true, &cfg->name);
+	if (r == 0)
+		r = check_dns_label(c, latch_yaml_map_get(root, "metadata"), "metadata", cfg->name);
 	const struct latch_yaml_node *spec = latch_yaml_map_get(root, "spec");
 	if (r == 0)
 		r = check_keys(c, spec, "spec", spec_keys);

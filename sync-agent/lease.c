@@ -15,6 +15,7 @@
 
 #define MAX_NAME 253
 #define LABEL_REPLICA_OF "latch.dev/replica-of"
+#define LABEL_CONFIG "latch.dev/config"
 /* A replica's own Lease unchanged this long belongs to one that died: removed. */
 #define DEAD_REPLICA_S 3600.0
 /* Another replica got a push hook for a source this one holds: it says so on the Lease. */
@@ -39,13 +40,16 @@ struct lease_state {
 
 struct sync_leases {
 	struct latch_k8s *k;
-	struct sync_lease_options o;
+	struct sync_lease_options o; /* o.identity points to identity */
+	char *identity;
 	const char *namespace;
 	char *config;
 	struct lease_state *sources; /* n sources, then this replica's own Lease */
 	size_t n;
-	struct sighting *replicas; /* the other replicas' own Leases, as seen */
+	struct sighting *replicas; /* the replicas' own Leases, as seen */
 	size_t n_replicas;
+	size_t live;               /* replicas alive at the last count that answered */
+	long last_refusal;         /* the last status the API server refused with, said once */
 	pthread_mutex_t lock;
 	pthread_cond_t wake;
 	bool stopping;
@@ -67,16 +71,29 @@ static void micro_time(char out[40])
 /* Notes when a Lease last changed, as this replica saw it; the time it did. */
 static double observe(struct sighting *s, const json_t *spec, double now)
 {
-	char seen[512];
-	snprintf(seen, sizeof(seen), "%s|%s|%lld", latch_json_get_str(spec, "holderIdentity") ?: "",
-		 latch_json_get_str(spec, "renewTime") ?: "",
-		 (long long)json_integer_value(json_object_get(spec, "leaseTransitions")));
-	if (!s->seen || strcmp(s->seen, seen) != 0) {
+	struct latch_buf seen = LATCH_BUF_INIT(4096);
+	if (latch_buf_printf(&seen, "%s|%s|%lld", latch_json_get_str(spec, "holderIdentity") ?: "",
+			     latch_json_get_str(spec, "renewTime") ?: "",
+			     (long long)json_integer_value(json_object_get(spec, "leaseTransitions"))) == 0 &&
+	    (!s->seen || strcmp(s->seen, latch_buf_str(&seen)) != 0)) {
 		free(s->seen);
-		s->seen = strdup(seen);
+		s->seen = latch_buf_take(&seen);
 		s->changed = now;
 	}
+	latch_buf_done(&seen);
 	return s->changed;
+}
+
+/* The API server refused a Lease request: said once per kind of refusal, not every round. */
+static void note_refusal(struct sync_leases *l, const char *what, long status, const json_t *answer)
+{
+	if (status == l->last_refusal)
+		return;
+	l->last_refusal = status;
+	char code[16];
+	snprintf(code, sizeof(code), "%ld", status);
+	LATCH_LOG(LATCH_LOG_WARN, "the API server refused a lease request", { "request", what }, { "status", code },
+		  { "message", latch_json_get_str(answer, "message") });
 }
 
 /* The loop passes source i at once (it waits for SIGUSR1 between passes). */
@@ -111,20 +128,24 @@ static void set_held(struct sync_leases *l, size_t i, double until)
 		return;
 	if (!was && until > 0) {
 		LATCH_LOG(LATCH_LOG_INFO, "acquired the lease", { "lease", l->sources[i].s.name },
-			  { "identity", l->o.identity });
+			  { "identity", l->identity });
 		want_pass(l, i);
+	} else if (was && until == 0) {
+		LATCH_LOG(LATCH_LOG_WARN, "lost the lease", { "lease", l->sources[i].s.name }, { "identity", l->identity });
 	}
-	else if (was && until == 0)
-		LATCH_LOG(LATCH_LOG_WARN, "lost the lease", { "lease", l->sources[i].s.name },
-			  { "identity", l->o.identity });
 }
 
 bool sync_leases_held(struct sync_leases *l, size_t i)
 {
+	return sync_leases_time_left(l, i) > 0;
+}
+
+double sync_leases_time_left(struct sync_leases *l, size_t i)
+{
 	pthread_mutex_lock(&l->lock);
-	bool held = l->sources[i].held_until > sync_now();
+	double left = l->sources[i].held_until - sync_now();
 	pthread_mutex_unlock(&l->lock);
-	return held;
+	return left;
 }
 
 void sync_leases_busy(struct sync_leases *l, size_t i, bool busy)
@@ -142,18 +163,17 @@ static size_t held_count(struct sync_leases *l)
 	return n;
 }
 
-static json_t *lease_spec(const struct sync_leases *l, const char *holder, double duration_s)
+static json_t *lease_spec(const char *holder, double duration_s)
 {
 	char now[40];
 	micro_time(now);
 	return json_pack("{s:s,s:i,s:s,s:s,s:i}", "holderIdentity", holder, "leaseDurationSeconds",
-			 (int)(duration_s + 0.5),
-			 "acquireTime", now, "renewTime", now, "leaseTransitions", 0);
+			 (int)(duration_s + 0.5), "acquireTime", now, "renewTime", now, "leaseTransitions", 0);
 }
 
 /* Sends a Lease: the answer's status (409: another replica got there first), 0 when no answer
  * came. */
-static long send_lease(struct sync_leases *l, const char *method, const char *path, json_t *obj)
+static long send_lease(struct sync_leases *l, const char *method, const char *path, const json_t *obj)
 {
 	char *body = obj ? json_dumps(obj, JSON_COMPACT) : NULL;
 	long status = 0;
@@ -161,8 +181,7 @@ static long send_lease(struct sync_leases *l, const char *method, const char *pa
 	struct latch_error err = LATCH_ERROR_INIT;
 	int r = body ? latch_k8s_request(l->k, method, path, NULL, body, &status, &answer, &err) : LATCH_ENOMEM;
 	if (r == 0 && status >= 300 && status != 404 && status != 409)
-		LATCH_LOG(LATCH_LOG_WARN, "the API server refused a lease update", { "path", path },
-			  { "message", latch_json_get_str(answer, "message") });
+		note_refusal(l, path, status, answer);
 	free(body);
 	json_decref(answer);
 	latch_error_done(&err);
@@ -174,9 +193,10 @@ static bool create_lease(struct sync_leases *l, size_t i)
 	struct latch_buf collection = LATCH_BUF_INIT(1024);
 	bool own = i == l->n;
 	json_t *lease = json_pack("{s:s,s:s,s:{s:s,s:s,s:{s:s,s:s}},s:o}", "apiVersion", "coordination.k8s.io/v1",
-				  "kind", "Lease", "metadata", "name", l->sources[i].s.name, "namespace", l->namespace, "labels",
-				  "app.kubernetes.io/managed-by", "latch-sync", own ? LABEL_REPLICA_OF : "latch.dev/config",
-				  l->config, "spec", lease_spec(l, l->o.identity, l->o.duration_s));
+				  "kind", "Lease", "metadata", "name", l->sources[i].s.name, "namespace", l->namespace,
+				  "labels", "app.kubernetes.io/managed-by", "latch-sync",
+				  own ? LABEL_REPLICA_OF : LABEL_CONFIG, l->config, "spec",
+				  lease_spec(l->identity, l->o.duration_s));
 	bool taken = latch_buf_printf(&collection, "/apis/coordination.k8s.io/v1/namespaces/%s/leases",
 				      l->namespace) == 0 &&
 		     send_lease(l, "POST", latch_buf_str(&collection), lease) == 201;
@@ -185,7 +205,9 @@ static bool create_lease(struct sync_leases *l, size_t i)
 	return taken;
 }
 
-enum outcome { NOT_HELD, HELD, RENEWAL_RACED };
+/* NO_ANSWER: ours, but the renewal got no clear answer; it stays held until the renew deadline
+ * of the last renewal. RENEWAL_RACED: ours, written since it was read (a pass request). */
+enum outcome { NOT_HELD, HELD, NO_ANSWER, RENEWAL_RACED };
 
 /* A pass asked for on the Lease since this replica last looked, while it holds it. */
 static void notice_request(struct sync_leases *l, size_t i, const json_t *lease, bool mine)
@@ -204,39 +226,51 @@ static void notice_request(struct sync_leases *l, size_t i, const json_t *lease,
 	st->looked = true;
 }
 
+/* The Lease with this replica as its holder, renewed now (NULL when out of memory). */
+static json_t *renewed(const struct sync_leases *l, const json_t *lease, bool mine)
+{
+	const json_t *spec = json_object_get(lease, "spec");
+	json_t *updated = json_deep_copy(lease), *new_spec = lease_spec(l->identity, l->o.duration_s);
+	json_int_t transitions = json_integer_value(json_object_get(spec, "leaseTransitions"));
+	bool ok = updated && new_spec &&
+		  (!mine || !json_object_get(spec, "acquireTime") ||
+		   json_object_set(new_spec, "acquireTime", json_object_get(spec, "acquireTime")) == 0) &&
+		  json_object_set_new(new_spec, "leaseTransitions", json_integer(mine ? transitions : transitions + 1)) == 0 &&
+		  json_object_set(updated, "spec", new_spec) == 0;
+	json_decref(new_spec);
+	if (!ok) {
+		json_decref(updated);
+		return NULL;
+	}
+	return updated;
+}
+
 /* Renew it when ours; take it when may_take and it is free or unchanged for a whole lease
- * duration. RENEWAL_RACED: ours, but written since it was read (a pass request). */
+ * duration. */
 static enum outcome take_or_renew(struct sync_leases *l, size_t i, const json_t *lease, double now,
 				  bool may_take)
 {
 	struct lease_state *st = &l->sources[i];
 	const json_t *spec = json_object_get(lease, "spec");
 	const char *holder = latch_json_get_str(spec, "holderIdentity");
-	bool mine = holder && strcmp(holder, l->o.identity) == 0, free_lease = !holder || !*holder;
+	bool mine = holder && strcmp(holder, l->identity) == 0, free_lease = !holder || !*holder;
 	json_int_t their_duration = json_integer_value(json_object_get(spec, "leaseDurationSeconds"));
 	double duration = their_duration > 0 ? (double)their_duration : l->o.duration_s;
 	double changed = observe(&st->s, spec, now);
 	notice_request(l, i, lease, mine);
 	if (!mine && (!may_take || (!free_lease && now < changed + duration)))
 		return NOT_HELD;
-	json_t *updated = json_deep_copy(lease), *new_spec = lease_spec(l, l->o.identity, l->o.duration_s);
-	json_int_t transitions = json_integer_value(json_object_get(spec, "leaseTransitions"));
-	if (!updated || !new_spec ||
-	    (mine && json_object_set(new_spec, "acquireTime", json_object_get(spec, "acquireTime")) < 0) ||
-	    json_object_set_new(new_spec, "leaseTransitions",
-				json_integer(mine ? transitions : transitions + 1)) < 0 ||
-	    json_object_set(updated, "spec", new_spec) < 0) {
-		json_decref(updated);
-		json_decref(new_spec);
-		return NOT_HELD;
-	}
-	json_decref(new_spec);
-	long status = send_lease(l, "PUT", st->path, updated);
+	json_t *updated = renewed(l, lease, mine);
+	long status = updated ? send_lease(l, "PUT", st->path, updated) : 0;
 	json_decref(updated);
 	if (status == 200 && !mine)
 		LATCH_LOG(LATCH_LOG_INFO, "took the lease over", { "lease", st->s.name },
 			  { "from", free_lease ? "(released)" : holder });
-	return status == 200 ? HELD : status == 409 && mine ? RENEWAL_RACED : NOT_HELD;
+	if (status == 200)
+		return HELD;
+	if (mine)
+		return status == 409 ? RENEWAL_RACED : NO_ANSWER;
+	return NOT_HELD;
 }
 
 /* Past the renew deadline with no renewal (the API server out of reach): lost, and said so,
@@ -261,16 +295,17 @@ static bool try_once(struct sync_leases *l, size_t i, bool may_take, double star
 	struct latch_error err = LATCH_ERROR_INIT;
 	int r = latch_k8s_request(l->k, "GET", l->sources[i].path, NULL, NULL, &status, &lease, &err);
 	latch_error_done(&err);
-	enum outcome o = NOT_HELD;
-	if (r == 0 && status == 404 && may_take && create_lease(l, i)) {
-		o = HELD;
-		l->sources[i].looked = true; /* created without a request on it */
-	}
-	else if (r == 0 && status == 200)
+	enum outcome o = NO_ANSWER;
+	if (r == 0 && status == 404) {
+		o = may_take && create_lease(l, i) ? HELD : NOT_HELD;
+		l->sources[i].looked = o == HELD; /* created without a request on it */
+	} else if (r == 0 && status == 200) {
 		o = take_or_renew(l, i, lease, started, may_take);
+	} else if (r == 0) {
+		note_refusal(l, l->sources[i].path, status, lease);
+	}
 	json_decref(lease);
-	/* No answer: held only until the renew deadline of the last renewal runs out. */
-	if (o != RENEWAL_RACED && r == 0 && (status == 200 || status == 404))
+	if (o == HELD || o == NOT_HELD)
 		set_held(l, i, o == HELD ? started + l->o.renew_deadline_s : 0);
 	return o != RENEWAL_RACED;
 }
@@ -285,14 +320,17 @@ static void try_one(struct sync_leases *l, size_t i, bool may_take)
 
 int sync_leases_request_pass(struct sync_leases *l, struct latch_k8s *k, size_t i, struct latch_error *err)
 {
-	char now[40], body[160];
+	char now[40];
+	struct latch_buf body = LATCH_BUF_INIT(256);
 	long status = 0;
 	json_t *answer = NULL;
 	micro_time(now);
-	snprintf(body, sizeof(body), "{\"metadata\":{\"annotations\":{\"" REQUESTED_AT "\":\"%s\"}}}", now);
-	int r = latch_k8s_request(k, "PATCH", l->sources[i].path, "application/merge-patch+json", body, &status,
-				  &answer, err);
+	int r = latch_buf_printf(&body, "{\"metadata\":{\"annotations\":{\"" REQUESTED_AT "\":\"%s\"}}}", now) < 0
+			? latch_error_set(err, LATCH_ENOMEM, "out of memory")
+			: latch_k8s_request(k, "PATCH", l->sources[i].path, "application/merge-patch+json",
+					    latch_buf_str(&body), &status, &answer, err);
 	json_decref(answer);
+	latch_buf_done(&body);
 	if (r == 0 && status != 200)
 		r = latch_error_set(err, LATCH_EHTTP, "marking the Lease '%s' answered %ld", l->sources[i].s.name, status);
 	return r;
@@ -323,16 +361,12 @@ static void release_one(struct sync_leases *l, size_t i)
 	latch_error_done(&err);
 	json_t *spec = json_object_get(lease, "spec");
 	const char *holder = latch_json_get_str(spec, "holderIdentity");
-	bool mine = r == 0 && status == 200 && holder && strcmp(holder, l->o.identity) == 0;
-	json_t *released = mine ? lease_spec(l, "", 1) : NULL;
-	if (released &&
-	    json_object_set(released, "leaseTransitions", json_object_get(spec, "leaseTransitions")) == 0 &&
-	    json_object_set_new(lease, "spec", released) == 0) {
-		if (send_lease(l, "PUT", l->sources[i].path, lease) == 200)
-			LATCH_LOG(LATCH_LOG_INFO, "released the lease", { "lease", l->sources[i].s.name });
-	} else {
-		json_decref(released);
-	}
+	bool mine = r == 0 && status == 200 && holder && strcmp(holder, l->identity) == 0;
+	json_t *released = mine ? lease_spec("", 1) : NULL;
+	if (released && json_object_set(released, "leaseTransitions", json_object_get(spec, "leaseTransitions")) == 0 &&
+	    json_object_set(lease, "spec", released) == 0 && send_lease(l, "PUT", l->sources[i].path, lease) == 200)
+		LATCH_LOG(LATCH_LOG_INFO, "released the lease", { "lease", l->sources[i].s.name });
+	json_decref(released);
 	json_decref(lease);
 }
 
@@ -353,6 +387,29 @@ static struct sighting *replica_sighting(struct sync_leases *l, const char *name
 	return s;
 }
 
+/* A dead replica's own Lease, deleted only as it was seen: not one renewed since. */
+static void delete_dead(struct sync_leases *l, const json_t *lease)
+{
+	const json_t *meta = json_object_get(lease, "metadata");
+	struct latch_buf path = LATCH_BUF_INIT(2048), body = LATCH_BUF_INIT(256);
+	long status = 0;
+	json_t *answer = NULL;
+	struct latch_error err = LATCH_ERROR_INIT;
+	if (latch_buf_printf(&path, "/apis/coordination.k8s.io/v1/namespaces/%s/leases/%s", l->namespace,
+			     latch_json_get_str(meta, "name")) == 0 &&
+	    latch_buf_printf(&body, "{\"preconditions\":{\"resourceVersion\":\"%s\"}}",
+			     latch_json_get_str(meta, "resourceVersion") ?: "") == 0 &&
+	    latch_k8s_request(l->k, "DELETE", latch_buf_str(&path), NULL, latch_buf_str(&body), &status, &answer,
+			      &err) == 0 &&
+	    status == 200)
+		LATCH_LOG(LATCH_LOG_INFO, "removed the lease of a replica gone for an hour",
+			  { "lease", latch_json_get_str(meta, "name") });
+	json_decref(answer);
+	latch_error_done(&err);
+	latch_buf_done(&path);
+	latch_buf_done(&body);
+}
+
 /* A replica whose own Lease is unchanged for a lease duration is gone; for an hour, its Lease
  * is removed. */
 static bool replica_alive(struct sync_leases *l, const json_t *lease, double now)
@@ -363,17 +420,18 @@ static bool replica_alive(struct sync_leases *l, const json_t *lease, double now
 	struct sighting *s = name ? replica_sighting(l, name) : NULL;
 	if (!s || !holder || !*holder)
 		return false;
+	if (strcmp(holder, l->identity) == 0)
+		return true;
 	double changed = observe(s, spec, now);
-	if (strcmp(name, l->sources[l->n].s.name) != 0 && now > changed + DEAD_REPLICA_S) {
-		struct latch_error err = LATCH_ERROR_INIT;
-		latch_k8s_delete(l->k, "coordination.k8s.io/v1", "Lease", l->namespace, name, &err);
-		latch_error_done(&err);
+	if (now > changed + DEAD_REPLICA_S) {
+		delete_dead(l, lease);
 		return false;
 	}
-	return strcmp(holder, l->o.identity) == 0 || now < changed + l->o.duration_s;
+	return now < changed + l->o.duration_s;
 }
 
-/* The replicas of this SyncConfig alive now, this one included. */
+/* The replicas of this SyncConfig alive now, this one included; when the API server does not
+ * answer, as many as at the last count. */
 static size_t live_replicas(struct sync_leases *l, double now)
 {
 	expire_overdue(l);
@@ -383,33 +441,36 @@ static size_t live_replicas(struct sync_leases *l, double now)
 	struct latch_error err = LATCH_ERROR_INIT;
 	size_t alive = 0, i;
 	json_t *item;
-	if (latch_buf_printf(&path,
-			     "/apis/coordination.k8s.io/v1/namespaces/%s/leases?labelSelector=" LABEL_REPLICA_OF
-				    "%%3D%s", l->namespace, l->config) == 0 &&
+	if (latch_buf_printf(&path, "/apis/coordination.k8s.io/v1/namespaces/%s/leases?labelSelector="
+				    LABEL_REPLICA_OF "%%3D%s", l->namespace, l->config) == 0 &&
 	    latch_k8s_request(l->k, "GET", latch_buf_str(&path), NULL, NULL, &status, &list, &err) == 0 &&
 	    status == 200) {
 		json_array_foreach(json_object_get(list, "items"), i, item)
 			alive += replica_alive(l, item, now);
+		l->live = alive ? alive : 1;
 	}
 	json_decref(list);
 	latch_error_done(&err);
 	latch_buf_done(&path);
-	return alive ? alive : 1;
+	return l->live;
 }
 
-/* A round: this replica's own Lease renewed, then each source's, taken while this replica
- * holds fewer than its share; those above the share (a replica joined) are released, unless
- * a pass over one is under way. */
+/* A round: this replica's own Lease and the sources' it holds renewed first (a long round must
+ * not cost a Lease); then the others, taken while this replica holds fewer than its share;
+ * those above the share (a replica joined) are released, unless a pass over one is under way. */
 static void try_all(struct sync_leases *l)
 {
 	try_one(l, l->n, true);
+	for (size_t i = 0; i < l->n; i++)
+		if (sync_leases_held(l, i))
+			try_one(l, i, true);
 	size_t live = live_replicas(l, sync_now());
 	size_t share = (l->n + live - 1) / live;
 	for (size_t i = 0; i < l->n; i++) {
 		size_t held = held_count(l);
 		if (held > share && claim_release(l, i))
 			release_one(l, i);
-		else
+		else if (!sync_leases_held(l, i))
 			try_one(l, i, held < share);
 	}
 }
@@ -436,8 +497,11 @@ static void *run(void *arg)
 	for (size_t i = 0; i < l->n; i++)
 		if (sync_leases_held(l, i))
 			release_one(l, i);
+	long status = 0;
+	json_t *answer = NULL;
 	struct latch_error err = LATCH_ERROR_INIT;
-	latch_k8s_delete(l->k, "coordination.k8s.io/v1", "Lease", l->namespace, l->sources[l->n].s.name, &err);
+	latch_k8s_request(l->k, "DELETE", l->sources[l->n].path, NULL, NULL, &status, &answer, &err);
+	json_decref(answer);
 	latch_error_done(&err);
 	return NULL;
 }
@@ -450,21 +514,24 @@ static void dns_safe(char *s)
 			*s = *s >= 'A' && *s <= 'Z' ? (char)(*s - 'A' + 'a') : '-';
 }
 
-static int name_lease(struct sync_leases *l, size_t i, const char *suffix, struct latch_error *err)
+/* Config and source names are DNS labels (the SyncConfig says so), so the dots keep
+ * "latch-sync.a.b-c" and "latch-sync.a-b.c" apart. */
+static int name_lease(struct sync_leases *l, size_t i, const char *prefix, const char *suffix, struct latch_error *err)
 {
-	struct latch_buf name = LATCH_BUF_INIT(MAX_NAME + 1), path = LATCH_BUF_INIT(2048);
-	int r = 0;
-	if (latch_buf_printf(&name, "latch-sync-%s-%s", l->config, suffix) < 0)
-		r = latch_error_set(err, LATCH_ELIMIT, "the Lease name for '%s' would be longer than %d characters", suffix,
-				    MAX_NAME);
+	struct latch_buf name = LATCH_BUF_INIT(4096), path = LATCH_BUF_INIT(4096);
+	int r = latch_buf_printf(&name, "%s.%s.%s", prefix, l->config, suffix) < 0 ? LATCH_ENOMEM : 0;
 	if (r == 0)
 		dns_safe(name.ptr);
+	if (r == 0 && name.len > MAX_NAME)
+		r = latch_error_set(err, LATCH_ELIMIT, "the Lease name '%s' would be longer than %d characters",
+				    latch_buf_str(&name), MAX_NAME);
 	if (r == 0 && latch_buf_printf(&path, "/apis/coordination.k8s.io/v1/namespaces/%s/leases/%s", l->namespace,
 				       latch_buf_str(&name)) < 0)
-		r = latch_error_set(err, LATCH_ELIMIT, "namespace '%s' is too long", l->namespace);
-	if (r == 0 &&
-	    (!(l->sources[i].s.name = latch_buf_take(&name)) || !(l->sources[i].path = latch_buf_take(&path))))
-		r = latch_error_set(err, LATCH_ENOMEM, "out of memory");
+		r = LATCH_ENOMEM;
+	if (r == 0 && (!(l->sources[i].s.name = latch_buf_take(&name)) || !(l->sources[i].path = latch_buf_take(&path))))
+		r = LATCH_ENOMEM;
+	if (r == LATCH_ENOMEM)
+		latch_error_set(err, r, "out of memory");
 	latch_buf_done(&name);
 	latch_buf_done(&path);
 	return r;
@@ -472,13 +539,9 @@ static int name_lease(struct sync_leases *l, size_t i, const char *suffix, struc
 
 static int name_leases(struct sync_leases *l, const struct sync_config *cfg, struct latch_error *err)
 {
-	struct latch_buf own = LATCH_BUF_INIT(MAX_NAME + 1);
-	int r = latch_buf_printf(&own, "replica-%s", l->o.identity) < 0
-			? latch_error_set(err, LATCH_ELIMIT, "the identity '%s' is too long", l->o.identity)
-			: name_lease(l, l->n, latch_buf_str(&own), err);
+	int r = name_lease(l, l->n, "latch-sync-replica", l->identity, err);
 	for (size_t i = 0; r == 0 && i < l->n; i++)
-		r = name_lease(l, i, cfg->sources[i].name, err);
-	latch_buf_done(&own);
+		r = name_lease(l, i, "latch-sync", cfg->sources[i].name, err);
 	return r;
 }
 
@@ -500,6 +563,7 @@ static void leases_free(struct sync_leases *l)
 	free(l->replicas);
 	free(l->sources);
 	free(l->config);
+	free(l->identity);
 	pthread_mutex_destroy(&l->lock);
 	pthread_cond_destroy(&l->wake);
 	free(l);
@@ -518,8 +582,22 @@ static int init_sync(struct sync_leases *l)
 	return r;
 }
 
-int sync_leases_start(const struct latch_k8s *k, const struct sync_config *cfg,
-		      const struct sync_lease_options *o,
+/* A first look at this replica's own Lease: without permission for Leases, say so now rather
+ * than sync nothing in silence. */
+static int check_access(struct sync_leases *l, struct latch_error *err)
+{
+	long status = 0;
+	json_t *answer = NULL;
+	int r = latch_k8s_request(l->k, "GET", l->sources[l->n].path, NULL, NULL, &status, &answer, err);
+	json_decref(answer);
+	if (r == 0 && (status == 401 || status == 403))
+		r = latch_error_set(err, LATCH_EFORBIDDEN, "reading Leases in namespace '%s' answered %ld: give latch-sync "
+				    "the Lease Role of deploy/ (get, list, create, update, patch, delete), or run one "
+				    "replica with --no-leases", l->namespace, status);
+	return r;
+}
+
+int sync_leases_start(const struct latch_k8s *k, const struct sync_config *cfg, const struct sync_lease_options *o,
 		      struct sync_leases **ret, struct latch_error *err)
 {
 	struct sync_leases *l = calloc(1, sizeof(*l));
@@ -528,18 +606,23 @@ int sync_leases_start(const struct latch_k8s *k, const struct sync_config *cfg,
 		return latch_error_set(err, LATCH_ENOMEM, "out of memory");
 	}
 	l->o = *o;
+	l->identity = strdup(o->identity);
+	l->o.identity = l->identity;
 	l->namespace = cfg->namespace;
 	l->n = cfg->n_sources;
+	l->live = 1;
 	l->config = strdup(cfg->name);
 	l->sources = calloc(l->n + 1, sizeof(*l->sources));
-	int r = l->config && l->sources ? name_leases(l, cfg, err)
-					: latch_error_set(err, LATCH_ENOMEM, "out of memory");
+	int r = l->identity && l->config && l->sources ? name_leases(l, cfg, err)
+						     : latch_error_set(err, LATCH_ENOMEM, "out of memory");
 	if (r == 0)
 		r = latch_k8s_clone(k, &l->k, err);
 	/* A request stuck in retries would hold the thread past the renew deadline, and a Lease
 	 * past it would be lost without a word: each gets half a retry period at most. */
 	if (r == 0)
 		latch_k8s_set_deadline(l->k, (unsigned)(l->o.retry_s * 500));
+	if (r == 0)
+		r = check_access(l, err);
 	if (r == 0)
 		try_all(l);
 	if (r == 0 && pthread_create(&l->thread, NULL, run, l) != 0)

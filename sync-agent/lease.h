@@ -1,10 +1,10 @@
 /* Replicas share the sources of one SyncConfig through Leases (coordination.k8s.io/v1), one
- * per source, named latch-sync-<config>-<source> in the SyncConfig's namespace: a source is
+ * per source, named latch-sync.<config>.<source> in the SyncConfig's namespace: a source is
  * synced by whichever replica holds its Lease, so no source is applied by two at once.
  *
- * Each replica also holds a Lease of its own (latch-sync-<config>-replica-<identity>, labelled
+ * Each replica also holds a Lease of its own (latch-sync-replica.<config>.<identity>, labelled
  * latch.dev/replica-of=<config>), so each knows how many are alive and takes no more than its
- * share of the sources; one above its share (a replica joined) is released between passes.
+ * share of the sources; those above its share (a replica joined) are released between passes.
  *
  * As client-go's leader election: a thread tries to take or renew every Lease each retry
  * period; a Lease held by another replica is taken once it has not changed for a whole lease
@@ -21,7 +21,7 @@
 #include "sync.h"
 
 struct sync_lease_options {
-	const char *identity;  /* this replica, as holderIdentity */
+	const char *identity;  /* this replica, as holderIdentity (copied); unique per replica */
 	double duration_s;     /* leaseDurationSeconds (15) */
 	double renew_deadline_s; /* held only if renewed within this (10) */
 	double retry_s;        /* between tries (2) */
@@ -34,8 +34,10 @@ struct sync_leases;
 int sync_leases_start(const struct latch_k8s *k, const struct sync_config *cfg,
 		      const struct sync_lease_options *o,
 		      struct sync_leases **ret, struct latch_error *err);
-/* Whether this replica holds source i's Lease now (renewed within the renew deadline). */
+/* Whether this replica holds source i's Lease now (renewed within the renew deadline), and
+ * for how many seconds more without a renewal (<= 0: not held). */
 bool sync_leases_held(struct sync_leases *l, size_t i);
+double sync_leases_time_left(struct sync_leases *l, size_t i);
 /* A pass over source i is under way (busy) or over: its Lease is not given up meanwhile. */
 void sync_leases_busy(struct sync_leases *l, size_t i, bool busy);
 /* A push hook for a source another replica holds: ask that replica for a pass, through an

@@ -85,8 +85,9 @@ static int parse(int argc, char **argv, struct options *o)
 		case 'L': {
 			char *end = NULL;
 			o->lease_duration_s = strtol(optarg, &end, 10);
-			if (!*optarg || *end || o->lease_duration_s < 3) {
-				fprintf(stderr, "latch-sync: --lease-duration '%s' is not a number of seconds, 3 or more\n", optarg);
+			if (!*optarg || *end || o->lease_duration_s < 3 || o->lease_duration_s > 3600) {
+				fprintf(stderr, "latch-sync: --lease-duration '%s' is not a number of seconds from 3 to 3600\n",
+					optarg);
 				return 64;
 			}
 			break;
@@ -156,10 +157,10 @@ struct held_source {
 	size_t i;
 };
 
-static bool still_held(void *arg)
+static double time_held(void *arg)
 {
 	const struct held_source *h = arg;
-	return sync_leases_held(h->leases, h->i);
+	return sync_leases_time_left(h->leases, h->i);
 }
 
 /* One pass over one source, unless another replica holds its Lease; false when it failed. */
@@ -171,10 +172,10 @@ static bool pass_one(struct latch_k8s *k, const struct sync_config *cfg, size_t 
 		return pass_source(k, cfg, i, dry_run, sv);
 	/* Busy first: the lease thread may give up a Lease it holds above its share, not this one. */
 	sync_leases_busy(leases, i, true);
-	bool ok = true, mine = still_held(&held);
+	bool ok = true, mine = time_held(&held) > 0;
 	serve_held_elsewhere(sv, i, !mine);
 	if (mine) {
-		latch_k8s_set_write_guard(k, still_held, &held);
+		latch_k8s_set_write_guard(k, time_held, &held);
 		ok = pass_source(k, cfg, i, dry_run, sv);
 	}
 	latch_k8s_set_write_guard(k, NULL, NULL);
@@ -202,21 +203,6 @@ static bool pass_source(struct latch_k8s *k, const struct sync_config *cfg, size
 	return ok;
 }
 
-/* One pass over every source (held by this replica); returns the number that failed. */
-static size_t pass_all(struct latch_k8s *k, const struct sync_config *cfg, bool dry_run, struct serve *sv,
-		       struct sync_leases *leases)
-{
-	size_t failed = 0;
-	refresh_old_discovery(k);
-	for (size_t i = 0; i < cfg->n_sources; i++) {
-		failed += !pass_one(k, cfg, i, dry_run, sv, leases);
-		/* This pass is the one a hook or a new Lease asked for. */
-		serve_take_pass_request(sv, i);
-		sync_leases_take_pass_request(leases, i);
-	}
-	return failed;
-}
-
 /* A push hook for a source another replica holds: that replica makes the pass. */
 static bool ask_the_holder(struct latch_k8s *k, const struct sync_config *cfg, size_t i,
 			   struct sync_leases *leases)
@@ -232,6 +218,24 @@ static bool ask_the_holder(struct latch_k8s *k, const struct sync_config *cfg, s
 			  { "source", cfg->sources[i].name }, { "error", latch_error_message(&err) });
 	latch_error_done(&err);
 	return true;
+}
+
+/* One pass over every source (held by this replica); returns the number that failed. */
+static size_t pass_all(struct latch_k8s *k, const struct sync_config *cfg, bool dry_run, struct serve *sv,
+		       struct sync_leases *leases)
+{
+	size_t failed = 0;
+	refresh_old_discovery(k);
+	for (size_t i = 0; i < cfg->n_sources; i++) {
+		/* This pass is the one a new Lease asked for, and a hook, unless another replica holds
+		 * the source: then that one is asked. Taken before the pass, so a request that comes
+		 * during it gets a pass of its own. */
+		sync_leases_take_pass_request(leases, i);
+		if (serve_take_pass_request(sv, i))
+			ask_the_holder(k, cfg, i, leases);
+		failed += !pass_one(k, cfg, i, dry_run, sv, leases);
+	}
+	return failed;
 }
 
 /* The sources a signed push hook, a new Lease or another replica asked for, at once. */

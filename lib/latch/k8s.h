@@ -46,9 +46,10 @@ unsigned long latch_k8s_requests(size_t method, long status, const char **ret_me
 /* Each request that follows, retries included, within deadline_ms (0: the default policy's). */
 void latch_k8s_set_deadline(struct latch_k8s *k, unsigned deadline_ms);
 
-/* While set, every request but a GET is refused unless may_write(arg) says yes (a replica
- * that may have lost its Lease writes nothing). Clones made while it is set share it. */
-void latch_k8s_set_write_guard(struct latch_k8s *k, bool (*may_write)(void *arg), void *arg);
+/* While set, every request but a GET is refused once time_left(arg) is <= 0, and given at
+ * most that many seconds, retries included (a replica that may have lost its Lease writes
+ * nothing, and no write of its lands after). Clones made while it is set share it. */
+void latch_k8s_set_write_guard(struct latch_k8s *k, double (*time_left)(void *arg), void *arg);
 
 /* A raw request: path below the server ("/api/v1/namespaces"); ret gets the parsed body
  * (NULL when empty), ret_status the HTTP status. Fails only when no answer came. */

@@ -605,7 +605,7 @@ static void test_node__latch_sync_in_the_cluster_deploys_a_working_app(void **st
 	assert_int_equal(stack_psql_login(user, password), 0);
 	/* deploy/ runs two replicas: the one holding the source's Lease synced it, and says which
 	 * commit it applied; the other synced nothing. */
-	char *holder = lease_holder_pod("latch-sync-node-node");
+	char *holder = lease_holder_pod("latch-sync.node.node");
 	char *log = node_logs("latch-system", holder, "latch-sync", false);
 	assert_non_null(strstr(log, rev));
 	assert_non_null(strstr(log, "\"msg\":\"synced\""));

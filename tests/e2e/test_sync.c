@@ -856,7 +856,7 @@ static char *lease_holder_named(struct latch_k8s *k, const char *name)
 static char *lease_holder(struct latch_k8s *k, const char *source)
 {
 	char name[128];
-	snprintf(name, sizeof(name), "latch-sync-leases-%s", source);
+	snprintf(name, sizeof(name), "latch-sync.leases.%s", source);
 	return lease_holder_named(k, name);
 }
 
@@ -948,7 +948,7 @@ static void test_sync__replicas_share_sources_by_leases(void **state)
 	struct latch_error err = LATCH_ERROR_INIT;
 	for (size_t s = 0; s < 3; s++) {
 		char name[128];
-		snprintf(name, sizeof(name), "latch-sync-leases-%s", lease_sources[s]);
+		snprintf(name, sizeof(name), "latch-sync.leases.%s", lease_sources[s]);
 		assert_int_equal(latch_k8s_delete(k, "coordination.k8s.io/v1", "Lease", "latch-system", name, &err), 0);
 	}
 	char logs[REPLICAS][600];
@@ -1218,8 +1218,8 @@ static void test_sync__cut_off_replica_gives_up_before_another_can_take_over(voi
 	stack_write_file(config, cfg_text);
 	struct latch_k8s *k = kube();
 	struct latch_error err = LATCH_ERROR_INIT;
-	static const char *const stale[] = { "latch-sync-partition-solo", "latch-sync-partition-replica-cut-0",
-					     "latch-sync-partition-replica-cut-1" };
+	static const char *const stale[] = { "latch-sync.partition.solo", "latch-sync-replica.partition.cut-0",
+					     "latch-sync-replica.partition.cut-1" };
 	for (size_t i = 0; i < 3; i++)
 		assert_int_equal(latch_k8s_delete(k, "coordination.k8s.io/v1", "Lease", "latch-system", stale[i], &err), 0);
 
@@ -1233,14 +1233,14 @@ static void test_sync__cut_off_replica_gives_up_before_another_can_take_over(voi
 		snprintf(logs[i], sizeof(logs[i]), "%s/cut-%d.log", r.dir, i);
 	replicas[0] = gitops_spawn(config, kubeconfig, logs[0], (const char *const[]){ "--identity", "cut-0",
 		"--lease-duration", "6", "--log-format", "json", NULL });
-	assert_true(wait_for_holder(k, "latch-sync-partition-solo", "cut-0", 20) >= 0);
+	assert_true(wait_for_holder(k, "latch-sync.partition.solo", "cut-0", 20) >= 0);
 	replicas[1] = gitops_spawn(config, getenv("KUBECONFIG"), logs[1],
 				   (const char *const[]){ "--identity", "cut-1",
 		"--lease-duration", "6", "--log-format", "json", NULL });
 	sleep(3);
 
 	relay_cut(&relay);
-	double took_s = wait_for_holder(k, "latch-sync-partition-solo", "cut-1", 20);
+	double took_s = wait_for_holder(k, "latch-sync.partition.solo", "cut-1", 20);
 	assert_true(took_s >= 0);
 	printf("# taken over %.1f s after the cut (lease duration 6 s, renew deadline 4 s)\n", took_s);
 	char *lost = log_time_of(logs[0], "\"msg\":\"lost the lease\"");
@@ -1295,8 +1295,8 @@ static void test_sync__hook_at_a_replica_without_the_lease_reaches_its_holder(vo
 	stack_write_file(config, cfg_text);
 	struct latch_k8s *k = kube();
 	struct latch_error err = LATCH_ERROR_INIT;
-	static const char *const stale[] = { "latch-sync-hooks-h", "latch-sync-hooks-replica-hook-0",
-					     "latch-sync-hooks-replica-hook-1" };
+	static const char *const stale[] = { "latch-sync.hooks.h", "latch-sync-replica.hooks.hook-0",
+					     "latch-sync-replica.hooks.hook-1" };
 	for (size_t i = 0; i < 3; i++)
 		assert_int_equal(latch_k8s_delete(k, "coordination.k8s.io/v1", "Lease", "latch-system", stale[i], &err), 0);
 	for (int i = 0; i < 2; i++) {
@@ -1308,7 +1308,7 @@ static void test_sync__hook_at_a_replica_without_the_lease_reaches_its_holder(vo
 		replicas[i] = gitops_spawn(config, getenv("KUBECONFIG"), logs[i], (const char *const[]){ "--identity",
 			identity, "--lease-duration", "6", "--listen", listen[i], NULL });
 		if (i == 0)
-			assert_true(wait_for_holder(k, "latch-sync-hooks-h", "hook-0", 20) >= 0);
+			assert_true(wait_for_holder(k, "latch-sync.hooks.h", "hook-0", 20) >= 0);
 	}
 	free(await_status(port[0], "/readyz", 200, 30));
 	free(await_status(port[1], "/readyz", 200, 30));

@@ -360,6 +360,13 @@ static void test_inject__token_audience_option(void **state)
 	opts.token_audience = "";
 	assert_null(token_audience_with(&opts, &obj));
 	json_decref(obj);
+	/* On the workload too: "" is the API server's audience, whatever the operator's default. */
+	json_t *latch = injected_latch("        latch.dev/token-audience: ''\n", NULL, &obj);
+	assert_non_null(latch);
+	json_t *source = json_array_get(latch_json_path(named(json_object_get(pod_spec(obj), "volumes"), "latch-token"),
+							"projected.sources"), 0);
+	assert_null(latch_json_path(source, "serviceAccountToken.audience"));
+	json_decref(obj);
 }
 
 static const char *db_file_mode(const char *text)
@@ -389,6 +396,8 @@ static void test_inject__secret_files_group_readable_with_fs_group(void **state)
 		 with_annotations(""));
 	assert_string_equal(db_file_mode(text), "0640");
 	assert_string_equal(db_file_mode(with_annotations("")), "0644");
+	snprintf(text, sizeof(text), "%s      securityContext: {fsGroup: null}\n", with_annotations(""));
+	assert_string_equal(db_file_mode(text), "0644");
 	snprintf(text, sizeof(text), "%s      securityContext: {fsGroup: 2000}\n",
 		 with_annotations("        vault.hashicorp.com/agent-inject-perms-db: '0400'\n"));
 	assert_string_equal(db_file_mode(text), "0400");
