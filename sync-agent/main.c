@@ -239,14 +239,18 @@ static size_t pass_all(struct latch_k8s *k, const struct sync_config *cfg, bool 
 }
 
 /* The sources a signed push hook, a new Lease or another replica asked for, at once. */
-static void pass_requested(struct latch_k8s *k, const struct sync_config *cfg, struct serve *sv,
+static bool pass_requested(struct latch_k8s *k, const struct sync_config *cfg, struct serve *sv,
 			   struct sync_leases *leases)
 {
+	bool passed = false;
 	for (size_t i = 0; i < cfg->n_sources; i++) {
 		bool hook = serve_take_pass_request(sv, i), lease = sync_leases_take_pass_request(leases, i);
-		if ((hook && !ask_the_holder(k, cfg, i, leases)) || lease)
+		if ((hook && !ask_the_holder(k, cfg, i, leases)) || lease) {
 			pass_one(k, cfg, i, false, sv, leases);
+			passed = true;
+		}
 	}
+	return passed;
 }
 
 /* Prints a line per source; returns the number not applied and healthy. */
@@ -399,16 +403,20 @@ int main(int argc, char **argv)
 		long passes = 0, interval = o.interval_s >= 0 ? o.interval_s : shortest_interval(&cfg);
 		enum wake why = WAKE_INTERVAL;
 		double next_full = 0;
+		/* --max-passes counts the turns that passed something: a wake-up whose request an
+		 * earlier pass already served is not one. */
 		do {
+			bool passed = true;
 			if (why == WAKE_HOOK) {
-				pass_requested(k, &cfg, sv, leases);
+				passed = pass_requested(k, &cfg, sv, leases);
 			} else {
 				pass_all(k, &cfg, false, sv, leases);
 				next_full = sync_now() + (double)interval;
 			}
 			reap_orphans();
 			serve_heartbeat(sv);
-		} while ((o.max_passes == 0 || ++passes < o.max_passes) &&
+			passes += passed;
+		} while ((o.max_passes == 0 || passes < o.max_passes) &&
 			 (why = wait_for_next(seconds_until(next_full))) != WAKE_STOP);
 		sync_leases_stop(leases);
 		serve_stop(sv);
