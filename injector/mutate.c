@@ -506,14 +506,16 @@ static int add_volumes(const struct inject_context *ctx, const struct inject_set
 	json_t *token = s->token_volume_name ? NULL : token_volume_json(s, ctx->opts);
 	if (!s->token_volume_name && !token)
 		return latch_error_set(ctx->err, LATCH_ENOMEM, "out of memory");
-	int r = append_json(volumes, json_pack("{s:s,s:{s:s}}", "name", SECRETS_VOLUME, "emptyDir", "medium", "Memory"),
+	int r = append_json(volumes,
+			    json_pack("{s:s,s:{s:s}}", "name", SECRETS_VOLUME, "emptyDir", "medium", "Memory"),
 			    false);
 	if (r == 0 && token)
 		r = append_json(volumes, token, false);
 	else
 		json_decref(token);
 	if (r == 0 && s->tls_secret)
-		r = append_json(volumes, json_pack("{s:s,s:{s:s}}", "name", TLS_VOLUME, "secret", "secretName", s->tls_secret),
+		r = append_json(volumes,
+				json_pack("{s:s,s:{s:s}}", "name", TLS_VOLUME, "secret", "secretName", s->tls_secret),
 				false);
 	if (r == 0 && !s->pre_populate_only)
 		r = append_json(volumes, json_pack("{s:s,s:{s:s,s:s}}", "name", STATE_VOLUME, "emptyDir",

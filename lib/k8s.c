@@ -357,7 +357,8 @@ static int guard_write(struct latch_k8s *k, const char *method, const char *path
 	return 0;
 }
 
-static int request(struct latch_k8s *k, const char *method, const char *path, const char *content_type, const char *accept,
+static int request(struct latch_k8s *k, const char *method, const char *path, const char *content_type,
+		   const char *accept,
 		   const char *body, long *ret_status, json_t **ret, struct latch_error *err)
 {
 	if (guard_write(k, method, path, err) < 0)

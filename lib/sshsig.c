@@ -566,9 +566,8 @@ static int check_signature(const struct sshsig *s, const struct key_type *t, con
 	else if ((r = signed_data(s, message, &data)) < 0)
 		r = latch_error_set(err, r, "the SSH signature's hash '%.*s' is not sha256 or sha512", (int)s->hash_alg.len,
 				    s->hash_alg.ptr);
-	else if (t->kind == KEY_ECDSA && ecdsa_der(s->sig_blob, &der) < 0)
-		r = latch_error_set(err, LATCH_EINVAL, "the SSH signature by key %s is malformed", fingerprint);
-	else if (t->kind == KEY_RSA && rsa_padded(s->sig_blob, (size_t)EVP_PKEY_get_size(key), &der) < 0)
+	else if ((t->kind == KEY_ECDSA && ecdsa_der(s->sig_blob, &der) < 0) ||
+		 (t->kind == KEY_RSA && rsa_padded(s->sig_blob, (size_t)EVP_PKEY_get_size(key), &der) < 0))
 		r = latch_error_set(err, LATCH_EINVAL, "the SSH signature by key %s is malformed", fingerprint);
 	struct latch_view sig = t->kind == KEY_ECDSA || t->kind == KEY_RSA ? latch_buf_view(&der) : s->sig_blob;
 	if (r == 0 && !signature_matches(key, digest, sig, latch_buf_view(&data)))

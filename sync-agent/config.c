@@ -90,14 +90,15 @@ static int get_token_audience(const struct ctx *c, const struct latch_yaml_node 
 
 /* Config and source names go into object names (inventories, Leases) and label values: DNS
  * labels, so "a" + "b-c" and "a-b" + "c" stay apart. */
-static int check_dns_label(const struct ctx *c, const struct latch_yaml_node *map, const char *where, const char *name)
+static int check_dns_label(const struct ctx *c, const struct latch_yaml_node *map, const char *where,
+			   const char *name)
 {
-	size_t n = strlen(name);
+	size_t n = name ? strlen(name) : 0;
 	bool ok = n > 0 && n <= 63 && name[0] != '-' && name[n - 1] != '-';
 	for (size_t i = 0; ok && i < n; i++)
 		ok = (name[i] >= 'a' && name[i] <= 'z') || (name[i] >= '0' && name[i] <= '9') || name[i] == '-';
 	return ok ? 0 : bad(c, latch_yaml_map_get(map, "name"), where, "name '%s' is not a DNS label (lowercase "
-								     "letters, digits and '-', at most 63)", name);
+								     "letters, digits and '-', at most 63)", name ? name : "");
 }
 
 static int get_bool(const struct ctx *c, const struct latch_yaml_node *map, const char *key, const char *where, bool dflt,
@@ -307,7 +308,8 @@ int sync_config_load(const char *path, struct sync_config *ret, struct latch_err
 	return r;
 }
 
-int sync_config_parse(struct latch_view text, const char *path, struct sync_config *ret, struct latch_error *err)
+int sync_config_parse(struct latch_view text, const char *path, struct sync_config *ret,
+		      struct latch_error *err)
 {
 	struct latch_yaml_stream s = { 0 };
 	struct latch_yaml_limits lim = { CONFIG_MAX, 32, 1, 100000 };

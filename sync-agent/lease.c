@@ -235,7 +235,8 @@ static json_t *renewed(const struct sync_leases *l, const json_t *lease, bool mi
 	bool ok = updated && new_spec &&
 		  (!mine || !json_object_get(spec, "acquireTime") ||
 		   json_object_set(new_spec, "acquireTime", json_object_get(spec, "acquireTime")) == 0) &&
-		  json_object_set_new(new_spec, "leaseTransitions", json_integer(mine ? transitions : transitions + 1)) == 0 &&
+		  json_object_set_new(new_spec, "leaseTransitions",
+				      json_integer(mine ? transitions : transitions + 1)) == 0 &&
 		  json_object_set(updated, "spec", new_spec) == 0;
 	json_decref(new_spec);
 	if (!ok) {
@@ -363,7 +364,8 @@ static void release_one(struct sync_leases *l, size_t i)
 	const char *holder = latch_json_get_str(spec, "holderIdentity");
 	bool mine = r == 0 && status == 200 && holder && strcmp(holder, l->identity) == 0;
 	json_t *released = mine ? lease_spec("", 1) : NULL;
-	if (released && json_object_set(released, "leaseTransitions", json_object_get(spec, "leaseTransitions")) == 0 &&
+	if (released &&
+	    json_object_set(released, "leaseTransitions", json_object_get(spec, "leaseTransitions")) == 0 &&
 	    json_object_set(lease, "spec", released) == 0 && send_lease(l, "PUT", l->sources[i].path, lease) == 200)
 		LATCH_LOG(LATCH_LOG_INFO, "released the lease", { "lease", l->sources[i].s.name });
 	json_decref(released);
@@ -516,7 +518,8 @@ static void dns_safe(char *s)
 
 /* Config and source names are DNS labels (the SyncConfig says so), so the dots keep
  * "latch-sync.a.b-c" and "latch-sync.a-b.c" apart. */
-static int name_lease(struct sync_leases *l, size_t i, const char *prefix, const char *suffix, struct latch_error *err)
+static int name_lease(struct sync_leases *l, size_t i, const char *prefix, const char *suffix,
+		      struct latch_error *err)
 {
 	struct latch_buf name = LATCH_BUF_INIT(4096), path = LATCH_BUF_INIT(4096);
 	int r = latch_buf_printf(&name, "%s.%s.%s", prefix, l->config, suffix) < 0 ? LATCH_ENOMEM : 0;
@@ -528,7 +531,8 @@ static int name_lease(struct sync_leases *l, size_t i, const char *prefix, const
 	if (r == 0 && latch_buf_printf(&path, "/apis/coordination.k8s.io/v1/namespaces/%s/leases/%s", l->namespace,
 				       latch_buf_str(&name)) < 0)
 		r = LATCH_ENOMEM;
-	if (r == 0 && (!(l->sources[i].s.name = latch_buf_take(&name)) || !(l->sources[i].path = latch_buf_take(&path))))
+	if (r == 0 &&
+	    (!(l->sources[i].s.name = latch_buf_take(&name)) || !(l->sources[i].path = latch_buf_take(&path))))
 		r = LATCH_ENOMEM;
 	if (r == LATCH_ENOMEM)
 		latch_error_set(err, r, "out of memory");
@@ -597,7 +601,8 @@ static int check_access(struct sync_leases *l, struct latch_error *err)
 	return r;
 }
 
-int sync_leases_start(const struct latch_k8s *k, const struct sync_config *cfg, const struct sync_lease_options *o,
+int sync_leases_start(const struct latch_k8s *k, const struct sync_config *cfg,
+		      const struct sync_lease_options *o,
 		      struct sync_leases **ret, struct latch_error *err)
 {
 	struct sync_leases *l = calloc(1, sizeof(*l));

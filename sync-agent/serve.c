@@ -135,7 +135,8 @@ static void histogram_text(struct latch_buf *b, const char *name, const char *cf
 }
 
 /* As Flux's gotk_reconcile_condition: one series per status, 1 for the current one. */
-static void condition_text(struct latch_buf *b, const char *cfg, const char *src, const struct source_stats *st)
+static void condition_text(struct latch_buf *b, const char *cfg, const char *src,
+			   const struct source_stats *st)
 {
 	static const char *const statuses[] = { "True", "False", "Unknown" };
 	size_t now = st->elsewhere || !st->ran ? 2 : st->last_ok ? 0 : 1;
@@ -152,7 +153,8 @@ static void metrics_more(struct serve *sv, struct latch_buf *b)
 	size_t n = sv->cfg->n_sources;
 	metric(b, "latch_sync_pass_duration_seconds", "histogram", "How long passes over a source took.");
 	for (size_t i = 0; i < n; i++)
-		histogram_text(b, "latch_sync_pass_duration_seconds", cfg, sv->cfg->sources[i].name, &sv->stats[i].pass_seconds);
+		histogram_text(b, "latch_sync_pass_duration_seconds", cfg, sv->cfg->sources[i].name,
+			       &sv->stats[i].pass_seconds);
 	metric(b, "latch_sync_git_fetch_duration_seconds", "histogram", "How long git fetches for a source took.");
 	for (size_t i = 0; i < n; i++)
 		histogram_text(b, "latch_sync_git_fetch_duration_seconds", cfg, sv->cfg->sources[i].name,
@@ -162,13 +164,14 @@ static void metrics_more(struct serve *sv, struct latch_buf *b)
 		latch_buf_printf(b, "latch_sync_git_fetch_errors_total{config=\"%s\",source=\"%s\"} %llu\n", cfg,
 				 sv->cfg->sources[i].name, sv->stats[i].fetch_errors);
 	metric(b, "latch_sync_reconcile_condition", "gauge",
-	       "The source's Ready condition here: 1 for the current status (Unknown: no pass yet, or another replica "
-	       "holds it).");
+	       "The source's Ready condition here: 1 for the current status (Unknown: no pass yet, or another "
+	       "replica holds it).");
 	for (size_t i = 0; i < n; i++)
 		condition_text(b, cfg, sv->cfg->sources[i].name, &sv->stats[i]);
 	metric(b, "latch_sync_source_held", "gauge", "1 when this replica syncs the source (holds its Lease).");
 	for (size_t i = 0; i < n; i++)
-		latch_buf_printf(b, "latch_sync_source_held{config=\"%s\",source=\"%s\"} %d\n", cfg, sv->cfg->sources[i].name,
+		latch_buf_printf(b, "latch_sync_source_held{config=\"%s\",source=\"%s\"} %d\n", cfg,
+				 sv->cfg->sources[i].name,
 				 !sv->stats[i].elsewhere);
 	metric(b, "latch_sync_api_requests_total", "counter",
 	       "Requests to the Kubernetes API server by method and status code (0: no answer).");

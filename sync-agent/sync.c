@@ -372,7 +372,8 @@ static int print_diff(struct latch_k8s *k, const struct sync_config *c, const st
 
 /* Render, then the objects in apply order with their namespaces resolved, their inventory
  * entries, and the hash of what they render to. */
-static int prepare(struct latch_k8s *k, const struct sync_config *c, const struct sync_source *s, const char *applied,
+static int prepare(struct latch_k8s *k, const struct sync_config *c, const struct sync_source *s,
+		   const char *applied,
 		   struct sync_result *res, struct sync_observed *observed, json_t **objects, json_t **current, char **hash,
 		   struct latch_error *err)
 {

@@ -54,7 +54,8 @@ struct sync_config {
 
 int sync_config_load(const char *path, struct sync_config *ret, struct latch_error *err);
 /* The same from text; path names it in errors. */
-int sync_config_parse(struct latch_view text, const char *path, struct sync_config *ret, struct latch_error *err);
+int sync_config_parse(struct latch_view text, const char *path, struct sync_config *ret,
+		      struct latch_error *err);
 void sync_config_done(struct sync_config *c);
 
 struct sync_result {

@@ -1379,7 +1379,8 @@ static void test_sync__prometheus_scrapes_the_metrics(void **state)
 	snprintf(path, sizeof(path), "%s/metrics.txt", r.dir);
 	stack_write_file(path, metrics);
 	free(metrics);
-	snprintf(cmd, sizeof(cmd), "promtool check metrics < metrics.txt > promtool.log 2>&1 || { cat promtool.log >&2; exit 1; }");
+	snprintf(cmd, sizeof(cmd),
+		 "promtool check metrics < metrics.txt > promtool.log 2>&1 || { cat promtool.log >&2; exit 1; }");
 	gitops_sh(r.dir, cmd);
 
 	int prom_port = gitops_free_port();
@@ -1397,15 +1398,21 @@ static void test_sync__prometheus_scrapes_the_metrics(void **state)
 	pid_t prom = stack_spawn(argv, NULL, log);
 
 	double start = stack_now();
-	while (prometheus_value(prom_port, "latch_sync_passes_total%7Bsource%3D%22apps%22%2Cresult%3D%22success%22%7D") < 1 &&
+	while (prometheus_value(prom_port,
+				"latch_sync_passes_total%7Bsource%3D%22apps%22%2Cresult%3D%22success%22%7D") < 1 &&
 	       stack_now() - start < 60)
 		usleep(500 * 1000);
 	assert_true(prometheus_value(prom_port, "up%7Bjob%3D%22latch-sync%22%7D") == 1);
-	assert_true(prometheus_value(prom_port, "latch_sync_passes_total%7Bsource%3D%22apps%22%2Cresult%3D%22success%22%7D") >= 1);
-	assert_true(prometheus_value(prom_port, "latch_sync_pass_duration_seconds_count%7Bsource%3D%22apps%22%7D") >= 1);
-	assert_true(prometheus_value(prom_port, "latch_sync_git_fetch_duration_seconds_count%7Bsource%3D%22apps%22%7D") >= 1);
-	assert_true(prometheus_value(prom_port, "latch_sync_api_requests_total%7Bmethod%3D%22GET%22%2Ccode%3D%22200%22%7D") >= 1);
-	assert_true(prometheus_value(prom_port, "latch_sync_reconcile_condition%7Bsource%3D%22apps%22%2Cstatus%3D%22True%22%7D") ==
+	assert_true(prometheus_value(prom_port,
+				     "latch_sync_passes_total%7Bsource%3D%22apps%22%2Cresult%3D%22success%22%7D") >= 1);
+	assert_true(prometheus_value(prom_port,
+				     "latch_sync_pass_duration_seconds_count%7Bsource%3D%22apps%22%7D") >= 1);
+	assert_true(prometheus_value(prom_port,
+				     "latch_sync_git_fetch_duration_seconds_count%7Bsource%3D%22apps%22%7D") >= 1);
+	assert_true(prometheus_value(prom_port,
+				     "latch_sync_api_requests_total%7Bmethod%3D%22GET%22%2Ccode%3D%22200%22%7D") >= 1);
+	assert_true(prometheus_value(prom_port,
+				     "latch_sync_reconcile_condition%7Bsource%3D%22apps%22%2Cstatus%3D%22True%22%7D") ==
 		    1);
 	printf("# Prometheus had the series %.1f s after it started\n", stack_now() - start);
 

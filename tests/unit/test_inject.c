@@ -363,7 +363,8 @@ static void test_inject__token_audience_option(void **state)
 	/* On the workload too: "" is the API server's audience, whatever the operator's default. */
 	json_t *latch = injected_latch("        latch.dev/token-audience: ''\n", NULL, &obj);
 	assert_non_null(latch);
-	json_t *source = json_array_get(latch_json_path(named(json_object_get(pod_spec(obj), "volumes"), "latch-token"),
+	json_t *source = json_array_get(latch_json_path(named(json_object_get(pod_spec(obj), "volumes"),
+							      "latch-token"),
 							"projected.sources"), 0);
 	assert_null(latch_json_path(source, "serviceAccountToken.audience"));
 	json_decref(obj);
