@@ -303,7 +303,9 @@ static int answer(struct serve *sv, const char *path, struct latch_buf *body)
 			if (sv->stats[i].elsewhere || (sv->stats[i].ran && sv->stats[i].last_ok))
 				continue;
 			status = 503;
-			latch_buf_printf(body, "source %s: %s\n", sv->cfg->sources[i].name, sv->stats[i].ran ? "last pass failed" : "no pass yet");
+			/* The error names the file or commit, the key and why; it holds no value. */
+			latch_buf_printf(body, "source %s: %s%s\n", sv->cfg->sources[i].name,
+					 sv->stats[i].ran ? "last pass failed: " : "no pass yet", sv->stats[i].ran ? sv->stats[i].error : "");
 		}
 		if (status == 200)
 			latch_buf_printf(body, "ok\n");

@@ -406,7 +406,8 @@ static void test_sync__run_serves_health_readiness_and_metrics(void **state)
 	write_in(&r, "clusters/stack/zz-bad.yaml", "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: broken\n   bad: indent\n");
 	gitops_sh(r.dir, "cd repo && git add -A && git commit -qm bad");
 	char *why = await_status(port, "/readyz", 503, 20);
-	assert_non_null(strstr(why, "source apps: last pass failed"));
+	assert_non_null(strstr(why, "source apps: last pass failed: "));
+	assert_non_null(strstr(why, "zz-bad.yaml"));
 	free(why);
 	metrics = await_status(port, "/metrics", 200, 5);
 	assert_null(strstr(metrics, "result=\"failure\"} 0\n"));
