@@ -604,11 +604,18 @@ static void test_node__latch_sync_in_the_cluster_deploys_a_working_app(void **st
 	char *user = pg_user_on_node(app), *password = pg_password_on_node(app);
 	assert_int_equal(stack_psql_login(user, password), 0);
 	/* deploy/ runs two replicas: the one holding the source's Lease synced it, and says which
-	 * commit it applied; the other synced nothing. */
+	 * commit it applied (once its health check saw the app available, a moment after the app
+	 * is ready); the other synced nothing. */
 	char *holder = lease_holder_pod("latch-sync.node.node");
-	char *log = node_logs("latch-system", holder, "latch-sync", false);
-	assert_non_null(strstr(log, rev));
+	char *log = NULL;
+	for (int t = 0; t < 60 && (!log || !strstr(log, "\"msg\":\"synced\"")); t++) {
+		if (log)
+			sleep(1);
+		free(log);
+		log = node_logs("latch-system", holder, "latch-sync", false);
+	}
 	assert_non_null(strstr(log, "\"msg\":\"synced\""));
+	assert_non_null(strstr(log, rev));
 	assert_null(strstr(log, password));
 	json_t *pods = node_list_pods(kube, "latch-system", "app.kubernetes.io%2Fname%3Dlatch-sync");
 	size_t i, n_pods = 0;
