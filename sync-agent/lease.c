@@ -592,12 +592,16 @@ static int check_access(struct sync_leases *l, struct latch_error *err)
 {
 	long status = 0;
 	json_t *answer = NULL;
-	int r = latch_k8s_request(l->k, "GET", l->sources[l->n].path, NULL, NULL, &status, &answer, err);
-	json_decref(answer);
-	if (r == 0 && (status == 401 || status == 403))
+	struct latch_error no_answer = LATCH_ERROR_INIT;
+	int r = 0;
+	/* No answer yet is no verdict: the rounds try again. */
+	if (latch_k8s_request(l->k, "GET", l->sources[l->n].path, NULL, NULL, &status, &answer, &no_answer) == 0 &&
+	    (status == 401 || status == 403))
 		r = latch_error_set(err, LATCH_EFORBIDDEN, "reading Leases in namespace '%s' answered %ld: give latch-sync "
 				    "the Lease Role of deploy/ (get, list, create, update, patch, delete), or run one "
 				    "replica with --no-leases", l->namespace, status);
+	latch_error_done(&no_answer);
+	json_decref(answer);
 	return r;
 }
 
@@ -623,9 +627,10 @@ int sync_leases_start(const struct latch_k8s *k, const struct sync_config *cfg,
 	if (r == 0)
 		r = latch_k8s_clone(k, &l->k, err);
 	/* A request stuck in retries would hold the thread past the renew deadline, and a Lease
-	 * past it would be lost without a word: each gets half a retry period at most. */
+	 * past it would be lost without a word: each gets half a retry period, or a second when
+	 * that is shorter (a TLS handshake on a loaded machine takes a good part of one). */
 	if (r == 0)
-		latch_k8s_set_deadline(l->k, (unsigned)(l->o.retry_s * 500));
+		latch_k8s_set_deadline(l->k, l->o.retry_s * 500 > 1000 ? (unsigned)(l->o.retry_s * 500) : 1000);
 	if (r == 0)
 		r = check_access(l, err);
 	if (r == 0)
