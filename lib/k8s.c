@@ -680,10 +680,11 @@ int latch_k8s_list(struct latch_k8s *k, const char *api_version, const char *kin
 		if (rest)
 			memmove(ns, rest, strlen(rest) + 1);
 	}
+	static const struct latch_k8s_list_options every_object = { 0 };
 	json_t *items = json_array();
 	char *cont = NULL;
 	do
-		r = list_page(k, path, o, &cont, items, err);
+		r = list_page(k, path, o ? o : &every_object, &cont, items, err);
 	while (r == 0 && cont);
 	free(cont);
 	if (r < 0) {

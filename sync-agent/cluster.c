@@ -256,6 +256,23 @@ static int wait_established(struct latch_k8s *k, const json_t *crd, double deadl
 	}
 }
 
+void sync_result_note(struct sync_result *res, json_t *entry, const char *action)
+{
+	if (!res->touched)
+		res->touched = json_object();
+	_cleanup_free_ char *key = entry ? sync_entry_key(entry) : NULL;
+	if (key && res->touched && json_object_set_new(entry, "action", json_string(action)) == 0)
+		json_object_set(res->touched, key, entry);
+	json_decref(entry);
+}
+
+void sync_result_done(struct sync_result *res)
+{
+	json_decref(res->entries);
+	json_decref(res->touched);
+	res->entries = res->touched = NULL;
+}
+
 /* Record the fingerprint of what the apply stored. It changed the object if that moved from
  * the one the last pass recorded (or, for an object new to the inventory, from the live one,
  * which a lagging watch cache cannot make look like a change). */
@@ -266,8 +283,10 @@ static void note_applied(const json_t *obj, const char *fingerprint, json_t *fin
 	const char *before = key ? latch_json_get_str(fingerprints, key) : NULL;
 	if (!before && live)
 		before = listed = sync_object_fingerprint(sync_object_live(live, obj));
-	if (!before || !fingerprint || strcmp(before, fingerprint) != 0)
+	if (!before || !fingerprint || strcmp(before, fingerprint) != 0) {
 		res->changed++;
+		sync_result_note(res, sync_object_entry(obj), before ? "Updated" : "Created");
+	}
 	if (key && fingerprint)
 		json_object_set_new(fingerprints, key, json_string(fingerprint));
 }
@@ -367,6 +386,7 @@ static int delete_all(struct latch_k8s *k, const json_t *objects, bool one_by_on
 			r = latch_error_set(err, results[i], "pruning: %s", latch_error_message(&errors[i]));
 		else if (results[i] == 0) {
 			res->pruned++;
+			sync_result_note(res, sync_object_entry(o), "Pruned");
 			LATCH_LOG(LATCH_LOG_INFO, "pruned", { "kind", latch_json_get_str(o, "kind") }, { "name", sync_object_meta(o, "name") });
 		} else if (results[i] == KEPT) {
 			LATCH_LOG(LATCH_LOG_INFO, "kept an object replaced since it was listed", { "kind", latch_json_get_str(o, "kind") },

@@ -36,6 +36,7 @@ struct lease_state {
 	char *requested;   /* the Lease's REQUESTED_AT as last seen */
 	bool looked;       /* requested holds what the Lease said (a request before is no news) */
 	bool pass_wanted;  /* just acquired, or another replica asked: the loop passes it at once */
+	char holder[128];  /* the live replica that held it at the last look; "" for none or this one */
 };
 
 struct sync_leases {
@@ -135,6 +136,21 @@ static void set_held(struct sync_leases *l, size_t i, double until)
 	}
 }
 
+static void note_holder(struct sync_leases *l, size_t i, const char *holder)
+{
+	pthread_mutex_lock(&l->lock);
+	snprintf(l->sources[i].holder, sizeof(l->sources[i].holder), "%s", holder ? holder : "");
+	pthread_mutex_unlock(&l->lock);
+}
+
+bool sync_leases_holder(struct sync_leases *l, size_t i, char *out, size_t size)
+{
+	pthread_mutex_lock(&l->lock);
+	snprintf(out, size, "%s", l->sources[i].holder);
+	pthread_mutex_unlock(&l->lock);
+	return *out != '\0';
+}
+
 bool sync_leases_held(struct sync_leases *l, size_t i)
 {
 	return sync_leases_time_left(l, i) > 0;
@@ -188,6 +204,26 @@ static long send_lease(struct sync_leases *l, const char *method, const char *pa
 	return r == 0 ? status : 0;
 }
 
+/* The SyncConfig's namespace, made as the inventory writer makes it (the same field manager),
+ * when a Lease cannot be created for want of it. */
+static int make_namespace(struct sync_leases *l)
+{
+	json_t *ns = json_pack("{s:s,s:s,s:{s:s}}", "apiVersion", "v1", "kind", "Namespace", "metadata", "name",
+			       l->namespace);
+	struct latch_k8s_apply_options ao = { FIELD_MANAGER "-inventory", true, false, NULL };
+	struct latch_error err = LATCH_ERROR_INIT;
+	int r = ns ? latch_k8s_apply(l->k, ns, &ao, NULL, &err)
+		   : latch_error_set(&err, LATCH_ENOMEM, "out of memory");
+	if (r < 0 && l->last_refusal != 404) {
+		l->last_refusal = 404;
+		LATCH_LOG(LATCH_LOG_WARN, "the namespace for the Leases is missing and could not be made",
+			  { "namespace", l->namespace }, { "error", latch_error_message(&err) });
+	}
+	json_decref(ns);
+	latch_error_done(&err);
+	return r;
+}
+
 static bool create_lease(struct sync_leases *l, size_t i)
 {
 	struct latch_buf collection = LATCH_BUF_INIT(1024);
@@ -197,9 +233,11 @@ static bool create_lease(struct sync_leases *l, size_t i)
 				  "labels", "app.kubernetes.io/managed-by", "latch-sync",
 				  own ? LABEL_REPLICA_OF : LABEL_CONFIG, l->config, "spec",
 				  lease_spec(l->identity, l->o.duration_s));
-	bool taken = latch_buf_printf(&collection, "/apis/coordination.k8s.io/v1/namespaces/%s/leases",
-				      l->namespace) == 0 &&
-		     send_lease(l, "POST", latch_buf_str(&collection), lease) == 201;
+	long status = latch_buf_printf(&collection, "/apis/coordination.k8s.io/v1/namespaces/%s/leases",
+				       l->namespace) == 0 ? send_lease(l, "POST", latch_buf_str(&collection), lease) : 0;
+	if (status == 404 && make_namespace(l) == 0)
+		status = send_lease(l, "POST", latch_buf_str(&collection), lease);
+	bool taken = status == 201;
 	json_decref(lease);
 	latch_buf_done(&collection);
 	return taken;
@@ -259,7 +297,9 @@ static enum outcome take_or_renew(struct sync_leases *l, size_t i, const json_t 
 	double duration = their_duration > 0 ? (double)their_duration : l->o.duration_s;
 	double changed = observe(&st->s, spec, now);
 	notice_request(l, i, lease, mine);
-	if (!mine && (!may_take || (!free_lease && now < changed + duration)))
+	bool held_by_another = !mine && !free_lease && now < changed + duration;
+	note_holder(l, i, held_by_another ? holder : NULL);
+	if (!mine && (!may_take || held_by_another))
 		return NOT_HELD;
 	json_t *updated = renewed(l, lease, mine);
 	long status = updated ? send_lease(l, "PUT", st->path, updated) : 0;
@@ -298,6 +338,7 @@ static bool try_once(struct sync_leases *l, size_t i, bool may_take, double star
 	latch_error_done(&err);
 	enum outcome o = NO_ANSWER;
 	if (r == 0 && status == 404) {
+		note_holder(l, i, NULL);
 		o = may_take && create_lease(l, i) ? HELD : NOT_HELD;
 		l->sources[i].looked = o == HELD; /* created without a request on it */
 	} else if (r == 0 && status == 200) {

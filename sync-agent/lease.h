@@ -38,6 +38,8 @@ int sync_leases_start(const struct latch_k8s *k, const struct sync_config *cfg,
  * for how many seconds more without a renewal (<= 0: not held). */
 bool sync_leases_held(struct sync_leases *l, size_t i);
 double sync_leases_time_left(struct sync_leases *l, size_t i);
+/* Whether another live replica held source i's Lease at the last look, and which (in out). */
+bool sync_leases_holder(struct sync_leases *l, size_t i, char *out, size_t size);
 /* A pass over source i is under way (busy) or over: its Lease is not given up meanwhile. */
 void sync_leases_busy(struct sync_leases *l, size_t i, bool busy);
 /* A push hook for a source another replica holds: ask that replica for a pass, through an

@@ -173,7 +173,10 @@ static bool pass_one(struct latch_k8s *k, const struct sync_config *cfg, size_t 
 	/* Busy first: the lease thread may give up a Lease it holds above its share, not this one. */
 	sync_leases_busy(leases, i, true);
 	bool ok = true, mine = time_held(&held) > 0;
-	serve_held_elsewhere(sv, i, !mine);
+	char holder[128] = "";
+	if (!mine)
+		sync_leases_holder(leases, i, holder, sizeof(holder));
+	serve_held_elsewhere(sv, i, !mine, holder);
 	if (mine) {
 		latch_k8s_set_write_guard(k, time_held, &held);
 		ok = pass_source(k, cfg, i, dry_run, sv);
@@ -199,6 +202,7 @@ static bool pass_source(struct latch_k8s *k, const struct sync_config *cfg, size
 		log_result(s, &res, dry_run);
 	else
 		LATCH_LOG(LATCH_LOG_ERROR, "sync failed", { "source", s->name }, { "error", latch_error_message(&err) });
+	sync_result_done(&res);
 	latch_error_done(&err);
 	return ok;
 }

@@ -124,7 +124,7 @@ bool sync_kept_unless_created(const json_t *e, const json_t *created)
 	return !key || !sync_names_contain(created, key); /* out of memory: keep it */
 }
 
-static char *entry_key(const json_t *e)
+char *sync_entry_key(const json_t *e)
 {
 	struct latch_buf b = LATCH_BUF_INIT(4096);
 	latch_buf_printf(&b, "%s/%s/%s/%s", latch_json_get_str(e, "apiVersion"), latch_json_get_str(e, "kind"),
@@ -134,7 +134,7 @@ static char *entry_key(const json_t *e)
 
 void sync_entry_set_add(json_t *set, const json_t *e)
 {
-	_cleanup_free_ char *key = entry_key(e);
+	_cleanup_free_ char *key = sync_entry_key(e);
 	if (key)
 		json_object_set_new(set, key, json_true());
 }
@@ -150,7 +150,7 @@ json_t *sync_entry_set(const json_t *entries)
 
 bool sync_entry_set_has(const json_t *set, const json_t *e)
 {
-	_cleanup_free_ char *key = entry_key(e);
+	_cleanup_free_ char *key = sync_entry_key(e);
 	return key && json_object_get(set, key);
 }
 

@@ -33,6 +33,8 @@ const json_t *sync_object_live(const json_t *live, const json_t *obj);
 /* Inventory entries: {apiVersion, kind, namespace, name}. */
 json_t *sync_object_entry(const json_t *obj);
 json_t *sync_object_from_entry(const json_t *e); /* an object carrying only that identity */
+/* The entry's "apiVersion/kind/namespace/name", as sync_object_key gives it (to free). */
+char *sync_entry_key(const json_t *e);
 /* A set of entries (a JSON object keyed by their identity), for lookups in O(1). */
 json_t *sync_entry_set(const json_t *entries);
 void sync_entry_set_add(json_t *set, const json_t *e);

@@ -64,10 +64,14 @@ struct source_stats {
 	char error[1024];     /* the last failure's message (no values: sync errors hold none) */
 	size_t last_changed, last_drifted, last_pruned;
 	bool ran, last_ok;
-	bool elsewhere;       /* another replica holds the source's Lease */
+	bool elsewhere;       /* this replica does not hold the source's Lease... */
+	char holder[128];     /* ...and this one does ("": none seen yet) */
 	bool pass_requested;  /* a signed push hook came: the loop runs this source at once */
 	double hook_tokens;   /* rate limit: HOOK_BURST requests, then HOOK_PER_S */
 	double hook_refilled;
+	json_t *entries;      /* the inventory of the last applied pass (sync_result) */
+	json_t *last_change;  /* entry key -> {action, at}: what the last pass that changed it did */
+	json_t *pruned_entries; /* what the last pass that pruned pruned: entries with action and at */
 };
 
 struct open_connection {
@@ -244,7 +248,7 @@ static const char page_head[] =
 	"body{font:14px system-ui,sans-serif;margin:2em;color:#222}h1{font-size:20px}\n"
 	"table{border-collapse:collapse}\n"
 	"th,td{border:1px solid #ccc;padding:4px 8px;text-align:left;vertical-align:top}\n"
-	"th{background:#f4f4f4}tr.failed td{background:#fde8e8}tr.ok td.result{color:#176e2c}\n"
+	"th{background:#f4f4f4}tr.failed td,tr.drift td{background:#fde8e8}tr.ok td.result{color:#176e2c}\n"
 	"tr.failed td.result{color:#a01818;font-weight:bold}td.error{font-family:monospace;white-space:pre-wrap}\n"
 	"</style></head><body>\n";
 
@@ -253,17 +257,57 @@ static void source_row(struct latch_buf *b, const struct sync_source *src, const
 	char when[32] = "-";
 	if (st->ran)
 		utc_time(st->last_pass, when);
-	const char *result = st->elsewhere ? "Synced by another replica" : !st->ran ? "No pass yet"
+	const char *result = st->elsewhere && st->holder[0] ? "Synced by replica "
+			     : st->elsewhere ? "Waiting for its Lease"
+			     : !st->ran ? "No pass yet"
 			     : st->last_ok ? "Applied" : "Failed";
 	latch_buf_printf(b, "<tr class=\"%s\"><td>", st->elsewhere ? "elsewhere" : !st->ran ? "waiting"
 							 : st->last_ok ? "ok" : "failed");
 	html_text(b, src->name);
-	latch_buf_printf(b, "</td><td class=\"result\">%s</td><td><code>%.12s</code></td><td>%s</td>", result,
-			 st->revision[0] ? st->revision : "-", when);
+	latch_buf_printf(b, "</td><td class=\"result\">%s", result);
+	html_text(b, st->elsewhere ? st->holder : "");
+	latch_buf_printf(b, "</td><td><code>%.12s</code></td><td>%s</td>", st->revision[0] ? st->revision : "-",
+			 when);
 	latch_buf_printf(b, "<td>%.2f s</td><td>%zu</td><td>%zu</td><td>%zu</td><td>%zu</td><td class=\"error\">",
 			 st->last_seconds, st->objects, st->last_changed, st->last_drifted, st->last_pruned);
 	html_text(b, st->last_ok ? "" : st->error);
 	latch_buf_append_str(b, "</td></tr>\n");
+}
+
+static void inventory_row(struct latch_buf *b, const json_t *entry, const char *state, const json_t *change)
+{
+	const char *action = latch_json_get_str(change, "action");
+	bool drift = action && strcmp(action, "Drift corrected") == 0;
+	latch_buf_printf(b, "<tr class=\"%s\"><td>", drift ? "drift" : "object");
+	const char *cells[] = { latch_json_get_str(entry, "kind"), latch_json_get_str(entry, "namespace"),
+				latch_json_get_str(entry, "name"), state };
+	for (size_t i = 0; i < sizeof(cells) / sizeof(cells[0]); i++) {
+		latch_buf_append_str(b, i ? "</td><td>" : "");
+		html_text(b, cells[i] ? cells[i] : "");
+	}
+	char when[32] = "-";
+	if (action)
+		utc_time((time_t)json_integer_value(json_object_get(change, "at")), when);
+	latch_buf_printf(b, "</td><td>%s%s%s</td></tr>\n", action ? action : "", action ? " " : "", when);
+}
+
+/* Each object of the last applied revision, with the last change a pass made to it (created,
+ * updated, drift put back); then what the last pruning pass pruned. */
+static void inventory_table(struct latch_buf *b, const struct sync_source *src, const struct source_stats *st)
+{
+	size_t n = json_array_size(st->entries);
+	latch_buf_printf(b, "<details%s><summary>", n <= 100 ? " open" : "");
+	html_text(b, src->name);
+	latch_buf_printf(b, ": %zu objects</summary>\n<table class=\"inventory\">\n"
+			    "<tr><th>Kind</th><th>Namespace</th><th>Name</th><th>State</th><th>Last change</th></tr>\n", n);
+	size_t i;
+	json_t *entry;
+	json_array_foreach(st->entries, i, entry) {
+		_cleanup_free_ char *key = sync_entry_key(entry);
+		inventory_row(b, entry, "In sync", key ? json_object_get(st->last_change, key) : NULL);
+	}
+	json_array_foreach(st->pruned_entries, i, entry) inventory_row(b, entry, "Pruned", entry);
+	latch_buf_append_str(b, "</table></details>\n");
 }
 
 /* GET /: what happened, for a person, without kubectl. Read-only, no script, no value. */
@@ -285,7 +329,11 @@ static void status_page(struct serve *sv, struct latch_buf *b)
 		source_row(b, &sv->cfg->sources[i], &sv->stats[i]);
 	latch_buf_append_str(b, "</table>\n<p>Objects, changed, drifted and pruned are the counts of the last "
 				"applied pass. Machine-readable: <a href=\"/metrics\">/metrics</a>, <a href=\"/readyz\">/readyz"
-				"</a>.</p>\n</body></html>\n");
+				"</a>.</p>\n<h2>Inventory</h2>\n<p>Drift is found and put back at each pass.</p>\n");
+	for (size_t i = 0; i < sv->cfg->n_sources; i++)
+		if (sv->stats[i].entries)
+			inventory_table(b, &sv->cfg->sources[i], &sv->stats[i]);
+	latch_buf_append_str(b, "</body></html>\n");
 }
 
 /* The answer to "GET path": status and body. */
@@ -300,9 +348,14 @@ static int answer(struct serve *sv, const char *path, struct latch_buf *body)
 	} else if (strcmp(path, "/readyz") == 0) {
 		status = 200;
 		for (size_t i = 0; i < sv->cfg->n_sources; i++) {
-			if (sv->stats[i].elsewhere || (sv->stats[i].ran && sv->stats[i].last_ok))
+			if ((sv->stats[i].elsewhere && sv->stats[i].holder[0]) ||
+			    (!sv->stats[i].elsewhere && sv->stats[i].ran && sv->stats[i].last_ok))
 				continue;
 			status = 503;
+			if (sv->stats[i].elsewhere) {
+				latch_buf_printf(body, "source %s: waiting for its Lease\n", sv->cfg->sources[i].name);
+				continue;
+			}
 			/* The error names the file or commit, the key and why; it holds no value. */
 			latch_buf_printf(body, "source %s: %s%s\n", sv->cfg->sources[i].name,
 					 sv->stats[i].ran ? "last pass failed: " : "no pass yet", sv->stats[i].ran ? sv->stats[i].error : "");
@@ -483,12 +536,14 @@ void serve_request_pass(struct serve *sv, size_t source)
 	kill(getpid(), SIGUSR1); /* wakes the loop, which waits for it */
 }
 
-void serve_held_elsewhere(struct serve *sv, size_t source, bool elsewhere)
+void serve_held_elsewhere(struct serve *sv, size_t source, bool elsewhere, const char *holder)
 {
 	if (!sv)
 		return;
 	pthread_mutex_lock(&sv->lock);
-	sv->stats[source].elsewhere = elsewhere;
+	struct source_stats *st = &sv->stats[source];
+	st->elsewhere = elsewhere;
+	snprintf(st->holder, sizeof(st->holder), "%s", elsewhere && holder ? holder : "");
 	pthread_mutex_unlock(&sv->lock);
 }
 
@@ -593,6 +648,56 @@ int serve_start(const char *listen, const struct sync_config *cfg, long stale_af
 	return 0;
 }
 
+/* Forgets the changes of objects no longer in the inventory (left without a prune). */
+static void forget_departed(struct source_stats *st)
+{
+	json_t *kept = json_object();
+	size_t i;
+	json_t *entry;
+	json_array_foreach(kept ? st->entries : NULL, i, entry) {
+		_cleanup_free_ char *key = sync_entry_key(entry);
+		json_t *change = key ? json_object_get(st->last_change, key) : NULL;
+		if (change)
+			json_object_set(kept, key, change);
+	}
+	if (!kept)
+		return;
+	json_decref(st->last_change);
+	st->last_change = kept;
+}
+
+/* The applied pass's inventory for the page, with the last change to each object kept
+ * across the quiet passes that follow. */
+static void keep_inventory(struct source_stats *st, const struct sync_result *res)
+{
+	json_decref(st->entries);
+	st->entries = json_incref(res->entries);
+	if (!st->last_change)
+		st->last_change = json_object();
+	json_t *pruned = json_array();
+	const char *key;
+	json_t *touched;
+	json_object_foreach(res->touched, key, touched) {
+		const char *action = latch_json_get_str(touched, "action");
+		bool was_pruned = action && strcmp(action, "Pruned") == 0;
+		json_t *change = json_pack("{s:s?,s:I}", "action", action, "at", (json_int_t)st->last_pass);
+		if (was_pruned && pruned && json_object_update(change, touched) == 0)
+			json_array_append(pruned, change);
+		if (was_pruned)
+			json_object_del(st->last_change, key);
+		else if (change)
+			json_object_set(st->last_change, key, change);
+		json_decref(change);
+	}
+	if (json_array_size(pruned) > 0) {
+		json_decref(st->pruned_entries);
+		st->pruned_entries = json_incref(pruned);
+	}
+	json_decref(pruned);
+	if (json_object_size(st->last_change) > json_array_size(st->entries))
+		forget_departed(st);
+}
+
 void serve_record(struct serve *sv, size_t source, bool ok, const struct sync_result *res,
 		  const struct sync_observed *observed, double seconds, const char *error)
 {
@@ -621,6 +726,7 @@ void serve_record(struct serve *sv, size_t source, bool ok, const struct sync_re
 		st->last_drifted = res->drifted;
 		st->last_pruned = res->pruned;
 		st->last_success = st->last_pass;
+		keep_inventory(st, res);
 	} else {
 		st->failed++;
 	}
@@ -644,6 +750,11 @@ void serve_stop(struct serve *sv)
 	pthread_join(sv->watchdog, NULL);
 	MHD_stop_daemon(sv->daemon); /* closes the listening socket it was given */
 	pthread_mutex_destroy(&sv->lock);
+	for (size_t i = 0; i < sv->cfg->n_sources; i++) {
+		json_decref(sv->stats[i].entries);
+		json_decref(sv->stats[i].last_change);
+		json_decref(sv->stats[i].pruned_entries);
+	}
 	free(sv->stats);
 	free(sv);
 }

@@ -29,7 +29,8 @@ void serve_heartbeat(struct serve *sv);
 bool serve_take_pass_request(struct serve *sv, size_t source);
 /* Ask the loop for a pass of source at once (a push hook, or another replica's). */
 void serve_request_pass(struct serve *sv, size_t source);
-/* Another replica holds the source's Lease: /readyz does not wait for it here, and the page
- * says so. Accepts a NULL sv. */
-void serve_held_elsewhere(struct serve *sv, size_t source, bool elsewhere);
+/* This replica does not hold the source's Lease (elsewhere). When another replica, holder,
+ * does, /readyz does not wait for the source here and the page names that replica; when none
+ * does yet (holder NULL or ""), /readyz waits. Accepts a NULL sv. */
+void serve_held_elsewhere(struct serve *sv, size_t source, bool elsewhere, const char *holder);
 void serve_stop(struct serve *sv);

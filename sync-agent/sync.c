@@ -399,6 +399,18 @@ static int prepare(struct latch_k8s *k, const struct sync_config *c, const struc
 	return r;
 }
 
+/* The revision is the one applied last time: whatever the apply changed had drifted. */
+static void mark_drift_corrected(json_t *touched)
+{
+	const char *key;
+	json_t *entry;
+	json_object_foreach(touched, key, entry) {
+		const char *action = latch_json_get_str(entry, "action");
+		if (action && strcmp(action, "Pruned") != 0)
+			json_object_set_new(entry, "action", json_string("Drift corrected"));
+	}
+}
+
 int sync_source_pass(struct latch_k8s *k, const struct sync_config *c, const struct sync_source *s, FILE *diff,
 		     struct sync_result *ret, struct sync_observed *observed, struct latch_error *err)
 {
@@ -427,13 +439,17 @@ int sync_source_pass(struct latch_k8s *k, const struct sync_config *c, const str
 	t.validated = t.applied = t.pruned = t.healthy = sync_now();
 	if (r == 0 && !dry_run)
 		r = apply_revision(k, c, s, objects, to_apply, live, current, new_namespaces, &lp, &res, &t, &p, err);
-	if (unchanged)
+	if (unchanged) {
 		res.drifted = res.changed;
+		mark_drift_corrected(res.touched);
+	}
 	bool quiet = unchanged && res.changed == 0 && res.pruned == 0;
 	if (!dry_run && readable)
 		r = record_pass(k, c, s, &lp, current ? current : lp.entries, &res, hash, &t, &p, quiet, r, err);
 	else if (!dry_run && r < 0)
 		record_event(k, c, s, true, "SyncFailed", latch_error_message(err));
+	if (r == 0 && !dry_run)
+		res.entries = json_incref(current);
 	last_pass_done(&lp);
 	free(hash);
 	json_decref(live);
@@ -442,8 +458,10 @@ int sync_source_pass(struct latch_k8s *k, const struct sync_config *c, const str
 	json_decref(new_namespaces);
 	json_decref(current);
 	json_decref(objects);
-	if (r < 0)
+	if (r < 0) {
+		sync_result_done(&res);
 		return r;
+	}
 	*ret = res;
 	return 0;
 }

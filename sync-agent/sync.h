@@ -65,7 +65,17 @@ struct sync_result {
 	size_t changed;  /* objects the apply changed: new, updated, or put back after drift */
 	size_t drifted;  /* of those, changed although the revision was the same */
 	size_t would_change; /* diff: objects the apply and prune would change */
+	/* For the status page, after a pass that applied: the inventory's entries, and what the
+	 * pass did to each object it touched (entry key -> the entry with "action": "Created",
+	 * "Updated", "Drift corrected" or "Pruned"; an entry not named there is in sync). Names
+	 * only, never content. Owned: sync_result_done() frees them. */
+	json_t *entries, *touched;
 };
+
+void sync_result_done(struct sync_result *res);
+/* Note what the pass did to one object (entry: see sync_object_entry); out of memory only
+ * loses the note. */
+void sync_result_note(struct sync_result *res, json_t *entry, const char *action);
 
 /* What a pass saw on its way, filled whether it applied or not (for metrics). */
 struct sync_observed {

@@ -93,6 +93,6 @@ struct latch_k8s_list_options {
 };
 
 /* Every object of a kind in all namespaces, following continue tokens; ret is an array of
- * the items (which carry no kind or apiVersion). */
+ * the items (which carry no kind or apiVersion). o NULL: every object, uncached. */
 int latch_k8s_list(struct latch_k8s *k, const char *api_version, const char *kind, const struct latch_k8s_list_options *o,
 		   json_t **ret, struct latch_error *err);

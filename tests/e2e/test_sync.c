@@ -370,6 +370,23 @@ static char *await_status(int port, const char *path, long want, double seconds)
 	return NULL;
 }
 
+/* The status page once it shows text (the pass may still be on its way). */
+static char *await_page(int port, const char *text, double seconds)
+{
+	double end = stack_now() + seconds;
+	char *body = NULL;
+	while (stack_now() < end) {
+		free(body);
+		body = NULL;
+		if (gitops_http_get(port, "/", &body) == 200 && strstr(body, text))
+			return body;
+		struct timespec pause = { 0, 200000000 };
+		nanosleep(&pause, NULL);
+	}
+	fail_msg("the status page did not show '%s' within %.0f s: %s", text, seconds, body ? body : "");
+	return NULL;
+}
+
 /* Whether the process may write no core file (its memory holds git credentials). */
 static bool no_core_dumps(pid_t pid)
 {
@@ -457,6 +474,30 @@ static void stop_listening(pid_t pid)
 }
 
 /* latch-sync run serving on a free port of 127.0.0.1, once /readyz says every source applied. */
+/* Deletes the Leases of a SyncConfig that an earlier run left behind (an agent killed with
+ * its test): a new agent would wait a lease duration for each, seeing another replica. */
+static void forget_leases(struct latch_k8s *k, const char *config)
+{
+	json_t *leases = NULL;
+	struct latch_error err = LATCH_ERROR_INIT;
+	assert_int_equal(latch_k8s_list(k, "coordination.k8s.io/v1", "Lease", NULL, &leases, &err), 0);
+	char source_prefix[128], replica_prefix[128];
+	snprintf(source_prefix, sizeof(source_prefix), "latch-sync.%s.", config);
+	snprintf(replica_prefix, sizeof(replica_prefix), "latch-sync-replica.%s.", config);
+	size_t i;
+	json_t *lease;
+	json_array_foreach(leases, i, lease) {
+		const char *name = latch_json_get_str(json_object_get(lease, "metadata"), "name");
+		const char *ns = latch_json_get_str(json_object_get(lease, "metadata"), "namespace");
+		if (name && ns && strcmp(ns, "latch-system") == 0 &&
+		    (strncmp(name, source_prefix, strlen(source_prefix)) == 0 ||
+		     strncmp(name, replica_prefix, strlen(replica_prefix)) == 0))
+			assert_int_equal(latch_k8s_delete(k, "coordination.k8s.io/v1", "Lease", ns, name, &err), 0);
+	}
+	json_decref(leases);
+	latch_error_done(&err);
+}
+
 static pid_t spawn_listening(const struct repo *r, int *ret_port)
 {
 	*ret_port = gitops_free_port();
@@ -813,7 +854,41 @@ static void test_sync__status_page_shows_what_happened(void **state)
 	assert_non_null(strstr(page, short_rev));
 	assert_non_null(strstr(page, "the sync loop is turning"));
 	assert_null(strstr(page, "<script"));
+	/* The inventory: each object (created, or left as an earlier test left it). */
+	assert_non_null(strstr(page, "<summary>apps: 3 objects</summary>"));
+	assert_non_null(strstr(page, "<td>ConfigMap</td><td>sync-e2e</td><td>settings</td><td>In sync</td>"));
+	assert_non_null(strstr(page, "<td>Deployment</td><td>sync-e2e</td><td>web</td><td>In sync</td>"));
+	assert_non_null(strstr(page, "<td>Namespace</td><td></td><td>sync-e2e</td><td>In sync</td>"));
 	free(page);
+
+	/* Someone edits the ConfigMap by hand, and an object leaves the repository. */
+	struct latch_k8s *k = kube();
+	json_t *edit = json_pack("{s:s,s:s,s:{s:s,s:s},s:{s:s}}", "apiVersion", "v1", "kind", "ConfigMap",
+				 "metadata", "name", "settings", "namespace", "sync-e2e", "data", "color", "red");
+	struct latch_k8s_apply_options by_hand = { .field_manager = "kubectl-edit", .force = true };
+	struct latch_error err = LATCH_ERROR_INIT;
+	assert_int_equal(latch_k8s_apply(k, edit, &by_hand, NULL, &err), 0);
+	json_decref(edit);
+	free(await_page(port, "<td>settings</td><td>In sync</td><td>Drift corrected 20", 20));
+	char without_web[sizeof(base)];
+	snprintf(without_web, sizeof(without_web), "%.*s", (int)(strstr(base, "apiVersion: apps/v1") - base), base);
+	write_in(&r, "clusters/stack/app.yaml", without_web);
+	gitops_sh(r.dir, "cd repo && git commit -qam 'no web'");
+	free(await_page(port, "<td>Deployment</td><td>sync-e2e</td><td>web</td><td>Pruned</td><td>Pruned 20", 20));
+	page = chromium_page(url, "status-page-drift-and-prune");
+	assert_non_null(strstr(page, "<summary>apps: 2 objects</summary>"));
+	/* Both stay on the page through the quiet passes since. */
+	assert_non_null(strstr(page, "<tr class=\"drift\"><td>ConfigMap</td><td>sync-e2e</td><td>settings</td>"));
+	assert_non_null(strstr(page, "<td>web</td><td>Pruned</td><td>Pruned 20"));
+	free(page);
+	json_t *cm = get(k, "v1", "ConfigMap", "settings");
+	assert_string_equal(latch_json_get_str(json_object_get(cm, "data"), "color"), "blue");
+	json_decref(cm);
+	latch_error_done(&err);
+	latch_k8s_free(k);
+	free(head);
+	head = gitops_rev(repo, "HEAD");
+	snprintf(short_rev, sizeof(short_rev), "<code>%.12s</code>", head);
 
 	write_in(&r, "clusters/stack/zz-bad.yaml",
 		"apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: broken\n   bad: indent\n");
@@ -823,6 +898,7 @@ static void test_sync__status_page_shows_what_happened(void **state)
 	assert_non_null(strstr(page, "<td class=\"result\">Failed</td>"));
 	assert_non_null(strstr(page, "zz-bad.yaml"));
 	assert_non_null(strstr(page, short_rev)); /* still what is applied */
+	assert_non_null(strstr(page, "<summary>apps: 2 objects</summary>"));
 	free(page);
 	stop_listening(pid);
 	free(head);
@@ -947,11 +1023,7 @@ static void test_sync__replicas_share_sources_by_leases(void **state)
 	gitops_sh(r.dir, "cd repo && git add -A && git commit -qm three");
 	struct latch_k8s *k = kube();
 	struct latch_error err = LATCH_ERROR_INIT;
-	for (size_t s = 0; s < 3; s++) {
-		char name[128];
-		snprintf(name, sizeof(name), "latch-sync.leases.%s", lease_sources[s]);
-		assert_int_equal(latch_k8s_delete(k, "coordination.k8s.io/v1", "Lease", "latch-system", name, &err), 0);
-	}
+	forget_leases(k, "leases");
 	char logs[REPLICAS][600];
 	for (int i = 0; i < REPLICAS; i++) {
 		char path[600], identity[32];
@@ -1219,10 +1291,7 @@ static void test_sync__cut_off_replica_gives_up_before_another_can_take_over(voi
 	stack_write_file(config, cfg_text);
 	struct latch_k8s *k = kube();
 	struct latch_error err = LATCH_ERROR_INIT;
-	static const char *const stale[] = { "latch-sync.partition.solo", "latch-sync-replica.partition.cut-0",
-					     "latch-sync-replica.partition.cut-1" };
-	for (size_t i = 0; i < 3; i++)
-		assert_int_equal(latch_k8s_delete(k, "coordination.k8s.io/v1", "Lease", "latch-system", stale[i], &err), 0);
+	forget_leases(k, "partition");
 
 	struct relay relay;
 	int upstream = 0;
@@ -1296,10 +1365,7 @@ static void test_sync__hook_at_a_replica_without_the_lease_reaches_its_holder(vo
 	stack_write_file(config, cfg_text);
 	struct latch_k8s *k = kube();
 	struct latch_error err = LATCH_ERROR_INIT;
-	static const char *const stale[] = { "latch-sync.hooks.h", "latch-sync-replica.hooks.hook-0",
-					     "latch-sync-replica.hooks.hook-1" };
-	for (size_t i = 0; i < 3; i++)
-		assert_int_equal(latch_k8s_delete(k, "coordination.k8s.io/v1", "Lease", "latch-system", stale[i], &err), 0);
+	forget_leases(k, "hooks");
 	for (int i = 0; i < 2; i++) {
 		char identity[16];
 		snprintf(identity, sizeof(identity), "hook-%d", i);
@@ -1736,6 +1802,17 @@ static void test_sync__run_loop_memory_is_flat(void **state)
 	free(r.dir);
 }
 
+static int setup_suite(void **state)
+{
+	int r = stack_load(state);
+	if (r == 0) {
+		struct latch_k8s *k = kube();
+		forget_leases(k, "e2e");
+		latch_k8s_free(k);
+	}
+	return r;
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -1764,5 +1841,5 @@ int main(void)
 	/* LATCH_TEST_FILTER=test_sync__probes* runs only the tests it matches. */
 	if (getenv("LATCH_TEST_FILTER"))
 		cmocka_set_test_filter(getenv("LATCH_TEST_FILTER"));
-	return cmocka_run_group_tests(tests, stack_load, NULL);
+	return cmocka_run_group_tests(tests, setup_suite, NULL);
 }

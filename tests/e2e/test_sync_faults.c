@@ -648,6 +648,68 @@ static void test_faults__ssh_signed_tag_mode_follows_only_trusted_tags(void **st
 	fixture_done(&f);
 }
 
+/* Move the annotated tag release to the tip, signed with OpenPGP by the key fpr. */
+static void tag_release_openpgp(const struct fixture *f, const char *fpr)
+{
+	char cmd[2048];
+	snprintf(cmd, sizeof(cmd), "cd repo && GNUPGHOME='%s/gnupg' git -c user.signingkey=%s -c gpg.program=gpg "
+		 "tag -f -s -m release release", f->dir, fpr);
+	gitops_sh(f->dir, cmd);
+}
+
+/* ref: {tag: release} with verify.mode TagAndHEAD and an OpenPGP keyring: the tag and the
+ * commit it names must both be signed by a trusted key. */
+static void test_faults__openpgp_signed_tag_and_head_both_verified(void **state)
+{
+	struct fixture f;
+	char extra[2048], cmd[2048];
+	char *dir = stack_mkdtemp("latch-e2e-pgp-tags");
+	snprintf(extra, sizeof(extra), "    verify: {keyringFile: %s/trusted.asc, mode: TagAndHEAD}\n", dir);
+	fixture_init_ref(&f, "faults-pgp-tag", NULL, "{tag: release}", extra);
+	gitops_sh(f.dir, "mkdir -m 700 gnupg");
+	gpg(&f, "--quick-gen-key 'trusted <trusted@example.org>' ed25519 sign never");
+	gpg(&f, "--quick-gen-key 'stranger <stranger@example.org>' ed25519 sign never");
+	char *trusted = fingerprint_of(&f, "trusted@example.org");
+	char *stranger = fingerprint_of(&f, "stranger@example.org");
+	snprintf(cmd, sizeof(cmd), "--armor --export %s > '%s/trusted.asc'", trusted, dir);
+	gpg(&f, cmd);
+
+	commit_value(&f, "one", trusted);
+	tag_release_openpgp(&f, trusted);
+	must_sync(&f);
+	expect_signed_value("one");
+	assert_true(log_has(&f, "verified tag signature"));
+
+	/* A trusted tag on an unsigned commit (the log holds only this pass's words). */
+	commit_value(&f, "two", NULL);
+	tag_release_openpgp(&f, trusted);
+	stack_write_file(f.log, "");
+	assert_int_equal(sync_once(&f), 1);
+	assert_true(log_has(&f, "is not signed"));
+	expect_signed_value("one");
+
+	/* A trusted commit under a tag signed by a stranger. */
+	commit_value(&f, "three", trusted);
+	tag_release_openpgp(&f, stranger);
+	stack_write_file(f.log, "");
+	assert_int_equal(sync_once(&f), 1);
+	assert_true(log_has(&f, "refusing tag 'release'"));
+	assert_true(log_has(&f, stranger));
+	expect_signed_value("one");
+
+	tag_release_openpgp(&f, trusted);
+	must_sync(&f);
+	expect_signed_value("three");
+
+	snprintf(cmd, sizeof(cmd), "GNUPGHOME='%s/gnupg' gpgconf --kill all", f.dir);
+	gitops_sh(f.dir, cmd);
+	free(trusted);
+	free(stranger);
+	stack_rm_rf(dir);
+	free(dir);
+	fixture_done(&f);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -657,6 +719,7 @@ int main(void)
 		cmocka_unit_test(test_faults__only_commits_signed_by_a_trusted_key_apply),
 		cmocka_unit_test(test_faults__ssh_signed_commits_apply_only_when_the_key_is_allowed),
 		cmocka_unit_test(test_faults__ssh_signed_tag_mode_follows_only_trusted_tags),
+		cmocka_unit_test(test_faults__openpgp_signed_tag_and_head_both_verified),
 		cmocka_unit_test(test_faults__every_commit_since_the_applied_one_must_be_signed),
 	};
 	return cmocka_run_group_tests(tests, stack_load, NULL);
