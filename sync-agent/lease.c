@@ -44,6 +44,7 @@ struct sync_leases {
 	struct sync_lease_options o; /* o.identity points to identity */
 	char *identity;
 	const char *namespace;
+	char *collection; /* the Leases' path in that namespace */
 	char *config;
 	struct lease_state *sources; /* n sources, then this replica's own Lease */
 	size_t n;
@@ -226,21 +227,17 @@ static int make_namespace(struct sync_leases *l)
 
 static bool create_lease(struct sync_leases *l, size_t i)
 {
-	struct latch_buf collection = LATCH_BUF_INIT(1024);
 	bool own = i == l->n;
 	json_t *lease = json_pack("{s:s,s:s,s:{s:s,s:s,s:{s:s,s:s}},s:o}", "apiVersion", "coordination.k8s.io/v1",
 				  "kind", "Lease", "metadata", "name", l->sources[i].s.name, "namespace", l->namespace,
 				  "labels", "app.kubernetes.io/managed-by", "latch-sync",
 				  own ? LABEL_REPLICA_OF : LABEL_CONFIG, l->config, "spec",
 				  lease_spec(l->identity, l->o.duration_s));
-	long status = latch_buf_printf(&collection, "/apis/coordination.k8s.io/v1/namespaces/%s/leases",
-				       l->namespace) == 0 ? send_lease(l, "POST", latch_buf_str(&collection), lease) : 0;
+	long status = send_lease(l, "POST", l->collection, lease);
 	if (status == 404 && make_namespace(l) == 0)
-		status = send_lease(l, "POST", latch_buf_str(&collection), lease);
-	bool taken = status == 201;
+		status = send_lease(l, "POST", l->collection, lease);
 	json_decref(lease);
-	latch_buf_done(&collection);
-	return taken;
+	return status == 201;
 }
 
 /* NO_ANSWER: ours, but the renewal got no clear answer; it stays held until the renew deadline
@@ -438,8 +435,7 @@ static void delete_dead(struct sync_leases *l, const json_t *lease)
 	long status = 0;
 	json_t *answer = NULL;
 	struct latch_error err = LATCH_ERROR_INIT;
-	if (latch_buf_printf(&path, "/apis/coordination.k8s.io/v1/namespaces/%s/leases/%s", l->namespace,
-			     latch_json_get_str(meta, "name")) == 0 &&
+	if (latch_buf_printf(&path, "%s/%s", l->collection, latch_json_get_str(meta, "name")) == 0 &&
 	    latch_buf_printf(&body, "{\"preconditions\":{\"resourceVersion\":\"%s\"}}",
 			     latch_json_get_str(meta, "resourceVersion") ?: "") == 0 &&
 	    latch_k8s_request(l->k, "DELETE", latch_buf_str(&path), NULL, latch_buf_str(&body), &status, &answer,
@@ -484,8 +480,7 @@ static size_t live_replicas(struct sync_leases *l, double now)
 	struct latch_error err = LATCH_ERROR_INIT;
 	size_t alive = 0, i;
 	json_t *item;
-	if (latch_buf_printf(&path, "/apis/coordination.k8s.io/v1/namespaces/%s/leases?labelSelector="
-				    LABEL_REPLICA_OF "%%3D%s", l->namespace, l->config) == 0 &&
+	if (latch_buf_printf(&path, "%s?labelSelector=" LABEL_REPLICA_OF "%%3D%s", l->collection, l->config) == 0 &&
 	    latch_k8s_request(l->k, "GET", latch_buf_str(&path), NULL, NULL, &status, &list, &err) == 0 &&
 	    status == 200) {
 		json_array_foreach(json_object_get(list, "items"), i, item)
@@ -569,8 +564,7 @@ static int name_lease(struct sync_leases *l, size_t i, const char *prefix, const
 	if (r == 0 && name.len > MAX_NAME)
 		r = latch_error_set(err, LATCH_ELIMIT, "the Lease name '%s' would be longer than %d characters",
 				    latch_buf_str(&name), MAX_NAME);
-	if (r == 0 && latch_buf_printf(&path, "/apis/coordination.k8s.io/v1/namespaces/%s/leases/%s", l->namespace,
-				       latch_buf_str(&name)) < 0)
+	if (r == 0 && latch_buf_printf(&path, "%s/%s", l->collection, latch_buf_str(&name)) < 0)
 		r = LATCH_ENOMEM;
 	if (r == 0 &&
 	    (!(l->sources[i].s.name = latch_buf_take(&name)) || !(l->sources[i].path = latch_buf_take(&path))))
@@ -608,6 +602,7 @@ static void leases_free(struct sync_leases *l)
 	free(l->replicas);
 	free(l->sources);
 	free(l->config);
+	free(l->collection);
 	free(l->identity);
 	pthread_mutex_destroy(&l->lock);
 	pthread_cond_destroy(&l->wake);
@@ -663,7 +658,11 @@ int sync_leases_start(const struct latch_k8s *k, const struct sync_config *cfg,
 	l->live = 1;
 	l->config = strdup(cfg->name);
 	l->sources = calloc(l->n + 1, sizeof(*l->sources));
-	int r = l->identity && l->config && l->sources ? name_leases(l, cfg, err)
+	struct latch_buf collection = LATCH_BUF_INIT(1024);
+	if (latch_buf_printf(&collection, "/apis/coordination.k8s.io/v1/namespaces/%s/leases", l->namespace) == 0)
+		l->collection = latch_buf_take(&collection);
+	latch_buf_done(&collection);
+	int r = l->identity && l->config && l->sources && l->collection ? name_leases(l, cfg, err)
 						     : latch_error_set(err, LATCH_ENOMEM, "out of memory");
 	if (r == 0)
 		r = latch_k8s_clone(k, &l->k, err);
