@@ -418,11 +418,11 @@ bool init_files_ready(const struct latch_config *c)
 		return false;
 	for (size_t i = 0; i < c->n_secrets; i++) {
 		char *names[3] = { 0 };
-		size_t n = latch_secret_files(&c->secrets[i], names);
-		bool ok = true;
+		size_t n = 0;
+		bool ok = latch_secret_files(&c->secrets[i], names, &n) == 0;
 		for (size_t k = 0; k < n; k++) {
 			_cleanup_free_ char *path = NULL;
-			ok = ok && names[k] && join_path(c->output_dir, names[k], &path) == 0 && access(path, R_OK) == 0;
+			ok = ok && join_path(c->output_dir, names[k], &path) == 0 && access(path, R_OK) == 0;
 			free(names[k]);
 		}
 		if (!ok)

@@ -143,13 +143,6 @@ static int render_raw(const struct latch_secret_config *sc, const json_t *values
 	return value_text(v, out);
 }
 
-static int set_output(struct init_output *o, const char *relpath, size_t max)
-{
-	o->relpath = strdup(relpath);
-	latch_buf_init(&o->content, max, true);
-	return o->relpath ? 0 : LATCH_ENOMEM;
-}
-
 /* pem: the certificate, the private key, and the CA chain, as three files. */
 static int render_pem(const struct latch_secret_config *sc, const json_t *data, struct init_output out[3],
 		      struct latch_error *err)
@@ -211,12 +204,11 @@ int init_render_secret(const struct init_state *s, const struct latch_secret_con
 		       size_t *ret_n, struct latch_error *err)
 {
 	char *names[3] = { 0 };
-	size_t n = latch_secret_files(sc, names);
-	int r = 0;
+	size_t n = 0;
+	int r = latch_secret_files(sc, names, &n) < 0 ? latch_error_set(err, LATCH_ENOMEM, "out of memory") : 0;
 	for (size_t i = 0; i < n; i++) {
-		if (r == 0 && (!names[i] || set_output(&out[i], names[i], OUTPUT_MAX) < 0))
-			r = latch_error_set(err, LATCH_ENOMEM, "out of memory");
-		free(names[i]);
+		out[i].relpath = names[i];
+		latch_buf_init(&out[i].content, OUTPUT_MAX, true);
 	}
 	if (r == 0) {
 		r = render_one(s, sc, out, err);

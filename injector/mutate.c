@@ -114,7 +114,7 @@ static void remove_named(struct latch_yaml_node *seq, const char *name)
 
 static int append_json(struct latch_yaml_node *seq, json_t *value, bool first)
 {
-	struct latch_yaml_node *n = latch_yaml_from_json(value);
+	struct latch_yaml_node *n = value ? latch_yaml_from_json(value) : NULL;
 	json_decref(value);
 	if (!n || latch_yaml_seq_append(seq, n) < 0) {
 		latch_yaml_node_free(n);
@@ -559,6 +559,16 @@ static bool uses_openbao_prefix(const struct latch_yaml_node *annotations)
 	return false;
 }
 
+/* map[key] = value, a new string; the map keeps it only when the call succeeds. */
+static int set_string(struct latch_yaml_node *map, const char *key, const char *value)
+{
+	struct latch_yaml_node *n = latch_yaml_string_new(value);
+	int r = n ? latch_yaml_map_set(map, key, n) : LATCH_ENOMEM;
+	if (r < 0)
+		latch_yaml_node_free(n);
+	return r;
+}
+
 /* agent-inject-status: injected, so a Vault (or OpenBao) webhook still installed skips it. */
 static int mark_injected(const struct inject_context *ctx, struct latch_yaml_node *holder, bool openbao)
 {
@@ -566,9 +576,9 @@ static int mark_injected(const struct inject_context *ctx, struct latch_yaml_nod
 	struct latch_yaml_node *ann = meta ? ensure_child(meta, "annotations", LATCH_YAML_MAPPING) : NULL;
 	if (!ann)
 		return obj_fail(ctx, holder, "the pod template's metadata.annotations is not a mapping");
-	int r = latch_yaml_map_set(ann, STATUS_KEY, latch_yaml_string_new("injected"));
+	int r = set_string(ann, STATUS_KEY, "injected");
 	if (r == 0 && openbao)
-		r = latch_yaml_map_set(ann, BAO_STATUS_KEY, latch_yaml_string_new("injected"));
+		r = set_string(ann, BAO_STATUS_KEY, "injected");
 	return r < 0 ? latch_error_set(ctx->err, LATCH_ENOMEM, "out of memory") : 0;
 }
 
@@ -623,6 +633,7 @@ int latch_inject_object(struct latch_yaml_node *obj, const char *name, const str
 	struct latch_yaml_node *pod_ann = path_get(pt.holder, (const char *const[]){ "metadata", "annotations", NULL });
 	struct latch_yaml_node *obj_ann = pt.holder == obj ? NULL : path_get(obj, (const char *const[]){ "metadata", "annotations", NULL });
 	struct inject_settings s;
+	unsigned long json_failures = latch_json_allocation_failures();
 	int r = inject_read_annotations(&ctx, obj_ann, pod_ann, &s);
 	if (r < 0 || !s.inject) {
 		latch_buf_done(&what);
@@ -650,6 +661,9 @@ int latch_inject_object(struct latch_yaml_node *obj, const char *name, const str
 		if (r == 0)
 			r = 1;
 	}
+	/* The config and containers are built with many jansson calls: one failed is a failure. */
+	if (r >= 0 && latch_json_allocation_failures() != json_failures)
+		r = latch_error_set(err, LATCH_ENOMEM, "%s: %s: out of memory", name, ctx.object);
 	inject_settings_done(&s);
 	latch_buf_done(&what);
 	return r;

@@ -55,13 +55,23 @@ static int ensure(struct latch_buf *b, size_t need)
 	return 0;
 }
 
+/* The first failure sticks: see buf.h. */
+static int failed(struct latch_buf *b, int code)
+{
+	if (!b->error)
+		b->error = code;
+	return code;
+}
+
 int latch_buf_append(struct latch_buf *b, const void *data, size_t n)
 {
+	if (b->error)
+		return b->error;
 	if (n > SIZE_MAX - b->len - 1)
-		return LATCH_ELIMIT;
+		return failed(b, LATCH_ELIMIT);
 	int r = ensure(b, b->len + n);
 	if (r < 0)
-		return r;
+		return failed(b, r);
 	if (n)
 		memcpy(b->ptr + b->len, data, n);
 	b->len += n;
@@ -86,15 +96,17 @@ int latch_buf_putc(struct latch_buf *b, char c)
 
 int latch_buf_vprintf(struct latch_buf *b, const char *fmt, va_list ap)
 {
+	if (b->error)
+		return b->error;
 	va_list copy;
 	va_copy(copy, ap);
 	int n = vsnprintf(NULL, 0, fmt, copy);
 	va_end(copy);
 	if (n < 0)
-		return LATCH_EINVAL;
+		return failed(b, LATCH_EINVAL);
 	int r = ensure(b, b->len + (size_t)n);
 	if (r < 0)
-		return r;
+		return failed(b, r);
 	vsnprintf(b->ptr + b->len, (size_t)n + 1, fmt, ap);
 	b->len += (size_t)n;
 	return 0;
@@ -117,10 +129,20 @@ void latch_buf_reset(struct latch_buf *b)
 		b->ptr[0] = '\0';
 	}
 	b->len = 0;
+	b->error = 0;
+}
+
+int latch_buf_error(const struct latch_buf *b)
+{
+	return b->error;
 }
 
 char *latch_buf_take(struct latch_buf *b)
 {
+	if (b->error) {
+		latch_buf_done(b);
+		return NULL;
+	}
 	if (!b->ptr && ensure(b, 0) < 0)
 		return NULL;
 	char *p = b->ptr;
@@ -144,6 +166,7 @@ void latch_buf_done(struct latch_buf *b)
 	release(b->ptr, b->cap, b->secret);
 	b->ptr = NULL;
 	b->len = b->cap = 0;
+	b->error = 0;
 }
 
 void latch_secret_free(char *s)

@@ -409,7 +409,9 @@ static int check_unique(const struct where *w, const struct latch_config *c)
 {
 	for (size_t i = 0; i < c->n_secrets; i++) {
 		char *a[3] = { 0 };
-		size_t na = latch_secret_files(&c->secrets[i], a);
+		size_t na = 0;
+		if (latch_secret_files(&c->secrets[i], a, &na) < 0)
+			return latch_error_set(w->err, LATCH_ENOMEM, "out of memory");
 		if (clashes_with_reserved(c, a, na)) {
 			int r = bad(w, "secrets", "'%s' would write over the token file or .latch/", c->secrets[i].name);
 			for (size_t k = 0; k < na; k++)
@@ -423,8 +425,13 @@ static int check_unique(const struct where *w, const struct latch_config *c)
 				return bad(w, "secrets", "two secrets are named '%s'", c->secrets[i].name);
 			}
 			char *b[3] = { 0 };
-			size_t nb = latch_secret_files(&c->secrets[j], b);
+			size_t nb = 0;
 			bool clash = false;
+			if (latch_secret_files(&c->secrets[j], b, &nb) < 0) {
+				for (size_t k = 0; k < na; k++)
+					free(a[k]);
+				return latch_error_set(w->err, LATCH_ENOMEM, "out of memory");
+			}
 			for (size_t x = 0; x < na; x++)
 				for (size_t y = 0; y < nb; y++)
 					clash = clash || strcmp(a[x], b[y]) == 0;
@@ -576,17 +583,29 @@ static char *with_suffix(const char *file, const char *suffix)
 	return latch_buf_take(&b);
 }
 
-size_t latch_secret_files(const struct latch_secret_config *s, char *names[3])
+int latch_secret_files(const struct latch_secret_config *s, char *names[3], size_t *ret_n)
 {
+	size_t n = s->format == LATCH_FORMAT_PEM ? 3 : 1;
 	if (s->format != LATCH_FORMAT_PEM) {
 		/* NOLINTNEXTLINE(clang-analyzer-core.NonNullParamChecker): the parser always sets file */
 		names[0] = strdup(s->file);
-		return 1;
+	} else {
+		names[0] = with_suffix(s->file, ".crt");
+		names[1] = with_suffix(s->file, ".key");
+		names[2] = with_suffix(s->file, "-ca.crt");
 	}
-	names[0] = with_suffix(s->file, ".crt");
-	names[1] = with_suffix(s->file, ".key");
-	names[2] = with_suffix(s->file, "-ca.crt");
-	return 3;
+	bool all = true;
+	for (size_t i = 0; i < n; i++)
+		all = all && names[i];
+	if (!all) {
+		for (size_t i = 0; i < n; i++) {
+			free(names[i]);
+			names[i] = NULL;
+		}
+		return LATCH_ENOMEM;
+	}
+	*ret_n = n;
+	return 0;
 }
 
 int latch_config_load_template_files(struct latch_config *c, struct latch_error *err)

@@ -46,9 +46,11 @@ int latch_error_set(struct latch_error *err, int code, const char *fmt, ...)
 int latch_error_setv_prefixed(struct latch_error *err, int code, const char *prefix, const char *fmt, va_list ap)
 {
 	struct latch_buf b = LATCH_BUF_INIT(MESSAGE_MAX);
-	if (latch_buf_append_str(&b, prefix) == 0)
-		latch_buf_vprintf(&b, fmt, ap);
-	int r = latch_error_set(err, code, "%s", latch_buf_str(&b));
+	latch_buf_append_str(&b, prefix);
+	latch_buf_vprintf(&b, fmt, ap);
+	int r = latch_buf_error(&b)
+			? latch_error_set(err, code, "%s (out of memory describing it)", latch_code_name(code))
+			: latch_error_set(err, code, "%s", latch_buf_str(&b));
 	latch_buf_done(&b);
 	return r;
 }

@@ -12,9 +12,30 @@ static void zeroing_free(void *p)
 	free(p);
 }
 
-__attribute__((constructor)) static void install_zeroing_free(void)
+/* jansson's lexer ignores a failed growth of its token buffer (the character is dropped and
+ * the parse goes on), so a value can come back silently short under memory pressure; every
+ * failed allocation is noted, and a parse during which one failed is refused. */
+static _Thread_local bool jansson_allocation_failed;
+static _Thread_local unsigned long jansson_allocation_failures;
+
+static void *noting_malloc(size_t n)
 {
-	json_set_alloc_funcs(malloc, zeroing_free);
+	void *p = malloc(n);
+	if (!p) {
+		jansson_allocation_failed = true;
+		jansson_allocation_failures++;
+	}
+	return p;
+}
+
+unsigned long latch_json_allocation_failures(void)
+{
+	return jansson_allocation_failures;
+}
+
+__attribute__((constructor)) static void install_allocator(void)
+{
+	json_set_alloc_funcs(noting_malloc, zeroing_free);
 }
 
 /* Nesting depth of the JSON text, counted outside strings; jansson's own limit is fixed at
@@ -63,7 +84,12 @@ int latch_json_parse(struct latch_view text, const char *name, const struct latc
 		return latch_error_set(err, LATCH_ELIMIT, "%s:%zu:%zu: nesting deeper than the limit of %u", name, line,
 				       column, limits->max_depth);
 	json_error_t jerr;
+	jansson_allocation_failed = false;
 	json_t *v = json_loadb(text.ptr, text.len, JSON_REJECT_DUPLICATES | JSON_DECODE_ANY | JSON_ALLOW_NUL, &jerr);
+	if (jansson_allocation_failed) {
+		json_decref(v);
+		return latch_error_set(err, LATCH_ENOMEM, "%s: out of memory while parsing", name);
+	}
 	if (!v) {
 		/* jansson quotes the input "near '...'": that may be a token or a secret value. */
 		char *near = strstr(jerr.text, " near ");

@@ -259,10 +259,16 @@ int latch_jwt_identity_parse(const char *jwt, struct latch_jwt_identity *ret)
 		ns = latch_json_get_str(claims, "kubernetes.io/serviceaccount/namespace");
 	if (!name)
 		name = latch_json_get_str(claims, "kubernetes.io/serviceaccount/service-account.name");
+	const json_t *aud = json_object_get(claims, "aud");
+	bool has_audience = json_is_string(aud) || json_array_size(aud) > 0;
 	ret->namespace = ns ? strdup(ns) : NULL;
 	ret->name = name ? strdup(name) : NULL;
 	ret->audience = audience_of(claims);
 	json_decref(claims);
+	if ((ns && !ret->namespace) || (name && !ret->name) || (has_audience && !ret->audience)) {
+		latch_jwt_identity_done(ret);
+		return LATCH_ENOMEM;
+	}
 	return 0;
 }
 

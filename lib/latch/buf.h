@@ -2,7 +2,11 @@
  *
  * A buffer starts empty (LATCH_BUF_INIT(max) or latch_buf_init), grows on append, and is
  * always NUL-terminated once it holds anything. An append past the cap fails with
- * LATCH_ELIMIT and leaves the contents unchanged. A buffer marked secret is zeroed whenever
+ * LATCH_ELIMIT and leaves the contents unchanged. A failure is sticky, as in libgit2's
+ * git_str: every later append fails with the same code and latch_buf_take() returns NULL, so
+ * a sequence of appends is checked once, at the end (latch_buf_error, or take), and a failed
+ * one can never leave a shorter string that looks whole (an object path cut back to its
+ * collection's). latch_buf_reset() starts afresh. A buffer marked secret is zeroed whenever
  * memory it used is released (on growth, reset and done), so no copy of a token or a
  * secret value is left behind in freed memory. latch_buf_done() releases the contents;
  * latch_buf_take() hands them to the caller. */
@@ -25,10 +29,11 @@ struct latch_buf {
 	size_t cap;
 	size_t max;
 	bool secret;
+	int error; /* the first failed append's code, 0 while none failed */
 };
 
-#define LATCH_BUF_INIT(max_) { NULL, 0, 0, (max_), false }
-#define LATCH_SECRET_BUF_INIT(max_) { NULL, 0, 0, (max_), true }
+#define LATCH_BUF_INIT(max_) { NULL, 0, 0, (max_), false, 0 }
+#define LATCH_SECRET_BUF_INIT(max_) { NULL, 0, 0, (max_), true, 0 }
 
 void latch_buf_init(struct latch_buf *b, size_t max, bool secret);
 int latch_buf_append(struct latch_buf *b, const void *data, size_t n);
@@ -37,11 +42,13 @@ int latch_buf_append_view(struct latch_buf *b, struct latch_view v);
 int latch_buf_putc(struct latch_buf *b, char c);
 int latch_buf_printf(struct latch_buf *b, const char *fmt, ...) _printf_(2, 3);
 int latch_buf_vprintf(struct latch_buf *b, const char *fmt, va_list ap) _printf_(2, 0);
-/* Empty the buffer, keeping its memory (zeroed first if secret). */
+/* Empty the buffer, keeping its memory (zeroed first if secret), and forget a failure. */
 void latch_buf_reset(struct latch_buf *b);
+/* 0, or the code of the first append that failed since the buffer was made or reset. */
+int latch_buf_error(const struct latch_buf *b) _warn_unused_;
 /* The contents as a NUL-terminated string ("" when empty); ownership passes to the caller,
- * the buffer is left empty. NULL only when out of memory. */
-char *latch_buf_take(struct latch_buf *b);
+ * the buffer is left empty. NULL when out of memory or when an append failed. */
+char *latch_buf_take(struct latch_buf *b) _warn_unused_;
 struct latch_view latch_buf_view(const struct latch_buf *b);
 /* "" when empty; valid until the next change to the buffer. */
 const char *latch_buf_str(const struct latch_buf *b);

@@ -132,5 +132,6 @@ const char *latch_signal_name(int number);
 
 const char *latch_format_name(enum latch_format f);
 int latch_format_parse(const char *name, enum latch_format *ret);
-/* The files a secret produces (pem: three), relative to output_dir, into names[0..2]. */
-size_t latch_secret_files(const struct latch_secret_config *s, char *names[3]);
+/* The files a secret produces (pem: three), relative to output_dir, into names[0..2] (to
+ * free), and how many in ret_n; LATCH_ENOMEM leaves none. */
+int latch_secret_files(const struct latch_secret_config *s, char *names[3], size_t *ret_n) _warn_unused_;

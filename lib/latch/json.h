@@ -25,6 +25,11 @@ int latch_json_dump(const json_t *value, struct latch_buf *out, struct latch_err
 
 /* obj.key as a string, or NULL when obj is not an object or the key is missing or not a string. */
 const char *latch_json_get_str(const json_t *obj, const char *key);
+/* How many of jansson's allocations have failed in this thread. A builder call that failed
+ * (json_object_set_new given NULL, say) leaves a value silently short; code that builds a
+ * document with many calls compares this before and after, and so checks them all at once. */
+unsigned long latch_json_allocation_failures(void);
+
 /* Follow a dotted path of object keys ("auth.client_token"); NULL when any step is missing. */
 json_t *latch_json_path(const json_t *obj, const char *dotted);
 

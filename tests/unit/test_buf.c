@@ -42,6 +42,26 @@ static void test_buf__cap_reached_leaves_contents(void **state)
 	latch_buf_done(&b);
 }
 
+/* A failed append sticks: the next one, which would fit, fails too, and take() gives NULL
+ * rather than a string that looks whole. reset() starts afresh. */
+static void test_buf__failure_is_sticky_until_reset(void **state)
+{
+	struct latch_buf b = LATCH_BUF_INIT(8);
+	assert_int_equal(latch_buf_append_str(&b, "/api/v1/"), 0);
+	assert_int_equal(latch_buf_append_str(&b, "namespaces"), LATCH_ELIMIT);
+	assert_int_equal(latch_buf_putc(&b, 'x'), LATCH_ELIMIT);
+	assert_int_equal(latch_buf_error(&b), LATCH_ELIMIT);
+	assert_null(latch_buf_take(&b));
+	assert_int_equal(latch_buf_append_str(&b, "ok"), 0);
+	latch_buf_reset(&b);
+	assert_int_equal(latch_buf_error(&b), 0);
+	assert_int_equal(latch_buf_append_str(&b, "12"), 0);
+	char *s = latch_buf_take(&b);
+	assert_string_equal(s, "12");
+	free(s);
+	latch_buf_done(&b);
+}
+
 static void test_buf__empty_buffer_reads_as_empty_string(void **state)
 {
 	struct latch_buf b = LATCH_BUF_INIT(8);
@@ -98,6 +118,7 @@ int main(void)
 		cmocka_unit_test(test_buf__append_and_printf),
 		cmocka_unit_test(test_buf__grows_past_initial_capacity),
 		cmocka_unit_test(test_buf__cap_reached_leaves_contents),
+		cmocka_unit_test(test_buf__failure_is_sticky_until_reset),
 		cmocka_unit_test(test_buf__empty_buffer_reads_as_empty_string),
 		cmocka_unit_test(test_buf__secret_growth_keeps_data_and_reset_zeroes),
 		cmocka_unit_test(test_buf__take_hands_over),

@@ -71,7 +71,9 @@ static void test_config__every_field(void **state)
 	assert_true(c.secrets[0].set_owner);
 	assert_int_equal(c.secrets[0].gid, 1000);
 	char *files[3];
-	assert_int_equal(latch_secret_files(&c.secrets[0], files), 3);
+	size_t n = 0;
+	assert_int_equal(latch_secret_files(&c.secrets[0], files, &n), 0);
+	assert_int_equal(n, 3);
 	assert_string_equal(files[0], "tls/web.crt");
 	assert_string_equal(files[1], "tls/web.key");
 	assert_string_equal(files[2], "tls/web-ca.crt");
