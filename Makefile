@@ -53,15 +53,18 @@ sanitize: sanitize-build
 # e2e against the real stack. A stack the user started (make demo) is restarted, so the
 # suites start from a clean one, and left running; one started here is taken down again.
 # The suite runs twice: with the plain build, and with the ASan/UBSan/LSan build (a report
-# fails it).
+# fails it); then dev/secret-audit looks for every token and secret value Vault issued in
+# the logs, the cluster and the latch processes left.
 e2e: build static sanitize-build
 	was_up=0; dev/stack status >/dev/null 2>&1 && was_up=1; \
 	dev/stack up || exit 1; \
+	rm -rf $(BUILD)/test-artifacts/logs $(SAN_BUILD)/test-artifacts/logs; \
 	status=0; . .stack/env && export LATCH_INIT_STATIC=$(LATCH_INIT_STATIC) && \
 		$(IN_STACK) meson test -C $(BUILD) --suite e2e --print-errorlogs && \
 		ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 \
 		UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 LSAN_OPTIONS=suppressions=$(abspath tests/lsan.supp) \
-		$(IN_STACK) meson test -C $(SAN_BUILD) --suite e2e --print-errorlogs || status=$$?; \
+		$(IN_STACK) meson test -C $(SAN_BUILD) --suite e2e --print-errorlogs && \
+		$(IN_STACK) dev/secret-audit $(BUILD) $(SAN_BUILD) || status=$$?; \
 	if [ $$was_up = 1 ]; then echo "e2e: the stack you started stays up (dev/stack down stops it)"; \
 	else dev/stack down; fi; exit $$status
 

@@ -238,8 +238,25 @@ char *stack_mkdtemp(const char *prefix)
 	return t;
 }
 
+/* The *.log files under dir, kept in $LATCH_ARTIFACTS/logs/<dir's name>/ for a person to
+ * read after the run, and for dev/secret-audit to search. */
+static void keep_logs(const char *dir)
+{
+	const char *artifacts = getenv("LATCH_ARTIFACTS");
+	if (!artifacts || !*artifacts)
+		return;
+	char *argv[] = { "sh", "-c",
+			 "dest=\"$1/logs/${2##*/}\" && cd \"$2\" && "
+			 "find . -name '*.log' -type f -size -64M | while IFS= read -r f; do "
+			 "mkdir -p \"$dest/$(dirname \"$f\")\" && cp \"$f\" \"$dest/$f\"; done",
+			 "keep-logs", (char *)artifacts, (char *)dir, NULL };
+	char *envp[] = { "PATH=/usr/bin:/bin", NULL };
+	stack_run(argv, envp, "/dev/null", 60, NULL);
+}
+
 void stack_rm_rf(const char *dir)
 {
+	keep_logs(dir);
 	char *argv[] = { "rm", "-rf", (char *)dir, NULL };
 	char *envp[] = { "PATH=/usr/bin:/bin", NULL };
 	stack_run(argv, envp, "/dev/null", 30, NULL);

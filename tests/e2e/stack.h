@@ -54,5 +54,6 @@ int stack_wait(pid_t pid, double timeout_s);
 char *stack_read_file(const char *path);
 void stack_write_file(const char *path, const char *text);
 char *stack_mkdtemp(const char *prefix);
+/* rm -rf dir, its *.log files kept first in $LATCH_ARTIFACTS/logs/ (see dev/secret-audit). */
 void stack_rm_rf(const char *dir);
 double stack_now(void);
