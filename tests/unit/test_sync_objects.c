@@ -147,15 +147,12 @@ static void test_sync_objects__fingerprint_moves_with_spec_and_labels_not_status
  * where it came from. */
 static void test_sync_objects__rendered_hash_follows_what_is_sent(void **state)
 {
-	json_t *a = parse("[{\"apiVersion\":\"v1\",\"kind\":\"ConfigMap\",\"metadata\":{\"name\":\"c\",\"_origin\""
-		":\"x.yaml@1:1\"},"
-			  "\"data\":{\"k\":\"v\"}}]");
-	json_t *moved = parse("[{\"apiVersion\":\"v1\",\"kind\":\"ConfigMap\",\"metadata\":{\"name\":\"c\",\"_orig"
-		"in\":\"y.yaml@2:9\"},"
-			      "\"data\":{\"k\":\"v\"}}]");
-	json_t *changed = parse("[{\"apiVersion\":\"v1\",\"kind\":\"ConfigMap\",\"metadata\":{\"name\":\"c\",\"_or"
-		"igin\":\"x.yaml@1:1\"},"
-				"\"data\":{\"k\":\"w\"}}]");
+	json_t *a = parse("[{\"apiVersion\":\"v1\",\"kind\":\"ConfigMap\","
+			  "\"metadata\":{\"name\":\"c\",\"_origin\":\"x.yaml@1:1\"},\"data\":{\"k\":\"v\"}}]");
+	json_t *moved = parse("[{\"apiVersion\":\"v1\",\"kind\":\"ConfigMap\","
+			      "\"metadata\":{\"name\":\"c\",\"_origin\":\"y.yaml@2:9\"},\"data\":{\"k\":\"v\"}}]");
+	json_t *changed = parse("[{\"apiVersion\":\"v1\",\"kind\":\"ConfigMap\","
+				"\"metadata\":{\"name\":\"c\",\"_origin\":\"x.yaml@1:1\"},\"data\":{\"k\":\"w\"}}]");
 	char *ha = sync_objects_hash(a), *hm = sync_objects_hash(moved), *hc = sync_objects_hash(changed);
 	assert_int_equal(strlen(ha), 16);
 	assert_string_equal(ha, hm);
@@ -175,10 +172,9 @@ static void test_sync_objects__drifted_objects_are_the_changed_and_the_gone(void
 		"{\"apiVersion\":\"v1\",\"kind\":\"ConfigMap\",\"metadata\":{\"name\":\"same\",\"namespace\":\"a\"}},"
 		"{\"apiVersion\":\"v1\",\"kind\":\"ConfigMap\",\"metadata\":{\"name\":\"edited\",\"namespace\":\"a\"}},"
 		"{\"apiVersion\":\"v1\",\"kind\":\"ConfigMap\",\"metadata\":{\"name\":\"deleted\",\"namespace\":\"a\"}}]");
-	json_t *recorded = parse("{\"v1/ConfigMap/a/same\":\"r10\",\"v1/ConfigMap/a/edited\":\"r11\",\"v1/ConfigMa"
-		"p/a/deleted\":\"r12\"}");
-	json_t *live = parse("{\"v1/ConfigMap/a/same\":{\"metadata\":{\"name\":\"same\",\"resourceVersion\":\"10\""
-		"}},"
+	json_t *recorded = parse("{\"v1/ConfigMap/a/same\":\"r10\",\"v1/ConfigMap/a/edited\":\"r11\","
+				 "\"v1/ConfigMap/a/deleted\":\"r12\"}");
+	json_t *live = parse("{\"v1/ConfigMap/a/same\":{\"metadata\":{\"name\":\"same\",\"resourceVersion\":\"10\"}},"
 			     "\"v1/ConfigMap/a/edited\":{\"metadata\":{\"name\":\"edited\",\"resourceVersion\":\"15\"}}}");
 	json_t *drifted = sync_drifted_objects(objects, recorded, live);
 	char *list = names(drifted);
@@ -201,15 +197,15 @@ static void test_sync_objects__diff_names_objects_and_fields(void **state)
 	json_t *live = parse("{"
 		"\"apps/v1/Deployment/a/web\":{\"apiVersion\":\"apps/v1\",\"kind\":\"Deployment\","
 		"\"metadata\":{\"name\":\"web\",\"namespace\":\"a\",\"resourceVersion\":\"5\"},"
-		"\"spec\":{\"replicas\":2,\"template\":{\"spec\":{\"containers\":[{\"image\":\"web:1\"}]}}},\"status\":"
-			"{\"x\":1}},"
+		"\"spec\":{\"replicas\":2,\"template\":{\"spec\":{\"containers\":[{\"image\":\"web:1\"}]}}},"
+		"\"status\":{\"x\":1}},"
 		"\"v1/ConfigMap/a/same\":{\"apiVersion\":\"v1\",\"kind\":\"ConfigMap\","
 		"\"metadata\":{\"name\":\"same\",\"namespace\":\"a\",\"resourceVersion\":\"6\"},\"data\":{\"k\":\"v\"}}}");
 	json_t *would_store = parse("{"
 		"\"apps/v1/Deployment/a/web\":{\"apiVersion\":\"apps/v1\",\"kind\":\"Deployment\","
 		"\"metadata\":{\"name\":\"web\",\"namespace\":\"a\",\"resourceVersion\":\"7\",\"generation\":2},"
-		"\"spec\":{\"replicas\":3,\"template\":{\"spec\":{\"containers\":[{\"image\":\"web:2\"}]}}},\"status\":"
-			"{\"x\":2}},"
+		"\"spec\":{\"replicas\":3,\"template\":{\"spec\":{\"containers\":[{\"image\":\"web:2\"}]}}},"
+		"\"status\":{\"x\":2}},"
 		"\"v1/ConfigMap/a/same\":{\"apiVersion\":\"v1\",\"kind\":\"ConfigMap\","
 		"\"metadata\":{\"name\":\"same\",\"namespace\":\"a\",\"resourceVersion\":\"8\"},\"data\":{\"k\":\"v\"}}}");
 	json_t *gone = parse("[{\"apiVersion\":\"v1\",\"kind\":\"Secret\",\"namespace\":\"a\",\"name\":\"old\"}]");
@@ -234,14 +230,12 @@ static void test_sync_objects__diff_names_objects_and_fields(void **state)
 static void test_sync_objects__prune_keeps_namespaces_and_crds_it_did_not_create(void **state)
 {
 	json_t *created = parse("[\"team-a\",\"CustomResourceDefinition/widgets.example.org\"]");
-	json_t *ours = parse("{\"apiVersion\":\"v1\",\"kind\":\"Namespace\",\"namespace\":\"\",\"name\":\"team-a\""
-		"}");
-	json_t *theirs = parse("{\"apiVersion\":\"v1\",\"kind\":\"Namespace\",\"namespace\":\"\",\"name\":\"kube-s"
-		"ystem\"}");
+	json_t *ours = parse("{\"apiVersion\":\"v1\",\"kind\":\"Namespace\",\"namespace\":\"\",\"name\":\"team-a\"}");
+	json_t *theirs = parse("{\"apiVersion\":\"v1\",\"kind\":\"Namespace\",\"namespace\":\"\","
+			       "\"name\":\"kube-system\"}");
 	json_t *crd = parse("{\"apiVersion\":\"apiextensions.k8s.io/v1\",\"kind\":\"CustomResourceDefinition\","
 			    "\"namespace\":\"\",\"name\":\"widgets.example.org\"}");
-	json_t *other_crd = parse("{\"apiVersion\":\"apiextensions.k8s.io/v1\",\"kind\":\"CustomResourceDefinitio"
-		"n\","
+	json_t *other_crd = parse("{\"apiVersion\":\"apiextensions.k8s.io/v1\",\"kind\":\"CustomResourceDefinition\","
 				  "\"namespace\":\"\",\"name\":\"gadgets.example.org\"}");
 	json_t *cm = parse("{\"apiVersion\":\"v1\",\"kind\":\"ConfigMap\",\"namespace\":\"team-a\",\"name\":\"c\"}");
 	assert_false(sync_kept_unless_created(ours, created));
