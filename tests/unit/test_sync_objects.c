@@ -174,7 +174,8 @@ static void test_sync_objects__drifted_objects_are_the_changed_and_the_gone(void
 		"{\"apiVersion\":\"v1\",\"kind\":\"ConfigMap\",\"metadata\":{\"name\":\"deleted\",\"namespace\":\"a\"}}]");
 	json_t *recorded = parse("{\"v1/ConfigMap/a/same\":\"r10\",\"v1/ConfigMap/a/edited\":\"r11\","
 				 "\"v1/ConfigMap/a/deleted\":\"r12\"}");
-	json_t *live = parse("{\"v1/ConfigMap/a/same\":{\"metadata\":{\"name\":\"same\",\"resourceVersion\":\"10\"}},"
+	json_t *live = parse("{"
+			     "\"v1/ConfigMap/a/same\":{\"metadata\":{\"name\":\"same\",\"resourceVersion\":\"10\"}},"
 			     "\"v1/ConfigMap/a/edited\":{\"metadata\":{\"name\":\"edited\",\"resourceVersion\":\"15\"}}}");
 	json_t *drifted = sync_drifted_objects(objects, recorded, live);
 	char *list = names(drifted);
@@ -230,12 +231,14 @@ static void test_sync_objects__diff_names_objects_and_fields(void **state)
 static void test_sync_objects__prune_keeps_namespaces_and_crds_it_did_not_create(void **state)
 {
 	json_t *created = parse("[\"team-a\",\"CustomResourceDefinition/widgets.example.org\"]");
-	json_t *ours = parse("{\"apiVersion\":\"v1\",\"kind\":\"Namespace\",\"namespace\":\"\",\"name\":\"team-a\"}");
+	json_t *ours = parse("{\"apiVersion\":\"v1\",\"kind\":\"Namespace\",\"namespace\":\"\","
+			     "\"name\":\"team-a\"}");
 	json_t *theirs = parse("{\"apiVersion\":\"v1\",\"kind\":\"Namespace\",\"namespace\":\"\","
 			       "\"name\":\"kube-system\"}");
 	json_t *crd = parse("{\"apiVersion\":\"apiextensions.k8s.io/v1\",\"kind\":\"CustomResourceDefinition\","
 			    "\"namespace\":\"\",\"name\":\"widgets.example.org\"}");
-	json_t *other_crd = parse("{\"apiVersion\":\"apiextensions.k8s.io/v1\",\"kind\":\"CustomResourceDefinition\","
+	json_t *other_crd = parse("{\"apiVersion\":\"apiextensions.k8s.io/v1\","
+				  "\"kind\":\"CustomResourceDefinition\","
 				  "\"namespace\":\"\",\"name\":\"gadgets.example.org\"}");
 	json_t *cm = parse("{\"apiVersion\":\"v1\",\"kind\":\"ConfigMap\",\"namespace\":\"team-a\",\"name\":\"c\"}");
 	assert_false(sync_kept_unless_created(ours, created));
