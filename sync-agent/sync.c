@@ -98,10 +98,14 @@ struct record {
 	const char *durations;          /* NULL: keep the last ones */
 };
 
+/* v as JSON text in a string ("null" for none); NULL when out of memory, never a "null" that
+ * would read back as an empty inventory and let a prune miss what it lists. */
 static json_t *dumped(const json_t *v)
 {
+	if (!v)
+		return json_string("null");
 	char *text = json_dumps(v, JSON_COMPACT | JSON_SORT_KEYS);
-	json_t *s = json_string(text ? text : "null");
+	json_t *s = text ? json_string(text) : NULL;
 	free(text);
 	return s;
 }
@@ -110,6 +114,7 @@ static int write_inventory(struct latch_k8s *k, const struct sync_config *c, con
 			   struct latch_error *err)
 {
 	_cleanup_free_ char *name = inventory_name(c, s);
+	unsigned long json_failures = latch_json_allocation_failures();
 	json_t *data = json_pack("{s:o,s:o,s:o,s:s,s:s}", "inventory", dumped(rec->entries), "fingerprints", dumped(rec->versions),
 				 "createdNamespaces", dumped(rec->created), "lastAttemptedRevision", rec->attempted_revision, "result",
 				 rec->result);
@@ -129,7 +134,10 @@ static int write_inventory(struct latch_k8s *k, const struct sync_config *c, con
 			       name, "namespace", c->namespace, "labels", LABEL_CONFIG, c->name, LABEL_SOURCE, s->name, "data", data);
 	json_t *ns = json_pack("{s:s,s:s,s:{s:s}}", "apiVersion", "v1", "kind", "Namespace", "metadata", "name", c->namespace);
 	struct latch_k8s_apply_options ao = { FIELD_MANAGER "-inventory", true, false, NULL };
-	int r = latch_k8s_apply(k, ns, &ao, NULL, err);
+	/* A builder call that failed would leave a field out: the inventory is written whole or not. */
+	int r = !name || !cm || !ns || latch_json_allocation_failures() != json_failures
+			? latch_error_set(err, LATCH_ENOMEM, "out of memory")
+			: latch_k8s_apply(k, ns, &ao, NULL, err);
 	if (r == 0)
 		r = latch_k8s_apply(k, cm, &ao, NULL, err);
 	json_decref(ns);
