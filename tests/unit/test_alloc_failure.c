@@ -340,6 +340,27 @@ static int inject_policy_path(struct latch_buf *out, struct latch_error *err)
 	return inject("docker.io/library/nginx:1.27", &o, out, err);
 }
 
+/* latch-sync's render: a revision's YAML stream as the JSON objects it applies. */
+static int manifests_path(struct latch_buf *out, struct latch_error *err)
+{
+	char text[sizeof(deployment) + 256];
+	snprintf(text, sizeof(text), deployment, "nginx:1.27");
+	struct latch_yaml_limits lim = { 1u << 20, 32, 1000, 100000 };
+	struct latch_yaml_stream s;
+	int r = latch_yaml_parse(latch_view_str(text), "web.yaml", &lim, &s, err);
+	if (r < 0)
+		return r;
+	for (size_t i = 0; r == 0 && i < s.n_docs; i++) {
+		json_t *obj = latch_yaml_to_json(s.docs[i].root);
+		r = obj ? latch_json_dump(obj, out, err) : latch_error_set(err, LATCH_ENOMEM, "out of memory");
+		json_decref(obj);
+		if (r == 0)
+			r = emit(out, err, "\n");
+	}
+	latch_yaml_stream_done(&s);
+	return r;
+}
+
 static const char sync_config[] =
 	"apiVersion: latch.dev/v1alpha1\nkind: SyncConfig\nmetadata: {name: prod}\nspec:\n"
 	"  namespace: latch-system\n  cacheDir: /var/cache/latch-sync\n  sources:\n"
@@ -424,6 +445,11 @@ static void test_alloc_failure__latch_inject_policy_never_weakens(void **state)
 	torture("latch-inject policy", inject_policy_path);
 }
 
+static void test_alloc_failure__manifests_as_json(void **state)
+{
+	torture("manifests as JSON", manifests_path);
+}
+
 static void test_alloc_failure__latch_sync_config(void **state)
 {
 	torture("SyncConfig", sync_config_path);
@@ -445,6 +471,7 @@ int main(void)
 		cmocka_unit_test(test_alloc_failure__latch_init_config_and_every_format),
 		cmocka_unit_test(test_alloc_failure__latch_inject),
 		cmocka_unit_test(test_alloc_failure__latch_inject_policy_never_weakens),
+		cmocka_unit_test(test_alloc_failure__manifests_as_json),
 		cmocka_unit_test(test_alloc_failure__latch_sync_config),
 		cmocka_unit_test(test_alloc_failure__service_account_token),
 		cmocka_unit_test(test_alloc_failure__dotenv),
