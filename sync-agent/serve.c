@@ -64,8 +64,8 @@ struct source_stats {
 	char error[1024];     /* the last failure's message (no values: sync errors hold none) */
 	size_t last_changed, last_drifted, last_pruned;
 	bool ran, last_ok;
-	bool elsewhere;       /* this replica does not hold the source's Lease... */
-	char holder[128];     /* ...and this one does ("": none seen yet) */
+	bool elsewhere;       /* this replica does not hold the source's Lease */
+	char holder[128];     /* the replica that does ("": none seen yet) */
 	bool pass_requested;  /* a signed push hook came: the loop runs this source at once */
 	double hook_tokens;   /* rate limit: HOOK_BURST requests, then HOOK_PER_S */
 	double hook_refilled;
@@ -330,8 +330,9 @@ static void status_page(struct serve *sv, struct latch_buf *b)
 	latch_buf_append_str(b, "</table>\n<p>Objects, changed, drifted and pruned are the counts of the last "
 				"applied pass. Machine-readable: <a href=\"/metrics\">/metrics</a>, <a href=\"/readyz\">/readyz"
 				"</a>.</p>\n<h2>Inventory</h2>\n<p>Drift is found and put back at each pass.</p>\n");
+	/* A source another replica holds is that replica's to show: what this one kept is old. */
 	for (size_t i = 0; i < sv->cfg->n_sources; i++)
-		if (sv->stats[i].entries)
+		if (sv->stats[i].entries && !sv->stats[i].elsewhere)
 			inventory_table(b, &sv->cfg->sources[i], &sv->stats[i]);
 	latch_buf_append_str(b, "</body></html>\n");
 }
