@@ -48,7 +48,7 @@ int latch_error_setv_prefixed(struct latch_error *err, int code, const char *pre
 	struct latch_buf b = LATCH_BUF_INIT(MESSAGE_MAX);
 	latch_buf_append_str(&b, prefix);
 	latch_buf_vprintf(&b, fmt, ap);
-	int r = latch_buf_error(&b)
+	int r = latch_buf_error(&b) == LATCH_ENOMEM
 			? latch_error_set(err, code, "%s (out of memory describing it)", latch_code_name(code))
 			: latch_error_set(err, code, "%s", latch_buf_str(&b));
 	latch_buf_done(&b);

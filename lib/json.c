@@ -15,16 +15,13 @@ static void zeroing_free(void *p)
 /* jansson's lexer ignores a failed growth of its token buffer (the character is dropped and
  * the parse goes on), so a value can come back silently short under memory pressure; every
  * failed allocation is noted, and a parse during which one failed is refused. */
-static _Thread_local bool jansson_allocation_failed;
 static _Thread_local unsigned long jansson_allocation_failures;
 
 static void *noting_malloc(size_t n)
 {
 	void *p = malloc(n);
-	if (!p) {
-		jansson_allocation_failed = true;
+	if (!p)
 		jansson_allocation_failures++;
-	}
 	return p;
 }
 
@@ -84,9 +81,9 @@ int latch_json_parse(struct latch_view text, const char *name, const struct latc
 		return latch_error_set(err, LATCH_ELIMIT, "%s:%zu:%zu: nesting deeper than the limit of %u", name, line,
 				       column, limits->max_depth);
 	json_error_t jerr;
-	jansson_allocation_failed = false;
+	unsigned long failures = jansson_allocation_failures;
 	json_t *v = json_loadb(text.ptr, text.len, JSON_REJECT_DUPLICATES | JSON_DECODE_ANY | JSON_ALLOW_NUL, &jerr);
-	if (jansson_allocation_failed) {
+	if (jansson_allocation_failures != failures) {
 		json_decref(v);
 		return latch_error_set(err, LATCH_ENOMEM, "%s: out of memory while parsing", name);
 	}
