@@ -49,6 +49,8 @@ struct init_state {
 double init_now(void);
 
 int init_state_setup(struct init_state *s, struct latch_config *config, struct latch_error *err);
+/* The distinct requests of s->config's secrets into s->requests (no fetch); LATCH_ENOMEM. */
+int init_collect_requests(struct init_state *s);
 void init_state_done(struct init_state *s);
 
 /* Log in with the configured method; the token then lives in s->vault. */

@@ -22,46 +22,6 @@ double init_now(void)
 	return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
 }
 
-static bool same_request(const struct init_request *r, const char *path, const json_t *params)
-{
-	if (strcmp(r->path, path) != 0)
-		return false;
-	return (!r->params && !params) || (r->params && params && json_equal((json_t *)r->params, (json_t *)params));
-}
-
-static int add_request(struct init_state *s, const char *path, const json_t *params)
-{
-	for (size_t i = 0; i < s->n_requests; i++)
-		if (same_request(&s->requests[i], path, params))
-			return 0;
-	void *p = realloc(s->requests, (s->n_requests + 1) * sizeof(*s->requests));
-	if (!p)
-		return LATCH_ENOMEM;
-	s->requests = p;
-	s->requests[s->n_requests++] = (struct init_request){ .path = path, .params = params };
-	return 0;
-}
-
-/* The distinct requests of all secrets: a path read by several secrets or templates is one
- * request, so they all see the same credentials. */
-static int collect_requests(struct init_state *s)
-{
-	for (size_t i = 0; i < s->config->n_secrets; i++) {
-		const struct latch_secret_config *sc = &s->config->secrets[i];
-		if (sc->format != LATCH_FORMAT_TEMPLATE) {
-			if (add_request(s, sc->path, sc->params) < 0)
-				return LATCH_ENOMEM;
-			continue;
-		}
-		for (size_t k = 0; k < latch_template_n_secrets(sc->template); k++) {
-			struct latch_template_secret ts = latch_template_secret(sc->template, k);
-			if (add_request(s, ts.path, ts.params) < 0)
-				return LATCH_ENOMEM;
-		}
-	}
-	return 0;
-}
-
 int init_state_setup(struct init_state *s, struct latch_config *c, struct latch_error *err)
 {
 	*s = (struct init_state){ .config = c };
@@ -85,7 +45,7 @@ int init_state_setup(struct init_state *s, struct latch_config *c, struct latch_
 		LATCH_LOG(LATCH_LOG_WARN, "TLS verification of Vault is turned off (vault.tls_skip_verify)",
 			  { "address", c->vault.address });
 	int r = latch_vault_new(o, &s->vault, err);
-	if (r == 0 && collect_requests(s) < 0)
+	if (r == 0 && init_collect_requests(s) < 0)
 		r = latch_error_set(err, LATCH_ENOMEM, "out of memory");
 	return r;
 }

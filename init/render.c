@@ -1,4 +1,5 @@
-/* Turning a Vault response into file contents, per output format. */
+/* The distinct Vault requests a config's secrets need, and turning their responses into file
+ * contents, per output format. */
 #include <stdlib.h>
 #include <string.h>
 
@@ -12,15 +13,52 @@ void init_outputs_done(struct init_output *out, size_t n)
 	}
 }
 
+static bool same_request(const struct init_request *r, const char *path, const json_t *params)
+{
+	if (strcmp(r->path, path) != 0)
+		return false;
+	return (!r->params && !params) || (r->params && params && json_equal((json_t *)r->params, (json_t *)params));
+}
+
+static int add_request(struct init_state *s, const char *path, const json_t *params)
+{
+	for (size_t i = 0; i < s->n_requests; i++)
+		if (same_request(&s->requests[i], path, params))
+			return 0;
+	void *p = realloc(s->requests, (s->n_requests + 1) * sizeof(*s->requests));
+	if (!p)
+		return LATCH_ENOMEM;
+	s->requests = p;
+	s->requests[s->n_requests++] = (struct init_request){ .path = path, .params = params };
+	return 0;
+}
+
+/* The distinct requests of all secrets: a path read by several secrets or templates is one
+ * request, so they all see the same credentials. */
+int init_collect_requests(struct init_state *s)
+{
+	for (size_t i = 0; i < s->config->n_secrets; i++) {
+		const struct latch_secret_config *sc = &s->config->secrets[i];
+		if (sc->format != LATCH_FORMAT_TEMPLATE) {
+			if (add_request(s, sc->path, sc->params) < 0)
+				return LATCH_ENOMEM;
+			continue;
+		}
+		for (size_t k = 0; k < latch_template_n_secrets(sc->template); k++) {
+			struct latch_template_secret ts = latch_template_secret(sc->template, k);
+			if (add_request(s, ts.path, ts.params) < 0)
+				return LATCH_ENOMEM;
+		}
+	}
+	return 0;
+}
+
 static const json_t *lookup_envelope(const char *path, const json_t *params, void *userdata)
 {
 	const struct init_state *s = userdata;
-	for (size_t i = 0; i < s->n_requests; i++) {
-		const struct init_request *r = &s->requests[i];
-		bool same_params = (!r->params && !params) || (r->params && params && json_equal((json_t *)r->params, (json_t *)params));
-		if (strcmp(r->path, path) == 0 && same_params)
-			return r->envelope;
-	}
+	for (size_t i = 0; i < s->n_requests; i++)
+		if (same_request(&s->requests[i], path, params))
+			return s->requests[i].envelope;
 	return NULL;
 }
 

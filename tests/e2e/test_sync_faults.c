@@ -403,6 +403,34 @@ static void expect_signed_value(const char *want)
 	free(v);
 }
 
+/* OpenPGP keys trusted and stranger in the fixture's gnupg home, and trusted's public key
+ * exported to dir/trusted.asc, the keyring the source's verify names. */
+struct pgp_keys {
+	char *trusted, *stranger; /* fingerprints */
+};
+
+static struct pgp_keys make_pgp_keys(const struct fixture *f, const char *dir)
+{
+	gitops_sh(f->dir, "mkdir -m 700 gnupg");
+	gpg(f, "--quick-gen-key 'trusted <trusted@example.org>' ed25519 sign never");
+	gpg(f, "--quick-gen-key 'stranger <stranger@example.org>' ed25519 sign never");
+	struct pgp_keys k = { fingerprint_of(f, "trusted@example.org"), fingerprint_of(f, "stranger@example.org") };
+	char cmd[2048];
+	snprintf(cmd, sizeof(cmd), "--armor --export %s > '%s/trusted.asc'", k.trusted, dir);
+	gpg(f, cmd);
+	return k;
+}
+
+/* Stops the fixture's gpg-agent and frees the fingerprints. */
+static void pgp_keys_done(const struct fixture *f, struct pgp_keys *k)
+{
+	char cmd[2048];
+	snprintf(cmd, sizeof(cmd), "GNUPGHOME='%s/gnupg' gpgconf --kill all", f->dir);
+	gitops_sh(f->dir, cmd);
+	free(k->trusted);
+	free(k->stranger);
+}
+
 /* verify.keyringFile: only commits signed by a key in that file reach the cluster. */
 static void test_faults__only_commits_signed_by_a_trusted_key_apply(void **state)
 {
@@ -411,13 +439,8 @@ static void test_faults__only_commits_signed_by_a_trusted_key_apply(void **state
 	char *dir = stack_mkdtemp("latch-e2e-verify-keys");
 	snprintf(extra, sizeof(extra), "    verify: {keyringFile: %s/trusted.asc}\n", dir);
 	fixture_init_with(&f, "faults-verify", NULL, extra);
-	gitops_sh(f.dir, "mkdir -m 700 gnupg");
-	gpg(&f, "--quick-gen-key 'trusted <trusted@example.org>' ed25519 sign never");
-	gpg(&f, "--quick-gen-key 'stranger <stranger@example.org>' ed25519 sign never");
-	char *trusted = fingerprint_of(&f, "trusted@example.org"), *stranger = fingerprint_of(&f, "stranger@example.org");
-	char cmd[2048];
-	snprintf(cmd, sizeof(cmd), "--armor --export %s > '%s/trusted.asc'", trusted, dir);
-	gpg(&f, cmd);
+	struct pgp_keys keys = make_pgp_keys(&f, dir);
+	const char *trusted = keys.trusted, *stranger = keys.stranger;
 
 	commit_value(&f, "one", trusted);
 	must_sync(&f);
@@ -439,10 +462,7 @@ static void test_faults__only_commits_signed_by_a_trusted_key_apply(void **state
 	must_sync(&f);
 	expect_signed_value("four");
 
-	snprintf(cmd, sizeof(cmd), "GNUPGHOME='%s/gnupg' gpgconf --kill all", f.dir);
-	gitops_sh(f.dir, cmd);
-	free(trusted);
-	free(stranger);
+	pgp_keys_done(&f, &keys);
 	stack_rm_rf(dir);
 	free(dir);
 	fixture_done(&f);
@@ -662,17 +682,12 @@ static void tag_release_openpgp(const struct fixture *f, const char *fpr)
 static void test_faults__openpgp_signed_tag_and_head_both_verified(void **state)
 {
 	struct fixture f;
-	char extra[2048], cmd[2048];
+	char extra[2048];
 	char *dir = stack_mkdtemp("latch-e2e-pgp-tags");
 	snprintf(extra, sizeof(extra), "    verify: {keyringFile: %s/trusted.asc, mode: TagAndHEAD}\n", dir);
 	fixture_init_ref(&f, "faults-pgp-tag", NULL, "{tag: release}", extra);
-	gitops_sh(f.dir, "mkdir -m 700 gnupg");
-	gpg(&f, "--quick-gen-key 'trusted <trusted@example.org>' ed25519 sign never");
-	gpg(&f, "--quick-gen-key 'stranger <stranger@example.org>' ed25519 sign never");
-	char *trusted = fingerprint_of(&f, "trusted@example.org");
-	char *stranger = fingerprint_of(&f, "stranger@example.org");
-	snprintf(cmd, sizeof(cmd), "--armor --export %s > '%s/trusted.asc'", trusted, dir);
-	gpg(&f, cmd);
+	struct pgp_keys keys = make_pgp_keys(&f, dir);
+	const char *trusted = keys.trusted, *stranger = keys.stranger;
 
 	commit_value(&f, "one", trusted);
 	tag_release_openpgp(&f, trusted);
@@ -701,10 +716,7 @@ static void test_faults__openpgp_signed_tag_and_head_both_verified(void **state)
 	must_sync(&f);
 	expect_signed_value("three");
 
-	snprintf(cmd, sizeof(cmd), "GNUPGHOME='%s/gnupg' gpgconf --kill all", f.dir);
-	gitops_sh(f.dir, cmd);
-	free(trusted);
-	free(stranger);
+	pgp_keys_done(&f, &keys);
 	stack_rm_rf(dir);
 	free(dir);
 	fixture_done(&f);

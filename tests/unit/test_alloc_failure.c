@@ -28,6 +28,7 @@
 #include "latch/vault.h"
 #include "latch/yaml.h"
 #include "sync.h"
+#include "vault_responses.h"
 
 /* ---- the failing allocator ---- */
 
@@ -176,16 +177,7 @@ static int emit(struct latch_buf *out, struct latch_error *err, const char *fmt,
 	return r < 0 ? latch_error_set(err, r, "out of memory") : 0;
 }
 
-/* Vault 1.21 responses (values replaced). */
-static const char db_creds[] =
-	"{\"request_id\":\"a1\",\"lease_id\":\"database/creds/app/Xy12\",\"renewable\":true,\"lease_duration\":3600,"
-	"\"data\":{\"password\":\"A1a-pw\",\"username\":\"v-kubernet-app-abc-1764133000\"},\"wrap_info\":null,"
-	"\"warnings\":null,\"auth\":null}";
-static const char kv2[] =
-	"{\"request_id\":\"b2\",\"lease_id\":\"\",\"renewable\":false,\"lease_duration\":0,\"data\":{\"data\":"
-	"{\"password\":\"s3<&>\",\"username\":\"demo\"},\"metadata\":{\"created_time\":\"2026-11-26T05:00:00.1Z\","
-	"\"custom_metadata\":null,\"deletion_time\":\"\",\"destroyed\":false,\"version\":1}},\"wrap_info\":null,"
-	"\"warnings\":null,\"auth\":null}";
+/* Vault 1.21 responses (values replaced): db_creds and kv2 are shared with test_template. */
 static const char pki_issue[] =
 	"{\"request_id\":\"c3\",\"lease_id\":\"pki/issue/demo/Q9\",\"renewable\":false,\"lease_duration\":86399,"
 	"\"data\":{\"certificate\":\"-----BEGIN CERTIFICATE-----\\nMIIB\\n-----END CERTIFICATE-----\","
@@ -217,33 +209,16 @@ static const char *envelope_text(const char *path)
 	       : pki_issue;
 }
 
-static int add_request(struct init_state *s, const char *path, const json_t *params, struct latch_error *err)
-{
-	struct init_request *grown = realloc(s->requests, (s->n_requests + 1) * sizeof(*grown));
-	if (!grown)
-		return latch_error_set(err, LATCH_ENOMEM, "out of memory");
-	s->requests = grown;
-	struct init_request *r = &s->requests[s->n_requests];
-	*r = (struct init_request){ .path = path, .params = params };
-	struct latch_json_limits lim = LATCH_JSON_LIMITS_DEFAULT;
-	int code = latch_json_parse(latch_view_str(envelope_text(path)), path, &lim, &r->envelope, err);
-	s->n_requests += code == 0;
-	return code;
-}
-
 /* The responses, as latch-init holds them after its fetches. */
 static int fetched(struct init_state *s, struct latch_error *err)
 {
+	if (init_collect_requests(s) < 0)
+		return latch_error_set(err, LATCH_ENOMEM, "out of memory");
+	struct latch_json_limits lim = LATCH_JSON_LIMITS_DEFAULT;
 	int r = 0;
-	for (size_t i = 0; r == 0 && i < s->config->n_secrets; i++) {
-		const struct latch_secret_config *sc = &s->config->secrets[i];
-		if (sc->format != LATCH_FORMAT_TEMPLATE)
-			r = add_request(s, sc->path, sc->params, err);
-		size_t n = sc->format == LATCH_FORMAT_TEMPLATE ? latch_template_n_secrets(sc->template) : 0;
-		for (size_t k = 0; r == 0 && k < n; k++) {
-			struct latch_template_secret ts = latch_template_secret(sc->template, k);
-			r = add_request(s, ts.path, ts.params, err);
-		}
+	for (size_t i = 0; r == 0 && i < s->n_requests; i++) {
+		struct init_request *req = &s->requests[i];
+		r = latch_json_parse(latch_view_str(envelope_text(req->path)), req->path, &lim, &req->envelope, err);
 	}
 	return r;
 }
