@@ -8,7 +8,7 @@ export PATH := $(PATH):/usr/local/go/bin
 # The e2e suites and benchmarks run inside the stack's network namespace (dev/stack exec).
 IN_STACK := dev/stack exec
 
-.PHONY: all deps build static images sanitize-build fuzz bench-init bench-node bench-inject bench-sync bench-sync-replicas lint unit sanitize e2e test demo stack-up stack-down clean
+.PHONY: all deps build static images sanitize-build fuzz bench-init bench-node bench-inject bench-sync bench-sync-replicas bench-flux lint unit sanitize e2e test demo stack-up stack-down clean
 
 all: build
 
@@ -87,8 +87,10 @@ fuzz:
 			-artifact_prefix=build-fuzz/crash-$$h- build-fuzz/corpus/$$h || exit 1; \
 	done
 
-# latch-init versus vault agent, side by side (numbers go in README.md).
+# latch-init versus vault agent and versus the floor (the same requests by the leanest client),
+# side by side (numbers go in README.md).
 bench-init: build static
+	ninja -C $(STATIC_BUILD) bench/init/latch-init-floor
 	dev/stack up
 	status=0; . .stack/env && LATCH_INIT_STATIC=$(LATCH_INIT_STATIC) $(IN_STACK) bench/init/run || status=$$?; \
 		dev/stack down; exit $$status
@@ -108,6 +110,18 @@ bench-inject: build
 bench-sync: build
 	dev/stack up
 	status=0; . .stack/env && $(IN_STACK) bench/sync/run || status=$$?; \
+		dev/stack down; exit $$status
+
+# latch-sync versus Flux v1.9.6 on the same repository (numbers go in README.md): 1,000 objects
+# (Deployments and ConfigMaps) in one source with Flux's defaults, then with its API client
+# limits raised, then in 100 sources of 10. Builds the two Flux controllers first (about 15 min
+# cold; bench only, never `make test`).
+bench-flux: build
+	dev/build-servers source-controller kustomize-controller >/dev/null
+	dev/stack up
+	status=0; . .stack/env && $(IN_STACK) bench/sync/flux && \
+		FLUX_ARGS="--kube-api-qps=500 --kube-api-burst=1000" $(IN_STACK) bench/sync/flux && \
+		SOURCES=100 $(IN_STACK) bench/sync/flux || status=$$?; \
 		dev/stack down; exit $$status
 
 # latch-sync replicas sharing 100 sources by Leases: 1, 2 and 3 replicas, passes per minute.

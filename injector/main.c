@@ -187,9 +187,15 @@ static int read_stdin(struct latch_buf *out, struct latch_error *err)
 	return ferror(stdin) ? latch_error_set(err, LATCH_EIO, "reading stdin failed") : 0;
 }
 
-static int read_input(const char *name, bool from_stdin, struct latch_buf *text, struct latch_error *err)
+/* A file is mapped and given back as it is read (see latch_input_open); stdin is held whole. */
+static int open_input(const char *name, bool from_stdin, struct latch_input *in, struct latch_error *err)
 {
-	return from_stdin ? read_stdin(text, err) : latch_file_read(name, INPUT_MAX, text, err);
+	if (!from_stdin)
+		return latch_input_open(name, INPUT_MAX, in, err);
+	*in = (struct latch_input){ .buf = LATCH_BUF_INIT(INPUT_MAX) };
+	int r = read_stdin(&in->buf, err);
+	in->text = latch_buf_view(&in->buf);
+	return r;
 }
 
 static bool is_resource_list(const struct latch_yaml_node *doc)
@@ -275,18 +281,19 @@ static int sink_finish(struct sink *k, struct latch_error *err)
 	return r < 0 ? latch_error_set(err, r, "the output is larger than %u bytes", OUTPUT_MAX) : 0;
 }
 
-/* One input, a document at a time: parse, inject, write to the sink, free. Only the output
- * text is kept, so memory stays flat however many objects come. */
+/* One input, a document at a time: parse, inject, write to the sink, free, and give back the
+ * input read so far. Only the output text is kept (all or nothing: it is written once every
+ * document has passed), so memory grows with the output alone. */
 static int process(struct cli *c, const char *name, bool from_stdin, struct sink *k, struct latch_buf *warnings,
 		   struct latch_error *err)
 {
-	struct latch_buf text = LATCH_BUF_INIT(INPUT_MAX);
+	struct latch_input in;
 	struct latch_yaml_reader *reader = NULL;
 	struct latch_yaml_limits lim = LATCH_YAML_LIMITS_DEFAULT;
 	lim.max_bytes = INPUT_MAX;
-	int r = read_input(name, from_stdin, &text, err);
+	int r = open_input(name, from_stdin, &in, err);
 	if (r == 0)
-		r = latch_yaml_reader_new(latch_buf_view(&text), name, &lim, &reader, err);
+		r = latch_yaml_reader_new(in.text, name, &lim, &reader, err);
 	bool first = true;
 	struct latch_yaml_doc doc;
 	while (r == 0 && (r = latch_yaml_reader_next(reader, &doc, err)) == 0) {
@@ -299,9 +306,10 @@ static int process(struct cli *c, const char *name, bool from_stdin, struct sink
 		if (r == 0)
 			r = sink_add(k, &doc, name, err);
 		latch_yaml_node_free(doc.root);
+		latch_input_release_before(&in, latch_yaml_reader_offset(reader));
 	}
 	latch_yaml_reader_free(reader);
-	latch_buf_done(&text);
+	latch_input_close(&in);
 	return r == 1 ? 0 : r;
 }
 

@@ -3,9 +3,11 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/random.h>
 #include <sys/stat.h>
 #include <time.h>
@@ -272,6 +274,50 @@ int latch_file_read(const char *path, size_t max, struct latch_buf *ret, struct 
 	}
 	explicit_bzero(chunk, sizeof(chunk));
 	return 0;
+}
+
+int latch_input_open(const char *path, size_t max, struct latch_input *ret, struct latch_error *err)
+{
+	*ret = (struct latch_input){ .text = { "", 0 }, .buf = LATCH_BUF_INIT(max) };
+	_cleanup_close_ int fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		return fail_errno(err, errno, "opening", path);
+	struct stat st;
+	if (fstat(fd, &st) < 0)
+		return fail_errno(err, errno, "reading", path);
+	if (!S_ISREG(st.st_mode) || st.st_size == 0) {
+		int r = latch_file_read(path, max, &ret->buf, err);
+		if (r == 0)
+			ret->text = latch_buf_view(&ret->buf);
+		return r;
+	}
+	if ((uintmax_t)st.st_size > max)
+		return latch_error_set(err, LATCH_ELIMIT, "'%s' is larger than the limit of %zu bytes", path, max);
+	void *p = mmap(NULL, (size_t)st.st_size, PROT_READ, MAP_PRIVATE, fd, 0);
+	if (p == MAP_FAILED)
+		return fail_errno(err, errno, "mapping", path);
+	madvise(p, (size_t)st.st_size, MADV_SEQUENTIAL);
+	ret->text = (struct latch_view){ p, (size_t)st.st_size };
+	ret->mapped_len = (size_t)st.st_size;
+	return 0;
+}
+
+void latch_input_release_before(struct latch_input *in, size_t offset)
+{
+	size_t page = (size_t)sysconf(_SC_PAGESIZE);
+	size_t end = offset / page * page;
+	if (in->mapped_len == 0 || end <= in->released)
+		return;
+	madvise((char *)in->text.ptr + in->released, end - in->released, MADV_DONTNEED);
+	in->released = end;
+}
+
+void latch_input_close(struct latch_input *in)
+{
+	if (in->mapped_len)
+		munmap((void *)in->text.ptr, in->mapped_len);
+	latch_buf_done(&in->buf);
+	*in = (struct latch_input){ .text = { "", 0 } };
 }
 
 int latch_file_read_line(const char *path, size_t max, struct latch_buf *ret, struct latch_error *err)

@@ -447,6 +447,11 @@ int latch_yaml_reader_new(struct latch_view text, const char *name, const struct
 	return 0;
 }
 
+size_t latch_yaml_reader_offset(const struct latch_yaml_reader *r)
+{
+	return (size_t)(r->parser.input.string.current - r->parser.input.string.start);
+}
+
 int latch_yaml_reader_next(struct latch_yaml_reader *r, struct latch_yaml_doc *ret, struct latch_error *err)
 {
 	r->b.err = err;

@@ -37,6 +37,20 @@ int latch_file_open_dir_beneath(const char *root, const char *rel, mode_t mode, 
 /* Read a whole file into ret (appending), failing with LATCH_ELIMIT past max bytes. */
 int latch_file_read(const char *path, size_t max, struct latch_buf *ret, struct latch_error *err);
 
+/* A file to be read once, front to back: a regular file is mapped, anything else (a pipe,
+ * /dev/stdin) is read into memory. latch_input_release_before() gives back the pages before
+ * offset, so a long input need not stay resident while it is read; reading them again later
+ * (to place an error) still gives the file's bytes. */
+struct latch_input {
+	struct latch_view text;
+	size_t mapped_len; /* 0 when text is held in buf instead */
+	size_t released;
+	struct latch_buf buf;
+};
+int latch_input_open(const char *path, size_t max, struct latch_input *ret, struct latch_error *err);
+void latch_input_release_before(struct latch_input *in, size_t offset);
+void latch_input_close(struct latch_input *in);
+
 /* The same for a one-line file (a token, a password): trailing newlines are dropped. */
 int latch_file_read_line(const char *path, size_t max, struct latch_buf *ret, struct latch_error *err);
 

@@ -88,6 +88,9 @@ int latch_yaml_reader_new(struct latch_view text, const char *name, const struct
 			  struct latch_yaml_reader **ret, struct latch_error *err);
 int latch_yaml_reader_next(struct latch_yaml_reader *reader, struct latch_yaml_doc *ret, struct latch_error *err);
 void latch_yaml_reader_free(struct latch_yaml_reader *reader);
+/* How many bytes of text the reader has taken in: it will not look at those before again
+ * except to place an error. */
+size_t latch_yaml_reader_offset(const struct latch_yaml_reader *reader);
 
 /* Emit every document, "---"-separated, appending to out. */
 int latch_yaml_emit(const struct latch_yaml_stream *stream, struct latch_buf *out, struct latch_error *err);

@@ -171,6 +171,67 @@ static void test_file__read_cap(void **state)
 	latch_error_done(&err);
 }
 
+/* A mapped input whose read part was given back still reads as the file. */
+static void test_file__input_given_back_still_reads_the_file(void **state)
+{
+	const char *dir = *state;
+	struct latch_error err = LATCH_ERROR_INIT;
+	size_t page = (size_t)sysconf(_SC_PAGESIZE), size = 5 * page + 123;
+	char *content = malloc(size);
+	assert_non_null(content);
+	for (size_t i = 0; i < size; i++)
+		content[i] = (char)('a' + i % 26);
+	struct latch_file_opts o = { .mode = 0600 };
+	assert_int_equal(latch_file_write_atomic(join(dir, "in.yaml"), (struct latch_view){ content, size }, &o, &err), 0);
+
+	struct latch_input in;
+	assert_int_equal(latch_input_open(join(dir, "in.yaml"), 1 << 20, &in, &err), 0);
+	assert_int_equal(in.mapped_len, size);
+	assert_int_equal(in.text.len, size);
+	latch_input_release_before(&in, 3 * page + 10);
+	assert_int_equal(in.released, 3 * page);
+	latch_input_release_before(&in, page); /* never backwards */
+	assert_int_equal(in.released, 3 * page);
+	assert_memory_equal(in.text.ptr, content, size);
+	latch_input_close(&in);
+
+	assert_int_equal(latch_input_open(join(dir, "in.yaml"), size - 1, &in, &err), LATCH_ELIMIT);
+	assert_non_null(strstr(latch_error_message(&err), "limit of"));
+	latch_input_close(&in);
+	free(content);
+	latch_error_done(&err);
+}
+
+/* A pipe cannot be mapped: it is read whole instead; an empty file gives empty text. */
+static void test_file__input_from_a_pipe_or_empty_file(void **state)
+{
+	const char *dir = *state;
+	struct latch_error err = LATCH_ERROR_INIT;
+	int fds[2];
+	assert_int_equal(pipe(fds), 0);
+	assert_int_equal(write(fds[1], "kind: ConfigMap\n", 16), 16);
+	close(fds[1]);
+	char path[64];
+	snprintf(path, sizeof(path), "/proc/self/fd/%d", fds[0]);
+	struct latch_input in;
+	assert_int_equal(latch_input_open(path, 1 << 20, &in, &err), 0);
+	assert_int_equal(in.mapped_len, 0);
+	assert_int_equal(in.text.len, 16);
+	assert_memory_equal(in.text.ptr, "kind: ConfigMap\n", 16);
+	latch_input_release_before(&in, 16); /* nothing mapped: nothing to give back */
+	assert_memory_equal(in.text.ptr, "kind: ConfigMap\n", 16);
+	latch_input_close(&in);
+	close(fds[0]);
+
+	struct latch_file_opts o = { .mode = 0600 };
+	assert_int_equal(latch_file_write_atomic(join(dir, "empty"), latch_view_str(""), &o, &err), 0);
+	assert_int_equal(latch_input_open(join(dir, "empty"), 1 << 20, &in, &err), 0);
+	assert_non_null(in.text.ptr);
+	assert_int_equal(in.text.len, 0);
+	latch_input_close(&in);
+	latch_error_done(&err);
+}
+
 #define OLD_SIZE 4096
 #define NEW_SIZE 65536
 
@@ -291,6 +352,8 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_file__no_symlink_leads_outside_the_root, setup_dir, teardown_dir),
 		cmocka_unit_test_setup_teardown(test_file__stale_temp_from_killed_writer_is_swept, setup_dir, teardown_dir),
 		cmocka_unit_test_setup_teardown(test_file__read_cap, setup_dir, teardown_dir),
+		cmocka_unit_test_setup_teardown(test_file__input_given_back_still_reads_the_file, setup_dir, teardown_dir),
+		cmocka_unit_test_setup_teardown(test_file__input_from_a_pipe_or_empty_file, setup_dir, teardown_dir),
 		cmocka_unit_test_setup_teardown(test_file__kill_9_leaves_old_or_new_and_no_temp, setup_dir, teardown_dir),
 		cmocka_unit_test_setup_teardown(test_file__enospc_keeps_old_file, setup_dir, teardown_dir),
 	};
