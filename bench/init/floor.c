@@ -13,8 +13,8 @@
 #define MAX_CONNECTIONS 8
 #define MAX_PATHS 64
 
-static CURL *vault_request(const char *addr, const char *ca_file, const char *path, struct curl_slist *headers,
-			   FILE *out)
+static CURL *vault_request(const char *addr, const char *ca_file, const char *path,
+			   struct curl_slist *headers, FILE *out)
 {
 	char url[1024];
 	CURL *h = curl_easy_init();
@@ -58,7 +58,8 @@ static int login(const char *addr, const char *ca_file, const char *role, const 
 int main(int argc, char **argv)
 {
 	if (argc < 7 || argc - 6 > MAX_PATHS)
-		return fputs("usage: latch-init-floor VAULT_ADDR CA_FILE ROLE TOKEN_FILE OUT_DIR PATH... (up to 64)\n", stderr), 64;
+		return fputs("usage: latch-init-floor VAULT_ADDR CA_FILE ROLE TOKEN_FILE OUT_DIR PATH... (up to 64)\n",
+			     stderr), 64;
 	char token[512];
 	curl_global_init(CURL_GLOBAL_DEFAULT);
 	if (login(argv[1], argv[2], argv[3], argv[4], token, sizeof(token)) != 0)
