@@ -276,12 +276,9 @@ int latch_file_read(const char *path, size_t max, struct latch_buf *ret, struct 
 	return 0;
 }
 
-int latch_input_open(const char *path, size_t max, struct latch_input *ret, struct latch_error *err)
+/* A regular file is mapped; anything else is read through path. */
+static int map_or_read(int fd, const char *path, size_t max, struct latch_input *ret, struct latch_error *err)
 {
-	*ret = (struct latch_input){ .text = { "", 0 }, .buf = LATCH_BUF_INIT(max) };
-	_cleanup_close_ int fd = open(path, O_RDONLY | O_CLOEXEC);
-	if (fd < 0)
-		return fail_errno(err, errno, "opening", path);
 	struct stat st;
 	if (fstat(fd, &st) < 0)
 		return fail_errno(err, errno, "reading", path);
@@ -300,6 +297,15 @@ int latch_input_open(const char *path, size_t max, struct latch_input *ret, stru
 	ret->text = (struct latch_view){ p, (size_t)st.st_size };
 	ret->mapped_len = (size_t)st.st_size;
 	return 0;
+}
+
+int latch_input_open(const char *path, size_t max, struct latch_input *ret, struct latch_error *err)
+{
+	*ret = (struct latch_input){ .text = { "", 0 }, .buf = LATCH_BUF_INIT(max) };
+	_cleanup_close_ int fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		return fail_errno(err, errno, "opening", path);
+	return map_or_read(fd, path, max, ret, err);
 }
 
 void latch_input_release_before(struct latch_input *in, size_t offset)

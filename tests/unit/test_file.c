@@ -182,7 +182,8 @@ static void test_file__input_given_back_still_reads_the_file(void **state)
 	for (size_t i = 0; i < size; i++)
 		content[i] = (char)('a' + i % 26);
 	struct latch_file_opts o = { .mode = 0600 };
-	assert_int_equal(latch_file_write_atomic(join(dir, "in.yaml"), (struct latch_view){ content, size }, &o, &err), 0);
+	struct latch_view text = { content, size };
+	assert_int_equal(latch_file_write_atomic(join(dir, "in.yaml"), text, &o, &err), 0);
 
 	struct latch_input in;
 	assert_int_equal(latch_input_open(join(dir, "in.yaml"), 1 << 20, &in, &err), 0);
