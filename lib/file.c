@@ -249,11 +249,9 @@ int latch_file_open_dir_beneath(const char *root, const char *rel, mode_t mode, 
 	return 0;
 }
 
-int latch_file_read(const char *path, size_t max, struct latch_buf *ret, struct latch_error *err)
+/* Append everything fd holds to ret; path names it in errors. */
+static int read_all(int fd, const char *path, size_t max, struct latch_buf *ret, struct latch_error *err)
 {
-	_cleanup_close_ int fd = open(path, O_RDONLY | O_CLOEXEC);
-	if (fd < 0)
-		return fail_errno(err, errno, "opening", path);
 	char chunk[16384];
 	size_t start = ret->len;
 	for (;;) {
@@ -276,14 +274,22 @@ int latch_file_read(const char *path, size_t max, struct latch_buf *ret, struct 
 	return 0;
 }
 
-/* A regular file is mapped; anything else is read through path. */
+int latch_file_read(const char *path, size_t max, struct latch_buf *ret, struct latch_error *err)
+{
+	_cleanup_close_ int fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		return fail_errno(err, errno, "opening", path);
+	return read_all(fd, path, max, ret, err);
+}
+
+/* A regular file is mapped; anything else is read from fd. */
 static int map_or_read(int fd, const char *path, size_t max, struct latch_input *ret, struct latch_error *err)
 {
 	struct stat st;
 	if (fstat(fd, &st) < 0)
 		return fail_errno(err, errno, "reading", path);
 	if (!S_ISREG(st.st_mode) || st.st_size == 0) {
-		int r = latch_file_read(path, max, &ret->buf, err);
+		int r = read_all(fd, path, max, &ret->buf, err);
 		if (r == 0)
 			ret->text = latch_buf_view(&ret->buf);
 		return r;

@@ -2,6 +2,9 @@
 # Sourced; expects $repo, and N, NAMESPACES and SERVICES for manifests (REPLICAS: the
 # Deployments' replicas, 2 unless set).
 
+# shellcheck source=../lib.sh
+. "$repo/bench/lib.sh"
+
 # manifests DIR PREFIX: the Namespaces PREFIX-0 .. PREFIX-(NAMESPACES-1) and N objects spread
 # over them (a third each of Deployments, Services and ConfigMaps; SERVICES=0: half each of
 # Deployments and ConfigMaps).
@@ -70,16 +73,9 @@ EOF
 # server_cpu: CPU seconds the stack's kube-apiserver and etcd have used so far (0 when the
 # stack's pid file is not there).
 server_cpu() {
-	local pids=${LATCH_STACK_DIR:-$repo/.stack}/pids name pid total=0 ticks
+	local pids=${LATCH_STACK_DIR:-$repo/.stack}/pids
 	[[ -f $pids ]] || { echo 0; return; }
-	while read -r name pid; do
-		[[ $name == kube-apiserver || $name == etcd ]] || continue
-		ticks=$(awk '{ print $14 + $15 }' "/proc/$pid/stat" 2>/dev/null || echo 0)
-		total=$((total + ticks))
-	done <"$pids"
-	awk -v t="$total" -v hz="$(getconf CLK_TCK)" 'BEGIN { printf "%.2f", t / hz }'
+	# shellcheck disable=SC2046 # one word per pid
+	cpu_seconds $(awk '$1 == "kube-apiserver" || $1 == "etcd" { print $2 }' "$pids")
 }
 
-median() { sort -g | awk '{ a[NR] = $1 } END { print (NR % 2) ? a[(NR + 1) / 2] : (a[NR / 2] + a[NR / 2 + 1]) / 2 }'; }
-
-mib() { awk -v k="$1" 'BEGIN { printf "%.1f", k / 1024 }'; }
