@@ -77,11 +77,12 @@ test: deps
 # Coverage-guided fuzzing of every parser for FUZZ_SECONDS each (clang and libFuzzer from
 # Debian: clang-14, libfuzzer-14-dev). New inputs go to build-fuzz/corpus; crashes stop it.
 FUZZ_SECONDS ?= 60
+FUZZ_HARNESSES ?= yaml json template config inject dotenv jwt sshsig syncconfig webhook gitpath vault k8s kubeconfig
 fuzz:
 	[ -f build-fuzz/build.ninja ] || CC=clang-14 meson setup build-fuzz -Dfuzzing=true \
 		-Db_sanitize=address,undefined -Db_lundef=false
 	ninja -C build-fuzz
-	for h in yaml json template config inject dotenv jwt sshsig syncconfig webhook; do \
+	for h in $(FUZZ_HARNESSES); do \
 		mkdir -p build-fuzz/corpus/$$h && cp -n tests/fuzz/corpus/$$h/* build-fuzz/corpus/$$h/; \
 		build-fuzz/tests/fuzz/fuzz_$$h -max_total_time=$(FUZZ_SECONDS) -max_len=65536 \
 			-artifact_prefix=build-fuzz/crash-$$h- build-fuzz/corpus/$$h || exit 1; \

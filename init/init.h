@@ -52,6 +52,9 @@ int init_state_setup(struct init_state *s, struct latch_config *config, struct l
 /* The distinct requests of s->config's secrets into s->requests (no fetch); LATCH_ENOMEM. */
 int init_collect_requests(struct init_state *s);
 void init_state_done(struct init_state *s);
+/* Hold a Vault response as r's envelope (the reference is taken, also on failure) with its
+ * lease id, duration and renewable flag; LATCH_ENOMEM. The caller sets the schedule. */
+int init_request_take(struct init_request *r, json_t *envelope);
 
 /* Log in with the configured method; the token then lives in s->vault. */
 int init_login(struct init_state *s, struct latch_error *err);

@@ -120,21 +120,11 @@ static int fetch_with(const struct init_state *s, struct latch_vault *vault, str
 	int rc = r->params ? latch_vault_write(vault, r->path, r->params, &env, err) : latch_vault_read(vault, r->path, &env, err);
 	if (rc < 0)
 		return rc;
-	const char *lease = latch_json_get_str(env, "lease_id");
-	char *lease_copy = strdup(lease ? lease : "");
-	if (!lease_copy) {
-		json_decref(env);
+	if (init_request_take(r, env) < 0)
 		return latch_error_set(err, LATCH_ENOMEM, "out of memory");
-	}
-	json_decref(r->envelope);
-	free(r->lease_id);
-	r->envelope = env;
-	r->lease_id = lease_copy;
-	r->lease_duration = (long)json_integer_value(json_object_get(env, "lease_duration"));
 	r->original_duration = r->lease_duration;
-	r->renewable = json_is_true(json_object_get(env, "renewable")) && *lease_copy;
 	schedule(r, init_now());
-	LATCH_LOG(LATCH_LOG_INFO, "fetched secret", { "path", r->path }, { "lease", *lease_copy ? "yes" : "no" });
+	LATCH_LOG(LATCH_LOG_INFO, "fetched secret", { "path", r->path }, { "lease", *r->lease_id ? "yes" : "no" });
 	return 0;
 }
 

@@ -53,6 +53,23 @@ int init_collect_requests(struct init_state *s)
 	return 0;
 }
 
+int init_request_take(struct init_request *r, json_t *envelope)
+{
+	const char *lease = latch_json_get_str(envelope, "lease_id");
+	char *lease_copy = strdup(lease ? lease : "");
+	if (!lease_copy) {
+		json_decref(envelope);
+		return LATCH_ENOMEM;
+	}
+	json_decref(r->envelope);
+	free(r->lease_id);
+	r->envelope = envelope;
+	r->lease_id = lease_copy;
+	r->lease_duration = (long)json_integer_value(json_object_get(envelope, "lease_duration"));
+	r->renewable = json_is_true(json_object_get(envelope, "renewable")) && *lease_copy;
+	return 0;
+}
+
 static const json_t *lookup_envelope(const char *path, const json_t *params, void *userdata)
 {
 	const struct init_state *s = userdata;

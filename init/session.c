@@ -100,17 +100,9 @@ static bool same_requests(const struct init_state *s, const json_t *saved)
 static int adopt_request(struct init_request *q, const json_t *e)
 {
 	json_t *envelope = json_object_get(e, "envelope");
-	const char *lease = latch_json_get_str(envelope, "lease_id");
-	char *lease_copy = strdup(lease ? lease : "");
-	if (!lease_copy)
+	if (init_request_take(q, json_incref(envelope)) < 0)
 		return LATCH_ENOMEM;
-	json_decref(q->envelope);
-	free(q->lease_id);
-	q->envelope = json_incref(envelope);
-	q->lease_id = lease_copy;
-	q->lease_duration = (long)json_integer_value(json_object_get(envelope, "lease_duration"));
 	q->original_duration = (long)json_integer_value(json_object_get(e, "original_duration"));
-	q->renewable = json_is_true(json_object_get(envelope, "renewable")) && *lease_copy;
 	q->due = monotonic_due(json_integer_value(json_object_get(e, "due")));
 	return 0;
 }

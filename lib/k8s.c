@@ -1,5 +1,6 @@
 #include "latch/k8s.h"
 
+#include <ctype.h>
 #include <stdatomic.h>
 
 #include <stdio.h>
@@ -219,8 +220,10 @@ static int user_credentials(const char *path, const json_t *user, struct connect
 		c->key_file = relative_to(path, v);
 	if (r == 0 && (v = latch_json_get_str(user, "token")))
 		c->token = strdup(v);
-	else if (r == 0 && (v = latch_json_get_str(user, "tokenFile")))
-		r = read_token_file(v, &c->token, err);
+	else if (r == 0 && (v = latch_json_get_str(user, "tokenFile"))) {
+		_cleanup_free_ char *file = relative_to(path, v); /* as kubectl resolves it */
+		r = file ? read_token_file(file, &c->token, err) : latch_error_set(err, LATCH_ENOMEM, "out of memory");
+	}
 	c->tls.client_cert_pem = c->cert_pem;
 	c->tls.client_key_pem = c->key_pem;
 	c->tls.client_cert_file = c->cert_file;
@@ -255,6 +258,26 @@ static int kubeconfig_connection(const char *path, const json_t *cfg, struct con
 	return r == 0 && user ? user_credentials(path, user, c, err) : r;
 }
 
+int latch_k8s_from_kubeconfig_text(struct latch_view text, const char *path, struct latch_k8s **ret,
+				   struct latch_error *err)
+{
+	struct latch_yaml_stream s = { 0 };
+	struct latch_yaml_limits lim = { KUBECONFIG_MAX, 32, 1, 100000 };
+	int r = latch_yaml_parse(text, path, &lim, &s, err);
+	json_t *cfg = r == 0 && s.n_docs == 1 ? latch_yaml_to_json(s.docs[0].root) : NULL;
+	if (r == 0 && !json_is_object(cfg))
+		r = latch_error_set(err, LATCH_EINVAL, "kubeconfig '%s' is not a YAML mapping", path);
+	struct connection c = { 0 };
+	if (r == 0)
+		r = kubeconfig_connection(path, cfg, &c, err);
+	if (r == 0)
+		r = open_client(&c, ret, err);
+	connection_done(&c);
+	json_decref(cfg);
+	latch_yaml_stream_done(&s);
+	return r;
+}
+
 int latch_k8s_from_kubeconfig(const char *path, struct latch_k8s **ret, struct latch_error *err)
 {
 	_cleanup_free_ char *fallback = NULL;
@@ -267,22 +290,9 @@ int latch_k8s_from_kubeconfig(const char *path, struct latch_k8s **ret, struct l
 		path = fallback = latch_buf_take(&b);
 	}
 	struct latch_buf text = LATCH_SECRET_BUF_INIT(KUBECONFIG_MAX);
-	struct latch_yaml_stream s = { 0 };
-	struct latch_yaml_limits lim = { KUBECONFIG_MAX, 32, 1, 100000 };
 	int r = latch_file_read(path, KUBECONFIG_MAX, &text, err);
 	if (r == 0)
-		r = latch_yaml_parse(latch_buf_view(&text), path, &lim, &s, err);
-	json_t *cfg = r == 0 && s.n_docs == 1 ? latch_yaml_to_json(s.docs[0].root) : NULL;
-	if (r == 0 && !json_is_object(cfg))
-		r = latch_error_set(err, LATCH_EINVAL, "kubeconfig '%s' is not a YAML mapping", path);
-	struct connection c = { 0 };
-	if (r == 0)
-		r = kubeconfig_connection(path, cfg, &c, err);
-	if (r == 0)
-		r = open_client(&c, ret, err);
-	connection_done(&c);
-	json_decref(cfg);
-	latch_yaml_stream_done(&s);
+		r = latch_k8s_from_kubeconfig_text(latch_buf_view(&text), path, ret, err);
 	latch_buf_done(&text);
 	return r;
 }
@@ -409,14 +419,56 @@ static int status_error(long status, const json_t *body, const char *what, struc
 
 /* ---- discovery ---- */
 
-static int add_resources(struct latch_k8s *k, const char *group_version, const json_t *list)
+/* What the API server accepts as one segment of a path: not "." or "..", no '/' or '%'.
+ * '?' and '#' would end the path, so they are refused too, with spaces and control bytes. */
+static bool path_segment(const char *s)
 {
+	if (!s || !*s || strcmp(s, ".") == 0 || strcmp(s, "..") == 0)
+		return false;
+	for (; *s; s++)
+		if ((unsigned char)*s <= ' ' || *s == 0x7f || strchr("/%?#", *s))
+			return false;
+	return true;
+}
+
+/* "v1" or "apps/v1": one or two path segments. */
+static bool group_version_ok(const char *gv)
+{
+	const char *slash = gv ? strchr(gv, '/') : NULL;
+	if (!slash)
+		return path_segment(gv);
+	_cleanup_free_ char *group = strndup(gv, (size_t)(slash - gv));
+	return group && path_segment(group) && path_segment(slash + 1);
+}
+
+static void forget_group_version(struct latch_k8s *k, const char *group_version)
+{
+	size_t kept = 0;
+	for (size_t i = 0; i < k->n_resources; i++) {
+		struct resource *r = &k->resources[i];
+		if (r->group_version && strcmp(r->group_version, group_version) == 0) {
+			free(r->group_version);
+			free(r->kind);
+			free(r->plural);
+		} else {
+			k->resources[kept++] = *r;
+		}
+	}
+	k->n_resources = kept;
+}
+
+int latch_k8s_learn_resources(struct latch_k8s *k, const char *group_version, const json_t *list)
+{
+	if (!group_version_ok(group_version))
+		return LATCH_EINVAL;
+	forget_group_version(k, group_version);
+	k->discovered = true;
 	size_t i;
 	json_t *res;
 	json_array_foreach(json_object_get(list, "resources"), i, res) {
 		const char *name = latch_json_get_str(res, "name"), *kind = latch_json_get_str(res, "kind");
-		if (!name || !kind || strchr(name, '/'))
-			continue; /* subresources (deployments/status) */
+		if (!path_segment(name) || !kind || !*kind)
+			continue; /* subresources (deployments/status) have a '/' */
 		void *p = realloc(k->resources, (k->n_resources + 1) * sizeof(*k->resources));
 		if (!p)
 			return LATCH_ENOMEM;
@@ -436,7 +488,7 @@ static int discover_group_version(struct latch_k8s *k, const char *prefix, const
 	long status = 0;
 	json_t *list = NULL;
 	int r = latch_k8s_request(k, "GET", latch_buf_str(&path), NULL, NULL, &status, &list, err);
-	if (r == 0 && status == 200 && add_resources(k, group_version, list) < 0)
+	if (r == 0 && status == 200 && latch_k8s_learn_resources(k, group_version, list) == LATCH_ENOMEM)
 		r = latch_error_set(err, LATCH_ENOMEM, "out of memory");
 	/* A group version that vanished between the two calls is not an error. */
 	json_decref(list);
@@ -474,8 +526,9 @@ static int discover(struct latch_k8s *k, struct latch_error *err)
 		size_t j;
 		json_t *v;
 		json_array_foreach(json_object_get(g, "versions"), j, v) {
-			if (r == 0)
-				r = discover_group_version(k, "/apis", latch_json_get_str(v, "groupVersion"), err);
+			const char *gv = latch_json_get_str(v, "groupVersion");
+			if (r == 0 && group_version_ok(gv)) /* anything else cannot name a path */
+				r = discover_group_version(k, "/apis", gv, err);
 		}
 	}
 	json_decref(groups);
@@ -513,6 +566,10 @@ int latch_k8s_object_path(struct latch_k8s *k, const char *api_version, const ch
 {
 	if (!api_version || !kind)
 		return latch_error_set(err, LATCH_EINVAL, "an object without apiVersion or kind");
+	if ((ns && *ns && !path_segment(ns)) || (name && !path_segment(name)))
+		return latch_error_set(err, LATCH_EINVAL, "%s '%s%s%s' cannot be a name in the API: it is empty, '.' or '..', "
+				       "or holds '/', '%%', '?', '#', a space or a control character", kind,
+				       ns && *ns ? ns : "", ns && *ns ? "/" : "", name ? name : "");
 	const struct resource *res = NULL;
 	int r = discover(k, err);
 	if (r == 0 && !(res = find_resource(k, api_version, kind))) {
@@ -638,6 +695,17 @@ int latch_k8s_delete_uid(struct latch_k8s *k, const char *api_version, const cha
 	return r;
 }
 
+static void append_query_escaped(struct latch_buf *b, const char *s)
+{
+	for (; *s; s++) {
+		unsigned char ch = (unsigned char)*s;
+		if (isalnum(ch) || strchr("-._~", ch))
+			latch_buf_putc(b, (char)ch);
+		else
+			latch_buf_printf(b, "%%%02X", ch);
+	}
+}
+
 /* One page of a cluster-wide list; *cont gets the continue token (NULL on the last page). */
 static int list_page(struct latch_k8s *k, const char *path, const struct latch_k8s_list_options *o, char **cont, json_t *items,
 		     struct latch_error *err)
@@ -646,8 +714,10 @@ static int list_page(struct latch_k8s *k, const char *path, const struct latch_k
 	latch_buf_printf(&url, "%s?limit=500%s", path, o->cached ? "&resourceVersion=0" : "");
 	if (o->label_selector)
 		latch_buf_printf(&url, "&labelSelector=%s", o->label_selector);
-	if (*cont)
-		latch_buf_printf(&url, "&continue=%s", *cont);
+	if (*cont) {
+		latch_buf_append_str(&url, "&continue=");
+		append_query_escaped(&url, *cont);
+	}
 	free(*cont);
 	*cont = NULL;
 	long status = 0;

@@ -104,8 +104,7 @@ static int error_for_status(long status)
 	}
 }
 
-/* Vault's {"errors":[...]} joined with "; ", or a short description of the status. */
-static void vault_errors_text(struct latch_view body, struct latch_buf *out)
+void latch_vault_errors_text(struct latch_view body, struct latch_buf *out)
 {
 	struct latch_json_limits lim = { VAULT_BODY_MAX, 32 };
 	json_t *doc = NULL;
@@ -183,7 +182,7 @@ static int do_call(struct latch_vault *v, const struct call *c, json_t **ret, lo
 			err->http_status = resp.status;
 	} else if (resp.status >= 400) {
 		struct latch_buf text = LATCH_BUF_INIT(8192);
-		vault_errors_text(latch_buf_view(&resp.body), &text);
+		latch_vault_errors_text(latch_buf_view(&resp.body), &text);
 		r = latch_error_set(err, error_for_status(resp.status), "%s %s: Vault answered %ld%s: %s", c->method, c->path,
 				    resp.status, status_hint(resp.status), latch_buf_str(&text));
 		if (err)
@@ -295,21 +294,24 @@ static void login_hint(const char *auth_path, const char *role, const char *jwt,
 	latch_jwt_identity_done(&id);
 }
 
-static int take_auth(struct latch_vault *v, json_t *resp, const char *what, struct latch_vault_auth *ret,
-		     struct latch_error *err)
+const char *latch_vault_auth_parse(const json_t *resp, struct latch_vault_auth *ret)
 {
-	json_t *auth = json_object_get(resp, "auth");
+	const json_t *auth = json_object_get(resp, "auth");
 	const char *token = latch_json_get_str(auth, "client_token");
-	if (!token)
-		return latch_error_set(err, LATCH_EPARSE, "%s: the response holds no auth.client_token", what);
-	int r = latch_vault_set_token(v, token, err);
-	if (r < 0)
-		return r;
-	if (ret) {
+	if (token && ret) {
 		ret->lease_duration = (long)json_integer_value(json_object_get(auth, "lease_duration"));
 		ret->renewable = json_is_true(json_object_get(auth, "renewable"));
 	}
-	return 0;
+	return token;
+}
+
+static int take_auth(struct latch_vault *v, const json_t *resp, const char *what, struct latch_vault_auth *ret,
+		     struct latch_error *err)
+{
+	const char *token = latch_vault_auth_parse(resp, ret);
+	if (!token)
+		return latch_error_set(err, LATCH_EPARSE, "%s: the response holds no auth.client_token", what);
+	return latch_vault_set_token(v, token, err);
 }
 
 int latch_vault_login_jwt(struct latch_vault *v, const char *auth_path, const char *role, const char *jwt,

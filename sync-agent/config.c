@@ -16,18 +16,37 @@ struct ctx {
 	struct latch_error *err;
 };
 
-/* "./clusters/a/" and "clusters/a" name the same folder; "." and "" the repository's root. */
-static void normalize_path(char *path)
+static bool climbs_out(const char *path)
 {
-	char *p = path;
-	while (p[0] == '.' && (p[1] == '/' || p[1] == '\0'))
-		p += p[1] ? 2 : 1;
-	while (*p == '/')
-		p++;
-	memmove(path, p, strlen(p) + 1);
-	size_t n = strlen(path);
-	while (n > 0 && path[n - 1] == '/')
-		path[--n] = '\0';
+	for (const char *p = path; *p;) {
+		const char *end = strchrnul(p, '/');
+		if (end - p == 2 && p[0] == '.' && p[1] == '.')
+			return true;
+		p = *end ? end + 1 : end;
+	}
+	return false;
+}
+
+bool sync_repo_path_normalize(char *path)
+{
+	if (climbs_out(path))
+		return false;
+	char *out = path;
+	for (const char *p = path; *p;) {
+		while (*p == '/')
+			p++;
+		const char *end = strchrnul(p, '/');
+		size_t n = (size_t)(end - p);
+		if (n && !(n == 1 && p[0] == '.')) {
+			if (out != path)
+				*out++ = '/';
+			memmove(out, p, n);
+			out += n;
+		}
+		p = end;
+	}
+	*out = '\0';
+	return true;
 }
 
 static int bad(const struct ctx *c, const struct latch_yaml_node *at, const char *key, const char *fmt, ...) _printf_(4, 5);
@@ -166,6 +185,13 @@ static int parse_verify(const struct ctx *c, const struct latch_yaml_node *verif
 	return r;
 }
 
+static int bad_path(const struct ctx *c, const struct latch_yaml_node *at, const char *where, const char *path)
+{
+	char key[96];
+	snprintf(key, sizeof(key), "%s.path", where);
+	return bad(c, at, key, "'%s' climbs out of the repository with '..'", path);
+}
+
 static int parse_source(const struct ctx *c, const struct latch_yaml_node *n, size_t i, struct sync_source *s)
 {
 	static const char *const keys[] = { "name", "url", "ref", "path", "render", "interval", "timeout", "prune", "allowEmpty",
@@ -182,8 +208,8 @@ static int parse_source(const struct ctx *c, const struct latch_yaml_node *n, si
 		r = get_str(c, n, "url", where, true, &s->url);
 	if (r == 0)
 		r = get_str(c, n, "path", where, false, &s->path);
-	if (r == 0 && s->path)
-		normalize_path(s->path);
+	if (r == 0 && s->path && !sync_repo_path_normalize(s->path))
+		r = bad_path(c, latch_yaml_map_get(n, "path"), where, s->path);
 	if (r == 0)
 		r = get_str(c, n, "targetNamespace", where, false, &s->target_namespace);
 	if (r == 0)

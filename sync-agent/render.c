@@ -1,5 +1,6 @@
 #include "render.h"
 
+#include <errno.h>
 #include <fcntl.h>
 #include <ftw.h>
 #include <signal.h>
@@ -92,6 +93,46 @@ static int remove_entry(const char *path, const struct stat *st, int type, struc
 	return remove(path);
 }
 
+/* kustomize follows symlinks: one in the commit that leads out of the checkout would read
+ * the agent's own files (its token, other sources' credentials) into the cluster. Links that
+ * stay inside are fine, as in Flux. */
+static __thread const char *checkout_root; /* resolved */
+static __thread size_t checkout_prefix;    /* of the paths nftw passes */
+static __thread char *escaping_link; /* a copy: nftw's path does not outlive the call */
+
+static int check_link(const char *path, const struct stat *st, int type, struct FTW *ftw)
+{
+	if (type != FTW_SL)
+		return 0;
+	_cleanup_free_ char *target = realpath(path, NULL);
+	if (!target && errno == ENOENT)
+		return 0; /* dangling: nothing to read through it */
+	size_t n = strlen(checkout_root);
+	if (target && strncmp(target, checkout_root, n) == 0 && (target[n] == '/' || target[n] == '\0'))
+		return 0;
+	escaping_link = strdup(path + checkout_prefix);
+	return 1;
+}
+
+static int check_links_stay_inside(const char *root, const char *sha, struct latch_error *err)
+{
+	_cleanup_free_ char *real_root = realpath(root, NULL);
+	if (!real_root)
+		return latch_error_set(err, LATCH_EIO, "cannot resolve the checkout directory '%s'", root);
+	checkout_root = real_root;
+	checkout_prefix = strlen(root) + 1;
+	int r = nftw(root, check_link, 16, FTW_PHYS);
+	if (r == 1)
+		r = latch_error_set(err, LATCH_EINVAL, "commit %.12s: the symlink '%s' leads out of the repository", sha,
+				    escaping_link ? escaping_link : "(out of memory naming it)");
+	else if (r != 0)
+		r = latch_error_set(err, LATCH_EIO, "cannot walk the checkout '%s'", root);
+	free(escaping_link);
+	checkout_root = NULL;
+	escaping_link = NULL;
+	return r;
+}
+
 /* Run argv with stdout and stderr to files, killing it after timeout_s. */
 static int run_tool(char *const argv[], const char *out, const char *errf, long timeout_s, int *ret_status)
 {
@@ -136,6 +177,8 @@ static int render_kustomize(const struct sync_config *c, const struct sync_sourc
 	}
 	if (r == 0)
 		r = latch_git_checkout(g, sha, latch_buf_str(&dir), err);
+	if (r == 0)
+		r = check_links_stay_inside(latch_buf_str(&dir), sha, err);
 	if (r == 0) {
 		latch_buf_printf(&dir, "/%s", s->path ? s->path : "");
 		char *argv[] = { s->kustomize_path, "build", (char *)latch_buf_str(&dir), NULL };

@@ -54,6 +54,9 @@ struct sync_config {
 
 int sync_config_load(const char *path, struct sync_config *ret, struct latch_error *err);
 /* The same from text; path names it in errors. */
+/* A source's folder in the repository, in place: "./clusters//a/" becomes "clusters/a", "."
+ * and "" the root. false, leaving it as it was, when a ".." component climbs out. */
+bool sync_repo_path_normalize(char *path);
 int sync_config_parse(struct latch_view text, const char *path, struct sync_config *ret,
 		      struct latch_error *err);
 void sync_config_done(struct sync_config *c);

@@ -15,6 +15,9 @@ struct latch_k8s;
 
 /* path NULL: $KUBECONFIG, else ~/.kube/config. Uses the current context. */
 int latch_k8s_from_kubeconfig(const char *path, struct latch_k8s **ret, struct latch_error *err);
+/* The same from a kubeconfig's text; relative file names in it are taken from path's folder. */
+int latch_k8s_from_kubeconfig_text(struct latch_view text, const char *path, struct latch_k8s **ret,
+				   struct latch_error *err);
 /* Whether the kubeconfig's insecure-skip-tls-verify turned certificate checks off (the
  * program says so in a warning). */
 bool latch_k8s_tls_unverified(const struct latch_k8s *k);
@@ -36,6 +39,11 @@ bool latch_k8s_serves(const struct latch_k8s *k, const char *api_version, const 
 bool latch_k8s_namespaced(const struct latch_k8s *k, const char *api_version, const char *kind);
 /* The next call that needs discovery runs it again (after a CRD was established). */
 void latch_k8s_forget_discovery(struct latch_k8s *k);
+/* The resources of one discovery document (an APIResourceList) served at group_version, in
+ * place of what was known of it; calls then answer from what is known until
+ * latch_k8s_forget_discovery. Subresources and names that cannot be a path segment are
+ * skipped. LATCH_EINVAL when group_version cannot name a path, LATCH_ENOMEM. */
+int latch_k8s_learn_resources(struct latch_k8s *k, const char *group_version, const json_t *list);
 
 /* How many requests the process's clients made with method (0 GET, 1 POST, 2 PUT, 3 PATCH,
  * 4 DELETE; its name in ret_method) that were answered with status (0: no answer). */

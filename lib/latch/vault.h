@@ -59,6 +59,13 @@ int latch_vault_lease_renew(struct latch_vault *v, const char *lease_id, long in
 			    struct latch_error *err);
 int latch_vault_revoke_self(struct latch_vault *v, struct latch_error *err);
 
+/* The parts of Vault's answers the client reads, for callers that hold the text (and the
+ * fuzz harness). errors_text: the {"errors":[...]} of an error body joined with "; ", or
+ * "no error text in the response". auth_parse: auth.client_token of a login or renewal
+ * (NULL when absent; it points into resp) and, when ret is set, its duration and renewable. */
+void latch_vault_errors_text(struct latch_view body, struct latch_buf *out);
+const char *latch_vault_auth_parse(const json_t *resp, struct latch_vault_auth *ret);
+
 /* Who a Kubernetes JWT claims to be and for whom, for messages only (the signature is not
  * checked). Any field may be NULL; audience joins several with ','. */
 struct latch_jwt_identity {

@@ -278,6 +278,28 @@ static void test_layout__kustomize_overlay_per_cluster(void **state)
 	sync_both(&l);
 	expect(STAGING, "layout-kust", "2@staging");
 	expect(PRODUCTION, "layout-kust", "2@production");
+
+	/* kustomize refuses a file linked from outside its root, but not a folder: a link to a
+	 * kustomization outside the checkout (the agent's own files) would be built and applied.
+	 * It stops the revision before kustomize runs, and nothing of it is applied. */
+	put(&l, "outside/kustomization.yaml", "resources: [cm.yaml]\n");
+	put(&l, "outside/cm.yaml", "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: leaked\ndata:\n  from: agent\n");
+	char cmd[1024];
+	snprintf(cmd, sizeof(cmd), "ln -s '%s/outside' repo/base/extra", l.dir);
+	gitops_sh(l.dir, cmd);
+	put_base(&l, "3");
+	put(&l, "repo/base/kustomization.yaml", "resources: [app.yaml, extra]\n");
+	commit_all(&l, "repo", "v3 with a link out");
+	assert_int_not_equal(gitops_sync("once", l.config[STAGING], kubeconfig_of(STAGING), l.log[STAGING]), 0);
+	char *log = stack_read_file(l.log[STAGING]);
+	if (!log || !strstr(log, "the symlink 'base/extra' leads out of the repository"))
+		fail_msg("latch-sync's log does not name the link:\n%s", log ? log : "");
+	free(log);
+	expect(STAGING, "layout-kust", "2@staging");
+	struct latch_k8s *k = gitops_kube(kubeconfig_of(STAGING));
+	char *leaked = gitops_configmap_value(k, "layout-kust", "leaked", "from");
+	latch_k8s_free(k);
+	assert_null(leaked);
 	layout_done(&l);
 }
 

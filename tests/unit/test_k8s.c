@@ -1,0 +1,145 @@
+/* The Kubernetes client without a server: a kubeconfig's relative files, what discovery
+ * teaches, and names that cannot be part of an API path. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+
+#include "latch/k8s.h"
+
+static const char kubeconfig[] =
+	"apiVersion: v1\nkind: Config\ncurrent-context: ro\n"
+	"clusters: [{name: c, cluster: {server: 'https://127.0.0.1:6443/'}}]\n"
+	"contexts: [{name: ro, context: {cluster: c, user: viewer}}]\n"
+	"users: [{name: viewer, user: {tokenFile: token}}]\n";
+
+static const char inline_token[] =
+	"apiVersion: v1\nkind: Config\ncurrent-context: ro\n"
+	"clusters: [{name: c, cluster: {server: 'https://127.0.0.1:6443'}}]\n"
+	"contexts: [{name: ro, context: {cluster: c, user: viewer}}]\n"
+	"users: [{name: viewer, user: {token: t0k3n}}]\n";
+
+/* kube-apiserver v1.36 GET /api/v1, cut to three resources. */
+static const char core_v1[] =
+	"{\"kind\":\"APIResourceList\",\"groupVersion\":\"v1\",\"resources\":[{\"name\":\"configmaps\",\"singularName\":"
+	"\"configmap\",\"namespaced\":true,\"kind\":\"ConfigMap\",\"verbs\":[\"create\",\"delete\",\"get\",\"list\",\"patch\"],"
+	"\"shortNames\":[\"cm\"]},{\"name\":\"namespaces\",\"singularName\":\"namespace\",\"namespaced\":false,\"kind\":"
+	"\"Namespace\",\"verbs\":[\"create\",\"delete\",\"get\",\"list\",\"patch\"],\"shortNames\":[\"ns\"]},{\"name\":"
+	"\"pods/status\",\"singularName\":\"\",\"namespaced\":true,\"kind\":\"Pod\",\"verbs\":[\"get\",\"patch\"]}]}";
+
+static void write_text(const char *path, const char *text)
+{
+	FILE *f = fopen(path, "w");
+	assert_non_null(f);
+	assert_int_equal(fputs(text, f) >= 0, 1);
+	assert_int_equal(fclose(f), 0);
+}
+
+static struct latch_k8s *client_knowing_core_v1(void)
+{
+	struct latch_k8s *k = NULL;
+	struct latch_error err = LATCH_ERROR_INIT;
+	if (latch_k8s_from_kubeconfig_text(latch_view_str(inline_token), "config", &k, &err) < 0)
+		fail_msg("%s", latch_error_message(&err));
+	struct latch_json_limits lim = LATCH_JSON_LIMITS_DEFAULT;
+	json_t *list = NULL;
+	assert_int_equal(latch_json_parse(latch_view_str(core_v1), "core_v1", &lim, &list, NULL), 0);
+	assert_int_equal(latch_k8s_learn_resources(k, "v1", list), 0);
+	json_decref(list);
+	return k;
+}
+
+/* kubectl reads a relative tokenFile from the kubeconfig's folder, not the working one. */
+static void test_k8s__token_file_is_relative_to_the_kubeconfig(void **state)
+{
+	char dir[] = "/tmp/latch-test-k8s-XXXXXX";
+	assert_non_null(mkdtemp(dir));
+	char config[256], token[256];
+	snprintf(config, sizeof(config), "%s/config", dir);
+	snprintf(token, sizeof(token), "%s/token", dir);
+	write_text(config, kubeconfig);
+	write_text(token, "t0k3n\n");
+	struct latch_k8s *k = NULL;
+	struct latch_error err = LATCH_ERROR_INIT;
+	if (latch_k8s_from_kubeconfig(config, &k, &err) < 0)
+		fail_msg("%s", latch_error_message(&err));
+	assert_string_equal(latch_k8s_server(k), "https://127.0.0.1:6443");
+	latch_k8s_free(k);
+	assert_int_equal(unlink(token), 0);
+	assert_int_equal(latch_k8s_from_kubeconfig(config, &k, &err), LATCH_ENOTFOUND);
+	assert_non_null(strstr(latch_error_message(&err), token));
+	latch_error_done(&err);
+	assert_int_equal(unlink(config), 0);
+	assert_int_equal(rmdir(dir), 0);
+}
+
+static void test_k8s__discovery_teaches_kinds_not_subresources(void **state)
+{
+	struct latch_k8s *k = client_knowing_core_v1();
+	assert_true(latch_k8s_serves(k, "v1", "ConfigMap"));
+	assert_true(latch_k8s_namespaced(k, "v1", "ConfigMap"));
+	assert_true(latch_k8s_serves(k, "v1", "Namespace"));
+	assert_false(latch_k8s_namespaced(k, "v1", "Namespace"));
+	assert_false(latch_k8s_serves(k, "v1", "Pod"));
+	char *path = NULL;
+	assert_int_equal(latch_k8s_object_path(k, "v1", "ConfigMap", "demo", "web", NULL, &path, NULL, NULL), 0);
+	assert_string_equal(path, "/api/v1/namespaces/demo/configmaps/web");
+	free(path);
+	assert_int_equal(latch_k8s_object_path(k, "v1", "Namespace", NULL, "demo", NULL, &path, NULL, NULL), 0);
+	assert_string_equal(path, "/api/v1/namespaces/demo");
+	free(path);
+	latch_k8s_free(k);
+}
+
+/* A name from a manifest is one path segment: "../secrets/x" must not reach another resource. */
+static void test_k8s__names_that_would_leave_their_path_segment_are_refused(void **state)
+{
+	struct latch_k8s *k = client_knowing_core_v1();
+	static const char *const names[] = { "../secrets/db", "..", ".", "a/b", "web?dryRun=All", "a#b", "a%2fb", "a b", "" };
+	for (size_t i = 0; i < sizeof(names) / sizeof(*names); i++) {
+		char *path = NULL;
+		struct latch_error err = LATCH_ERROR_INIT;
+		assert_int_equal(latch_k8s_object_path(k, "v1", "ConfigMap", "demo", names[i], NULL, &path, NULL, &err), LATCH_EINVAL);
+		assert_null(path);
+		char want[256];
+		snprintf(want, sizeof(want), "ConfigMap 'demo/%s' cannot be a name in the API", names[i]);
+		assert_non_null(strstr(latch_error_message(&err), want));
+		latch_error_done(&err);
+		assert_int_equal(latch_k8s_object_path(k, "v1", "ConfigMap", names[i][0] ? names[i] : "..", "web", NULL, &path,
+							NULL, NULL), LATCH_EINVAL);
+	}
+	latch_k8s_free(k);
+}
+
+static void test_k8s__a_group_version_that_cannot_name_a_path_is_not_learned(void **state)
+{
+	struct latch_k8s *k = client_knowing_core_v1();
+	struct latch_json_limits lim = LATCH_JSON_LIMITS_DEFAULT;
+	json_t *list = NULL;
+	assert_int_equal(latch_json_parse(latch_view_str(core_v1), "core_v1", &lim, &list, NULL), 0);
+	static const char *const bad[] = { "../v1", "a/b/c", "apps/", "/v1", "v1?x", "" };
+	for (size_t i = 0; i < sizeof(bad) / sizeof(*bad); i++) {
+		assert_int_equal(latch_k8s_learn_resources(k, bad[i], list), LATCH_EINVAL);
+		assert_false(latch_k8s_serves(k, bad[i], "ConfigMap"));
+	}
+	assert_int_equal(latch_k8s_learn_resources(k, "latch.dev/v1", list), 0);
+	assert_true(latch_k8s_serves(k, "latch.dev/v1", "ConfigMap"));
+	json_decref(list);
+	latch_k8s_free(k);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_k8s__token_file_is_relative_to_the_kubeconfig),
+		cmocka_unit_test(test_k8s__discovery_teaches_kinds_not_subresources),
+		cmocka_unit_test(test_k8s__names_that_would_leave_their_path_segment_are_refused),
+		cmocka_unit_test(test_k8s__a_group_version_that_cannot_name_a_path_is_not_learned),
+	};
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}
