@@ -32,6 +32,7 @@ struct init_request {
 	bool renewable;
 	long original_duration; /* what the first fetch granted: renewals ask for this again */
 	double due;           /* monotonic seconds: next renewal or re-fetch */
+	double expires;       /* monotonic seconds: when the lease runs out; 0 without a lease */
 };
 
 struct init_state {
@@ -43,6 +44,7 @@ struct init_state {
 	long token_ttl;
 	bool token_renewable;
 	double token_due;
+	double token_expires; /* monotonic seconds; 0 when the token does not expire */
 	double deadline;      /* monotonic seconds for the current phase */
 };
 
@@ -56,6 +58,8 @@ void init_state_done(struct init_state *s);
  * lease id, duration and renewable flag; LATCH_ENOMEM. The caller sets the schedule. */
 int init_request_take(struct init_request *r, json_t *envelope);
 
+/* The token's lease as Vault just granted it: renewal due at 2/3, and when it runs out. */
+void init_token_granted(struct init_state *s, long lease_duration);
 /* Log in with the configured method; the token then lives in s->vault. */
 int init_login(struct init_state *s, struct latch_error *err);
 /* Fetch one request again (read or write-style issue). */

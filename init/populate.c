@@ -68,6 +68,13 @@ static void apply_deadline(const struct init_state *s, struct latch_vault *vault
 	latch_vault_set_deadline(vault, left > 0.001 ? (unsigned)(left * 1000) : 1);
 }
 
+void init_token_granted(struct init_state *s, long lease_duration)
+{
+	double now = init_now();
+	s->token_due = lease_duration > 0 ? now + (double)lease_duration * 2.0 / 3.0 : 0;
+	s->token_expires = lease_duration > 0 ? now + (double)lease_duration : 0;
+}
+
 int init_login(struct init_state *s, struct latch_error *err)
 {
 	const struct latch_config *c = s->config;
@@ -90,7 +97,7 @@ int init_login(struct init_state *s, struct latch_error *err)
 		return r;
 	s->token_ttl = auth.lease_duration;
 	s->token_renewable = auth.renewable;
-	s->token_due = auth.lease_duration > 0 ? init_now() + (double)auth.lease_duration * 2.0 / 3.0 : 0;
+	init_token_granted(s, auth.lease_duration);
 	LATCH_LOG(LATCH_LOG_INFO, "logged in to Vault", { "auth_path", c->auth.method == LATCH_AUTH_TOKEN ? "token file" : c->auth.path },
 		  { "role", c->auth.role ? c->auth.role : "" });
 	return 0;
@@ -124,6 +131,7 @@ static int fetch_with(const struct init_state *s, struct latch_vault *vault, str
 		return latch_error_set(err, LATCH_ENOMEM, "out of memory");
 	r->original_duration = r->lease_duration;
 	schedule(r, init_now());
+	r->expires = *r->lease_id && r->lease_duration > 0 ? init_now() + (double)r->lease_duration : 0;
 	LATCH_LOG(LATCH_LOG_INFO, "fetched secret", { "path", r->path }, { "lease", *r->lease_id ? "yes" : "no" });
 	return 0;
 }

@@ -48,10 +48,10 @@ static json_t *session_json(const struct init_state *s)
 				 "token_due", wall_due(s->token_due), "requests", requests);
 	for (size_t i = 0; root && i < s->n_requests; i++) {
 		const struct init_request *q = &s->requests[i];
-		json_t *entry = json_pack("{s:s,s:O?,s:O?,s:I,s:I}", "path", q->path, "params", q->params,
+		json_t *entry = json_pack("{s:s,s:O?,s:O?,s:I,s:I,s:I}", "path", q->path, "params", q->params,
 					  "envelope", q->envelope,
 					  "original_duration", (json_int_t)q->original_duration,
-					  "due", wall_due(q->due));
+					  "due", wall_due(q->due), "expires", wall_due(q->expires));
 		if (!entry || json_array_append_new(requests, entry) < 0) {
 			json_decref(root);
 			return NULL;
@@ -104,6 +104,7 @@ static int adopt_request(struct init_request *q, const json_t *e)
 		return LATCH_ENOMEM;
 	q->original_duration = (long)json_integer_value(json_object_get(e, "original_duration"));
 	q->due = monotonic_due(json_integer_value(json_object_get(e, "due")));
+	q->expires = monotonic_due(json_integer_value(json_object_get(e, "expires")));
 	return 0;
 }
 
@@ -122,7 +123,7 @@ static int revive_token(struct init_state *s, const json_t *root, struct latch_e
 	struct latch_vault_auth auth = { 0 };
 	r = latch_vault_renew_self(s->vault, s->token_ttl, &auth, err);
 	if (r == 0)
-		s->token_due = init_now() + (double)auth.lease_duration * 2.0 / 3.0;
+		init_token_granted(s, auth.lease_duration);
 	return r;
 }
 

@@ -44,6 +44,12 @@ static double backoff_s(unsigned failures)
 	return d < MAX_BACKOFF_S ? d : MAX_BACKOFF_S;
 }
 
+/* Vault could not be asked (link down, timeout, 5xx): the lease itself may be fine. */
+static bool vault_unreachable(int r)
+{
+	return r == LATCH_ECONNECT || r == LATCH_ETIMEOUT || r == LATCH_EHTTP;
+}
+
 static void log_failure(const char *what, const char *path, const struct latch_error *err)
 {
 	LATCH_LOG(LATCH_LOG_ERROR, what, { "path", path }, { "error", latch_error_message(err) });
@@ -70,10 +76,19 @@ static void handle_token(struct init_state *s, unsigned *failures)
 		struct latch_vault_auth auth = { 0 };
 		r = latch_vault_renew_self(s->vault, s->token_ttl, &auth, &err);
 		if (r == 0 && auth.lease_duration >= s->token_ttl / 2) {
-			s->token_due = init_now() + (double)auth.lease_duration * 2.0 / 3.0;
+			init_token_granted(s, auth.lease_duration);
 			LATCH_LOG(LATCH_LOG_INFO, "renewed the Vault token");
 			latch_error_done(&err);
 			*failures = 0;
+			return;
+		}
+		double retry_at = init_now() + backoff_s(*failures);
+		if (r < 0 && vault_unreachable(r) && retry_at < s->token_expires) {
+			/* A new login would orphan every lease, and the app's credentials with them. */
+			log_failure("renewing the Vault token failed; it is still valid, retrying", "auth/token/renew-self", &err);
+			s->token_due = retry_at;
+			(*failures)++;
+			latch_error_done(&err);
 			return;
 		}
 		if (r < 0)
@@ -93,31 +108,46 @@ static void handle_token(struct init_state *s, unsigned *failures)
 	latch_error_done(&err);
 }
 
+enum renewal { RENEWED, RENEW_LATER, FETCH_AGAIN };
+
 /* Renew a renewable lease; near its max TTL Vault grants less than asked, and the secret is
- * then fetched again at 85% of what is left. */
-static bool renew_lease(struct init_state *s, struct init_request *q)
+ * then fetched again at 85% of what is left. While Vault cannot be reached and the lease has
+ * time left, the renewal is retried: fetching anew would hand the app other credentials for
+ * what was only a network outage. */
+static enum renewal renew_lease(struct init_state *s, struct init_request *q, unsigned *failures)
 {
 	struct latch_error err = LATCH_ERROR_INIT;
 	long granted = 0;
 	int r = latch_vault_lease_renew(s->vault, q->lease_id, q->original_duration, &granted, &err);
+	double retry_at = init_now() + backoff_s(*failures);
+	if (r < 0 && vault_unreachable(r) && retry_at < q->expires) {
+		log_failure("renewing a lease failed; the lease is still valid, retrying", q->path, &err);
+		q->due = retry_at;
+		(*failures)++;
+		latch_error_done(&err);
+		return RENEW_LATER;
+	}
 	if (r < 0)
 		log_failure("renewing a lease failed; fetching the secret again", q->path, &err);
 	latch_error_done(&err);
 	if (r < 0 || granted <= 0)
-		return false;
+		return FETCH_AGAIN;
+	*failures = 0;
 	q->lease_duration = granted;
 	if (granted < q->original_duration)
 		q->renewable = false;
 	double now = init_now();
 	q->due = q->renewable ? now + (double)granted * 2.0 / 3.0 : now + (double)granted * 0.85;
+	q->expires = now + (double)granted;
 	LATCH_LOG(LATCH_LOG_INFO, "renewed lease", { "path", q->path });
-	return true;
+	return RENEWED;
 }
 
 /* Returns true when the secret was fetched again (its files may change). */
 static bool handle_request(struct init_state *s, struct init_request *q, unsigned *failures)
 {
-	if (q->renewable && renew_lease(s, q))
+	enum renewal renewal = q->renewable ? renew_lease(s, q, failures) : FETCH_AGAIN;
+	if (renewal != FETCH_AGAIN)
 		return false;
 	struct latch_error err = LATCH_ERROR_INIT;
 	int r = init_fetch(s, q, &err);

@@ -1,6 +1,8 @@
 #include "latch/http.h"
 
 #include <curl/curl.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
@@ -272,6 +274,15 @@ static void set_tls(struct latch_http_client *c)
 	curl_easy_setopt(h, CURLOPT_SSL_VERIFYHOST, verify ? 2L : 0L);
 }
 
+static int set_stall_timeout(void *clientp, curl_socket_t fd, curlsocktype purpose)
+{
+	const struct latch_http_client *c = clientp;
+	unsigned ms = c->opts.stall_timeout_ms;
+	if (purpose == CURLSOCKTYPE_IPCXN && ms) /* best effort: without it the kernel's own, about 15 min */
+		(void)setsockopt(fd, IPPROTO_TCP, TCP_USER_TIMEOUT, &ms, sizeof(ms));
+	return CURL_SOCKOPT_OK;
+}
+
 static void set_request(struct latch_http_client *c, const struct latch_http_request *req, const char *url,
 			struct curl_slist *headers, struct curl_slist *connect_to, struct attempt *a,
 			unsigned long long timeout_ms, char *errbuf)
@@ -291,6 +302,8 @@ static void set_request(struct latch_http_client *c, const struct latch_http_req
 	curl_easy_setopt(h, CURLOPT_HEADERFUNCTION, on_header);
 	curl_easy_setopt(h, CURLOPT_HEADERDATA, a);
 	curl_easy_setopt(h, CURLOPT_CONNECTTIMEOUT_MS, (long)c->opts.connect_timeout_ms);
+	curl_easy_setopt(h, CURLOPT_SOCKOPTFUNCTION, set_stall_timeout);
+	curl_easy_setopt(h, CURLOPT_SOCKOPTDATA, c);
 	curl_easy_setopt(h, CURLOPT_TIMEOUT_MS, (long)timeout_ms);
 	if (req->body.ptr) {
 		curl_easy_setopt(h, CURLOPT_POSTFIELDS, req->body.ptr);

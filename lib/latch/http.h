@@ -39,12 +39,16 @@ struct latch_http_options {
 	struct latch_retry_policy retry;
 	unsigned connect_timeout_ms;
 	unsigned request_timeout_ms; /* one attempt */
+	/* A connection whose sent bytes stay unacknowledged this long is dead (TCP_USER_TIMEOUT):
+	 * a link cut under a kept-alive connection fails the attempt, which is then retried,
+	 * instead of holding it to request_timeout_ms. A slow server still acknowledges. */
+	unsigned stall_timeout_ms;
 	size_t max_body;             /* response body cap */
 };
 
 #define LATCH_HTTP_OPTIONS_DEFAULT                                                       \
 	((struct latch_http_options){ .retry = { 5, 250, 8000, 60000 }, .connect_timeout_ms = 5000, \
-				      .request_timeout_ms = 30000, .max_body = 8u << 20 })
+				      .request_timeout_ms = 30000, .stall_timeout_ms = 10000, .max_body = 8u << 20 })
 
 /* A copy of url without its user:password@ part, for errors and logs (NULL when out of
  * memory). "https://u:p@host/x" -> "https://host/x". */
