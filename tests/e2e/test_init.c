@@ -475,6 +475,71 @@ static void test_init__sidecar_keeps_short_lived_credentials_fresh(void **state)
 	run_done(&r);
 }
 
+/* Vault sealed when a renewal is due (a restart, an operator, an auto-unseal outage): the
+ * lease outlives it, so the sidecar keeps renewing it, and the app keeps its credentials. */
+static void test_init__sidecar_keeps_its_lease_through_a_sealed_vault(void **state)
+{
+	vault_root_ok("PUT", "database/roles/sealed",
+		      "{\"db_name\":\"postgres\",\"default_ttl\":\"24s\",\"max_ttl\":\"10m\",\"creation_statements\":"
+		      "\"CREATE ROLE \\\"{{name}}\\\" WITH LOGIN PASSWORD '{{password}}' VALID UNTIL '{{expiration}}';"
+		      " GRANT CONNECT ON DATABASE demo TO \\\"{{name}}\\\";\"}");
+	vault_root_ok("PUT", "database/config/postgres", "{\"allowed_roles\":\"app,short,sealed\"}");
+	vault_root_ok("PUT", "sys/policies/acl/sealed",
+		      "{\"policy\":\"path \\\"database/creds/sealed\\\" { capabilities = [\\\"read\\\"] }\\n"
+		      "path \\\"sys/leases/renew\\\" { capabilities = [\\\"update\\\"] }\"}");
+	vault_root_ok("PUT", "auth/kubernetes/role/sealed",
+		      "{\"bound_service_account_names\":\"app\",\"bound_service_account_namespaces\":\"demo\","
+		      "\"audience\":\"vault\",\"token_policies\":\"sealed\",\"token_ttl\":\"1h\"}");
+	struct run r;
+	run_setup(&r, "app");
+	char vault[2048];
+	snprintf(vault, sizeof(vault), "\"address\":\"%s\",\"ca_file\":\"%s\"", stack.vault_addr, stack.ca);
+	make_config_for(&r, vault, "sealed", ",\"deadline_seconds\":3", "[{\"name\":\"db\",\"path\":\"database/creds/sealed\"}]");
+	char env_config[9000];
+	snprintf(env_config, sizeof(env_config), "LATCH_CONFIG=%s", r.config);
+	char *envp[] = { env_config, NULL };
+	char *argv[] = { latch_init_bin(), "sidecar", NULL };
+	pid_t pid = stack_spawn(argv, envp, r.log_path);
+	char path[1024];
+	snprintf(path, sizeof(path), "%s/db", r.out);
+	char *before = NULL;
+	for (double end = stack_now() + 20; !(before = stack_read_file(path));) {
+		if (stack_now() > end)
+			fail_msg("the sidecar wrote no credentials in 20 s");
+		struct timespec ts = { 0, 50000000 };
+		nanosleep(&ts, NULL);
+	}
+	double fetched = stack_now();
+	/* The renewal is due 16 s after the fetch, the lease ends at 24 s: sealed from 12 s to 20 s. */
+	struct timespec until_seal = { 12, 0 }, sealed_for = { 8, 0 };
+	nanosleep(&until_seal, NULL);
+	assert_int_equal(stack_vault_root("PUT", "sys/seal", NULL, NULL), 204);
+	nanosleep(&sealed_for, NULL);
+	stack_vault_unseal();
+	for (;;) {
+		char *log = stack_read_file(r.log_path);
+		bool renewed = log && strstr(log, "renewed lease");
+		free(log);
+		if (renewed)
+			break;
+		if (stack_now() > fetched + 23)
+			fail_msg("the lease was not renewed once Vault was unsealed");
+		struct timespec ts = { 0, 100000000 };
+		nanosleep(&ts, NULL);
+	}
+	char *after = stack_read_file(path);
+	assert_non_null(after);
+	assert_string_equal(after, before); /* renewed, not replaced by new credentials */
+	char *user = map_value(after, "username"), *password = map_value(after, "password");
+	remember_secret(password);
+	assert_int_equal(stack_psql_login(user, password), 0);
+	assert_log_contains(&r, "the lease is still valid, retrying");
+	kill(pid, SIGTERM);
+	assert_int_equal(stack_wait(pid, 10), 0);
+	free(before); free(after); free(user); free(password);
+	run_done(&r);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -490,6 +555,7 @@ int main(void)
 		cmocka_unit_test(test_init__target_directory_full),
 		cmocka_unit_test(test_init__sealed_vault),
 		cmocka_unit_test(test_init__sidecar_keeps_short_lived_credentials_fresh),
+		cmocka_unit_test(test_init__sidecar_keeps_its_lease_through_a_sealed_vault),
 	};
 	return cmocka_run_group_tests(tests, stack_load, NULL);
 }
