@@ -567,8 +567,8 @@ int latch_k8s_object_path(struct latch_k8s *k, const char *api_version, const ch
 	if (!api_version || !kind)
 		return latch_error_set(err, LATCH_EINVAL, "an object without apiVersion or kind");
 	if ((ns && *ns && !path_segment(ns)) || (name && !path_segment(name)))
-		return latch_error_set(err, LATCH_EINVAL, "%s '%s%s%s' cannot be a name in the API: it is empty, '.' or '..', "
-				       "or holds '/', '%%', '?', '#', a space or a control character", kind,
+		return latch_error_set(err, LATCH_EINVAL, "%s '%s%s%s' cannot be a name in the API: it is empty, '.' or "
+				       "'..', or holds '/', '%%', '?', '#', a space or a control character", kind,
 				       ns && *ns ? ns : "", ns && *ns ? "/" : "", name ? name : "");
 	const struct resource *res = NULL;
 	int r = discover(k, err);

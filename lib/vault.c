@@ -305,8 +305,8 @@ const char *latch_vault_auth_parse(const json_t *resp, struct latch_vault_auth *
 	return token;
 }
 
-static int take_auth(struct latch_vault *v, const json_t *resp, const char *what, struct latch_vault_auth *ret,
-		     struct latch_error *err)
+static int take_auth(struct latch_vault *v, const json_t *resp, const char *what,
+		     struct latch_vault_auth *ret, struct latch_error *err)
 {
 	const char *token = latch_vault_auth_parse(resp, ret);
 	if (!token)

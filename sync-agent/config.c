@@ -185,7 +185,8 @@ static int parse_verify(const struct ctx *c, const struct latch_yaml_node *verif
 	return r;
 }
 
-static int bad_path(const struct ctx *c, const struct latch_yaml_node *at, const char *where, const char *path)
+static int bad_path(const struct ctx *c, const struct latch_yaml_node *at, const char *where,
+		    const char *path)
 {
 	char key[96];
 	snprintf(key, sizeof(key), "%s.path", where);

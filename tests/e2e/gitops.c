@@ -78,11 +78,13 @@ int gitops_sync(const char *mode, const char *config, const char *kubeconfig, co
 	return stack_run(argv, e.envp, log, 180, NULL);
 }
 
-pid_t gitops_spawn_in(const char *netns, const char *mode, const char *config, const char *kubeconfig, const char *log)
+pid_t gitops_spawn_in(const char *netns, const char *mode, const char *config, const char *kubeconfig,
+		      const char *log)
 {
 	struct sync_env e;
 	sync_env_init(&e, kubeconfig, true);
-	char *argv[] = { "ip", "netns", "exec", (char *)netns, sync_bin(), (char *)mode, "--config", (char *)config, NULL };
+	char *argv[] = { "ip", "netns", "exec", (char *)netns, sync_bin(), (char *)mode, "--config", (char *)config,
+			 NULL };
 	return stack_spawn(argv, e.envp, log);
 }
 

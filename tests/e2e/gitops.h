@@ -18,7 +18,8 @@ char *gitops_rev(const char *dir, const char *ref);
 int gitops_sync(const char *mode, const char *config, const char *kubeconfig, const char *log);
 /* latch-sync MODE in the background inside network namespace netns (ip netns exec, so
  * /etc/netns/NETNS/hosts names hosts there); the pid is latch-sync's. */
-pid_t gitops_spawn_in(const char *netns, const char *mode, const char *config, const char *kubeconfig, const char *log);
+pid_t gitops_spawn_in(const char *netns, const char *mode, const char *config, const char *kubeconfig,
+		      const char *log);
 /* The same, started in the background with extra arguments (NULL-terminated). */
 pid_t gitops_spawn(const char *config, const char *kubeconfig, const char *log, const char *const extra[]);
 /* full_stacks false: ASan's fast unwinder (libgit2's leak suppressions need the slow one,

@@ -6,6 +6,7 @@
 #include <linux/netfilter.h>
 #include <poll.h>
 #include <signal.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <sys/socket.h>
@@ -61,13 +62,17 @@ static void on_term(int sig)
 
 int main(int argc, char **argv)
 {
-	if (argc != 3) {
-		fprintf(stderr, "usage: %s QUEUE DELAY_MS\n", argv[0]);
+	char *end_queue = NULL, *end_delay = NULL;
+	long queue = argc == 3 ? strtol(argv[1], &end_queue, 10) : -1;
+	long delay_ms = argc == 3 ? strtol(argv[2], &end_delay, 10) : -1;
+	bool bad = argc != 3 || *end_queue || *end_delay;
+	if (bad || queue < 0 || queue > 65535 || delay_ms < 0 || delay_ms > 60000) {
+		fprintf(stderr, "usage: %s QUEUE DELAY_MS (QUEUE 0-65535, DELAY_MS 0-60000)\n", argv[0]);
 		return 64;
 	}
-	delay_s = atof(argv[2]) / 1000.0;
+	delay_s = (double)delay_ms / 1000.0;
 	struct nfq_handle *h = nfq_open();
-	struct nfq_q_handle *qh = h ? nfq_create_queue(h, (uint16_t)atoi(argv[1]), on_packet, NULL) : NULL;
+	struct nfq_q_handle *qh = h ? nfq_create_queue(h, (uint16_t)queue, on_packet, NULL) : NULL;
 	if (!qh || nfq_set_mode(qh, NFQNL_COPY_META, 0) < 0 || nfq_set_queue_maxlen(qh, HELD_MAX) < 0) {
 		fprintf(stderr, "link-delay: cannot bind NFQUEUE %s: %m\n", argv[1]);
 		return 69;

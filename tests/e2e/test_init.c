@@ -494,7 +494,8 @@ static void test_init__sidecar_keeps_its_lease_through_a_sealed_vault(void **sta
 	run_setup(&r, "app");
 	char vault[2048];
 	snprintf(vault, sizeof(vault), "\"address\":\"%s\",\"ca_file\":\"%s\"", stack.vault_addr, stack.ca);
-	make_config_for(&r, vault, "sealed", ",\"deadline_seconds\":3", "[{\"name\":\"db\",\"path\":\"database/creds/sealed\"}]");
+	make_config_for(&r, vault, "sealed", ",\"deadline_seconds\":3",
+			"[{\"name\":\"db\",\"path\":\"database/creds/sealed\"}]");
 	char env_config[9000];
 	snprintf(env_config, sizeof(env_config), "LATCH_CONFIG=%s", r.config);
 	char *envp[] = { env_config, NULL };

@@ -79,8 +79,8 @@ static int link_up(void **state)
 	sh("ip netns add %s", lk.netns);
 	sh("ip link add %s type veth peer name %s netns %s", lk.host_if, lk.ns_if, lk.netns);
 	sh("ip addr add %s/30 dev %s && ip link set %s up", lk.host_ip, lk.host_if, lk.host_if);
-	sh("ip -n %s link set lo up && ip -n %s addr add %s/30 dev %s && ip -n %s link set %s up", lk.netns, lk.netns,
-	   lk.ns_ip, lk.ns_if, lk.netns, lk.ns_if);
+	sh("ip -n %s link set lo up && ip -n %s addr add %s/30 dev %s && ip -n %s link set %s up", lk.netns,
+	   lk.netns, lk.ns_ip, lk.ns_if, lk.netns, lk.ns_if);
 	sh("ip -n %s route add %s/32 via %s", lk.netns, node_ip(), lk.host_ip);
 	sh("mkdir -p %s && printf '127.0.0.1 localhost\\n%s %s\\n' > %s/hosts", lk.hosts_dir, node_ip(),
 	   getenv("LATCH_POD_GIT_HOST") ? getenv("LATCH_POD_GIT_HOST") : "git.latch.test", lk.hosts_dir);
@@ -142,8 +142,8 @@ static void link_slow(int loss_pct)
 static void link_cut(void)
 {
 	link_clear();
-	sh("ip netns exec %s iptables -A OUTPUT -o %s -j DROP && ip netns exec %s iptables -A INPUT -i %s -j DROP", lk.netns,
-	   lk.ns_if, lk.netns, lk.ns_if);
+	sh("ip netns exec %s iptables -A OUTPUT -o %s -j DROP && ip netns exec %s iptables -A INPUT -i %s -j DROP",
+	   lk.netns, lk.ns_if, lk.netns, lk.ns_if);
 }
 
 static void sleep_s(double s)
@@ -167,7 +167,8 @@ static void vault_root_ok(const char *method, const char *path, const char *body
 }
 
 /* PostgreSQL credentials (database/creds/CREDS) after a login with role, through the link. */
-static void init_run_setup(struct init_run *r, const char *name, const char *role, const char *creds, unsigned deadline_s)
+static void init_run_setup(struct init_run *r, const char *name, const char *role, const char *creds,
+			   unsigned deadline_s)
 {
 	snprintf(r->token, sizeof(r->token), "%s/%s.token", lk.dir, name);
 	snprintf(r->out, sizeof(r->out), "%s/%s-secrets", lk.dir, name);
@@ -260,7 +261,8 @@ static void test_links__init_keeps_its_deadline_when_the_link_is_cut(void **stat
 	if (seconds < 4.5 || seconds > 7.0)
 		fail_msg("latch-init gave up after %.2f s, its deadline is 5 s", seconds);
 	char url[256];
-	snprintf(url, sizeof(url), "https://%s:%s/v1/auth/kubernetes/login", node_ip(), strrchr(stack.vault_addr, ':') + 1);
+	snprintf(url, sizeof(url), "https://%s:%s/v1/auth/kubernetes/login", node_ip(),
+		 strrchr(stack.vault_addr, ':') + 1);
 	assert_log_has(r.log, url);
 	assert_log_has(r.log, "deadline");
 	struct stat st;
@@ -400,8 +402,9 @@ static void test_links__sync_records_a_revision_only_when_all_of_it_is_applied(v
 	kubeconfig_through_link(kubeconfig);
 	char text[4096];
 	snprintf(text, sizeof(text),
-		 "apiVersion: latch.dev/v1alpha1\nkind: SyncConfig\nmetadata: {name: links}\nspec:\n  namespace: latch-system\n"
-		 "  cacheDir: %s/cache\n  sources:\n  - name: app\n    url: %s/%s.git\n    ref: {branch: main}\n    path: .\n"
+		 "apiVersion: latch.dev/v1alpha1\nkind: SyncConfig\nmetadata: {name: links}\n"
+		 "spec:\n  namespace: latch-system\n  cacheDir: %s/cache\n"
+		 "  sources:\n  - name: app\n    url: %s/%s.git\n    ref: {branch: main}\n    path: .\n"
 		 "    healthCheck: false\n    timeout: 60s\n    caFile: %s\n"
 		 "    credentials: {usernameFile: %s, passwordFile: %s}\n",
 		 lk.dir, git_host, name, stack.ca, user, getenv("LATCH_GIT_PASSWORD_FILE"));
@@ -427,7 +430,8 @@ static void test_links__sync_records_a_revision_only_when_all_of_it_is_applied(v
 	link_cut();
 	int status = stack_wait(pid, 150);
 	size_t applied = configmaps_at(k, "2");
-	printf("cut with %zu of %d objects of revision 2 applied; latch-sync exited %d\n", applied, N_CONFIGMAPS, status);
+	printf("cut with %zu of %d objects of revision 2 applied; latch-sync exited %d\n", applied, N_CONFIGMAPS,
+	       status);
 	assert_int_not_equal(status, 0);
 	if (applied == N_CONFIGMAPS)
 		fail_msg("every object was applied before the cut: the test cut too late");

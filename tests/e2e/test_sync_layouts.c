@@ -283,7 +283,8 @@ static void test_layout__kustomize_overlay_per_cluster(void **state)
 	 * kustomization outside the checkout (the agent's own files) would be built and applied.
 	 * It stops the revision before kustomize runs, and nothing of it is applied. */
 	put(&l, "outside/kustomization.yaml", "resources: [cm.yaml]\n");
-	put(&l, "outside/cm.yaml", "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: leaked\ndata:\n  from: agent\n");
+	put(&l, "outside/cm.yaml",
+	    "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: leaked\ndata:\n  from: agent\n");
 	char cmd[1024];
 	snprintf(cmd, sizeof(cmd), "ln -s '%s/outside' repo/base/extra", l.dir);
 	gitops_sh(l.dir, cmd);

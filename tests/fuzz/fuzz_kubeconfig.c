@@ -19,8 +19,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	}
 	struct latch_k8s *k = NULL;
 	struct latch_error err = LATCH_ERROR_INIT;
-	if (latch_k8s_from_kubeconfig_text(latch_view_make((const char *)data, size), "/nonexistent-latch-fuzz/config", &k,
-					   &err) == 0)
+	struct latch_view text = latch_view_make((const char *)data, size);
+	if (latch_k8s_from_kubeconfig_text(text, "/nonexistent-latch-fuzz/config", &k, &err) == 0)
 		latch_k8s_free(k);
 	latch_error_done(&err);
 	return 0;

@@ -26,11 +26,13 @@ static const char inline_token[] =
 
 /* kube-apiserver v1.36 GET /api/v1, cut to three resources. */
 static const char core_v1[] =
-	"{\"kind\":\"APIResourceList\",\"groupVersion\":\"v1\",\"resources\":[{\"name\":\"configmaps\",\"singularName\":"
-	"\"configmap\",\"namespaced\":true,\"kind\":\"ConfigMap\",\"verbs\":[\"create\",\"delete\",\"get\",\"list\",\"patch\"],"
-	"\"shortNames\":[\"cm\"]},{\"name\":\"namespaces\",\"singularName\":\"namespace\",\"namespaced\":false,\"kind\":"
-	"\"Namespace\",\"verbs\":[\"create\",\"delete\",\"get\",\"list\",\"patch\"],\"shortNames\":[\"ns\"]},{\"name\":"
-	"\"pods/status\",\"singularName\":\"\",\"namespaced\":true,\"kind\":\"Pod\",\"verbs\":[\"get\",\"patch\"]}]}";
+	"{\"kind\":\"APIResourceList\",\"groupVersion\":\"v1\",\"resources\":["
+	"{\"name\":\"configmaps\",\"singularName\":\"configmap\",\"namespaced\":true,\"kind\":\"ConfigMap\","
+	"\"verbs\":[\"create\",\"delete\",\"get\",\"list\",\"patch\"],\"shortNames\":[\"cm\"]},"
+	"{\"name\":\"namespaces\",\"singularName\":\"namespace\",\"namespaced\":false,\"kind\":\"Namespace\","
+	"\"verbs\":[\"create\",\"delete\",\"get\",\"list\",\"patch\"],\"shortNames\":[\"ns\"]},"
+	"{\"name\":\"pods/status\",\"singularName\":\"\",\"namespaced\":true,\"kind\":\"Pod\","
+	"\"verbs\":[\"get\",\"patch\"]}]}";
 
 static void write_text(const char *path, const char *text)
 {
@@ -100,18 +102,21 @@ static void test_k8s__discovery_teaches_kinds_not_subresources(void **state)
 static void test_k8s__names_that_would_leave_their_path_segment_are_refused(void **state)
 {
 	struct latch_k8s *k = client_knowing_core_v1();
-	static const char *const names[] = { "../secrets/db", "..", ".", "a/b", "web?dryRun=All", "a#b", "a%2fb", "a b", "" };
+	static const char *const names[] = { "../secrets/db", "..", ".", "a/b", "web?dryRun=All", "a#b", "a%2fb",
+					     "a b", "" };
 	for (size_t i = 0; i < sizeof(names) / sizeof(*names); i++) {
 		char *path = NULL;
 		struct latch_error err = LATCH_ERROR_INIT;
-		assert_int_equal(latch_k8s_object_path(k, "v1", "ConfigMap", "demo", names[i], NULL, &path, NULL, &err), LATCH_EINVAL);
+		assert_int_equal(latch_k8s_object_path(k, "v1", "ConfigMap", "demo", names[i], NULL, &path, NULL, &err),
+				 LATCH_EINVAL);
 		assert_null(path);
 		char want[256];
 		snprintf(want, sizeof(want), "ConfigMap 'demo/%s' cannot be a name in the API", names[i]);
 		assert_non_null(strstr(latch_error_message(&err), want));
 		latch_error_done(&err);
-		assert_int_equal(latch_k8s_object_path(k, "v1", "ConfigMap", names[i][0] ? names[i] : "..", "web", NULL, &path,
-							NULL, NULL), LATCH_EINVAL);
+		const char *ns = names[i][0] ? names[i] : "..";
+		assert_int_equal(latch_k8s_object_path(k, "v1", "ConfigMap", ns, "web", NULL, &path, NULL, NULL),
+				 LATCH_EINVAL);
 	}
 	latch_k8s_free(k);
 }

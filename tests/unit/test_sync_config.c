@@ -56,8 +56,8 @@ static void test_sync_config__a_path_out_of_the_repository_is_refused_where_it_i
 		struct latch_error err = LATCH_ERROR_INIT;
 		assert_int_equal(parse_with_path(climbing[i], &c, &err), LATCH_EINVAL);
 		char want[256];
-		snprintf(want, sizeof(want), "sync.yaml:9:11: spec.sources[0].path: '%s' climbs out of the repository with '..'",
-			 climbing[i]);
+		snprintf(want, sizeof(want),
+			 "sync.yaml:9:11: spec.sources[0].path: '%s' climbs out of the repository with '..'", climbing[i]);
 		assert_string_equal(latch_error_message(&err), want);
 		latch_error_done(&err);
 	}
