@@ -20,6 +20,7 @@
 #include <unistd.h>
 
 #include "init.h"
+#include "latch/clock.h"
 #include "latch/dotenv.h"
 #include "latch/file.h"
 #include "latch/log.h"
@@ -170,10 +171,10 @@ static int exit_code_of(int status)
 static void stop_child(pid_t child, long grace_s)
 {
 	kill(child, SIGTERM);
-	double until = init_now() + (double)grace_s;
+	double until = latch_monotonic_s() + (double)grace_s;
 	int status;
 	while (waitpid(child, &status, WNOHANG) == 0) {
-		if (init_now() >= until) {
+		if (latch_monotonic_s() >= until) {
 			kill(child, SIGKILL);
 			waitpid(child, &status, 0);
 			return;

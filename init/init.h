@@ -48,7 +48,6 @@ struct init_state {
 	double deadline;      /* monotonic seconds for the current phase */
 };
 
-double init_now(void);
 
 int init_state_setup(struct init_state *s, struct latch_config *config, struct latch_error *err);
 /* The distinct requests of s->config's secrets into s->requests (no fetch); LATCH_ENOMEM. */

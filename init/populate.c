@@ -9,18 +9,12 @@
 #include <unistd.h>
 
 #include "init.h"
+#include "latch/clock.h"
 #include "latch/file.h"
 #include "latch/log.h"
 
 #define TOKEN_FILE_MAX (64u * 1024)
 #define STATE_DIR ".latch"
-
-double init_now(void)
-{
-	struct timespec ts;
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
-}
 
 int init_state_setup(struct init_state *s, struct latch_config *c, struct latch_error *err)
 {
@@ -64,13 +58,13 @@ void init_state_done(struct init_state *s)
 /* Calls made from now on may take until the phase's deadline. */
 static void apply_deadline(const struct init_state *s, struct latch_vault *vault)
 {
-	double left = s->deadline - init_now();
+	double left = s->deadline - latch_monotonic_s();
 	latch_vault_set_deadline(vault, left > 0.001 ? (unsigned)(left * 1000) : 1);
 }
 
 void init_token_granted(struct init_state *s, long lease_duration)
 {
-	double now = init_now();
+	double now = latch_monotonic_s();
 	s->token_due = lease_duration > 0 ? now + (double)lease_duration * 2.0 / 3.0 : 0;
 	s->token_expires = lease_duration > 0 ? now + (double)lease_duration : 0;
 }
@@ -130,8 +124,8 @@ static int fetch_with(const struct init_state *s, struct latch_vault *vault, str
 	if (init_request_take(r, env) < 0)
 		return latch_error_set(err, LATCH_ENOMEM, "out of memory");
 	r->original_duration = r->lease_duration;
-	schedule(r, init_now());
-	r->expires = *r->lease_id && r->lease_duration > 0 ? init_now() + (double)r->lease_duration : 0;
+	schedule(r, latch_monotonic_s());
+	r->expires = *r->lease_id && r->lease_duration > 0 ? latch_monotonic_s() + (double)r->lease_duration : 0;
 	LATCH_LOG(LATCH_LOG_INFO, "fetched secret", { "path", r->path }, { "lease", *r->lease_id ? "yes" : "no" });
 	return 0;
 }
@@ -355,7 +349,7 @@ int init_write_all(struct init_state *s, bool first, struct latch_error *err)
 
 int init_populate(struct init_state *s, struct latch_error *err)
 {
-	s->deadline = init_now() + s->config->deadline_seconds;
+	s->deadline = latch_monotonic_s() + s->config->deadline_seconds;
 	int r = init_login(s, err);
 	if (r == 0)
 		r = init_fetch_all(s, err);

@@ -10,6 +10,7 @@
 #include <unistd.h>
 
 #include "init.h"
+#include "latch/clock.h"
 #include "latch/file.h"
 #include "latch/log.h"
 #include "latch/macro.h"
@@ -31,12 +32,12 @@ static char *session_path(const struct latch_config *c)
 /* A monotonic due time as seconds since the epoch, and back. */
 static json_int_t wall_due(double due)
 {
-	return due > 0 ? (json_int_t)time(NULL) + (json_int_t)(due - init_now()) : 0;
+	return due > 0 ? (json_int_t)time(NULL) + (json_int_t)(due - latch_monotonic_s()) : 0;
 }
 
 static double monotonic_due(json_int_t wall)
 {
-	return wall > 0 ? init_now() + (double)(wall - (json_int_t)time(NULL)) : 0;
+	return wall > 0 ? latch_monotonic_s() + (double)(wall - (json_int_t)time(NULL)) : 0;
 }
 
 static json_t *session_json(const struct init_state *s)
@@ -118,7 +119,7 @@ static int revive_token(struct init_state *s, const json_t *root, struct latch_e
 	s->token_renewable = json_is_true(json_object_get(root, "token_renewable"));
 	s->token_due = monotonic_due(json_integer_value(json_object_get(root, "token_due")));
 	if (!s->token_renewable)
-		return s->token_due > init_now() ? 0 : latch_error_set(err, LATCH_ENOTFOUND,
+		return s->token_due > latch_monotonic_s() ? 0 : latch_error_set(err, LATCH_ENOTFOUND,
 					       "the saved token has expired");
 	struct latch_vault_auth auth = { 0 };
 	r = latch_vault_renew_self(s->vault, s->token_ttl, &auth, err);
@@ -139,7 +140,7 @@ static int revive_leases(struct init_state *s, struct latch_error *err)
 		if (r < 0)
 			return latch_error_prefix(err, "renewing the saved lease of '%s'", q->path);
 		q->lease_duration = granted;
-		q->due = init_now() + (double)granted * 2.0 / 3.0;
+		q->due = latch_monotonic_s() + (double)granted * 2.0 / 3.0;
 	}
 	return 0;
 }
@@ -177,7 +178,7 @@ int init_session_resume(struct init_state *s, struct latch_error *err)
 	if (r == 0)
 		r = latch_json_parse(latch_buf_view(&text), path, &limits, &root, err);
 	latch_buf_done(&text);
-	s->deadline = init_now() + s->config->deadline_seconds;
+	s->deadline = latch_monotonic_s() + s->config->deadline_seconds;
 	latch_vault_set_deadline(s->vault, s->config->deadline_seconds * 1000u);
 	if (r == 0)
 		r = resume_from(s, root, err);

@@ -6,6 +6,7 @@
 #include <time.h>
 
 #include "init.h"
+#include "latch/clock.h"
 #include "latch/log.h"
 
 #define MAX_SLEEP_S 60.0
@@ -13,7 +14,7 @@
 
 static double earliest_due(const struct init_state *s)
 {
-	double next = s->token_due > 0 ? s->token_due : init_now() + MAX_SLEEP_S;
+	double next = s->token_due > 0 ? s->token_due : latch_monotonic_s() + MAX_SLEEP_S;
 	for (size_t i = 0; i < s->n_requests; i++)
 		if (s->requests[i].due < next)
 			next = s->requests[i].due;
@@ -23,7 +24,7 @@ static double earliest_due(const struct init_state *s)
 /* Wait until `until` or a stop signal; true when a signal asked us to stop. */
 static bool wait_for_stop(double until)
 {
-	double left = until - init_now();
+	double left = until - latch_monotonic_s();
 	if (left <= 0)
 		return false;
 	if (left > MAX_SLEEP_S)
@@ -60,7 +61,7 @@ static void log_failure(const char *what, const char *path, const struct latch_e
  * old token's lease). */
 static void refetch_leased_now(struct init_state *s)
 {
-	double now = init_now();
+	double now = latch_monotonic_s();
 	for (size_t i = 0; i < s->n_requests; i++)
 		if (s->requests[i].lease_id && *s->requests[i].lease_id) {
 			s->requests[i].due = now;
@@ -82,7 +83,7 @@ static void handle_token(struct init_state *s, unsigned *failures)
 			*failures = 0;
 			return;
 		}
-		double retry_at = init_now() + backoff_s(*failures);
+		double retry_at = latch_monotonic_s() + backoff_s(*failures);
 		if (r < 0 && vault_unreachable(r) && retry_at < s->token_expires) {
 			/* A new login would orphan every lease, and the app's credentials with them. */
 			log_failure("renewing the Vault token failed; it is still valid, retrying", "auth/token/renew-self", &err);
@@ -101,7 +102,7 @@ static void handle_token(struct init_state *s, unsigned *failures)
 	}
 	if (r < 0) {
 		log_failure("logging in to Vault, or writing the token file, failed; will retry", s->config->auth.path, &err);
-		s->token_due = init_now() + backoff_s((*failures)++);
+		s->token_due = latch_monotonic_s() + backoff_s((*failures)++);
 	} else {
 		*failures = 0;
 	}
@@ -119,7 +120,7 @@ static enum renewal renew_lease(struct init_state *s, struct init_request *q, un
 	struct latch_error err = LATCH_ERROR_INIT;
 	long granted = 0;
 	int r = latch_vault_lease_renew(s->vault, q->lease_id, q->original_duration, &granted, &err);
-	double retry_at = init_now() + backoff_s(*failures);
+	double retry_at = latch_monotonic_s() + backoff_s(*failures);
 	if (r < 0 && vault_unreachable(r) && retry_at < q->expires) {
 		log_failure("renewing a lease failed; the lease is still valid, retrying", q->path, &err);
 		q->due = retry_at;
@@ -136,7 +137,7 @@ static enum renewal renew_lease(struct init_state *s, struct init_request *q, un
 	q->lease_duration = granted;
 	if (granted < q->original_duration)
 		q->renewable = false;
-	double now = init_now();
+	double now = latch_monotonic_s();
 	q->due = q->renewable ? now + (double)granted * 2.0 / 3.0 : now + (double)granted * 0.85;
 	q->expires = now + (double)granted;
 	LATCH_LOG(LATCH_LOG_INFO, "renewed lease", { "path", q->path });
@@ -153,7 +154,7 @@ static bool handle_request(struct init_state *s, struct init_request *q, unsigne
 	int r = init_fetch(s, q, &err);
 	if (r < 0) {
 		log_failure("fetching a secret failed; keeping the files as they are and retrying", q->path, &err);
-		q->due = init_now() + backoff_s((*failures)++);
+		q->due = latch_monotonic_s() + backoff_s((*failures)++);
 	} else {
 		*failures = 0;
 	}
@@ -163,13 +164,13 @@ static bool handle_request(struct init_state *s, struct init_request *q, unsigne
 
 static void run_due(struct init_state *s, unsigned *failures)
 {
-	double now = init_now();
+	double now = latch_monotonic_s();
 	s->deadline = now + s->config->deadline_seconds;
 	if (s->token_due > 0 && s->token_due <= now)
 		handle_token(s, failures);
 	bool changed = false;
 	for (size_t i = 0; i < s->n_requests; i++)
-		if (s->requests[i].due <= init_now())
+		if (s->requests[i].due <= latch_monotonic_s())
 			changed |= handle_request(s, &s->requests[i], failures);
 	struct latch_error err = LATCH_ERROR_INIT;
 	if (changed && init_write_all(s, false, &err) < 0)
@@ -194,7 +195,7 @@ int init_sidecar_loop(struct init_state *s, struct latch_error *err)
 	}
 	if (!s->config->revoke_on_shutdown)
 		return 0;
-	s->deadline = init_now() + 5;
+	s->deadline = latch_monotonic_s() + 5;
 	latch_vault_set_deadline(s->vault, 5000);
 	int r = latch_vault_revoke_self(s->vault, err);
 	if (r == 0)

@@ -102,22 +102,39 @@ static const struct command_form {
 	{ "", " -s reopen", "USR1" },
 };
 
-static int fail_at(const struct inject_context *ctx, const struct ann *a, const char *fmt, ...) _printf_(3, 4);
-static int fail_at(const struct inject_context *ctx, const struct ann *a, const char *fmt, ...)
+static int fail_atv(const struct inject_context *ctx, const struct latch_yaml_node *at,
+		    const char *annotation, const char *fmt, va_list ap)
 {
 	struct latch_buf msg = LATCH_BUF_INIT(8192);
-	if (a && a->node)
-		latch_buf_printf(&msg, "%s:%zu:%zu: ", ctx->name, a->node->line, a->node->column);
+	if (at && at->line)
+		latch_buf_printf(&msg, "%s:%zu:%zu: ", ctx->name, at->line, at->column);
 	else
 		latch_buf_printf(&msg, "%s: ", ctx->name);
 	latch_buf_printf(&msg, "%s: ", ctx->object);
-	if (a)
-		latch_buf_printf(&msg, "annotation '%s': ", a->full);
+	if (annotation)
+		latch_buf_printf(&msg, "annotation '%s': ", annotation);
+	int r = latch_error_setv_prefixed(ctx->err, LATCH_EINVAL, latch_buf_str(&msg), fmt, ap);
+	latch_buf_done(&msg);
+	return r;
+}
+
+int inject_fail_at(const struct inject_context *ctx, const struct latch_yaml_node *at, const char *annotation,
+		   const char *fmt, ...)
+{
 	va_list ap;
 	va_start(ap, fmt);
-	int r = latch_error_setv_prefixed(ctx->err, LATCH_EINVAL, latch_buf_str(&msg), fmt, ap);
+	int r = fail_atv(ctx, at, annotation, fmt, ap);
 	va_end(ap);
-	latch_buf_done(&msg);
+	return r;
+}
+
+static int fail_at(const struct inject_context *ctx, const struct ann *a, const char *fmt, ...) _printf_(3, 4);
+static int fail_at(const struct inject_context *ctx, const struct ann *a, const char *fmt, ...)
+{
+	va_list ap;
+	va_start(ap, fmt);
+	int r = fail_atv(ctx, a ? a->node : NULL, a ? a->full : NULL, fmt, ap);
+	va_end(ap);
 	return r;
 }
 

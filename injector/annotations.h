@@ -7,6 +7,7 @@
 
 #include "inject.h"
 #include "latch/json.h"
+#include "latch/macro.h"
 
 /* Where the sidecar keeps its session (LATCH_CONFIG state_dir), on a memory volume mounted
  * into latch-init alone. */
@@ -64,6 +65,11 @@ struct inject_context {
 	struct latch_error *err;
 	const char *file_mode;  /* for secrets without agent-inject-perms */
 };
+
+/* LATCH_EINVAL with "NAME:LINE:COLUMN: OBJECT: [annotation 'KEY': ]message" (no line:column
+ * when at has none); annotation may be NULL. */
+int inject_fail_at(const struct inject_context *ctx, const struct latch_yaml_node *at, const char *annotation,
+		   const char *fmt, ...) _printf_(4, 5);
 
 /* annotations: the merged annotation mapping nodes (workload first, pod template second;
  * either may be NULL). */

@@ -29,22 +29,6 @@ struct pod_template {
 	struct latch_yaml_node *spec;
 };
 
-static int obj_fail(const struct inject_context *ctx, const struct latch_yaml_node *at, const char *fmt, ...) _printf_(3, 4);
-static int obj_fail(const struct inject_context *ctx, const struct latch_yaml_node *at, const char *fmt, ...)
-{
-	struct latch_buf msg = LATCH_BUF_INIT(8192);
-	if (at && at->line)
-		latch_buf_printf(&msg, "%s:%zu:%zu: %s: ", ctx->name, at->line, at->column, ctx->object);
-	else
-		latch_buf_printf(&msg, "%s: %s: ", ctx->name, ctx->object);
-	va_list ap;
-	va_start(ap, fmt);
-	int r = latch_error_setv_prefixed(ctx->err, LATCH_EINVAL, latch_buf_str(&msg), fmt, ap);
-	va_end(ap);
-	latch_buf_done(&msg);
-	return r;
-}
-
 static struct latch_yaml_node *path_get(struct latch_yaml_node *n, const char *const *keys)
 {
 	for (; n && *keys; keys++)
@@ -138,10 +122,8 @@ static bool registry_allowed(const char *image, const struct latch_inject_option
 	if (o->n_allowed_registries == 0)
 		return true;
 	for (size_t i = 0; i < o->n_allowed_registries; i++) {
-		size_t n = strlen(o->allowed_registries[i]);
-		while (n > 0 && o->allowed_registries[i][n - 1] == '/')
-			n--;
-		if (strncmp(image, o->allowed_registries[i], n) == 0 && image[n] == '/')
+		struct latch_view registry = latch_view_trim_end(latch_view_str(o->allowed_registries[i]), "/");
+		if (strncmp(image, registry.ptr, registry.len) == 0 && image[registry.len] == '/')
 			return true;
 	}
 	return false;
@@ -151,9 +133,11 @@ static int check_image(const struct inject_context *ctx, const struct latch_yaml
 {
 	const struct latch_inject_options *o = ctx->opts;
 	if (o->require_image_digest && !strstr(image, "@sha256:"))
-		return obj_fail(ctx, at, "image '%s' is not pinned by digest (@sha256:...) and --require-image-digest is set", image);
+		return inject_fail_at(ctx, at, NULL,
+				      "image '%s' is not pinned by digest (@sha256:...) and --require-image-digest is set", image);
 	if (!registry_allowed(image, o))
-		return obj_fail(ctx, at, "image '%s' is not from an allowed registry (--allowed-registries)", image);
+		return inject_fail_at(ctx, at, NULL, "image '%s' is not from an allowed registry (--allowed-registries)",
+				      image);
 	return 0;
 }
 
@@ -202,7 +186,8 @@ static int run_as_same_user(const struct inject_context *ctx, const struct latch
 	char *end = NULL;
 	long v = uid && uid->kind == LATCH_YAML_SCALAR ? strtol(uid->value, &end, 10) : -1;
 	if (!end || *end || v <= 0)
-		return obj_fail(ctx, first, "agent-run-as-same-user needs securityContext.runAsUser (not root) on the first container");
+		return inject_fail_at(ctx, first, NULL,
+				      "agent-run-as-same-user needs securityContext.runAsUser (not root) on the first container");
 	*ret_uid = v;
 	return 0;
 }
@@ -349,7 +334,8 @@ static int check_container_names(const struct inject_context *ctx, char *const *
 		for (size_t i = 0; i < containers->n_items && !found; i++)
 			found = named(containers->items[i], *list);
 		if (!found)
-			return obj_fail(ctx, containers, "%s names '%s', which is not a container of the pod", annotation,
+			return inject_fail_at(ctx, containers, NULL, "%s names '%s', which is not a container of the pod",
+					      annotation,
 					*list);
 	}
 	return 0;
@@ -360,7 +346,8 @@ static int mount_at(const struct inject_context *ctx, struct latch_yaml_node *mo
 {
 	for (size_t i = 0; i < mounts->n_items; i++)
 		if (latch_yaml_is_scalar(latch_yaml_map_get(mounts->items[i], "mountPath"), path))
-			return obj_fail(ctx, mounts->items[i], "a container already mounts something at %s, where latch "
+			return inject_fail_at(ctx, mounts->items[i], NULL,
+					      "a container already mounts something at %s, where latch "
 					"mounts its volume %s", path, volume);
 	json_t *mount = json_pack("{s:s,s:s,s:b}", "name", volume, "mountPath", path, "readOnly", 1);
 	return append_json(mounts, mount, false);
@@ -373,7 +360,7 @@ static int mount_into(const struct inject_context *ctx, struct latch_yaml_node *
 {
 	struct latch_yaml_node *mounts = ensure_child(container, "volumeMounts", LATCH_YAML_SEQUENCE);
 	if (!mounts)
-		return obj_fail(ctx, container, "volumeMounts of a container is not a list");
+		return inject_fail_at(ctx, container, NULL, "volumeMounts of a container is not a list");
 	remove_named(mounts, SECRETS_VOLUME);
 	int r = mount_at(ctx, mounts, SECRETS_VOLUME, s->secret_volume_path);
 	for (size_t i = 0; r == 0 && s->extra_mount_paths && s->extra_mount_paths[i]; i++)
@@ -435,7 +422,8 @@ static int wrap_command(const struct inject_context *ctx, const struct inject_se
 	const char *name = latch_yaml_map_get_str(container, "name");
 	struct latch_yaml_node *command = latch_yaml_map_get(container, "command");
 	if (!command || command->kind != LATCH_YAML_SEQUENCE || command->n_items == 0)
-		return obj_fail(ctx, container, "container '%s' has no command: latch.dev/exec-env runs the app's "
+		return inject_fail_at(ctx, container, NULL,
+				      "container '%s' has no command: latch.dev/exec-env runs the app's "
 				"command through latch-init exec, and latch does not look images up; write the command "
 				"in the manifest", name ? name : "?");
 	json_t *argv = wrapper_json(s);
@@ -453,7 +441,7 @@ static int wrap_command(const struct inject_context *ctx, const struct inject_se
 	latch_yaml_map_remove(container, "args");
 	struct latch_yaml_node *mounts = ensure_child(container, "volumeMounts", LATCH_YAML_SEQUENCE);
 	if (!mounts)
-		return obj_fail(ctx, container, "volumeMounts of a container is not a list");
+		return inject_fail_at(ctx, container, NULL, "volumeMounts of a container is not a list");
 	remove_named(mounts, BIN_VOLUME);
 	return mount_at(ctx, mounts, BIN_VOLUME, INJECT_BIN_DIR);
 }
@@ -482,7 +470,7 @@ static int share_process_namespace(const struct inject_context *ctx, const struc
 		return 0;
 	const struct latch_yaml_node *have = latch_yaml_map_get(spec, "shareProcessNamespace");
 	if (s->share_process_namespace && latch_yaml_is_scalar(have, "false"))
-		return obj_fail(ctx, have, "shareProcessNamespace is false on the pod, and "
+		return inject_fail_at(ctx, have, NULL, "shareProcessNamespace is false on the pod, and "
 				"agent-share-process-namespace asks for it; refusing to turn it on");
 	struct latch_yaml_node *v = latch_yaml_from_json(s->share_process_namespace ? json_true() : json_false());
 	if (!v || latch_yaml_map_set(spec, "shareProcessNamespace", v) < 0) {
@@ -496,7 +484,7 @@ static int add_volumes(const struct inject_context *ctx, const struct inject_set
 {
 	struct latch_yaml_node *volumes = ensure_child(spec, "volumes", LATCH_YAML_SEQUENCE);
 	if (!volumes)
-		return obj_fail(ctx, spec, "spec.volumes is not a list");
+		return inject_fail_at(ctx, spec, NULL, "spec.volumes is not a list");
 	remove_named(volumes, SECRETS_VOLUME);
 	remove_named(volumes, TOKEN_VOLUME);
 	remove_named(volumes, TLS_VOLUME);
@@ -541,7 +529,7 @@ static int add_container(const struct inject_context *ctx, const struct inject_s
 		return r;
 	struct latch_yaml_node *inits = ensure_child(spec, "initContainers", LATCH_YAML_SEQUENCE);
 	if (!inits)
-		return obj_fail(ctx, spec, "spec.initContainers is not a list");
+		return inject_fail_at(ctx, spec, NULL, "spec.initContainers is not a list");
 	remove_named(inits, CONTAINER_NAME);
 	if (append_json(inits, container_json(s, spec, image, uid), s->init_first) < 0)
 		return latch_error_set(ctx->err, LATCH_ENOMEM, "out of memory");
@@ -575,7 +563,7 @@ static int mark_injected(const struct inject_context *ctx, struct latch_yaml_nod
 	struct latch_yaml_node *meta = ensure_child(holder, "metadata", LATCH_YAML_MAPPING);
 	struct latch_yaml_node *ann = meta ? ensure_child(meta, "annotations", LATCH_YAML_MAPPING) : NULL;
 	if (!ann)
-		return obj_fail(ctx, holder, "the pod template's metadata.annotations is not a mapping");
+		return inject_fail_at(ctx, holder, NULL, "the pod template's metadata.annotations is not a mapping");
 	int r = set_string(ann, STATUS_KEY, "injected");
 	if (r == 0 && openbao)
 		r = set_string(ann, BAO_STATUS_KEY, "injected");

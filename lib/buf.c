@@ -204,6 +204,13 @@ bool latch_view_has_prefix(struct latch_view v, const char *prefix)
 	return v.len >= n && memcmp(v.ptr, prefix, n) == 0;
 }
 
+struct latch_view latch_view_trim_end(struct latch_view v, const char *chars)
+{
+	while (v.len > 0 && v.ptr[v.len - 1] != '\0' && strchr(chars, v.ptr[v.len - 1]))
+		v.len--;
+	return v;
+}
+
 char *latch_view_dup(struct latch_view v)
 {
 	char *s = malloc(v.len + 1);

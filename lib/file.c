@@ -91,7 +91,7 @@ static int temp_name(const char *base, char **ret)
 	return *ret ? 0 : LATCH_ENOMEM;
 }
 
-static int write_all(int fd, struct latch_view data)
+int latch_write_all(int fd, struct latch_view data)
 {
 	const char *p = data.ptr;
 	size_t n = data.len;
@@ -188,7 +188,7 @@ int latch_file_write_atomic_at(int dirfd, const char *base, const char *shown, s
 
 	int r = apply_mode_and_owner(fd, opts);
 	if (r == 0)
-		r = write_all(fd, data);
+		r = latch_write_all(fd, data);
 	if (r == 0 && fsync(fd) < 0)
 		r = -errno;
 	if (r == 0 && unnamed)

@@ -9,6 +9,8 @@
 #include <sys/random.h>
 #include <time.h>
 
+#include "latch/clock.h"
+
 struct latch_http_client {
 	CURL *curl;
 	struct latch_http_options opts;
@@ -25,9 +27,7 @@ struct attempt {
 
 static unsigned long long now_ms(void)
 {
-	struct timespec ts;
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (unsigned long long)ts.tv_sec * 1000ull + (unsigned long long)ts.tv_nsec / 1000000ull;
+	return (unsigned long long)(latch_monotonic_s() * 1000.0);
 }
 
 static void sleep_ms(unsigned long long ms)

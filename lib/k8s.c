@@ -137,13 +137,10 @@ static void connection_done(struct connection *c)
 static int open_client(const struct connection *c, struct latch_k8s **ret, struct latch_error *err)
 {
 	struct latch_k8s *k = calloc(1, sizeof(*k));
-	if (!k || !(k->server = strdup(c->server))) {
+	if (!k || !(k->server = latch_view_dup(latch_view_trim_end(latch_view_str(c->server), "/")))) {
 		free(k);
 		return latch_error_set(err, LATCH_ENOMEM, "out of memory");
 	}
-	size_t n = strlen(k->server);
-	while (n > 0 && k->server[n - 1] == '/')
-		k->server[--n] = '\0';
 	k->insecure = c->tls.insecure_skip_verify;
 	if (c->token) {
 		struct latch_buf h = LATCH_SECRET_BUF_INIT(65536);

@@ -9,6 +9,7 @@
 
 #include "latch/buf.h"
 #include "latch/error.h"
+#include "latch/file.h"
 
 #define LOG_LINE_MAX (64 * 1024)
 
@@ -133,17 +134,6 @@ static void format_json(struct latch_buf *b, enum latch_log_level level, const c
 	latch_buf_putc(b, '}');
 }
 
-static void write_all(int fd, const char *p, size_t n)
-{
-	while (n > 0) {
-		ssize_t w = write(fd, p, n);
-		if (w <= 0)
-			return;
-		p += w;
-		n -= (size_t)w;
-	}
-}
-
 void latch_log_fields(enum latch_log_level level, const char *msg,
 		      const struct latch_log_field *fields, size_t n_fields)
 {
@@ -155,7 +145,7 @@ void latch_log_fields(enum latch_log_level level, const char *msg,
 	else
 		format_text(&line, level, msg, fields, n_fields);
 	latch_buf_putc(&line, '\n');
-	write_all(log_config.fd, latch_buf_str(&line), line.len);
+	(void)latch_write_all(log_config.fd, latch_buf_view(&line)); /* a log line that cannot be written is lost */
 	latch_buf_done(&line);
 }
 

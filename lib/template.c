@@ -113,6 +113,9 @@ static void command_free(struct command *c)
 	free(c);
 }
 
+DEFINE_FREE_FUNC(struct arg, arg_free)
+DEFINE_FREE_FUNC(struct command, command_free)
+
 static void pipe_free(struct pipe *p)
 {
 	if (!p)
@@ -223,6 +226,11 @@ struct parser {
 	size_t scope_marks[64];
 	size_t n_scopes;
 };
+
+static int out_of_memory(struct parser *ps)
+{
+	return latch_error_set(ps->err, LATCH_ENOMEM, "out of memory");
+}
 
 static int perr(struct parser *ps, size_t line, size_t column, const char *fmt, ...) _printf_(4, 5);
 static int perr(struct parser *ps, size_t line, size_t column, const char *fmt, ...)
@@ -420,7 +428,7 @@ static int unquote(struct parser *ps, const struct token *t, json_t **ret)
 		*ret = json_stringn(b.ptr ? b.ptr : "", b.len);
 	latch_buf_done(&b);
 	if (r < 0 || !*ret)
-		return latch_error_set(ps->err, LATCH_ENOMEM, "out of memory");
+		return out_of_memory(ps);
 	return 0;
 }
 
@@ -485,7 +493,7 @@ static int parse_operand(struct parser *ps, struct arg **ret)
 		return r;
 	struct token tok = *t;
 	consume(ps);
-	struct arg *a = NULL;
+	_cleanup_(arg_freep) struct arg *a = NULL;
 	switch (tok.kind) {
 	case T_DOT:
 		a = arg_new(A_DOT, &tok);
@@ -493,36 +501,35 @@ static int parse_operand(struct parser *ps, struct arg **ret)
 	case T_FIELD:
 		a = arg_new(A_FIELD, &tok);
 		if (a && split_fields(a, tok.start, tok.len) < 0)
-			goto oom;
+			return out_of_memory(ps);
 		break;
 	case T_VAR: {
 		a = arg_new(A_VAR, &tok);
 		if (!a)
-			goto oom;
+			return out_of_memory(ps);
 		const char *dot = memchr(tok.start, '.', tok.len);
 		size_t name_len = (dot ? (size_t)(dot - tok.start) : tok.len) - 1;
 		a->name = strndup(tok.start + 1, name_len);
 		if (!a->name || (dot && split_fields(a, dot, tok.len - name_len - 1) < 0))
-			goto oom;
+			return out_of_memory(ps);
 		if (!var_declared(ps, a->name)) {
-			r = perr(ps, tok.line, tok.column, "undefined variable \"$%s\"", a->name);
-			goto fail;
+			return perr(ps, tok.line, tok.column, "undefined variable \"$%s\"", a->name);
 		}
 		break;
 	}
 	case T_STRING:
 		a = arg_new(A_STRING, &tok);
 		if (!a)
-			goto oom;
+			return out_of_memory(ps);
 		if ((r = unquote(ps, &tok, &a->literal)) < 0)
-			goto fail;
+			return r;
 		break;
 	case T_NUMBER:
 		a = arg_new(A_NUMBER, &tok);
 		if (!a)
-			goto oom;
+			return out_of_memory(ps);
 		if ((r = parse_number(ps, &tok, &a->literal)) < 0)
-			goto fail;
+			return r;
 		break;
 	case T_IDENT: {
 		if (tok_is(&tok, "true") || tok_is(&tok, "false")) {
@@ -552,23 +559,21 @@ static int parse_operand(struct parser *ps, struct arg **ret)
 	case T_LPAREN: {
 		a = arg_new(A_PIPE, &tok);
 		if (!a)
-			goto oom;
+			return out_of_memory(ps);
 		if ((r = parse_pipeline(ps, true, &a->sub)) < 0)
-			goto fail;
+			return r;
 		struct token *close;
 		if ((r = peek(ps, &close)) < 0)
-			goto fail;
-		if (close->kind != T_RPAREN) {
-			r = perr(ps, close->line, close->column, "%s", "missing ')'");
-			goto fail;
-		}
+			return r;
+		if (close->kind != T_RPAREN)
+			return perr(ps, close->line, close->column, "%s", "missing ')'");
 		consume(ps);
 		struct token *after;
 		if ((r = peek(ps, &after)) < 0)
-			goto fail;
+			return r;
 		if (after->kind == T_FIELD && !after->space_before) {
 			if (split_fields(a, after->start, after->len) < 0)
-				goto oom;
+				return out_of_memory(ps);
 			consume(ps);
 		}
 		break;
@@ -577,14 +582,9 @@ static int parse_operand(struct parser *ps, struct arg **ret)
 		return perr(ps, tok.line, tok.column, "%s", "unexpected token in action");
 	}
 	if (!a)
-		goto oom;
-	*ret = a;
+		return out_of_memory(ps);
+	*ret = TAKE_PTR(a);
 	return 0;
-oom:
-	r = latch_error_set(ps->err, LATCH_ENOMEM, "out of memory");
-fail:
-	arg_free(a);
-	return r;
 }
 
 static bool ends_command(const struct token *t)
@@ -605,7 +605,7 @@ static int check_secret_call(struct parser *ps, struct command *c, bool piped)
 	if (c->n_args > 2) {
 		f->secret_params = json_object();
 		if (!f->secret_params)
-			return latch_error_set(ps->err, LATCH_ENOMEM, "out of memory");
+			return out_of_memory(ps);
 	}
 	for (size_t i = 2; i < c->n_args; i++) {
 		const char *kv = json_string_value(c->args[i]->literal);
@@ -615,7 +615,7 @@ static int check_secret_call(struct parser *ps, struct command *c, bool piped)
 		char *key = strndup(kv, (size_t)(eq - kv));
 		if (!key || json_object_set_new(f->secret_params, key, json_string(eq + 1)) < 0) {
 			free(key);
-			return latch_error_set(ps->err, LATCH_ENOMEM, "out of memory");
+			return out_of_memory(ps);
 		}
 		free(key);
 	}
@@ -632,11 +632,11 @@ static int record_secret(struct parser *ps, const struct arg *f, const char *pat
 			return 0;
 	void *p = realloc(t->secrets, (t->n_secrets + 1) * sizeof(*t->secrets));
 	if (!p)
-		return latch_error_set(ps->err, LATCH_ENOMEM, "out of memory");
+		return out_of_memory(ps);
 	t->secrets = p;
 	char *copy = strdup(path);
 	if (!copy)
-		return latch_error_set(ps->err, LATCH_ENOMEM, "out of memory");
+		return out_of_memory(ps);
 	t->secrets[t->n_secrets++] = (struct secret_ref){ copy, json_incref(f->secret_params) };
 	return 0;
 }
@@ -667,15 +667,15 @@ static int check_command(struct parser *ps, struct command *c, bool piped)
 
 static int parse_command(struct parser *ps, bool piped, struct command **ret)
 {
-	struct command *c = calloc(1, sizeof(*c));
+	_cleanup_(command_freep) struct command *c = calloc(1, sizeof(*c));
 	if (!c)
-		return latch_error_set(ps->err, LATCH_ENOMEM, "out of memory");
+		return out_of_memory(ps);
 	size_t cap = 0;
 	int r;
 	for (;;) {
 		struct token *t;
 		if ((r = peek(ps, &t)) < 0)
-			goto fail;
+			return r;
 		if (ends_command(t))
 			break;
 		if (c->n_args == 0) {
@@ -684,25 +684,19 @@ static int parse_command(struct parser *ps, bool piped, struct command **ret)
 		}
 		struct arg *a;
 		if ((r = parse_operand(ps, &a)) < 0)
-			goto fail;
+			return r;
 		/* NOLINTNEXTLINE(clang-analyzer-core.CallAndMessage): parse_operand() set a when it returned 0 */
 		if (push((void ***)&c->args, &c->n_args, &cap, a) < 0) {
 			arg_free(a);
-			r = latch_error_set(ps->err, LATCH_ENOMEM, "out of memory");
-			goto fail;
+			return out_of_memory(ps);
 		}
 	}
-	if (c->n_args == 0) {
-		r = perr(ps, ps->line, ps->column, "%s", "missing value in action");
-		goto fail;
-	}
+	if (c->n_args == 0)
+		return perr(ps, ps->line, ps->column, "%s", "missing value in action");
 	if ((r = check_command(ps, c, piped)) < 0)
-		goto fail;
-	*ret = c;
+		return r;
+	*ret = TAKE_PTR(c);
 	return 0;
-fail:
-	command_free(c);
-	return r;
 }
 
 /* `$a :=`, `$a, $b :=` or `$a =` at the start of a pipeline. */
@@ -721,7 +715,7 @@ static int parse_declaration(struct parser *ps, struct pipe *p)
 			break;
 		char *name = strndup(t->start + 1, t->len - 1);
 		if (!name)
-			return latch_error_set(ps->err, LATCH_ENOMEM, "out of memory");
+			return out_of_memory(ps);
 		p->decl[p->n_decl++] = name;
 		consume(ps);
 		if ((r = peek(ps, &t)) < 0)
@@ -756,7 +750,7 @@ static int parse_pipeline(struct parser *ps, bool in_parens, struct pipe **ret)
 		return perr(ps, ps->line, ps->column, "%s", "expression nested too deeply");
 	struct pipe *p = calloc(1, sizeof(*p));
 	if (!p)
-		return latch_error_set(ps->err, LATCH_ENOMEM, "out of memory");
+		return out_of_memory(ps);
 	size_t cap = 0;
 	int r = in_parens ? 0 : parse_declaration(ps, p);
 	while (r == 0) {
@@ -765,7 +759,7 @@ static int parse_pipeline(struct parser *ps, bool in_parens, struct pipe **ret)
 			break;
 		if (push((void ***)&p->cmds, &p->n_cmds, &cap, c) < 0) {
 			command_free(c);
-			r = latch_error_set(ps->err, LATCH_ENOMEM, "out of memory");
+			r = out_of_memory(ps);
 			break;
 		}
 		struct token *t;
@@ -820,7 +814,7 @@ static int add_node(struct parser *ps, struct builder *b, struct node *n)
 {
 	if (list_add(current_list(b), n) < 0) {
 		node_free(n);
-		return latch_error_set(ps->err, LATCH_ENOMEM, "out of memory");
+		return out_of_memory(ps);
 	}
 	return 0;
 }
@@ -845,7 +839,7 @@ static int open_block(struct parser *ps, struct builder *b, enum node_kind kind,
 	struct node *n = node_new(kind, line, column);
 	if (!n || !(n->body = calloc(1, sizeof(*n->body))) || !(n->else_body = calloc(1, sizeof(*n->else_body)))) {
 		node_free(n);
-		return latch_error_set(ps->err, LATCH_ENOMEM, "out of memory");
+		return out_of_memory(ps);
 	}
 	n->chained = chained;
 	int r = parse_pipeline(ps, false, &n->pipe);
@@ -939,7 +933,7 @@ static int on_action(struct parser *ps, struct builder *b)
 			return perr(ps, line, column, "'%s' is not supported", unsupported[i]);
 	struct node *n = node_new(N_ACTION, line, column);
 	if (!n)
-		return latch_error_set(ps->err, LATCH_ENOMEM, "out of memory");
+		return out_of_memory(ps);
 	if ((r = parse_pipeline(ps, false, &n->pipe)) < 0 || (r = expect_end_of_action(ps)) < 0 ||
 	    (n->pipe->n_decl > 1 && (r = perr(ps, line, column, "%s", "too many declarations")) < 0) ||
 	    (r = declare_pipeline_vars(ps, n->pipe, line, column)) < 0) {
@@ -982,7 +976,7 @@ static int add_text(struct parser *ps, struct builder *b, const char *s, size_t 
 	struct node *node = node_new(N_TEXT, line, column);
 	if (!node || !(node->text = strndup(s, n))) {
 		node_free(node);
-		return latch_error_set(ps->err, LATCH_ENOMEM, "out of memory");
+		return out_of_memory(ps);
 	}
 	node->len = n;
 	return add_node(ps, b, node);

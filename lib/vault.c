@@ -21,10 +21,7 @@ int latch_vault_new(const struct latch_vault_options *opts, struct latch_vault *
 	struct latch_vault *v = calloc(1, sizeof(*v));
 	if (!v)
 		return latch_error_set(err, LATCH_ENOMEM, "out of memory");
-	size_t n = strlen(opts->address);
-	while (n > 0 && opts->address[n - 1] == '/')
-		n--;
-	v->address = strndup(opts->address, n);
+	v->address = latch_view_dup(latch_view_trim_end(latch_view_str(opts->address), "/"));
 	v->namespace = opts->namespace && *opts->namespace ? strdup(opts->namespace) : NULL;
 	if (!v->address || (opts->namespace && *opts->namespace && !v->namespace)) {
 		latch_vault_free(v);

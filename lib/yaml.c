@@ -7,6 +7,8 @@
 #include <string.h>
 #include <yaml.h>
 
+#include "latch/macro.h"
+
 /* ---- nodes ---- */
 
 static struct latch_yaml_node *node_new(enum latch_yaml_kind kind)
@@ -60,6 +62,8 @@ void latch_yaml_node_free(struct latch_yaml_node *node)
 	free(node->tag);
 	free(node);
 }
+
+DEFINE_FREE_FUNC(struct latch_yaml_node, latch_yaml_node_free)
 
 static int grow(struct latch_yaml_node *n)
 {
@@ -158,6 +162,25 @@ bool latch_yaml_map_remove(struct latch_yaml_node *map, const char *key)
 	return true;
 }
 
+/* Copies of node's items and pairs appended to c; -1 when out of memory. */
+static int clone_children(struct latch_yaml_node *c, const struct latch_yaml_node *node)
+{
+	for (size_t i = 0; i < node->n_items; i++) {
+		_cleanup_(latch_yaml_node_freep) struct latch_yaml_node *item = latch_yaml_node_clone(node->items[i]);
+		if (!item || latch_yaml_seq_append(c, item) < 0)
+			return -1;
+		item = NULL; /* c holds it now */
+	}
+	for (size_t i = 0; i < node->n_pairs; i++) {
+		_cleanup_(latch_yaml_node_freep) struct latch_yaml_node *k = latch_yaml_node_clone(node->pairs[i].key);
+		_cleanup_(latch_yaml_node_freep) struct latch_yaml_node *v = latch_yaml_node_clone(node->pairs[i].value);
+		if (!k || !v || map_append(c, k, v) < 0)
+			return -1;
+		k = v = NULL; /* c holds them now */
+	}
+	return 0;
+}
+
 struct latch_yaml_node *latch_yaml_node_clone(const struct latch_yaml_node *node)
 {
 	if (!node)
@@ -169,28 +192,11 @@ struct latch_yaml_node *latch_yaml_node_clone(const struct latch_yaml_node *node
 	c->style = node->style;
 	c->line = node->line;
 	c->column = node->column;
-	if (node->tag && !(c->tag = strdup(node->tag)))
-		goto fail;
-	for (size_t i = 0; i < node->n_items; i++) {
-		struct latch_yaml_node *item = latch_yaml_node_clone(node->items[i]);
-		if (!item || latch_yaml_seq_append(c, item) < 0) {
-			latch_yaml_node_free(item);
-			goto fail;
-		}
-	}
-	for (size_t i = 0; i < node->n_pairs; i++) {
-		struct latch_yaml_node *k = latch_yaml_node_clone(node->pairs[i].key);
-		struct latch_yaml_node *v = latch_yaml_node_clone(node->pairs[i].value);
-		if (!k || !v || map_append(c, k, v) < 0) {
-			latch_yaml_node_free(k);
-			latch_yaml_node_free(v);
-			goto fail;
-		}
+	if ((node->tag && !(c->tag = strdup(node->tag))) || clone_children(c, node) < 0) {
+		latch_yaml_node_free(c);
+		return NULL;
 	}
 	return c;
-fail:
-	latch_yaml_node_free(c);
-	return NULL;
 }
 
 void latch_yaml_stream_done(struct latch_yaml_stream *stream)

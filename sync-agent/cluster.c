@@ -6,6 +6,7 @@
 #include <time.h>
 
 #include "health.h"
+#include "latch/clock.h"
 #include "latch/log.h"
 #include "objects.h"
 #include "parallel.h"
@@ -249,7 +250,7 @@ static int wait_established(struct latch_k8s *k, const json_t *crd, double deadl
 		json_decref(live);
 		if (r < 0 || established)
 			return r;
-		if (sync_now() >= deadline)
+		if (latch_monotonic_s() >= deadline)
 			return latch_error_set(err, LATCH_ETIMEOUT, "CustomResourceDefinition '%s' not established in time", sync_object_meta(crd, "name"));
 		struct timespec pause = { 0, 100000000 };
 		nanosleep(&pause, NULL);
@@ -295,7 +296,7 @@ static void note_applied(const json_t *obj, const char *fingerprint, json_t *fin
 static int apply_first_stage(struct latch_k8s *k, const struct sync_source *s, const json_t *objects, json_t *versions,
 			     const json_t *live, json_t *created, struct sync_result *res, struct latch_error *err)
 {
-	double deadline = sync_now() + (double)s->timeout_s;
+	double deadline = latch_monotonic_s() + (double)s->timeout_s;
 	bool crds = false;
 	size_t i;
 	json_t *o;
@@ -460,7 +461,7 @@ int sync_wait_healthy(struct latch_k8s *k, const struct sync_config *c, const st
 	size_t i;
 	json_t *o;
 	json_array_foreach(objects, i, o) if (sync_health_has_rules(latch_json_get_str(o, "kind"))) json_array_append(workloads, o);
-	double deadline = sync_now() + (double)s->timeout_s;
+	double deadline = latch_monotonic_s() + (double)s->timeout_s;
 	int r = 0;
 	while (r == 0 && json_array_size(workloads)) {
 		char reason[512] = "";
@@ -482,7 +483,7 @@ int sync_wait_healthy(struct latch_k8s *k, const struct sync_config *c, const st
 		json_decref(live);
 		if (r < 0 || !waiting)
 			break;
-		if (sync_now() >= deadline) {
+		if (latch_monotonic_s() >= deadline) {
 			r = latch_error_set(err, LATCH_ETIMEOUT, "%s '%s' not healthy within %lds: %s", latch_json_get_str(waiting, "kind"),
 					    sync_object_meta(waiting, "name"), s->timeout_s, reason);
 			break;

@@ -10,6 +10,7 @@
 #include <unistd.h>
 
 #include "latch/buf.h"
+#include "latch/clock.h"
 #include "latch/log.h"
 #include "objects.h"
 
@@ -25,13 +26,13 @@
 struct sighting {
 	char *name;
 	char *seen;     /* holder, renewTime and transitions */
-	double changed; /* sync_now() */
+	double changed; /* latch_monotonic_s() */
 };
 
 struct lease_state {
 	struct sighting s;
 	char *path;
-	double held_until; /* sync_now() until which it counts as held; 0: not held */
+	double held_until; /* latch_monotonic_s() until which it counts as held; 0: not held */
 	bool busy;         /* a pass over the source is under way: never released then */
 	char *requested;   /* the Lease's REQUESTED_AT as last seen */
 	bool looked;       /* requested holds what the Lease said (a request before is no news) */
@@ -160,7 +161,7 @@ bool sync_leases_held(struct sync_leases *l, size_t i)
 double sync_leases_time_left(struct sync_leases *l, size_t i)
 {
 	pthread_mutex_lock(&l->lock);
-	double left = l->sources[i].held_until - sync_now();
+	double left = l->sources[i].held_until - latch_monotonic_s();
 	pthread_mutex_unlock(&l->lock);
 	return left;
 }
@@ -318,7 +319,7 @@ static void expire_overdue(struct sync_leases *l)
 {
 	for (size_t i = 0; i < l->n; i++) {
 		pthread_mutex_lock(&l->lock);
-		bool overdue = l->sources[i].held_until != 0 && l->sources[i].held_until <= sync_now();
+		bool overdue = l->sources[i].held_until != 0 && l->sources[i].held_until <= latch_monotonic_s();
 		pthread_mutex_unlock(&l->lock);
 		if (overdue)
 			set_held(l, i, 0);
@@ -351,7 +352,7 @@ static bool try_once(struct sync_leases *l, size_t i, bool may_take, double star
 
 static void try_one(struct sync_leases *l, size_t i, bool may_take)
 {
-	double started = sync_now();
+	double started = latch_monotonic_s();
 	expire_overdue(l);
 	if (!try_once(l, i, may_take, started))
 		try_once(l, i, may_take, started);
@@ -380,7 +381,7 @@ int sync_leases_request_pass(struct sync_leases *l, struct latch_k8s *k, size_t 
 static bool claim_release(struct sync_leases *l, size_t i)
 {
 	pthread_mutex_lock(&l->lock);
-	bool claimed = !l->sources[i].busy && l->sources[i].held_until > sync_now();
+	bool claimed = !l->sources[i].busy && l->sources[i].held_until > latch_monotonic_s();
 	if (claimed)
 		l->sources[i].held_until = 0;
 	pthread_mutex_unlock(&l->lock);
@@ -502,7 +503,7 @@ static void try_all(struct sync_leases *l)
 	for (size_t i = 0; i < l->n; i++)
 		if (sync_leases_held(l, i))
 			try_one(l, i, true);
-	size_t live = live_replicas(l, sync_now());
+	size_t live = live_replicas(l, latch_monotonic_s());
 	size_t share = (l->n + live - 1) / live;
 	for (size_t i = 0; i < l->n; i++) {
 		size_t held = held_count(l);

@@ -10,6 +10,7 @@
 #include <unistd.h>
 
 #include "latch/buf.h"
+#include "latch/clock.h"
 #include "latch/git.h"
 #include "latch/log.h"
 #include "lease.h"
@@ -128,9 +129,9 @@ static int connect(const struct options *o, struct latch_k8s **k, struct latch_e
 static void refresh_old_discovery(struct latch_k8s *k)
 {
 	static double discovered_at = -60;
-	if (sync_now() - discovered_at >= 60) {
+	if (latch_monotonic_s() - discovered_at >= 60) {
 		latch_k8s_forget_discovery(k);
-		discovered_at = sync_now();
+		discovered_at = latch_monotonic_s();
 	}
 }
 
@@ -194,10 +195,11 @@ static bool pass_source(struct latch_k8s *k, const struct sync_config *cfg, size
 	struct latch_error err = LATCH_ERROR_INIT;
 	if (dry_run)
 		printf("# %s\n", s->name);
-	double started = sync_now();
+	double started = latch_monotonic_s();
 	struct sync_observed observed = { 0 };
 	bool ok = sync_source_pass(k, cfg, s, dry_run ? stdout : NULL, &res, &observed, &err) == 0;
-	serve_record(sv, i, ok, &res, &observed, sync_now() - started, ok ? NULL : latch_error_message(&err));
+	double seconds = latch_monotonic_s() - started;
+	serve_record(sv, i, ok, &res, &observed, seconds, ok ? NULL : latch_error_message(&err));
 	if (ok)
 		log_result(s, &res, dry_run);
 	else
@@ -329,11 +331,11 @@ static int start_leases(const struct options *o, const struct latch_k8s *k, cons
 
 enum wake { WAKE_INTERVAL, WAKE_HOOK, WAKE_STOP };
 
-/* Whole seconds until a time on sync_now()'s clock, 0 when past: a hook's pass does not put
- * off the other sources' next pass. */
+/* Whole seconds until a time on the monotonic clock, 0 when past: a hook's pass does not put off
+ * the other sources' next pass. */
 static long seconds_until(double when)
 {
-	double left = when - sync_now();
+	double left = when - latch_monotonic_s();
 	return left > 0 ? (long)(left + 0.999) : 0;
 }
 
@@ -415,7 +417,7 @@ int main(int argc, char **argv)
 				passed = pass_requested(k, &cfg, sv, leases);
 			} else {
 				pass_all(k, &cfg, false, sv, leases);
-				next_full = sync_now() + (double)interval;
+				next_full = latch_monotonic_s() + (double)interval;
 			}
 			reap_orphans();
 			serve_heartbeat(sv);

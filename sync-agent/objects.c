@@ -240,9 +240,3 @@ char *sync_objects_hash(const json_t *objects)
 	return hex;
 }
 
-double sync_now(void)
-{
-	struct timespec ts;
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
-}

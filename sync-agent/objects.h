@@ -57,4 +57,3 @@ char *sync_object_fingerprint(const json_t *obj);
 /* A short hash of the objects as they would be sent (hex, to free; NULL when out of memory). */
 char *sync_objects_hash(const json_t *objects);
 
-double sync_now(void); /* CLOCK_MONOTONIC seconds */

@@ -14,6 +14,7 @@
 #include <unistd.h>
 
 #include "inject.h"
+#include "latch/clock.h"
 #include "latch/file.h"
 #include "latch/git.h"
 #include "latch/log.h"
@@ -145,10 +146,10 @@ static int run_tool(char *const argv[], const char *out, const char *errf, long 
 	posix_spawn_file_actions_destroy(&fa);
 	if (r != 0)
 		return -r;
-	double deadline = sync_now() + (double)timeout_s;
+	double deadline = latch_monotonic_s() + (double)timeout_s;
 	int status = 0;
 	while (waitpid(pid, &status, WNOHANG) == 0) {
-		if (sync_now() > deadline) {
+		if (latch_monotonic_s() > deadline) {
 			kill(pid, SIGKILL);
 			waitpid(pid, &status, 0);
 			*ret_status = -1;
@@ -327,9 +328,9 @@ int sync_render_revision(const struct sync_config *c, const struct sync_source *
 	struct latch_git_ref ref = { s->branch, s->tag, s->commit };
 	int r = latch_git_open(latch_buf_str(&dir), s->url, &g, err);
 	if (r == 0) {
-		double started = sync_now();
+		double started = latch_monotonic_s();
 		r = fetch_with_credentials(g, s, err);
-		*observed = (struct sync_observed){ true, r < 0, sync_now() - started };
+		*observed = (struct sync_observed){ true, r < 0, latch_monotonic_s() - started };
 	}
 	if (r == 0)
 		r = latch_git_resolve(g, &ref, sha, err);

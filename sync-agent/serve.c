@@ -14,6 +14,7 @@
 #include <unistd.h>
 
 #include "latch/buf.h"
+#include "latch/clock.h"
 #include "latch/file.h"
 #include "latch/log.h"
 #include "objects.h"
@@ -318,7 +319,7 @@ static void status_page(struct serve *sv, struct latch_buf *b)
 	latch_buf_printf(b, page_head, latch_buf_str(&title));
 	char now[32];
 	utc_time(time(NULL), now);
-	bool alive = sync_now() - sv->heartbeat < (double)sv->stale_after_s;
+	bool alive = latch_monotonic_s() - sv->heartbeat < (double)sv->stale_after_s;
 	latch_buf_printf(b, "<h1>latch-sync %s</h1>\n<p>%s &middot; the sync loop is %s</p>\n",
 			 latch_buf_str(&title), now, alive ? "turning" : "<strong>stalled</strong>");
 	latch_buf_done(&title);
@@ -343,7 +344,7 @@ static int answer(struct serve *sv, const char *path, struct latch_buf *body)
 	pthread_mutex_lock(&sv->lock);
 	int status = 404;
 	if (strcmp(path, "/healthz") == 0) {
-		bool alive = sync_now() - sv->heartbeat < (double)sv->stale_after_s;
+		bool alive = latch_monotonic_s() - sv->heartbeat < (double)sv->stale_after_s;
 		latch_buf_printf(body, "%s\n", alive ? "ok" : "the sync loop has not turned in time");
 		status = alive ? 200 : 503;
 	} else if (strcmp(path, "/readyz") == 0) {
@@ -405,7 +406,7 @@ static bool hook_rate_ok(struct serve *sv, size_t i)
 {
 	pthread_mutex_lock(&sv->lock);
 	struct source_stats *st = &sv->stats[i];
-	double now = sync_now();
+	double now = latch_monotonic_s();
 	st->hook_tokens += (now - st->hook_refilled) * HOOK_PER_S;
 	if (st->hook_tokens > HOOK_BURST)
 		st->hook_tokens = HOOK_BURST;
@@ -570,7 +571,7 @@ static void track(void *cls, struct MHD_Connection *c, void **socket_context,
 	pthread_mutex_lock(&sv->lock);
 	for (size_t i = 0; i < CONNECTIONS_MAX; i++) {
 		if (what == MHD_CONNECTION_NOTIFY_STARTED && sv->open[i].fd < 0) {
-			sv->open[i] = (struct open_connection){ info->connect_fd, sync_now() };
+			sv->open[i] = (struct open_connection){ info->connect_fd, latch_monotonic_s() };
 			break;
 		}
 		if (what == MHD_CONNECTION_NOTIFY_CLOSED && sv->open[i].fd == info->connect_fd) {
@@ -592,7 +593,7 @@ static void *watchdog(void *arg)
 		struct timespec tick = { 0, 200 * 1000 * 1000 };
 		nanosleep(&tick, NULL);
 		pthread_mutex_lock(&sv->lock);
-		double now = sync_now();
+		double now = latch_monotonic_s();
 		for (size_t i = 0; i < CONNECTIONS_MAX; i++)
 			if (sv->open[i].fd >= 0 && now - sv->open[i].started > REQUEST_DEADLINE_S) {
 				shutdown(sv->open[i].fd, SHUT_RDWR);
@@ -622,7 +623,7 @@ int serve_start(const char *listen, const struct sync_config *cfg, long stale_af
 	}
 	sv->cfg = cfg;
 	sv->stale_after_s = stale_after_s;
-	sv->heartbeat = sync_now();
+	sv->heartbeat = latch_monotonic_s();
 	pthread_mutex_init(&sv->lock, NULL);
 	atomic_init(&sv->stop, false);
 	for (size_t i = 0; i < CONNECTIONS_MAX; i++)
@@ -739,7 +740,7 @@ void serve_heartbeat(struct serve *sv)
 	if (!sv)
 		return;
 	pthread_mutex_lock(&sv->lock);
-	sv->heartbeat = sync_now();
+	sv->heartbeat = latch_monotonic_s();
 	pthread_mutex_unlock(&sv->lock);
 }
 

@@ -8,6 +8,7 @@
 
 #include "cluster.h"
 #include "diff.h"
+#include "latch/clock.h"
 #include "latch/log.h"
 #include "objects.h"
 #include "render.h"
@@ -283,7 +284,7 @@ static int apply_revision(struct latch_k8s *k, const struct sync_config *c, cons
 	int r = record_intent(k, c, s, lp, new_namespaces, current, res->revision, err);
 	if (r == 0)
 		r = sync_apply_all(k, s, to_apply, lp->versions, live, lp->created, res, err);
-	t->applied = sync_now();
+	t->applied = latch_monotonic_s();
 	if (r == 0) {
 		res->applied = json_array_size(objects);
 		p->in_cluster = true;
@@ -291,10 +292,10 @@ static int apply_revision(struct latch_k8s *k, const struct sync_config *c, cons
 			r = sync_prune(k, c, s, lp->entries, current, lp->created, res, err);
 		p->settled = r == 0;
 	}
-	t->pruned = sync_now();
+	t->pruned = latch_monotonic_s();
 	if (r == 0 && s->health_check)
 		r = sync_wait_healthy(k, c, s, objects, err);
-	t->healthy = sync_now();
+	t->healthy = latch_monotonic_s();
 	return r;
 }
 
@@ -424,7 +425,7 @@ int sync_source_pass(struct latch_k8s *k, const struct sync_config *c, const str
 {
 	bool dry_run = diff != NULL;
 	struct sync_result res = { 0 };
-	struct timings t = { .start = sync_now() };
+	struct timings t = { .start = latch_monotonic_s() };
 	json_t *objects = NULL, *current = NULL, *live = NULL, *to_apply = NULL;
 	json_t *would_store = dry_run ? json_object() : NULL, *new_namespaces = json_object();
 	char *hash = NULL;
@@ -435,7 +436,7 @@ int sync_source_pass(struct latch_k8s *k, const struct sync_config *c, const str
 	bool readable = r == 0;
 	if (r == 0)
 		r = prepare(k, c, s, lp.applied_revision, &res, observed, &objects, &current, &hash, err);
-	t.rendered = sync_now();
+	t.rendered = latch_monotonic_s();
 	bool unchanged = r == 0 && lp.applied_revision && strcmp(lp.applied_revision, res.revision) == 0 && lp.rendered_hash &&
 			 strcmp(lp.rendered_hash, hash) == 0;
 	if (r == 0 && (live = live_if_unchanged(k, c, s, objects, unchanged && !dry_run)))
@@ -444,7 +445,7 @@ int sync_source_pass(struct latch_k8s *k, const struct sync_config *c, const str
 		to_apply = json_incref(objects);
 	if (r == 0 && dry_run)
 		r = print_diff(k, c, s, objects, would_store, &lp, current, diff, &res, err);
-	t.validated = t.applied = t.pruned = t.healthy = sync_now();
+	t.validated = t.applied = t.pruned = t.healthy = latch_monotonic_s();
 	if (r == 0 && !dry_run)
 		r = apply_revision(k, c, s, objects, to_apply, live, current, new_namespaces, &lp, &res, &t, &p, err);
 	if (unchanged) {

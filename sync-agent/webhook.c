@@ -5,13 +5,6 @@
 #include <openssl/hmac.h>
 #include <string.h>
 
-static struct latch_view without_trailing_newlines(struct latch_view v)
-{
-	while (v.len > 0 && (v.ptr[v.len - 1] == '\n' || v.ptr[v.len - 1] == '\r'))
-		v.len--;
-	return v;
-}
-
 /* "sha256=<64 hex digits>" against the HMAC of body under secret. */
 static bool hmac_matches(struct latch_view secret, struct latch_view body, const char *header)
 {
@@ -45,7 +38,7 @@ static bool token_matches(struct latch_view secret, const char *token)
 bool sync_webhook_signed(struct latch_view secret, struct latch_view body, const char *hub_signature,
 			 const char *latch_signature, const char *gitlab_token)
 {
-	secret = without_trailing_newlines(secret);
+	secret = latch_view_trim_end(secret, "\r\n");
 	if (secret.len == 0)
 		return false; /* an empty secret file authorizes nobody */
 	return hmac_matches(secret, body, hub_signature) || hmac_matches(secret, body, latch_signature) ||

@@ -73,3 +73,5 @@ bool latch_view_eq_str(struct latch_view a, const char *s);
 bool latch_view_has_prefix(struct latch_view v, const char *prefix);
 /* A NUL-terminated copy, or NULL when out of memory. */
 char *latch_view_dup(struct latch_view v);
+/* v without the characters of chars at its end: ("https://v:8200//", "/") -> "https://v:8200". */
+struct latch_view latch_view_trim_end(struct latch_view v, const char *chars);

@@ -21,6 +21,9 @@ struct latch_file_opts {
 	gid_t gid;
 };
 
+/* All of data to fd, across short writes and EINTR: 0 or -errno. */
+int latch_write_all(int fd, struct latch_view data);
+
 int latch_file_write_atomic(const char *path, struct latch_view data, const struct latch_file_opts *opts,
 			    struct latch_error *err);
 

@@ -16,6 +16,7 @@
 #include <unistd.h>
 
 #include "stack.h"
+#include "latch/clock.h"
 #include "latch/file.h"
 
 struct stack stack;
@@ -45,9 +46,7 @@ int stack_load(void **state)
 
 double stack_now(void)
 {
-	struct timespec ts;
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+	return latch_monotonic_s();
 }
 
 struct latch_http_client *stack_client(const struct latch_tls_options *tls)
@@ -122,6 +121,63 @@ long stack_vault_root(const char *method, const char *path, const char *body, js
 	json_decref(ignored);
 	latch_http_client_free(c);
 	return status;
+}
+
+void stack_vault_root_ok(const char *method, const char *path, const char *body)
+{
+	long status = stack_vault_root(method, path, body, NULL);
+	if (status != 200 && status != 204) /* 200 when Vault adds warnings */
+		fail_msg("%s %s answered %ld", method, path, status);
+}
+
+/* name added to the connection's allowed_roles, keeping the roles other tests made. */
+static void allow_db_role(const char *name)
+{
+	json_t *cfg = NULL;
+	if (stack_vault_root("GET", "database/config/postgres", NULL, &cfg) != 200)
+		fail_msg("cannot read database/config/postgres");
+	json_t *roles = json_object_get(json_object_get(cfg, "data"), "allowed_roles");
+	json_t *list = json_array();
+	bool present = false;
+	size_t i;
+	json_t *role;
+	json_array_foreach(roles, i, role) {
+		present = present || strcmp(json_string_value(role), name) == 0;
+		json_array_append(list, role);
+	}
+	json_array_append_new(list, json_string(name));
+	json_t *body = json_pack("{s:o}", "allowed_roles", list);
+	char *text = json_dumps(body, JSON_COMPACT);
+	if (!present)
+		stack_vault_root_ok("PUT", "database/config/postgres", text);
+	free(text);
+	json_decref(body);
+	json_decref(cfg);
+}
+
+void stack_vault_db_role(const char *name, const char *default_ttl, const char *max_ttl)
+{
+	char path[256], body[2048];
+	snprintf(path, sizeof(path), "database/roles/%s", name);
+	snprintf(body, sizeof(body),
+		 "{\"db_name\":\"postgres\",\"default_ttl\":\"%s\",\"max_ttl\":\"%s\",\"creation_statements\":"
+		 "\"CREATE ROLE \\\"{{name}}\\\" WITH LOGIN PASSWORD '{{password}}' VALID UNTIL '{{expiration}}';"
+		 " GRANT CONNECT ON DATABASE demo TO \\\"{{name}}\\\";\"}",
+		 default_ttl, max_ttl);
+	stack_vault_root_ok("PUT", path, body);
+	allow_db_role(name);
+	snprintf(path, sizeof(path), "sys/policies/acl/%s", name);
+	snprintf(body, sizeof(body),
+		 "{\"policy\":\"path \\\"database/creds/%s\\\" { capabilities = [\\\"read\\\"] }\\n"
+		 "path \\\"sys/leases/*\\\" { capabilities = [\\\"update\\\"] }\"}",
+		 name);
+	stack_vault_root_ok("PUT", path, body);
+	snprintf(path, sizeof(path), "auth/kubernetes/role/%s", name);
+	snprintf(body, sizeof(body),
+		 "{\"bound_service_account_names\":\"app\",\"bound_service_account_namespaces\":\"demo\","
+		 "\"audience\":\"vault\",\"token_policies\":\"%s\",\"token_ttl\":\"1h\"}",
+		 name);
+	stack_vault_root_ok("PUT", path, body);
 }
 
 void stack_vault_unseal(void)

@@ -38,6 +38,11 @@ char *stack_token_request(const char *ns, const char *sa, long seconds);
 char *stack_token_request_for(const char *ns, const char *sa, long seconds, const char *audience);
 /* Vault as root (set-up only): method path [json body] -> status, body. */
 long stack_vault_root(const char *method, const char *path, const char *body, json_t **ret_json);
+/* The same, failing the test unless Vault answers 200 or 204. */
+void stack_vault_root_ok(const char *method, const char *path, const char *body);
+/* A PostgreSQL role NAME whose logins live default_ttl, renewable up to max_ttl, that the
+ * ServiceAccount demo/app reads (and renews) through the kubernetes auth role NAME. */
+void stack_vault_db_role(const char *name, const char *default_ttl, const char *max_ttl);
 /* Unseal the stack's Vault with the key dev/stack saved, if it is sealed. */
 void stack_vault_unseal(void);
 /* psql login as user/password; 0 when it worked. */

@@ -404,27 +404,9 @@ static void test_init__sealed_vault(void **state)
 
 /* The sidecar with a DB role of short TTL: the file is replaced with new working credentials
  * before the old ones expire, and a reader polling it never sees a partial or empty file. */
-static void vault_root_ok(const char *method, const char *path, const char *body)
-{
-	long status = stack_vault_root(method, path, body, NULL);
-	if (status != 200 && status != 204) /* 200 when Vault adds warnings */
-		fail_msg("%s %s answered %ld", method, path, status);
-}
-
 static void test_init__sidecar_keeps_short_lived_credentials_fresh(void **state)
 {
-	vault_root_ok("PUT", "database/roles/short",
-		      "{\"db_name\":\"postgres\",\"default_ttl\":\"6s\",\"max_ttl\":\"10s\",\"creation_statements\":"
-		      "\"CREATE ROLE \\\"{{name}}\\\" WITH LOGIN PASSWORD '{{password}}' VALID UNTIL '{{expiration}}';"
-		      " GRANT CONNECT ON DATABASE demo TO \\\"{{name}}\\\";\"}");
-	vault_root_ok("PUT", "database/config/postgres", "{\"allowed_roles\":\"app,short\"}");
-	vault_root_ok("PUT", "sys/policies/acl/short",
-		      "{\"policy\":\"path \\\"database/creds/short\\\" { capabilities = [\\\"read\\\"] }\\n"
-		      "path \\\"sys/leases/renew\\\" { capabilities = [\\\"update\\\"] }\"}");
-	vault_root_ok("PUT", "auth/kubernetes/role/short",
-		      "{\"bound_service_account_names\":\"app\",\"bound_service_account_namespaces\":\"demo\","
-		      "\"audience\":\"vault\","
-		      "\"token_policies\":\"short\",\"token_ttl\":\"1h\"}");
+	stack_vault_db_role("short", "6s", "10s");
 	struct run r;
 	run_setup(&r, "app");
 	char vault[2048];
@@ -479,17 +461,7 @@ static void test_init__sidecar_keeps_short_lived_credentials_fresh(void **state)
  * lease outlives it, so the sidecar keeps renewing it, and the app keeps its credentials. */
 static void test_init__sidecar_keeps_its_lease_through_a_sealed_vault(void **state)
 {
-	vault_root_ok("PUT", "database/roles/sealed",
-		      "{\"db_name\":\"postgres\",\"default_ttl\":\"24s\",\"max_ttl\":\"10m\",\"creation_statements\":"
-		      "\"CREATE ROLE \\\"{{name}}\\\" WITH LOGIN PASSWORD '{{password}}' VALID UNTIL '{{expiration}}';"
-		      " GRANT CONNECT ON DATABASE demo TO \\\"{{name}}\\\";\"}");
-	vault_root_ok("PUT", "database/config/postgres", "{\"allowed_roles\":\"app,short,sealed\"}");
-	vault_root_ok("PUT", "sys/policies/acl/sealed",
-		      "{\"policy\":\"path \\\"database/creds/sealed\\\" { capabilities = [\\\"read\\\"] }\\n"
-		      "path \\\"sys/leases/renew\\\" { capabilities = [\\\"update\\\"] }\"}");
-	vault_root_ok("PUT", "auth/kubernetes/role/sealed",
-		      "{\"bound_service_account_names\":\"app\",\"bound_service_account_namespaces\":\"demo\","
-		      "\"audience\":\"vault\",\"token_policies\":\"sealed\",\"token_ttl\":\"1h\"}");
+	stack_vault_db_role("sealed", "24s", "10m");
 	struct run r;
 	run_setup(&r, "app");
 	char vault[2048];

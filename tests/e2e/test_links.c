@@ -159,13 +159,6 @@ struct init_run {
 	char *config;
 };
 
-static void vault_root_ok(const char *method, const char *path, const char *body)
-{
-	long status = stack_vault_root(method, path, body, NULL);
-	if (status != 200 && status != 204)
-		fail_msg("%s %s answered %ld", method, path, status);
-}
-
 /* PostgreSQL credentials (database/creds/CREDS) after a login with role, through the link. */
 static void init_run_setup(struct init_run *r, const char *name, const char *role, const char *creds,
 			   unsigned deadline_s)
@@ -275,17 +268,7 @@ static void test_links__init_keeps_its_deadline_when_the_link_is_cut(void **stat
 /* A lease of 45 s is renewed at 30 s: the cut (from 3 s to 33 s) covers that moment. */
 static void test_links__sidecar_rides_out_a_30s_cut_and_renews_after(void **state)
 {
-	vault_root_ok("PUT", "database/roles/linkcut",
-		      "{\"db_name\":\"postgres\",\"default_ttl\":\"45s\",\"max_ttl\":\"10m\",\"creation_statements\":"
-		      "\"CREATE ROLE \\\"{{name}}\\\" WITH LOGIN PASSWORD '{{password}}' VALID UNTIL '{{expiration}}';"
-		      " GRANT CONNECT ON DATABASE demo TO \\\"{{name}}\\\";\"}");
-	vault_root_ok("PUT", "database/config/postgres", "{\"allowed_roles\":\"app,short,linkcut\"}");
-	vault_root_ok("PUT", "sys/policies/acl/linkcut",
-		      "{\"policy\":\"path \\\"database/creds/linkcut\\\" { capabilities = [\\\"read\\\"] }\\n"
-		      "path \\\"sys/leases/renew\\\" { capabilities = [\\\"update\\\"] }\"}");
-	vault_root_ok("PUT", "auth/kubernetes/role/linkcut",
-		      "{\"bound_service_account_names\":\"app\",\"bound_service_account_namespaces\":\"demo\","
-		      "\"audience\":\"vault\",\"token_policies\":\"linkcut\",\"token_ttl\":\"1h\"}");
+	stack_vault_db_role("linkcut", "45s", "10m");
 	struct init_run r;
 	init_run_setup(&r, "sidecar", "linkcut", "linkcut", 10);
 	link_clear();

@@ -650,30 +650,6 @@ static void test_node__latch_sync_in_the_cluster_deploys_a_working_app(void **st
 	free(rev);
 }
 
-static void vault_root_ok(const char *method, const char *path, const char *body)
-{
-	long status = stack_vault_root(method, path, body, NULL);
-	if (status != 200 && status != 204) /* 200 when Vault adds warnings */
-		fail_msg("%s %s answered %ld", method, path, status);
-}
-
-/* A database role whose logins live 10 s, renewable to 20 s at most: then only new ones do. */
-static void make_short_lived_db_role(void)
-{
-	vault_root_ok("PUT", "database/roles/short",
-		      "{\"db_name\":\"postgres\",\"default_ttl\":\"10s\",\"max_ttl\":\"20s\",\"creation_statements\":"
-		      "\"CREATE ROLE \\\"{{name}}\\\" WITH LOGIN PASSWORD '{{password}}' VALID UNTIL '{{expiration}}';"
-		      " GRANT CONNECT ON DATABASE demo TO \\\"{{name}}\\\";\"}");
-	vault_root_ok("PUT", "database/config/postgres", "{\"allowed_roles\":\"app,short\"}");
-	vault_root_ok("PUT", "sys/policies/acl/short",
-		      "{\"policy\":\"path \\\"database/creds/short\\\" { capabilities = [\\\"read\\\"] }\\n"
-		      "path \\\"sys/leases/*\\\" { capabilities = [\\\"update\\\"] }\"}");
-	vault_root_ok("PUT", "auth/kubernetes/role/short",
-		      "{\"bound_service_account_names\":\"app\",\"bound_service_account_namespaces\":\"demo\","
-		      "\"audience\":\"vault\","
-		      "\"token_policies\":\"short\",\"token_ttl\":\"1h\"}");
-}
-
 /* The distinct database users in the app's log ("v-…" lines), in order, one per line. */
 static char *users_in_log(const char *log)
 {
@@ -718,7 +694,8 @@ static char *wait_for_second_user(const struct running *w)
  * which reads its files before each login, logs in as the new user without a restart. */
 static void test_node__short_lived_login_is_replaced_and_the_app_uses_the_new_one(void **state)
 {
-	make_short_lived_db_role();
+	/* Logins live 10 s, renewable to 20 s at most: then only new ones do. */
+	stack_vault_db_role("short", "10s", "20s");
 	static const char login_loop[] =
 		"while :; do . /vault/secrets/db-env && psql -XtAw -c 'select current_user'; sleep 2; done";
 	struct running w;
@@ -1032,7 +1009,8 @@ static char *proc_file(long pid, const char *name)
 
 static void test_node__exec_env_gives_psql_its_login_in_the_environment_only(void **state)
 {
-	make_short_lived_db_role();
+	/* Logins live 10 s, renewable to 20 s at most: then only new ones do. */
+	stack_vault_db_role("short", "10s", "20s");
 	struct running w;
 	run_yaml(&w, exec_env_workload(), "node-exec", node_pod_running_ready, 120);
 	char *users = wait_for_second_user(&w);
