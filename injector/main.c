@@ -157,10 +157,11 @@ static int list_dir(const char *dir, bool recursive, char ***files, size_t *n, s
 			struct latch_buf path = LATCH_BUF_INIT(8192);
 			latch_buf_printf(&path, "%s/%s", dir, e);
 			struct stat st;
-			if (stat(latch_buf_str(&path), &st) == 0 && S_ISDIR(st.st_mode)) {
+			r = latch_buf_check(&path, "path", err);
+			if (r == 0 && stat(latch_buf_str(&path), &st) == 0 && S_ISDIR(st.st_mode)) {
 				if (recursive)
 					r = list_dir(latch_buf_str(&path), recursive, files, n, err);
-			} else if (manifest_name(e)) {
+			} else if (r == 0 && manifest_name(e)) {
 				char **p = realloc(*files, (*n + 1) * sizeof(**files));
 				if (!p) {
 					r = latch_error_set(err, LATCH_ENOMEM, "out of memory");

@@ -137,6 +137,15 @@ int latch_buf_error(const struct latch_buf *b)
 	return b->error;
 }
 
+int latch_buf_check(const struct latch_buf *b, const char *what, struct latch_error *err)
+{
+	if (b->error == LATCH_ELIMIT)
+		return latch_error_set(err, LATCH_ELIMIT, "%s: longer than %zu bytes", what, b->max);
+	if (b->error)
+		return latch_error_set(err, b->error, "%s: out of memory", what);
+	return 0;
+}
+
 char *latch_buf_take(struct latch_buf *b)
 {
 	if (b->error) {

@@ -237,7 +237,9 @@ int latch_git_resolve(struct latch_git *g, const struct latch_git_ref *ref, char
 		latch_buf_printf(&name, "refs/tags/%s", ref->tag);
 	else
 		latch_buf_printf(&name, "refs/remotes/origin/%s", ref->branch ? ref->branch : "main");
-	int r = git_reference_name_to_id(&oid, g->repo, latch_buf_str(&name)) < 0
+	int r = latch_buf_check(&name, "reference name", err);
+	if (r == 0)
+		r = git_reference_name_to_id(&oid, g->repo, latch_buf_str(&name)) < 0
 			? latch_error_set(err, LATCH_ENOTFOUND, "'%s' has no %s '%s'", g->shown_url, ref->tag ? "tag" : "branch",
 					  ref->tag ? ref->tag : ref->branch ? ref->branch : "main")
 			: peel_to_commit(g, &oid, latch_buf_str(&name), ret_sha, err);

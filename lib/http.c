@@ -340,6 +340,19 @@ static int curl_code_to_latch(CURLcode cc, bool over_cap)
 	}
 }
 
+int latch_http_status_code(long status)
+{
+	switch (status) {
+	case 400:
+	case 422: return LATCH_EINVAL;
+	case 401:
+	case 403: return LATCH_EFORBIDDEN;
+	case 404: return LATCH_ENOTFOUND;
+	case 409: return LATCH_ECONFLICT;
+	default: return LATCH_EHTTP;
+	}
+}
+
 static bool transport_retryable(int code)
 {
 	return code == LATCH_ECONNECT || code == LATCH_ETIMEOUT;

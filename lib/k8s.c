@@ -380,7 +380,13 @@ static int request(struct latch_k8s *k, const char *method, const char *path, co
 	if (body)
 		req.body = latch_view_str(body);
 	struct latch_http_response resp = { 0 };
-	int r = latch_http_do(k->http, &req, &resp, err);
+	int r = latch_buf_check(&url, "request URL", err);
+	if (r == 0)
+		r = latch_buf_check(&ct, "Content-Type", err);
+	if (r == 0)
+		r = latch_buf_check(&ac, "Accept", err);
+	if (r == 0)
+		r = latch_http_do(k->http, &req, &resp, err);
 	count_request(method, r == 0 ? resp.status : 0);
 	if (r == 0) {
 		*ret_status = resp.status;
@@ -405,10 +411,8 @@ int latch_k8s_request(struct latch_k8s *k, const char *method, const char *path,
 static int status_error(long status, const json_t *body, const char *what, struct latch_error *err)
 {
 	const char *msg = latch_json_get_str(body, "message");
-	int code = status == 404 ? LATCH_ENOTFOUND : status == 409 ? LATCH_ECONFLICT
-		 : status == 401 || status == 403 ? LATCH_EFORBIDDEN : status == 422 || status == 400 ? LATCH_EINVAL
-		 : LATCH_EHTTP;
-	int r = latch_error_set(err, code, "%s: the API server answered %ld: %s", what, status, msg ? msg : "(no message)");
+	int r = latch_error_set(err, latch_http_status_code(status), "%s: the API server answered %ld: %s", what, status,
+				msg ? msg : "(no message)");
 	if (err)
 		err->http_status = status;
 	return r;
@@ -484,7 +488,9 @@ static int discover_group_version(struct latch_k8s *k, const char *prefix, const
 	latch_buf_printf(&path, "%s/%s", prefix, group_version);
 	long status = 0;
 	json_t *list = NULL;
-	int r = latch_k8s_request(k, "GET", latch_buf_str(&path), NULL, NULL, &status, &list, err);
+	int r = latch_buf_check(&path, "discovery path", err);
+	if (r == 0)
+		r = latch_k8s_request(k, "GET", latch_buf_str(&path), NULL, NULL, &status, &list, err);
 	if (r == 0 && status == 200 && latch_k8s_learn_resources(k, group_version, list) == LATCH_ENOMEM)
 		r = latch_error_set(err, LATCH_ENOMEM, "out of memory");
 	/* A group version that vanished between the two calls is not an error. */
@@ -623,8 +629,10 @@ int latch_k8s_apply(struct latch_k8s *k, const json_t *obj, const struct latch_k
 	char *body = json_dumps(obj, JSON_COMPACT);
 	long status = 0;
 	json_t *resp = NULL;
-	r = body ? latch_k8s_request(k, "PATCH", latch_buf_str(&url), "application/apply-patch+yaml", body, &status, &resp, err)
-		 : latch_error_set(err, LATCH_ENOMEM, "out of memory");
+	r = body ? latch_buf_check(&url, "apply URL", err) : latch_error_set(err, LATCH_ENOMEM, "out of memory");
+	if (r == 0)
+		r = latch_k8s_request(k, "PATCH", latch_buf_str(&url), "application/apply-patch+yaml", body, &status, &resp,
+				      err);
 	if (r == 0 && status >= 300) {
 		latch_buf_printf(&what, "%s", o->dry_run ? " (dry run)" : "");
 		r = status_error(status, resp, latch_buf_str(&what), err);
@@ -719,7 +727,10 @@ static int list_page(struct latch_k8s *k, const char *path, const struct latch_k
 	*cont = NULL;
 	long status = 0;
 	json_t *resp = NULL;
-	int r = request(k, "GET", latch_buf_str(&url), NULL, o->metadata_only ? METADATA_ONLY : NULL, NULL, &status, &resp, err);
+	int r = latch_buf_check(&url, "list URL", err);
+	if (r == 0)
+		r = request(k, "GET", latch_buf_str(&url), NULL, o->metadata_only ? METADATA_ONLY : NULL, NULL, &status, &resp,
+			    err);
 	if (r == 0 && status != 200)
 		r = status_error(status, resp, path, err);
 	if (r == 0) {

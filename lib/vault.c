@@ -89,18 +89,6 @@ static bool vault_retryable(long status, void *userdata)
 	return status == 412 || status == 429 || (status >= 500 && status != 501);
 }
 
-static int error_for_status(long status)
-{
-	switch (status) {
-	case 400: return LATCH_EINVAL;
-	case 401:
-	case 403: return LATCH_EFORBIDDEN;
-	case 404: return LATCH_ENOTFOUND;
-	case 409: return LATCH_ECONFLICT;
-	default: return LATCH_EHTTP;
-	}
-}
-
 void latch_vault_errors_text(struct latch_view body, struct latch_buf *out)
 {
 	struct latch_json_limits lim = { VAULT_BODY_MAX, 32 };
@@ -180,7 +168,7 @@ static int do_call(struct latch_vault *v, const struct call *c, json_t **ret, lo
 	} else if (resp.status >= 400) {
 		struct latch_buf text = LATCH_BUF_INIT(8192);
 		latch_vault_errors_text(latch_buf_view(&resp.body), &text);
-		r = latch_error_set(err, error_for_status(resp.status), "%s %s: Vault answered %ld%s: %s", c->method, c->path,
+		r = latch_error_set(err, latch_http_status_code(resp.status), "%s %s: Vault answered %ld%s: %s", c->method, c->path,
 				    resp.status, status_hint(resp.status), latch_buf_str(&text));
 		if (err)
 			err->http_status = resp.status;

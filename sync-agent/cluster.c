@@ -150,12 +150,14 @@ int sync_list_live(struct latch_k8s *k, const struct sync_config *c, const struc
 	json_t *listed = json_object();
 	size_t i;
 	json_t *o;
-	int r = 0;
+	int r = latch_buf_check(&selector, "label selector", err);
 	json_array_foreach(objects, i, o) {
 		const char *api_version = latch_json_get_str(o, "apiVersion"), *kind = latch_json_get_str(o, "kind");
 		struct latch_buf kk = LATCH_BUF_INIT(1024);
 		latch_buf_printf(&kk, "%s/%s", api_version, kind);
 		json_t *items = NULL;
+		if (r == 0)
+			r = latch_buf_check(&kk, "apiVersion/kind", err);
 		if (r == 0 && !json_object_get(listed, latch_buf_str(&kk))) {
 			json_object_set_new(listed, latch_buf_str(&kk), json_true());
 			struct latch_k8s_list_options lo = { latch_buf_str(&selector), cached, metadata_only };

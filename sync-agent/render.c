@@ -174,14 +174,21 @@ static int render_kustomize(const struct sync_config *c, const struct sync_sourc
 		latch_buf_printf(&dir, "%s/tree", root);
 		latch_buf_printf(&out, "%s/out.yaml", root);
 		latch_buf_printf(&errf, "%s/err.txt", root);
-		r = mkdir(latch_buf_str(&dir), 0700) == 0 ? 0 : latch_error_set(err, LATCH_EIO, "cannot make '%s'", latch_buf_str(&dir));
+		r = latch_buf_check(&dir, "checkout directory", err);
 	}
+	if (r == 0 && (r = latch_buf_check(&out, "kustomize output", err)) == 0)
+		r = latch_buf_check(&errf, "kustomize errors", err);
+	if (r == 0 && mkdir(latch_buf_str(&dir), 0700) < 0)
+		r = latch_error_set(err, LATCH_EIO, "cannot make '%s'", latch_buf_str(&dir));
 	if (r == 0)
 		r = latch_git_checkout(g, sha, latch_buf_str(&dir), err);
 	if (r == 0)
 		r = check_links_stay_inside(latch_buf_str(&dir), sha, err);
 	if (r == 0) {
 		latch_buf_printf(&dir, "/%s", s->path ? s->path : "");
+		r = latch_buf_check(&dir, "kustomize directory", err);
+	}
+	if (r == 0) {
 		char *argv[] = { s->kustomize_path, "build", (char *)latch_buf_str(&dir), NULL };
 		int status = 0;
 		if (run_tool(argv, latch_buf_str(&out), latch_buf_str(&errf), s->timeout_s, &status) < 0)

@@ -46,6 +46,11 @@ int latch_buf_vprintf(struct latch_buf *b, const char *fmt, va_list ap) _printf_
 void latch_buf_reset(struct latch_buf *b);
 /* 0, or the code of the first append that failed since the buffer was made or reset. */
 int latch_buf_error(const struct latch_buf *b) _warn_unused_;
+/* 0, or the buffer's failure as an error saying what was being built ("request URL: longer
+ * than 16384 bytes"). Check before a built string becomes a URL, a path or a selector: after
+ * a failure latch_buf_str() holds only what came before it. */
+struct latch_error;
+int latch_buf_check(const struct latch_buf *b, const char *what, struct latch_error *err) _warn_unused_;
 /* The contents as a NUL-terminated string ("" when empty); ownership passes to the caller,
  * the buffer is left empty. NULL when out of memory or when an append failed. */
 char *latch_buf_take(struct latch_buf *b) _warn_unused_;

@@ -50,6 +50,10 @@ struct latch_http_options {
 	((struct latch_http_options){ .retry = { 5, 250, 8000, 60000 }, .connect_timeout_ms = 5000, \
 				      .request_timeout_ms = 30000, .stall_timeout_ms = 10000, .max_body = 8u << 20 })
 
+/* The latch error code for an HTTP status the caller did not accept: 400 and 422 LATCH_EINVAL,
+ * 401 and 403 LATCH_EFORBIDDEN, 404 LATCH_ENOTFOUND, 409 LATCH_ECONFLICT, else LATCH_EHTTP. */
+int latch_http_status_code(long status);
+
 /* A copy of url without its user:password@ part, for errors and logs (NULL when out of
  * memory). "https://u:p@host/x" -> "https://host/x". */
 char *latch_url_without_userinfo(const char *url);

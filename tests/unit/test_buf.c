@@ -62,6 +62,22 @@ static void test_buf__failure_is_sticky_until_reset(void **state)
 	latch_buf_done(&b);
 }
 
+/* str() after a failure holds only the part before it ("/api/v1/" of an object's path):
+ * check() is what stops it from being used as the whole. */
+static void test_buf__check_refuses_what_a_failure_cut_short(void **state)
+{
+	struct latch_buf b = LATCH_BUF_INIT(8);
+	struct latch_error err = LATCH_ERROR_INIT;
+	assert_int_equal(latch_buf_append_str(&b, "/api/v1/"), 0);
+	assert_int_equal(latch_buf_check(&b, "request URL", &err), 0);
+	latch_buf_append_str(&b, "namespaces/demo");
+	assert_string_equal(latch_buf_str(&b), "/api/v1/");
+	assert_int_equal(latch_buf_check(&b, "request URL", &err), LATCH_ELIMIT);
+	assert_string_equal(latch_error_message(&err), "request URL: longer than 8 bytes");
+	latch_error_done(&err);
+	latch_buf_done(&b);
+}
+
 static void test_buf__empty_buffer_reads_as_empty_string(void **state)
 {
 	struct latch_buf b = LATCH_BUF_INIT(8);
@@ -119,6 +135,7 @@ int main(void)
 		cmocka_unit_test(test_buf__grows_past_initial_capacity),
 		cmocka_unit_test(test_buf__cap_reached_leaves_contents),
 		cmocka_unit_test(test_buf__failure_is_sticky_until_reset),
+		cmocka_unit_test(test_buf__check_refuses_what_a_failure_cut_short),
 		cmocka_unit_test(test_buf__empty_buffer_reads_as_empty_string),
 		cmocka_unit_test(test_buf__secret_growth_keeps_data_and_reset_zeroes),
 		cmocka_unit_test(test_buf__take_hands_over),
