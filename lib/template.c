@@ -682,11 +682,10 @@ static int parse_command(struct parser *ps, bool piped, struct command **ret)
 			c->line = t->line;
 			c->column = t->column;
 		}
-		struct arg *a;
+		struct arg *a = NULL;
 		if ((r = parse_operand(ps, &a)) < 0)
 			return r;
-		/* NOLINTNEXTLINE(clang-analyzer-core.CallAndMessage): parse_operand() set a when it returned 0 */
-		if (push((void ***)&c->args, &c->n_args, &cap, a) < 0) {
+		if (!a || push((void ***)&c->args, &c->n_args, &cap, a) < 0) {
 			arg_free(a);
 			return out_of_memory(ps);
 		}
