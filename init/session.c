@@ -141,6 +141,7 @@ static int revive_leases(struct init_state *s, struct latch_error *err)
 			return latch_error_prefix(err, "renewing the saved lease of '%s'", q->path);
 		q->lease_duration = granted;
 		q->due = latch_monotonic_s() + (double)granted * 2.0 / 3.0;
+		q->expires = latch_monotonic_s() + (double)granted;
 	}
 	return 0;
 }
