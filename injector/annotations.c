@@ -143,6 +143,16 @@ static bool starts_with(const char *s, const char *prefix)
 	return strncmp(s, prefix, strlen(prefix)) == 0;
 }
 
+/* The longest naming prefix decides: "agent-inject-template-file-" names no secret, it does
+ * not name "file-" by "agent-inject-template-" (per_secret would never find that one). */
+static const char *naming_prefix_of(const char *key)
+{
+	for (const char *const *p = secret_naming_prefixes; *p; p++)
+		if (starts_with(key, *p))
+			return *p;
+	return NULL;
+}
+
 static const char *short_key(const char *full)
 {
 	if (starts_with(full, VAULT_PREFIX))
@@ -393,8 +403,8 @@ static int check_names(const struct inject_context *ctx, const struct ann_set *s
 		bool known = starts_with(a->key, "auth-config-");
 		for (const char *const *k = exact_keys; *k && !known; k++)
 			known = strcmp(a->key, *k) == 0;
-		for (const char *const *p = secret_naming_prefixes; *p && !known; p++)
-			known = starts_with(a->key, *p) && a->key[strlen(*p)] != '\0';
+		const char *naming = naming_prefix_of(a->key);
+		known = known || (naming && a->key[strlen(naming)] != '\0');
 		for (const char *const *p = secret_option_prefixes; *p && !known; p++)
 			known = starts_with(a->key, *p) && a->key[strlen(*p)] != '\0';
 		/* The injector reads the bare key as the template of a secret named "file". */
@@ -589,6 +599,9 @@ static int secret_content(const struct inject_context *ctx, const struct ann_set
 		tmpl_file = NULL; /* an inline template wins */
 	if ((tmpl || tmpl_file) && format && strcmp(format->value, "template") != 0)
 		return fail_at(ctx, format, "conflicts with the template of secret '%s'", raw);
+	if (!path && !tmpl && !tmpl_file) /* named by an annotation that gives it nothing to render */
+		return fail_at(ctx, NULL, "secret '%s' has no Vault path (agent-inject-secret-%s) and no template", name,
+			       raw);
 	if (tmpl || tmpl_file) {
 		json_object_set_new(s, "format", json_string("template"));
 		if (tmpl)
@@ -807,11 +820,11 @@ static int default_template_of(const struct inject_context *ctx, const struct an
 /* The raw secret name an annotation gives, or NULL when it names no secret. */
 static const char *naming_raw_name(const struct ann *a, const char **ret_prefix)
 {
-	for (const char *const *p = secret_naming_prefixes; *p; p++)
-		if (starts_with(a->key, *p) && a->key[strlen(*p)] && !is_blank(a->value)) {
-			*ret_prefix = *p;
-			return a->key + strlen(*p);
-		}
+	const char *prefix = naming_prefix_of(a->key);
+	if (prefix && a->key[strlen(prefix)] && !is_blank(a->value)) {
+		*ret_prefix = prefix;
+		return a->key + strlen(prefix);
+	}
 	if (strcmp(a->key, "agent-inject-template-file") == 0 && !is_blank(a->value)) {
 		*ret_prefix = "agent-inject-template-";
 		return "file";

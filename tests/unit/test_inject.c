@@ -539,6 +539,28 @@ static void test_inject__allow_unsupported_warns(void **state)
 	result_done(&res);
 }
 
+/* Found by fuzz_inject: "agent-inject-template-file-" with no name was read as naming a
+ * secret "file-" by "agent-inject-template-", which then had nothing to render and crashed
+ * latch-inject (and latch-sync, which injects in-process). */
+static void test_inject__template_file_prefix_without_a_name_names_no_secret(void **state)
+{
+	struct result res;
+	const char *nameless = "        vault.hashicorp.com/agent-inject-template-file-: /vault/t.ctmpl\n";
+	inject_text(with_annotations(nameless), NULL, &res);
+	if (res.rc != 0)
+		fail_msg("%s", latch_error_message(&res.err));
+	assert_non_null(strstr(latch_buf_str(&res.warnings),
+			       "annotation 'vault.hashicorp.com/agent-inject-template-file-' was ignored: it names no secret"));
+	json_t *obj = doc_json(&res, 0);
+	json_t *config = latch_config_of(named(json_object_get(pod_spec(obj), "initContainers"), "latch-init"));
+	json_t *secrets = json_object_get(config, "secrets");
+	assert_int_equal(json_array_size(secrets), 1); /* db alone */
+	assert_string_equal(latch_json_get_str(json_array_get(secrets, 0), "name"), "db");
+	json_decref(config);
+	json_decref(obj);
+	result_done(&res);
+}
+
 static void test_inject__vault_webhook_output_left_alone(void **state)
 {
 	struct result res;
@@ -573,6 +595,7 @@ int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_inject__deployment_gets_latch),
+		cmocka_unit_test(test_inject__template_file_prefix_without_a_name_names_no_secret),
 		cmocka_unit_test(test_inject__output_of_output_is_identical),
 		cmocka_unit_test(test_inject__changed_annotation_replaces_not_duplicates),
 		cmocka_unit_test(test_inject__every_workload_kind),
