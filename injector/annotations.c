@@ -128,7 +128,8 @@ int inject_fail_at(const struct inject_context *ctx, const struct latch_yaml_nod
 	return r;
 }
 
-static int fail_at(const struct inject_context *ctx, const struct ann *a, const char *fmt, ...) _printf_(3, 4);
+static int fail_at(const struct inject_context *ctx, const struct ann *a, const char *fmt, ...)
+	_printf_(3, 4);
 static int fail_at(const struct inject_context *ctx, const struct ann *a, const char *fmt, ...)
 {
 	va_list ap;

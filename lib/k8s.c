@@ -411,8 +411,8 @@ int latch_k8s_request(struct latch_k8s *k, const char *method, const char *path,
 static int status_error(long status, const json_t *body, const char *what, struct latch_error *err)
 {
 	const char *msg = latch_json_get_str(body, "message");
-	int r = latch_error_set(err, latch_http_status_code(status), "%s: the API server answered %ld: %s", what, status,
-				msg ? msg : "(no message)");
+	int r = latch_error_set(err, latch_http_status_code(status), "%s: the API server answered %ld: %s", what,
+				status, msg ? msg : "(no message)");
 	if (err)
 		err->http_status = status;
 	return r;
@@ -729,8 +729,8 @@ static int list_page(struct latch_k8s *k, const char *path, const struct latch_k
 	json_t *resp = NULL;
 	int r = latch_buf_check(&url, "list URL", err);
 	if (r == 0)
-		r = request(k, "GET", latch_buf_str(&url), NULL, o->metadata_only ? METADATA_ONLY : NULL, NULL, &status, &resp,
-			    err);
+		r = request(k, "GET", latch_buf_str(&url), NULL, o->metadata_only ? METADATA_ONLY : NULL, NULL, &status,
+			    &resp, err);
 	if (r == 0 && status != 200)
 		r = status_error(status, resp, path, err);
 	if (r == 0) {

@@ -168,8 +168,8 @@ static int do_call(struct latch_vault *v, const struct call *c, json_t **ret, lo
 	} else if (resp.status >= 400) {
 		struct latch_buf text = LATCH_BUF_INIT(8192);
 		latch_vault_errors_text(latch_buf_view(&resp.body), &text);
-		r = latch_error_set(err, latch_http_status_code(resp.status), "%s %s: Vault answered %ld%s: %s", c->method, c->path,
-				    resp.status, status_hint(resp.status), latch_buf_str(&text));
+		r = latch_error_set(err, latch_http_status_code(resp.status), "%s %s: Vault answered %ld%s: %s", c->method,
+				    c->path, resp.status, status_hint(resp.status), latch_buf_str(&text));
 		if (err)
 			err->http_status = resp.status;
 		latch_buf_done(&text);

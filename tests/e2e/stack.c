@@ -277,6 +277,18 @@ char *stack_read_file(const char *path)
 	return latch_buf_take(&b);
 }
 
+char *stack_wait_for_file(const char *path, double timeout_s)
+{
+	char *text;
+	for (double end = stack_now() + timeout_s; !(text = stack_read_file(path));) {
+		if (stack_now() > end)
+			fail_msg("%s did not appear within %.0f s", path, timeout_s);
+		struct timespec ts = { 0, 50000000 };
+		nanosleep(&ts, NULL);
+	}
+	return text;
+}
+
 void stack_write_file(const char *path, const char *text)
 {
 	struct latch_file_opts o = { .mode = 0600 };

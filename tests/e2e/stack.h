@@ -57,6 +57,8 @@ pid_t stack_spawn(char *const argv[], char *const envp[], const char *log_path);
 int stack_wait(pid_t pid, double timeout_s);
 
 char *stack_read_file(const char *path);
+/* The file's content once it exists (polled every 50 ms); fails the test after timeout_s. */
+char *stack_wait_for_file(const char *path, double timeout_s);
 void stack_write_file(const char *path, const char *text);
 char *stack_mkdtemp(const char *prefix);
 /* rm -rf dir, its *.log files kept first in $LATCH_ARTIFACTS/logs/ (see dev/secret-audit). */

@@ -402,21 +402,28 @@ static void test_init__sealed_vault(void **state)
 	run_done(&r);
 }
 
+/* latch-init sidecar for demo/app with role, reading database/creds/ROLE into "db". */
+static pid_t spawn_sidecar(struct run *r, const char *role, const char *top_extra)
+{
+	run_setup(r, "app");
+	char vault[2048], secrets[256];
+	snprintf(vault, sizeof(vault), "\"address\":\"%s\",\"ca_file\":\"%s\"", stack.vault_addr, stack.ca);
+	snprintf(secrets, sizeof(secrets), "[{\"name\":\"db\",\"path\":\"database/creds/%s\"}]", role);
+	make_config_for(r, vault, role, top_extra, secrets);
+	char env_config[9000];
+	snprintf(env_config, sizeof(env_config), "LATCH_CONFIG=%s", r->config);
+	char *envp[] = { env_config, NULL };
+	char *argv[] = { latch_init_bin(), "sidecar", NULL };
+	return stack_spawn(argv, envp, r->log_path);
+}
+
 /* The sidecar with a DB role of short TTL: the file is replaced with new working credentials
  * before the old ones expire, and a reader polling it never sees a partial or empty file. */
 static void test_init__sidecar_keeps_short_lived_credentials_fresh(void **state)
 {
 	stack_vault_db_role("short", "6s", "10s");
 	struct run r;
-	run_setup(&r, "app");
-	char vault[2048];
-	snprintf(vault, sizeof(vault), "\"address\":\"%s\",\"ca_file\":\"%s\"", stack.vault_addr, stack.ca);
-	make_config_for(&r, vault, "short", "", "[{\"name\":\"db\",\"path\":\"database/creds/short\"}]");
-	char env_config[9000];
-	snprintf(env_config, sizeof(env_config), "LATCH_CONFIG=%s", r.config);
-	char *envp[] = { env_config, NULL };
-	char *argv[] = { latch_init_bin(), "sidecar", NULL };
-	pid_t pid = stack_spawn(argv, envp, r.log_path);
+	pid_t pid = spawn_sidecar(&r, "short", "");
 
 	char path[1024];
 	snprintf(path, sizeof(path), "%s/db", r.out);
@@ -463,25 +470,10 @@ static void test_init__sidecar_keeps_its_lease_through_a_sealed_vault(void **sta
 {
 	stack_vault_db_role("sealed", "24s", "10m");
 	struct run r;
-	run_setup(&r, "app");
-	char vault[2048];
-	snprintf(vault, sizeof(vault), "\"address\":\"%s\",\"ca_file\":\"%s\"", stack.vault_addr, stack.ca);
-	make_config_for(&r, vault, "sealed", ",\"deadline_seconds\":3",
-			"[{\"name\":\"db\",\"path\":\"database/creds/sealed\"}]");
-	char env_config[9000];
-	snprintf(env_config, sizeof(env_config), "LATCH_CONFIG=%s", r.config);
-	char *envp[] = { env_config, NULL };
-	char *argv[] = { latch_init_bin(), "sidecar", NULL };
-	pid_t pid = stack_spawn(argv, envp, r.log_path);
+	pid_t pid = spawn_sidecar(&r, "sealed", ",\"deadline_seconds\":3");
 	char path[1024];
 	snprintf(path, sizeof(path), "%s/db", r.out);
-	char *before = NULL;
-	for (double end = stack_now() + 20; !(before = stack_read_file(path));) {
-		if (stack_now() > end)
-			fail_msg("the sidecar wrote no credentials in 20 s");
-		struct timespec ts = { 0, 50000000 };
-		nanosleep(&ts, NULL);
-	}
+	char *before = stack_wait_for_file(path, 20);
 	double fetched = stack_now();
 	/* The renewal is due 16 s after the fetch, the lease ends at 24 s: sealed from 12 s to 20 s. */
 	struct timespec until_seal = { 12, 0 }, sealed_for = { 8, 0 };

@@ -275,12 +275,7 @@ static void test_links__sidecar_rides_out_a_30s_cut_and_renews_after(void **stat
 	pid_t pid = init_spawn(&r, "sidecar");
 	char path[1200];
 	snprintf(path, sizeof(path), "%s/db", r.out);
-	char *before = NULL;
-	for (double end = stack_now() + 20; !(before = stack_read_file(path));) {
-		if (stack_now() > end)
-			fail_msg("the sidecar wrote no credentials in 20 s");
-		sleep_s(0.05);
-	}
+	char *before = stack_wait_for_file(path, 20);
 	double fetched = stack_now();
 	sleep_s(3);
 	link_cut();
