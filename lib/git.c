@@ -1,6 +1,7 @@
 #include "latch/git.h"
 
 #include <git2.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -22,21 +23,25 @@ static int git_fail(struct latch_error *err, int code, const char *what, const c
 	return latch_error_set(err, code, "%s '%s': %s", what, object, e && e->message ? e->message : "unknown git error");
 }
 
-static bool initialised;
+static pthread_once_t initialised = PTHREAD_ONCE_INIT;
+static bool started;
+
+static void start_libgit2(void)
+{
+	git_libgit2_init();
+	started = true;
+}
 
 void latch_git_shutdown(void)
 {
-	if (initialised)
+	if (started)
 		git_libgit2_shutdown();
-	initialised = false;
+	started = false;
 }
 
 int latch_git_open(const char *cache_dir, const char *url, struct latch_git **ret, struct latch_error *err)
 {
-	if (!initialised) {
-		git_libgit2_init();
-		initialised = true;
-	}
+	pthread_once(&initialised, start_libgit2);
 	int r = latch_file_mkdir_p(cache_dir, 0700, err);
 	if (r < 0)
 		return r;
@@ -189,10 +194,14 @@ int latch_git_fetch(struct latch_git *g, const struct latch_git_auth *auth, stru
 	fo.callbacks.credentials = credentials;
 	fo.callbacks.certificate_check = certificate_check;
 	fo.callbacks.payload = &f;
+	/* The CA bundle is libgit2's for the whole process: one fetch at a time uses it. */
+	static pthread_mutex_t one_fetch = PTHREAD_MUTEX_INITIALIZER;
+	pthread_mutex_lock(&one_fetch);
 	if (auth && auth->ca_file)
 		git_libgit2_opts(GIT_OPT_SET_SSL_CERT_LOCATIONS, auth->ca_file, NULL);
-	int r = 0;
-	if (git_remote_fetch(remote, &specs, &fo, NULL) < 0) {
+	int r = 0, fetched = git_remote_fetch(remote, &specs, &fo, NULL);
+	pthread_mutex_unlock(&one_fetch);
+	if (fetched < 0) {
 		if (f.host_key_problem)
 			r = latch_error_set(err, LATCH_ETLS, "fetching '%s': %s", g->shown_url, f.host_key_problem);
 		else if (f.refused_origin)

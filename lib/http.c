@@ -3,6 +3,7 @@
 #include <curl/curl.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
+#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
@@ -64,15 +65,20 @@ static int dup_opt(const char *src, char **dst)
 	return *dst ? 0 : LATCH_ENOMEM;
 }
 
+static pthread_once_t curl_once = PTHREAD_ONCE_INIT;
+static CURLcode curl_started;
+
+static void start_curl(void)
+{
+	curl_started = curl_global_init(CURL_GLOBAL_DEFAULT);
+}
+
 int latch_http_client_new(const struct latch_http_options *opts, struct latch_http_client **ret,
 			  struct latch_error *err)
 {
-	static bool curl_ready;
-	if (!curl_ready) {
-		if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK)
-			return latch_error_set(err, LATCH_ENOMEM, "initialising libcurl failed");
-		curl_ready = true;
-	}
+	pthread_once(&curl_once, start_curl);
+	if (curl_started != CURLE_OK)
+		return latch_error_set(err, LATCH_ENOMEM, "initialising libcurl failed");
 	struct latch_http_client *c = calloc(1, sizeof(*c));
 	if (!c)
 		return latch_error_set(err, LATCH_ENOMEM, "out of memory");

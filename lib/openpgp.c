@@ -2,6 +2,7 @@
 
 #include <ftw.h>
 #include <gpgme.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -77,14 +78,16 @@ static int verify_in(gpgme_ctx_t ctx, const char *keyring_file, struct latch_vie
 	return r;
 }
 
+static void start_gpgme(void)
+{
+	gpgme_check_version(NULL);
+}
+
 int latch_openpgp_verify(const char *keyring_file, const char *work_dir, struct latch_view signature, struct latch_view signed_data,
 			 char ret_fingerprint[65], struct latch_error *err)
 {
-	static bool ready;
-	if (!ready) {
-		gpgme_check_version(NULL);
-		ready = true;
-	}
+	static pthread_once_t ready = PTHREAD_ONCE_INIT;
+	pthread_once(&ready, start_gpgme);
 	char home[4096];
 	if (snprintf(home, sizeof(home), "%s/gnupg-XXXXXX", work_dir) >= (int)sizeof(home) || !mkdtemp(home))
 		return latch_error_set(err, LATCH_EIO, "cannot make a GnuPG home under '%s'", work_dir);

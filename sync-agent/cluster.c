@@ -382,7 +382,7 @@ static int delete_all(struct latch_k8s *k, const json_t *objects, bool one_by_on
 	for (size_t i = 0; r == 0 && one_by_one && i < n; i++)
 		results[i] = delete_one(k, i, &ctx);
 	if (r == 0 && !one_by_one)
-		parallel_run(k, n, delete_one, &ctx, false, results);
+		parallel_run(k, n, PARALLEL_MAX_WORKERS, delete_one, &ctx, false, results);
 	for (size_t i = 0; r == 0 && i < n; i++) {
 		const json_t *o = json_array_get(objects, i);
 		if (results[i] < 0)

@@ -14,12 +14,15 @@
 #include "latch/git.h"
 #include "latch/log.h"
 #include "lease.h"
+#include "fetches.h"
 #include "objects.h"
+#include "parallel.h"
 #include "serve.h"
 #include "sync.h"
 
 static const char usage[] =
 	"Usage: latch-sync once|diff|run|status --config FILE [--kubeconfig FILE] [--log-format text|json]\n"
+	"                  [--concurrent N]\n"
 	"\n"
 	"  once   one pass over every source; exit 0 only if every source applied\n"
 	"  diff   validate every source with a server dry run; nothing is written\n"
@@ -32,6 +35,9 @@ static const char usage[] =
 	"         (15), --no-leases for one replica without Lease permissions\n"
 	"  status what the last pass of every source recorded; exit 0 only if all applied\n"
 	"\n"
+	"once and run pass --concurrent sources at a time (4; 1 to 8). Sources that read the same\n"
+	"repository with the same credentials share its cache and one fetch per round of passes.\n"
+	"\n"
 	"Kubernetes access: --kubeconfig, $KUBECONFIG, or the in-cluster service account.\n";
 
 struct options {
@@ -41,6 +47,7 @@ struct options {
 	const char *listen; /* run: where to serve /healthz, /readyz and /metrics, or NULL */
 	const char *identity; /* run: this replica's name in the Leases, or NULL */
 	long lease_duration_s; /* run: 0 without Leases */
+	long concurrent; /* sources passed at the same time */
 };
 
 static int parse(int argc, char **argv, struct options *o)
@@ -54,6 +61,7 @@ static int parse(int argc, char **argv, struct options *o)
 						  { "identity", required_argument, NULL, 'I' },
 						  { "lease-duration", required_argument, NULL, 'L' },
 						  { "no-leases", no_argument, NULL, 'N' },
+						  { "concurrent", required_argument, NULL, 'C' },
 						  { "help", no_argument, NULL, 'h' },
 						  { NULL, 0, NULL, 0 } };
 	enum latch_log_format format = LATCH_LOG_TEXT;
@@ -76,6 +84,16 @@ static int parse(int argc, char **argv, struct options *o)
 			o->interval_s = strtol(optarg, &end, 10);
 			if (!*optarg || *end || o->interval_s < 0) {
 				fprintf(stderr, "latch-sync: --interval '%s' is not a number of seconds\n", optarg);
+				return 64;
+			}
+			break;
+		}
+		case 'C': {
+			char *end = NULL;
+			o->concurrent = strtol(optarg, &end, 10);
+			if (!*optarg || *end || o->concurrent < 1 || o->concurrent > PARALLEL_MAX_WORKERS) {
+				fprintf(stderr, "latch-sync: --concurrent '%s' is not a number from 1 to %d\n", optarg,
+					PARALLEL_MAX_WORKERS);
 				return 64;
 			}
 			break;
@@ -133,6 +151,8 @@ static void refresh_old_discovery(struct latch_k8s *k)
 		latch_k8s_forget_discovery(k);
 		discovered_at = latch_monotonic_s();
 	}
+	/* Now, before the workers clone k and copy what it found. A failure is the passes' to report. */
+	latch_k8s_discover(k, NULL);
 }
 
 static void log_result(const struct sync_source *s, const struct sync_result *res, bool dry_run)
@@ -226,21 +246,45 @@ static bool ask_the_holder(struct latch_k8s *k, const struct sync_config *cfg, s
 	return true;
 }
 
-/* One pass over every source (held by this replica); returns the number that failed. */
-static size_t pass_all(struct latch_k8s *k, const struct sync_config *cfg, bool dry_run, struct serve *sv,
-		       struct sync_leases *leases)
+struct passes {
+	const struct sync_config *cfg;
+	bool dry_run;
+	struct serve *sv;
+	struct sync_leases *leases;
+};
+
+static int pass_unit(struct latch_k8s *k, size_t i, void *arg)
+{
+	const struct passes *p = arg;
+	/* This pass is the one a new Lease asked for, and a hook, unless another replica holds
+	 * the source: then that one is asked. Taken before the pass, so a request that comes
+	 * during it gets a pass of its own. */
+	sync_leases_take_pass_request(p->leases, i);
+	if (serve_take_pass_request(p->sv, i))
+		ask_the_holder(k, p->cfg, i, p->leases);
+	return pass_one(k, p->cfg, i, p->dry_run, p->sv, p->leases) ? 0 : LATCH_EINVAL;
+}
+
+/* One pass over every source (held by this replica), concurrent at a time, each source's
+ * repository fetched once; returns the number that failed. A diff prints its sources in
+ * order, one at a time. */
+static size_t pass_all(struct latch_k8s *k, const struct sync_config *cfg, bool dry_run, long concurrent,
+		       struct serve *sv, struct sync_leases *leases)
 {
 	size_t failed = 0;
-	refresh_old_discovery(k);
-	for (size_t i = 0; i < cfg->n_sources; i++) {
-		/* This pass is the one a new Lease asked for, and a hook, unless another replica holds
-		 * the source: then that one is asked. Taken before the pass, so a request that comes
-		 * during it gets a pass of its own. */
-		sync_leases_take_pass_request(leases, i);
-		if (serve_take_pass_request(sv, i))
-			ask_the_holder(k, cfg, i, leases);
-		failed += !pass_one(k, cfg, i, dry_run, sv, leases);
+	int *results = calloc(cfg->n_sources, sizeof(*results));
+	if (!results) {
+		LATCH_LOG(LATCH_LOG_ERROR, "out of memory starting a round of passes");
+		return cfg->n_sources;
 	}
+	refresh_old_discovery(k);
+	struct passes p = { cfg, dry_run, sv, leases };
+	sync_fetches_round_begin(cfg->fetches);
+	parallel_run(k, cfg->n_sources, dry_run ? 1 : (size_t)concurrent, pass_unit, &p, true, results);
+	sync_fetches_round_end(cfg->fetches);
+	for (size_t i = 0; i < cfg->n_sources; i++)
+		failed += results[i] != 0;
+	free(results);
 	return failed;
 }
 
@@ -352,6 +396,46 @@ static enum wake wait_for_next(long seconds)
 	return sig == SIGUSR1 ? WAKE_HOOK : sig > 0 ? WAKE_STOP : WAKE_INTERVAL;
 }
 
+/* run: serve, take part in the Leases, and pass until a stop signal (or --max-passes). */
+static int run(const struct options *o, struct latch_k8s *k, const struct sync_config *cfg)
+{
+	struct latch_error err = LATCH_ERROR_INIT;
+	struct serve *sv = NULL;
+	struct sync_leases *leases = NULL;
+	if (o->listen && serve_start(o->listen, cfg, stale_after(cfg), &sv, &err) < 0) {
+		LATCH_LOG(LATCH_LOG_ERROR, "cannot serve", { "error", latch_error_message(&err) });
+		latch_error_done(&err);
+		return 69;
+	}
+	if (o->lease_duration_s > 0 && start_leases(o, k, cfg, &leases, &err) < 0) {
+		LATCH_LOG(LATCH_LOG_ERROR, "cannot take part in lease election", { "error", latch_error_message(&err) });
+		serve_stop(sv);
+		latch_error_done(&err);
+		return 69;
+	}
+	long passes = 0, interval = o->interval_s >= 0 ? o->interval_s : shortest_interval(cfg);
+	enum wake why = WAKE_INTERVAL;
+	double next_full = 0;
+	/* --max-passes counts the turns that passed something: a wake-up whose request an
+	 * earlier pass already served is not one. */
+	do {
+		bool passed = true;
+		if (why == WAKE_HOOK) {
+			passed = pass_requested(k, cfg, sv, leases);
+		} else {
+			pass_all(k, cfg, false, o->concurrent, sv, leases);
+			next_full = latch_monotonic_s() + (double)interval;
+		}
+		reap_orphans();
+		serve_heartbeat(sv);
+		passes += passed;
+	} while ((o->max_passes == 0 || passes < o->max_passes) &&
+		 (why = wait_for_next(seconds_until(next_full))) != WAKE_STOP);
+	sync_leases_stop(leases);
+	serve_stop(sv);
+	return 0;
+}
+
 int main(int argc, char **argv)
 {
 	sigset_t stop;
@@ -369,7 +453,7 @@ int main(int argc, char **argv)
 	 * source's knownHostsFile either way. */
 	if (!getenv("HOME"))
 		setenv("HOME", "/", 0);
-	struct options o = { .interval_s = -1, .lease_duration_s = 15 };
+	struct options o = { .interval_s = -1, .lease_duration_s = 15, .concurrent = 4 };
 	int r = parse(argc, argv, &o);
 	if (r)
 		return r;
@@ -381,58 +465,24 @@ int main(int argc, char **argv)
 		latch_error_done(&err);
 		return 65;
 	}
-	if (connect(&o, &k, &err) < 0) {
+	int code;
+	if (sync_fetches_new(&cfg.fetches) < 0) {
+		LATCH_LOG(LATCH_LOG_ERROR, "out of memory");
+		code = 70;
+	} else if (connect(&o, &k, &err) < 0) {
 		LATCH_LOG(LATCH_LOG_ERROR, "cannot reach Kubernetes", { "error", latch_error_message(&err) });
-		sync_config_done(&cfg);
-		latch_error_done(&err);
-		return 69;
-	}
-	size_t failed = 0;
-	if (strcmp(o.mode, "run") == 0) {
-		struct serve *sv = NULL;
-		if (o.listen && serve_start(o.listen, &cfg, stale_after(&cfg), &sv, &err) < 0) {
-			LATCH_LOG(LATCH_LOG_ERROR, "cannot serve", { "error", latch_error_message(&err) });
-			latch_k8s_free(k);
-			sync_config_done(&cfg);
-			latch_error_done(&err);
-			return 69;
-		}
-		struct sync_leases *leases = NULL;
-		if (o.lease_duration_s > 0 && start_leases(&o, k, &cfg, &leases, &err) < 0) {
-			LATCH_LOG(LATCH_LOG_ERROR, "cannot take part in lease election", { "error", latch_error_message(&err) });
-			serve_stop(sv);
-			latch_k8s_free(k);
-			sync_config_done(&cfg);
-			latch_error_done(&err);
-			return 69;
-		}
-		long passes = 0, interval = o.interval_s >= 0 ? o.interval_s : shortest_interval(&cfg);
-		enum wake why = WAKE_INTERVAL;
-		double next_full = 0;
-		/* --max-passes counts the turns that passed something: a wake-up whose request an
-		 * earlier pass already served is not one. */
-		do {
-			bool passed = true;
-			if (why == WAKE_HOOK) {
-				passed = pass_requested(k, &cfg, sv, leases);
-			} else {
-				pass_all(k, &cfg, false, sv, leases);
-				next_full = latch_monotonic_s() + (double)interval;
-			}
-			reap_orphans();
-			serve_heartbeat(sv);
-			passes += passed;
-		} while ((o.max_passes == 0 || passes < o.max_passes) &&
-			 (why = wait_for_next(seconds_until(next_full))) != WAKE_STOP);
-		sync_leases_stop(leases);
-		serve_stop(sv);
+		code = 69;
+	} else if (strcmp(o.mode, "run") == 0) {
+		code = run(&o, k, &cfg);
 	} else if (strcmp(o.mode, "status") == 0) {
-		failed = status_all(k, &cfg);
+		code = status_all(k, &cfg) ? 1 : 0;
 	} else {
-		failed = pass_all(k, &cfg, strcmp(o.mode, "diff") == 0, NULL, NULL);
+		code = pass_all(k, &cfg, strcmp(o.mode, "diff") == 0, o.concurrent, NULL, NULL) ? 1 : 0;
 	}
 	latch_k8s_free(k);
+	sync_fetches_free(cfg.fetches);
 	sync_config_done(&cfg);
+	latch_error_done(&err);
 	latch_git_shutdown();
-	return failed ? 1 : 0;
+	return code;
 }

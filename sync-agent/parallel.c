@@ -9,8 +9,6 @@
 
 #include "objects.h"
 
-#define MAX_WORKERS 8
-
 struct shared {
 	size_t n;
 	parallel_fn fn;
@@ -45,7 +43,8 @@ static void *worker(void *arg)
 	return NULL;
 }
 
-int parallel_run(struct latch_k8s *k, size_t n, parallel_fn fn, void *ctx, bool keep_going, int *results)
+int parallel_run(struct latch_k8s *k, size_t n, size_t workers, parallel_fn fn, void *ctx, bool keep_going,
+		 int *results)
 {
 	struct shared sh = { .n = n, .fn = fn, .ctx = ctx, .results = results, .keep_going = keep_going };
 	atomic_init(&sh.next, 0);
@@ -53,20 +52,22 @@ int parallel_run(struct latch_k8s *k, size_t n, parallel_fn fn, void *ctx, bool 
 	for (size_t i = 0; i < n; i++)
 		results[i] = 1;
 	/* Clients are cloned before any thread runs. */
-	struct worker workers[MAX_WORKERS];
-	pthread_t threads[MAX_WORKERS];
-	size_t wanted = n < MAX_WORKERS ? n : MAX_WORKERS, cloned = 0, started = 0;
-	while (cloned + 1 < wanted && latch_k8s_clone(k, &workers[cloned].client, NULL) == 0) {
-		workers[cloned].shared = &sh;
+	struct worker helpers[PARALLEL_MAX_WORKERS];
+	pthread_t threads[PARALLEL_MAX_WORKERS];
+	size_t wanted = workers < PARALLEL_MAX_WORKERS ? workers : PARALLEL_MAX_WORKERS, cloned = 0, started = 0;
+	if (n < wanted)
+		wanted = n;
+	while (cloned + 1 < wanted && latch_k8s_clone(k, &helpers[cloned].client, NULL) == 0) {
+		helpers[cloned].shared = &sh;
 		cloned++;
 	}
-	while (started < cloned && pthread_create(&threads[started], NULL, worker, &workers[started]) == 0)
+	while (started < cloned && pthread_create(&threads[started], NULL, worker, &helpers[started]) == 0)
 		started++;
 	run_units(&sh, k); /* the calling thread works too, on k */
 	for (size_t t = 0; t < started; t++)
 		pthread_join(threads[t], NULL);
 	for (size_t t = 0; t < cloned; t++)
-		latch_k8s_free(workers[t].client);
+		latch_k8s_free(helpers[t].client);
 	for (size_t i = 0; i < n; i++)
 		if (results[i] < 0)
 			return results[i];
@@ -103,7 +104,7 @@ int apply_parallel(struct latch_k8s *k, struct apply_job *jobs, size_t n, const 
 	if (!results)
 		return LATCH_ENOMEM;
 	struct apply_ctx ctx = { jobs, o };
-	int r = parallel_run(k, n, apply_one, &ctx, keep_going, results);
+	int r = parallel_run(k, n, PARALLEL_MAX_WORKERS, apply_one, &ctx, keep_going, results);
 	for (size_t i = 0; i < n; i++)
 		jobs[i].result = results[i];
 	free(results);

@@ -10,11 +10,14 @@
 /* One unit of work, run on the worker's own client; returns 0 or an error code. */
 typedef int (*parallel_fn)(struct latch_k8s *k, size_t i, void *ctx);
 
-/* Runs fn for i in [0, n) on up to 8 workers; results[i] gets what fn returned, or 1 for a
- * unit that did not run (after a failure, unless keep_going). k's discovery has run
- * (latch_k8s_discover): the clients the workers get copy it instead of running it again.
- * Returns 0, or the first failure in index order. */
-int parallel_run(struct latch_k8s *k, size_t n, parallel_fn fn, void *ctx, bool keep_going, int *results);
+#define PARALLEL_MAX_WORKERS 8
+
+/* Runs fn for i in [0, n) on up to workers (at most PARALLEL_MAX_WORKERS) workers;
+ * results[i] gets what fn returned, or 1 for a unit that did not run (after a failure,
+ * unless keep_going). k's discovery has run (latch_k8s_discover): the clients the workers
+ * get copy it instead of running it again. Returns 0, or the first failure in index order. */
+int parallel_run(struct latch_k8s *k, size_t n, size_t workers, parallel_fn fn, void *ctx, bool keep_going,
+		 int *results);
 
 struct apply_job {
 	const json_t *object;          /* as rendered (see objects.h); borrowed */

@@ -13,6 +13,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "fetches.h"
 #include "inject.h"
 #include "latch/clock.h"
 #include "latch/file.h"
@@ -238,6 +239,24 @@ static int fetch_with_credentials(struct latch_git *g, const struct sync_source 
 	return r;
 }
 
+struct fetch_arg {
+	const char *dir;
+	const struct sync_source *s;
+};
+
+/* On a repository of its own: the passes sharing the fetch open theirs once it is done, so
+ * none opens a cache another is still creating. */
+static int fetch_repository(void *arg, struct latch_error *err)
+{
+	const struct fetch_arg *a = arg;
+	struct latch_git *g = NULL;
+	int r = latch_git_open(a->dir, a->s->url, &g, err);
+	if (r == 0)
+		r = fetch_with_credentials(g, a->s, err);
+	latch_git_close(g);
+	return r;
+}
+
 /* A signature checked against the keys of its kind; ret_key names the key that made it. */
 static int check_signature(const struct sync_config *c, const struct sync_source *s,
 			   struct latch_view signature,
@@ -325,20 +344,20 @@ static int verify_revision(const struct sync_config *c, const struct sync_source
 	return r;
 }
 
-/* Fetch, resolve the ref, verify, render the commit (plain or kustomize). */
+/* Fetch (once per round for the sources sharing the repository), resolve the ref, verify,
+ * render the commit (plain or kustomize). */
 int sync_render_revision(const struct sync_config *c, const struct sync_source *s, const char *applied,
 			 char sha[41], json_t *objects, struct sync_observed *observed, struct latch_error *err)
 {
-	struct latch_buf dir = LATCH_BUF_INIT(8192), warnings = LATCH_BUF_INIT(1u << 20);
-	latch_buf_printf(&dir, "%s/%s/%s", c->cache_dir, c->name, s->name);
+	struct latch_buf warnings = LATCH_BUF_INIT(1u << 20);
+	_cleanup_free_ char *dir = sync_fetch_dir(c, s);
 	struct latch_git *g = NULL;
 	struct latch_git_ref ref = { s->branch, s->tag, s->commit };
-	int r = latch_git_open(latch_buf_str(&dir), s->url, &g, err);
-	if (r == 0) {
-		double started = latch_monotonic_s();
-		r = fetch_with_credentials(g, s, err);
-		*observed = (struct sync_observed){ true, r < 0, latch_monotonic_s() - started };
-	}
+	struct fetch_arg arg = { dir, s };
+	int r = dir ? sync_fetch_once(c->fetches, dir, fetch_repository, &arg, observed, err)
+		    : latch_error_set(err, LATCH_ENOMEM, "out of memory");
+	if (r == 0)
+		r = latch_git_open(dir, s->url, &g, err);
 	if (r == 0)
 		r = latch_git_resolve(g, &ref, sha, err);
 	if (r == 0 && s->verify_mode)
@@ -348,7 +367,6 @@ int sync_render_revision(const struct sync_config *c, const struct sync_source *
 	if (warnings.len)
 		LATCH_LOG(LATCH_LOG_WARN, "latch-inject warnings", { "source", s->name }, { "warnings", latch_buf_str(&warnings) });
 	latch_git_close(g);
-	latch_buf_done(&dir);
 	latch_buf_done(&warnings);
 	return r;
 }

@@ -9,6 +9,8 @@
 #include "latch/error.h"
 #include "latch/k8s.h"
 
+struct sync_fetches;
+
 /* verify.mode, as Flux spells it: HEAD (the commit), Tag (the annotated tag), TagAndHEAD. */
 enum {
 	SYNC_VERIFY_HEAD = 1,
@@ -50,6 +52,7 @@ struct sync_config {
 	char *cache_dir;
 	struct sync_source *sources;
 	size_t n_sources;
+	struct sync_fetches *fetches; /* shared by the passes (fetches.h); NULL: each fetches */
 };
 
 int sync_config_load(const char *path, struct sync_config *ret, struct latch_error *err);

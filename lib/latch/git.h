@@ -78,5 +78,5 @@ int latch_git_read_tree(struct latch_git *g, const char *sha, const char *dir, s
 void latch_git_files_done(struct latch_git_files *files);
 /* Write the commit's files into dir (which must exist), for tools that need a checkout. */
 int latch_git_checkout(struct latch_git *g, const char *sha, const char *dir, struct latch_error *err);
-/* Release libgit2's global state (at program exit). */
+/* Release libgit2's global state at program exit: no latch_git_open() may follow. */
 void latch_git_shutdown(void);

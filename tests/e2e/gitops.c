@@ -72,9 +72,18 @@ static char *sync_bin(void)
 
 int gitops_sync(const char *mode, const char *config, const char *kubeconfig, const char *log)
 {
+	return gitops_sync_with(mode, config, kubeconfig, log, NULL);
+}
+
+int gitops_sync_with(const char *mode, const char *config, const char *kubeconfig, const char *log,
+		     const char *const extra[])
+{
 	struct sync_env e;
 	sync_env_init(&e, kubeconfig, true);
-	char *argv[] = { sync_bin(), (char *)mode, "--config", (char *)config, NULL };
+	char *argv[16] = { sync_bin(), (char *)mode, "--config", (char *)config };
+	size_t n = 4;
+	for (size_t i = 0; extra && extra[i] && n < 15; i++)
+		argv[n++] = (char *)extra[i];
 	return stack_run(argv, e.envp, log, 180, NULL);
 }
 

@@ -16,6 +16,9 @@ char *gitops_rev(const char *dir, const char *ref);
 /* latch-sync MODE --config CONFIG against the cluster of kubeconfig, output to log;
  * returns its exit status. The sanitizer options of the test reach it. */
 int gitops_sync(const char *mode, const char *config, const char *kubeconfig, const char *log);
+/* The same with extra arguments (NULL-terminated, or NULL). */
+int gitops_sync_with(const char *mode, const char *config, const char *kubeconfig, const char *log,
+		     const char *const extra[]);
 /* latch-sync MODE in the background inside network namespace netns (ip netns exec, so
  * /etc/netns/NETNS/hosts names hosts there); the pid is latch-sync's. */
 pid_t gitops_spawn_in(const char *netns, const char *mode, const char *config, const char *kubeconfig,

@@ -19,6 +19,7 @@
 #include <string.h>
 #include <stdatomic.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -1651,6 +1652,145 @@ static void test_sync__git_transports_and_credentials(void **state)
 	free(r.dir);
 }
 
+/* The most sources a kustomize run of the probe overlapped with: each run appends "start" and
+ * "end" lines with the time, holding for a second in between. */
+static int most_at_once(const char *probe_log)
+{
+	char *text = stack_read_file(probe_log);
+	assert_non_null(text);
+	long long starts[64], ends[64];
+	size_t n_starts = 0, n_ends = 0;
+	char *save = NULL;
+	for (char *line = strtok_r(text, "\n", &save); line; line = strtok_r(NULL, "\n", &save)) {
+		long long t = 0;
+		if (sscanf(line, "start %lld", &t) == 1 && n_starts < 64)
+			starts[n_starts++] = t;
+		else if (sscanf(line, "end %lld", &t) == 1 && n_ends < 64)
+			ends[n_ends++] = t;
+	}
+	free(text);
+	int most = 0;
+	for (size_t i = 0; i < n_starts; i++) {
+		int running = 0; /* runs started by starts[i] and not ended before it */
+		for (size_t j = 0; j < n_starts; j++)
+			running += starts[j] <= starts[i] && (j >= n_ends || ends[j] > starts[i]);
+		most = running > most ? running : most;
+	}
+	return most;
+}
+
+static size_t fetches_of(const char *repo_name)
+{
+	const char *access_log = getenv("LATCH_GIT_ACCESS_LOG");
+	if (!access_log)
+		fail_msg("LATCH_GIT_ACCESS_LOG is not set: restart the stack (dev/stack down; dev/stack up)");
+	char needle[512];
+	snprintf(needle, sizeof(needle), "GET /%s.git/info/refs?service=git-upload-pack HTTP/1.1\" 200 ", repo_name);
+	return gitops_count_in(access_log, needle);
+}
+
+static const char *const shared_folders[] = { "a", "b", "c", "d" };
+
+/* A repository with a kustomization per folder, pushed to the stack's git server as name. */
+static void push_shared_repository(const struct repo *r, const char *name)
+{
+	gitops_sh(r->dir, "mkdir -p repo/shared/a repo/shared/b repo/shared/c repo/shared/d");
+	for (size_t i = 0; i < 4; i++) {
+		char rel[64], text[256];
+		snprintf(rel, sizeof(rel), "shared/%s/cm.yaml", shared_folders[i]);
+		snprintf(text, sizeof(text), "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: shared-%s, namespace: default}\n"
+			 "data: {v: one}\n", shared_folders[i]);
+		write_in(r, rel, text);
+		snprintf(rel, sizeof(rel), "shared/%s/kustomization.yaml", shared_folders[i]);
+		write_in(r, rel, "resources: [cm.yaml]\n");
+	}
+	char cmd[4096];
+	snprintf(cmd, sizeof(cmd), "cd repo && git add -A && git commit -qm shared && git init -q --bare '%s/%s.git' && "
+		 "git push -q '%s/%s.git' main", getenv("LATCH_GIT_ROOT"), name, getenv("LATCH_GIT_ROOT"), name);
+	gitops_sh(r->dir, cmd);
+}
+
+/* kustomize behind a probe that notes when each run starts and ends, a second apart. */
+static void write_kustomize_probe(const char *probe, const char *probe_log)
+{
+	char script[4096];
+	snprintf(script, sizeof(script), "#!/bin/sh\necho \"start $(date +%%s%%N)\" >>'%s'\nsleep 1\n"
+		 "echo \"end $(date +%%s%%N)\" >>'%s'\nexec '%s' \"$@\"\n", probe_log, probe_log, getenv("KUSTOMIZE_BIN"));
+	stack_write_file(probe, script);
+	assert_int_equal(chmod(probe, 0755), 0);
+}
+
+static void write_shared_config(const struct repo *r, const char *url, const char *probe, const char *user,
+				const char *password_file)
+{
+	struct latch_buf config = LATCH_BUF_INIT(1u << 16);
+	latch_buf_printf(&config, "apiVersion: latch.dev/v1alpha1\nkind: SyncConfig\nmetadata: {name: shared}\nspec:\n"
+			 "  namespace: latch-system\n  cacheDir: %s/cache\n  sources:\n", r->dir);
+	for (size_t i = 0; i < 4; i++)
+		latch_buf_printf(&config, "  - {name: %s, url: '%s', path: shared/%s, render: kustomize, kustomizePath: '%s',\n"
+				 "     healthCheck: false, caFile: '%s',\n     credentials: {usernameFile: '%s', passwordFile: '%s'}}\n",
+				 shared_folders[i], url, shared_folders[i], probe, stack.ca, user, password_file);
+	stack_write_file(r->config, latch_buf_str(&config));
+	latch_buf_done(&config);
+}
+
+/* Four sources in one repository over https: passed four at a time, the repository fetched
+ * once per round (counted in the git server's access log), and a fetch that fails fails each
+ * source that shares it. --concurrent 1 passes them one after another. */
+static void test_sync__sources_of_one_repository_share_a_fetch_and_pass_together(void **state)
+{
+	if (!getenv("KUSTOMIZE_BIN") || !getenv("LATCH_GIT_ROOT"))
+		fail_msg("KUSTOMIZE_BIN or LATCH_GIT_ROOT is not set (dev/stack writes them to .stack/env)");
+	struct repo r;
+	repo_setup(&r);
+	const char *name = strrchr(r.dir, '/') + 1;
+	push_shared_repository(&r, name);
+	char probe[1024], probe_log[1024], user[1024], wrong[1024], url[1024];
+	snprintf(probe_log, sizeof(probe_log), "%s/probe.log", r.dir);
+	snprintf(probe, sizeof(probe), "%s/kustomize-probe", r.dir);
+	write_kustomize_probe(probe, probe_log);
+	snprintf(url, sizeof(url), "%s/%s.git", getenv("LATCH_GIT_HTTPS_URL"), name);
+	snprintf(user, sizeof(user), "%s/user", r.dir);
+	stack_write_file(user, "latch\n");
+	write_shared_config(&r, url, probe, user, getenv("LATCH_GIT_PASSWORD_FILE"));
+
+	size_t before = fetches_of(name);
+	assert_int_equal(sync_once(&r), 0);
+	assert_int_equal(fetches_of(name) - before, 1);
+	int together = most_at_once(probe_log);
+	printf("# once: 1 fetch for 4 sources, %d kustomize runs at once\n", together);
+	assert_true(together >= 2);
+	struct latch_k8s *k = kube();
+	for (size_t i = 0; i < 4; i++) {
+		char cm[64];
+		snprintf(cm, sizeof(cm), "shared-%s", shared_folders[i]);
+		char *v = gitops_configmap_value(k, "default", cm, "v");
+		assert_non_null(v);
+		assert_string_equal(v, "one");
+		free(v);
+	}
+	latch_k8s_free(k);
+
+	assert_int_equal(unlink(probe_log), 0);
+	assert_int_equal(gitops_sync_with("once", r.config, getenv("KUBECONFIG"), r.log,
+					  (const char *const[]){ "--concurrent", "1", NULL }), 0);
+	assert_int_equal(most_at_once(probe_log), 1);
+
+	before = fetches_of(name);
+	pid_t pid = gitops_spawn(r.config, getenv("KUBECONFIG"), r.log,
+				 (const char *const[]){ "--max-passes", "2", "--interval", "0", "--no-leases", NULL });
+	assert_int_equal(stack_wait(pid, 120), 0);
+	assert_int_equal(fetches_of(name) - before, 2);
+
+	snprintf(wrong, sizeof(wrong), "%s/wrong-password", r.dir);
+	stack_write_file(wrong, "not-the-password\n");
+	write_shared_config(&r, url, probe, user, wrong);
+	assert_int_equal(sync_once(&r), 1);
+	assert_int_equal(gitops_count_in(r.log, "the credentials were refused"), 4);
+	stack_rm_rf(r.dir);
+	free(r.dir);
+}
+
 /* A Namespace that existed before latch-sync is never pruned; what latch-sync put in it is. */
 static void test_sync__prune_keeps_namespaces_it_did_not_create(void **state)
 {
@@ -1833,6 +1973,7 @@ int main(void)
 		cmocka_unit_test(test_sync__unhealthy_workload_fails_the_pass),
 		cmocka_unit_test(test_sync__kustomize_overlay),
 		cmocka_unit_test(test_sync__git_transports_and_credentials),
+		cmocka_unit_test(test_sync__sources_of_one_repository_share_a_fetch_and_pass_together),
 		cmocka_unit_test(test_sync__prune_keeps_namespaces_it_did_not_create),
 		cmocka_unit_test(test_sync__prune_keeps_crds_it_did_not_create),
 		cmocka_unit_test(test_sync__insecure_kubeconfig_is_said),
