@@ -251,56 +251,72 @@ struct passes {
 	bool dry_run;
 	struct serve *sv;
 	struct sync_leases *leases;
+	const size_t *sources; /* the sources to pass, whose requests were taken; NULL: every source */
 };
 
-static int pass_unit(struct latch_k8s *k, size_t i, void *arg)
+static int pass_unit(struct latch_k8s *k, size_t n, void *arg)
 {
 	const struct passes *p = arg;
+	if (p->sources)
+		return pass_one(k, p->cfg, p->sources[n], p->dry_run, p->sv, p->leases) ? 0 : LATCH_EINVAL;
 	/* This pass is the one a new Lease asked for, and a hook, unless another replica holds
 	 * the source: then that one is asked. Taken before the pass, so a request that comes
 	 * during it gets a pass of its own. */
-	sync_leases_take_pass_request(p->leases, i);
-	if (serve_take_pass_request(p->sv, i))
-		ask_the_holder(k, p->cfg, i, p->leases);
-	return pass_one(k, p->cfg, i, p->dry_run, p->sv, p->leases) ? 0 : LATCH_EINVAL;
+	sync_leases_take_pass_request(p->leases, n);
+	if (serve_take_pass_request(p->sv, n))
+		ask_the_holder(k, p->cfg, n, p->leases);
+	return pass_one(k, p->cfg, n, p->dry_run, p->sv, p->leases) ? 0 : LATCH_EINVAL;
 }
 
-/* One pass over every source (held by this replica), concurrent at a time, each source's
- * repository fetched once; returns the number that failed. A diff prints its sources in
- * order, one at a time. */
-static size_t pass_all(struct latch_k8s *k, const struct sync_config *cfg, bool dry_run, long concurrent,
-		       struct serve *sv, struct sync_leases *leases)
+/* n passes, concurrent at a time, each repository fetched once; returns the number that
+ * failed. A diff prints its sources in order, one at a time. */
+static size_t pass_round(struct latch_k8s *k, const struct passes *p, size_t n, long concurrent)
 {
-	size_t failed = 0;
-	int *results = calloc(cfg->n_sources, sizeof(*results));
+	int *results = calloc(n ? n : 1, sizeof(*results));
 	if (!results) {
 		LATCH_LOG(LATCH_LOG_ERROR, "out of memory starting a round of passes");
-		return cfg->n_sources;
+		return n;
 	}
-	refresh_old_discovery(k);
-	struct passes p = { cfg, dry_run, sv, leases };
-	sync_fetches_round_begin(cfg->fetches);
-	parallel_run(k, cfg->n_sources, dry_run ? 1 : (size_t)concurrent, pass_unit, &p, true, results);
-	sync_fetches_round_end(cfg->fetches);
-	for (size_t i = 0; i < cfg->n_sources; i++)
+	sync_fetches_round_begin(p->cfg->fetches);
+	parallel_run(k, n, p->dry_run ? 1 : (size_t)concurrent, pass_unit, (void *)p, true, results);
+	sync_fetches_round_end(p->cfg->fetches);
+	size_t failed = 0;
+	for (size_t i = 0; i < n; i++)
 		failed += results[i] != 0;
 	free(results);
 	return failed;
 }
 
-/* The sources a signed push hook, a new Lease or another replica asked for, at once. */
-static bool pass_requested(struct latch_k8s *k, const struct sync_config *cfg, struct serve *sv,
-			   struct sync_leases *leases)
+/* One pass over every source (held by this replica); returns the number that failed. */
+static size_t pass_all(struct latch_k8s *k, const struct sync_config *cfg, bool dry_run, long concurrent,
+		       struct serve *sv, struct sync_leases *leases)
 {
-	bool passed = false;
+	refresh_old_discovery(k);
+	struct passes p = { cfg, dry_run, sv, leases, NULL };
+	return pass_round(k, &p, cfg->n_sources, concurrent);
+}
+
+/* The sources a signed push hook, a new Lease or another replica asked for, at once: a push
+ * to one repository is one fetch for all its sources. */
+static bool pass_requested(struct latch_k8s *k, const struct sync_config *cfg, long concurrent,
+			   struct serve *sv, struct sync_leases *leases)
+{
+	size_t *wanted = calloc(cfg->n_sources, sizeof(*wanted)), n = 0;
+	if (!wanted) {
+		LATCH_LOG(LATCH_LOG_ERROR, "out of memory taking the requested passes");
+		return false;
+	}
 	for (size_t i = 0; i < cfg->n_sources; i++) {
 		bool hook = serve_take_pass_request(sv, i), lease = sync_leases_take_pass_request(leases, i);
-		if ((hook && !ask_the_holder(k, cfg, i, leases)) || lease) {
-			pass_one(k, cfg, i, false, sv, leases);
-			passed = true;
-		}
+		if ((hook && !ask_the_holder(k, cfg, i, leases)) || lease)
+			wanted[n++] = i;
 	}
-	return passed;
+	refresh_old_discovery(k);
+	struct passes p = { cfg, false, sv, leases, wanted };
+	if (n)
+		pass_round(k, &p, n, concurrent);
+	free(wanted);
+	return n > 0;
 }
 
 /* Prints a line per source; returns the number not applied and healthy. */
@@ -421,7 +437,7 @@ static int run(const struct options *o, struct latch_k8s *k, const struct sync_c
 	do {
 		bool passed = true;
 		if (why == WAKE_HOOK) {
-			passed = pass_requested(k, cfg, sv, leases);
+			passed = pass_requested(k, cfg, o->concurrent, sv, leases);
 		} else {
 			pass_all(k, cfg, false, o->concurrent, sv, leases);
 			next_full = latch_monotonic_s() + (double)interval;
