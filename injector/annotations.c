@@ -1015,14 +1015,25 @@ static int build_config(const struct inject_context *ctx, const struct ann_set *
 static int validate_config(const struct inject_context *ctx, const struct ann_set *set, const json_t *config)
 {
 	char *text = json_dumps(config, JSON_COMPACT);
+	struct latch_inject_memo *memo = ctx->opts->memo;
+	if (text && memo && memo->valid_config && strcmp(memo->valid_config, text) == 0) {
+		free(text);
+		return 0;
+	}
 	struct latch_config parsed;
 	struct latch_error inner = LATCH_ERROR_INIT;
 	int r = text ? latch_config_parse(latch_view_str(text), "LATCH_CONFIG", &parsed, &inner) : LATCH_ENOMEM;
-	free(text);
 	if (r == 0) {
 		latch_config_done(&parsed);
+		if (memo) {
+			free(memo->valid_config);
+			memo->valid_config = text;
+			text = NULL;
+		}
+		free(text);
 		return 0;
 	}
+	free(text);
 	/* Point at the template annotation when the template is what failed. */
 	const char *msg = latch_error_message(&inner);
 	const struct ann *at = NULL;
@@ -1239,4 +1250,10 @@ void inject_settings_done(struct inject_settings *s)
 	free(s->token_audience);
 	json_decref(s->config);
 	*s = (struct inject_settings){ 0 };
+}
+
+void latch_inject_memo_done(struct latch_inject_memo *memo)
+{
+	free(memo->valid_config);
+	memo->valid_config = NULL;
 }

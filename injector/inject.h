@@ -36,7 +36,16 @@ struct latch_inject_options {
 	const char *const *allowed_registries;
 	size_t n_allowed_registries;
 	enum latch_inject_policy policy;
+	struct latch_inject_memo *memo; /* NULL, or what a stream's earlier objects taught (below) */
 };
+
+/* What injecting a stream's objects learns that its next objects can reuse: the last
+ * configuration latch-init's parser accepted (most workloads of a stream share one). One per
+ * stream and thread; latch_inject_memo_done() frees it. */
+struct latch_inject_memo {
+	char *valid_config;
+};
+void latch_inject_memo_done(struct latch_inject_memo *memo);
 
 struct latch_inject_stats {
 	size_t objects;

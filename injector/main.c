@@ -47,6 +47,7 @@ struct cli {
 	struct latch_inject_options opts;
 	char *registries; /* storage for opts.allowed_registries */
 	char *fc_image, *fc_vault_address, *fc_token_audience; /* copies from a KRM functionConfig */
+	struct latch_inject_memo memo; /* opts.memo */
 };
 
 static int parse_registries(struct cli *c, const char *list)
@@ -244,11 +245,12 @@ static int function_config(struct cli *c, const struct latch_yaml_node *doc)
 	return 0;
 }
 
-/* Where the documents go: YAML text as they come, or JSON values collected for the end. */
+/* Where the documents go: YAML text as they come (one emitter for the whole output), or JSON
+ * values collected for the end. */
 struct sink {
 	bool json;
 	struct latch_buf *out;
-	size_t n_docs;
+	struct latch_yaml_writer *yaml; /* made at the first document */
 	json_t *items;
 };
 
@@ -258,19 +260,16 @@ static int sink_add(struct sink *k, struct latch_yaml_doc *doc, const char *name
 		json_t *j = latch_yaml_to_json(doc->root);
 		if (!j || json_array_append_new(k->items, j) < 0)
 			return latch_error_set(err, LATCH_EINVAL, "%s:%zu: the document cannot be written as JSON", name, doc->line);
-		k->n_docs++;
 		return 0;
 	}
-	if (k->n_docs++ > 0 && latch_buf_append_str(k->out, "---\n") < 0)
-		return latch_error_set(err, LATCH_ELIMIT, "the output is larger than %u bytes", OUTPUT_MAX);
-	struct latch_yaml_stream one = { doc, 1 };
-	return latch_yaml_emit(&one, k->out, err);
+	int r = k->yaml ? 0 : latch_yaml_writer_new(k->out, &k->yaml, err);
+	return r < 0 ? r : latch_yaml_writer_add(k->yaml, doc->root, err);
 }
 
 static int sink_finish(struct sink *k, struct latch_error *err)
 {
 	if (!k->json)
-		return 0;
+		return k->yaml ? latch_yaml_writer_finish(k->yaml, err) : 0;
 	json_t *doc = json_array_size(k->items) == 1 ? json_incref(json_array_get(k->items, 0))
 						     : json_pack("{s:s,s:s,s:O}", "apiVersion", "v1", "kind", "List", "items", k->items);
 	char *text = json_dumps(doc, JSON_INDENT(2) | JSON_ENCODE_ANY);
@@ -348,6 +347,7 @@ static int run(struct cli *c, struct latch_buf *out, struct latch_buf *warnings,
 	}
 	if (r == 0)
 		r = sink_finish(&k, err);
+	latch_yaml_writer_free(k.yaml);
 	json_decref(k.items);
 	for (size_t i = 0; i < n_files; i++)
 		free(files[i]);
@@ -357,6 +357,7 @@ static int run(struct cli *c, struct latch_buf *out, struct latch_buf *warnings,
 
 static void cli_done(struct cli *c)
 {
+	latch_inject_memo_done(&c->memo);
 	free((void *)c->opts.allowed_registries);
 	free(c->registries);
 	free(c->fc_image);
@@ -368,6 +369,7 @@ static void cli_done(struct cli *c)
 int main(int argc, char **argv)
 {
 	struct cli c = { 0 };
+	c.opts.memo = &c.memo;
 	int r = parse_args(argc, argv, &c);
 	if (r != 0) {
 		cli_done(&c);

@@ -593,40 +593,84 @@ static int emit_node(yaml_emitter_t *e, const struct latch_yaml_node *n)
 	return n->kind == LATCH_YAML_SCALAR ? emit_scalar(e, n) : emit_collection(e, n);
 }
 
-static int emit_stream(yaml_emitter_t *e, const struct latch_yaml_stream *stream)
+struct latch_yaml_writer {
+	yaml_emitter_t emitter;
+	size_t n_docs;
+	bool broken; /* an emit failed: the emitter cannot go on */
+};
+
+static int emit_failed(struct latch_yaml_writer *w, int r, struct latch_error *err)
 {
-	yaml_event_t ev;
-	int r = emit(e, &ev, yaml_stream_start_event_initialize(&ev, YAML_UTF8_ENCODING));
-	for (size_t i = 0; r == 0 && i < stream->n_docs; i++) {
-		r = emit(e, &ev, yaml_document_start_event_initialize(&ev, NULL, NULL, NULL, i == 0));
-		if (r == 0)
-			r = emit_node(e, stream->docs[i].root);
-		if (r == 0)
-			r = emit(e, &ev, yaml_document_end_event_initialize(&ev, 1));
+	const char *problem = w->emitter.problem ? w->emitter.problem : "output larger than its limit";
+	w->broken = true;
+	return latch_error_set(err, w->emitter.error == YAML_WRITER_ERROR || r == LATCH_ELIMIT ? LATCH_ELIMIT : r,
+			       "emitting YAML: %s", problem);
+}
+
+int latch_yaml_writer_new(struct latch_buf *out, struct latch_yaml_writer **ret, struct latch_error *err)
+{
+	struct latch_yaml_writer *w = calloc(1, sizeof(*w));
+	if (!w || !yaml_emitter_initialize(&w->emitter)) {
+		free(w);
+		return latch_error_set(err, LATCH_ENOMEM, "out of memory");
 	}
+	yaml_emitter_set_output(&w->emitter, write_handler, out);
+	yaml_emitter_set_unicode(&w->emitter, 1);
+	yaml_emitter_set_width(&w->emitter, -1);
+	yaml_emitter_set_indent(&w->emitter, 2);
+	yaml_event_t ev;
+	int r = emit(&w->emitter, &ev, yaml_stream_start_event_initialize(&ev, YAML_UTF8_ENCODING));
+	if (r < 0) {
+		r = emit_failed(w, r, err);
+		latch_yaml_writer_free(w);
+		return r;
+	}
+	*ret = w;
+	return 0;
+}
+
+int latch_yaml_writer_add(struct latch_yaml_writer *w, const struct latch_yaml_node *root, struct latch_error *err)
+{
+	if (w->broken)
+		return latch_error_set(err, LATCH_EINVAL, "emitting YAML: an earlier document failed");
+	yaml_event_t ev;
+	int r = emit(&w->emitter, &ev, yaml_document_start_event_initialize(&ev, NULL, NULL, NULL, w->n_docs == 0));
 	if (r == 0)
-		r = emit(e, &ev, yaml_stream_end_event_initialize(&ev));
-	return r;
+		r = emit_node(&w->emitter, root);
+	if (r == 0)
+		r = emit(&w->emitter, &ev, yaml_document_end_event_initialize(&ev, 1));
+	w->n_docs++;
+	return r < 0 ? emit_failed(w, r, err) : 0;
+}
+
+int latch_yaml_writer_finish(struct latch_yaml_writer *w, struct latch_error *err)
+{
+	if (w->broken)
+		return latch_error_set(err, LATCH_EINVAL, "emitting YAML: an earlier document failed");
+	yaml_event_t ev;
+	int r = emit(&w->emitter, &ev, yaml_stream_end_event_initialize(&ev));
+	if (r == 0 && !yaml_emitter_flush(&w->emitter))
+		r = LATCH_ELIMIT;
+	return r < 0 ? emit_failed(w, r, err) : 0;
+}
+
+void latch_yaml_writer_free(struct latch_yaml_writer *w)
+{
+	if (!w)
+		return;
+	yaml_emitter_delete(&w->emitter);
+	free(w);
 }
 
 int latch_yaml_emit(const struct latch_yaml_stream *stream, struct latch_buf *out, struct latch_error *err)
 {
-	yaml_emitter_t e;
-	if (!yaml_emitter_initialize(&e))
-		return latch_error_set(err, LATCH_ENOMEM, "out of memory");
-	yaml_emitter_set_output(&e, write_handler, out);
-	yaml_emitter_set_unicode(&e, 1);
-	yaml_emitter_set_width(&e, -1);
-	yaml_emitter_set_indent(&e, 2);
-	int r = emit_stream(&e, stream);
-	if (r == 0 && !yaml_emitter_flush(&e))
-		r = LATCH_ELIMIT;
-	if (r < 0) {
-		const char *problem = e.problem ? e.problem : "output larger than its limit";
-		r = latch_error_set(err, e.error == YAML_WRITER_ERROR || r == LATCH_ELIMIT ? LATCH_ELIMIT : r,
-				    "emitting YAML: %s", problem);
-	}
-	yaml_emitter_delete(&e);
+	struct latch_yaml_writer *w = NULL;
+	int r = latch_yaml_writer_new(out, &w, err);
+	for (size_t i = 0; r == 0 && i < stream->n_docs; i++)
+		r = latch_yaml_writer_add(w, stream->docs[i].root, err);
+	if (r == 0)
+		r = latch_yaml_writer_finish(w, err);
+	latch_yaml_writer_free(w);
 	return r;
 }
 

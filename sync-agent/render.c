@@ -44,10 +44,11 @@ static void label(json_t *obj, const struct sync_config *c, const struct sync_so
 static int render_text(const struct sync_config *c, const struct sync_source *s, const char *name, const char *data, size_t len,
 		       json_t *objects, struct latch_buf *warnings, struct latch_error *err)
 {
+	struct latch_inject_memo memo = { 0 };
 	struct latch_inject_options io = { .image = s->inject_image, .vault_address = s->inject_vault_address,
 					   .pin_vault_address = s->inject_pin_vault_address,
 					   .allow_http_vault = s->inject_allow_http_vault,
-					   .token_audience = s->inject_token_audience };
+					   .token_audience = s->inject_token_audience, .memo = &memo };
 	struct latch_yaml_limits lim = LATCH_YAML_LIMITS_DEFAULT;
 	struct latch_yaml_reader *reader = NULL;
 	int r = latch_yaml_reader_new(latch_view_make(data, len), name, &lim, &reader, err);
@@ -71,6 +72,7 @@ static int render_text(const struct sync_config *c, const struct sync_source *s,
 		latch_yaml_node_free(doc.root);
 	}
 	latch_yaml_reader_free(reader);
+	latch_inject_memo_done(&memo);
 	return r == 1 ? 0 : r;
 }
 

@@ -94,6 +94,13 @@ size_t latch_yaml_reader_offset(const struct latch_yaml_reader *reader);
 
 /* Emit every document, "---"-separated, appending to out. */
 int latch_yaml_emit(const struct latch_yaml_stream *stream, struct latch_buf *out, struct latch_error *err);
+/* The same a document at a time, with one emitter for the stream: new, add each root, finish
+ * (the end of the stream, flushed to out), free. After a failure only free is of use. */
+struct latch_yaml_writer;
+int latch_yaml_writer_new(struct latch_buf *out, struct latch_yaml_writer **ret, struct latch_error *err);
+int latch_yaml_writer_add(struct latch_yaml_writer *w, const struct latch_yaml_node *root, struct latch_error *err);
+int latch_yaml_writer_finish(struct latch_yaml_writer *w, struct latch_error *err);
+void latch_yaml_writer_free(struct latch_yaml_writer *w);
 void latch_yaml_stream_done(struct latch_yaml_stream *stream);
 
 struct latch_yaml_node *latch_yaml_scalar_new(const char *value, enum latch_yaml_style style);

@@ -414,6 +414,26 @@ static void assert_inject_error(const char *extra, const struct latch_inject_opt
 	result_done(&res);
 }
 
+/* A memo of the last accepted configuration lets only that exact configuration skip
+ * latch-init's parser: a bad template after a good one is still refused. */
+static void test_inject__memo_never_lets_a_bad_configuration_through(void **state)
+{
+	struct latch_inject_memo memo = { 0 };
+	struct latch_inject_options opts = default_opts;
+	opts.memo = &memo;
+	struct result res;
+	inject_text(with_annotations(""), &opts, &res);
+	assert_int_equal(res.rc, 0);
+	assert_non_null(memo.valid_config);
+	result_done(&res);
+	assert_inject_error("        vault.hashicorp.com/agent-inject-template-db: '{{ env \"X\" }}'\n", &opts,
+			    "template db:1:4: function 'env' is not supported");
+	inject_text(with_annotations(""), &opts, &res);
+	assert_int_equal(res.rc, 0);
+	result_done(&res);
+	latch_inject_memo_done(&memo);
+}
+
 static void test_inject__bad_annotations_name_object_annotation_and_position(void **state)
 {
 	assert_inject_error("        vault.hashicorp.com/agent-inject-perms-db: '999'\n", NULL,
@@ -605,6 +625,7 @@ int main(void)
 		cmocka_unit_test(test_inject__token_audience_option),
 		cmocka_unit_test(test_inject__secret_files_group_readable_with_fs_group),
 		cmocka_unit_test(test_inject__bad_annotations_name_object_annotation_and_position),
+		cmocka_unit_test(test_inject__memo_never_lets_a_bad_configuration_through),
 		cmocka_unit_test(test_inject__all_images_policy_spares_no_container_name),
 		cmocka_unit_test(test_inject__empty_registry_list_is_refused),
 		cmocka_unit_test(test_inject__service_override_is_said_pinned_or_refused_and_http_needs_consent),
