@@ -103,14 +103,16 @@ bench-node: build static
 	status=0; . .stack/env && $(IN_STACK) bench/node/run || status=$$?; \
 		dev/stack down; exit $$status
 
-# latch-inject versus kustomize with an equivalent patch (numbers go in README.md).
+# latch-inject versus kustomize with an equivalent patch and the libyaml floor, and its scale
+# curves (bench/results/inject-scale-*.png) (numbers go in README.md).
 bench-inject: build
 	bench/inject/run
 
-# latch-sync versus kubectl apply --server-side (numbers go in README.md).
+# latch-sync versus kubectl apply --server-side and the server's floor, then its scale curves
+# (bench/results/sync-scale-*.png) (numbers go in README.md).
 bench-sync: build
 	dev/stack up
-	status=0; . .stack/env && $(IN_STACK) bench/sync/run || status=$$?; \
+	status=0; . .stack/env && $(IN_STACK) bench/sync/run && $(IN_STACK) bench/sync/scale || status=$$?; \
 		dev/stack down; exit $$status
 
 # latch-sync versus Flux v1.9.6 on the same repository (numbers go in README.md): 1,000 objects

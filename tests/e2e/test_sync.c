@@ -10,6 +10,7 @@
 #include <arpa/inet.h>
 #include <openssl/evp.h>
 #include <openssl/hmac.h>
+#include <ctype.h>
 #include <errno.h>
 #include <poll.h>
 #include <pthread.h>
@@ -1791,6 +1792,92 @@ static void test_sync__sources_of_one_repository_share_a_fetch_and_pass_together
 	free(r.dir);
 }
 
+/* n small ConfigMaps big-0 .. big-(n-1) in Namespace ns, in one file of the repository. */
+static void write_many_configmaps(const struct repo *r, const char *ns, int n)
+{
+	char cmd[1024];
+	snprintf(cmd, sizeof(cmd), "mkdir -p repo/big && { printf -- '---\\napiVersion: v1\\nkind: Namespace\\nmetadata: {name: %s}\\n'; "
+		 "i=0; while [ $i -lt %d ]; do printf -- '---\\napiVersion: v1\\nkind: ConfigMap\\nmetadata: {name: big-%%d, namespace: %s}\\n"
+		 "data: {v: x}\\n' $i; i=$((i+1)); done; } > repo/big/cms.yaml && cd repo && git add -A && git commit -qm 'n=%d'",
+		 ns, n, ns, n);
+	gitops_sh(r->dir, cmd);
+}
+
+/* How many entries the inventory of config lists, read by base64, gunzip and jq from its packed
+ * binaryData (plain false) or by jq from its data (plain true); -1 when it is not there. */
+static long inventory_entries(struct latch_k8s *k, const struct repo *r, const char *config, bool plain)
+{
+	json_t *cm = NULL;
+	struct latch_error err = LATCH_ERROR_INIT;
+	char name[256];
+	snprintf(name, sizeof(name), "latch-sync.%s.apps", config);
+	assert_int_equal(latch_k8s_get(k, "v1", "ConfigMap", "latch-system", name, &cm, &err), 0);
+	const char *text = plain ? latch_json_get_str(json_object_get(cm, "data"), "inventory")
+				 : latch_json_get_str(json_object_get(cm, "binaryData"), "inventory.gz");
+	long n = -1;
+	if (text) {
+		char path[1024], count[1024], cmd[4096];
+		snprintf(path, sizeof(path), "%s/inventory.txt", r->dir);
+		snprintf(count, sizeof(count), "%s/count.txt", r->dir);
+		stack_write_file(path, text);
+		snprintf(cmd, sizeof(cmd), "%s '%s' %s | jq length > '%s'", plain ? "cat" : "base64 -d", path,
+			 plain ? "" : "| gunzip -c", count);
+		gitops_sh(r->dir, cmd);
+		char *counted = stack_read_file(count);
+		n = strtol(counted, NULL, 10);
+		free(counted);
+	}
+	json_decref(cm);
+	latch_error_done(&err);
+	return n;
+}
+
+/* A ConfigMap holds at most 1 MiB: the inventory of a 2,000-object source is packed (gzip,
+ * base64) into binaryData, a second pass reads it back and changes nothing, and once the
+ * source shrinks the prune finds what left and the inventory is plain text again. */
+static void test_sync__large_inventory_is_packed_and_read_back(void **state)
+{
+	struct repo r;
+	r.dir = stack_mkdtemp("latch-e2e-big");
+	snprintf(r.config, sizeof(r.config), "%s/sync.yaml", r.dir);
+	snprintf(r.log, sizeof(r.log), "%s/sync.log", r.dir);
+	char name[64], config[2048];
+	snprintf(name, sizeof(name), "big-%s", strrchr(r.dir, '-') + 1);
+	for (char *c = name; *c; c++)
+		*c = (char)tolower((unsigned char)*c);
+	gitops_sh(r.dir, "mkdir -p repo && cd repo && git init -q -b main");
+	write_many_configmaps(&r, name, 2000);
+	snprintf(config, sizeof(config), "apiVersion: latch.dev/v1alpha1\nkind: SyncConfig\nmetadata: {name: %s}\nspec:\n"
+		 "  namespace: latch-system\n  cacheDir: %s/cache\n  sources:\n"
+		 "  - {name: apps, url: 'file://%s/repo', path: big, healthCheck: false}\n", name, r.dir, r.dir);
+	stack_write_file(r.config, config);
+	assert_int_equal(sync_once(&r), 0);
+	struct latch_k8s *k = kube();
+	assert_int_equal(inventory_entries(k, &r, name, false), 2001);
+	assert_int_equal(inventory_entries(k, &r, name, true), -1);
+
+	assert_int_equal(sync_once(&r), 0);
+	assert_int_equal(gitops_count_in(r.log, "changed=0"), 1);
+
+	gitops_sh(r.dir, "cd repo && git rm -q -r big && git commit -qm gone");
+	write_many_configmaps(&r, name, 1000);
+	assert_int_equal(sync_once(&r), 0);
+	assert_int_equal(gitops_count_in(r.log, "pruned=1000"), 1);
+	assert_int_equal(inventory_entries(k, &r, name, true), 1001);
+	assert_int_equal(inventory_entries(k, &r, name, false), -1);
+	json_t *gone = gitops_get(k, "v1", "ConfigMap", name, "big-1999");
+	assert_null(gone);
+	json_t *kept = gitops_get(k, "v1", "ConfigMap", name, "big-999");
+	assert_non_null(kept);
+	json_decref(kept);
+	struct latch_error err = LATCH_ERROR_INIT;
+	latch_k8s_delete(k, "v1", "Namespace", NULL, name, &err);
+	latch_error_done(&err);
+	latch_k8s_free(k);
+	stack_rm_rf(r.dir);
+	free(r.dir);
+}
+
 /* A Namespace that existed before latch-sync is never pruned; what latch-sync put in it is. */
 static void test_sync__prune_keeps_namespaces_it_did_not_create(void **state)
 {
@@ -1974,6 +2061,7 @@ int main(void)
 		cmocka_unit_test(test_sync__kustomize_overlay),
 		cmocka_unit_test(test_sync__git_transports_and_credentials),
 		cmocka_unit_test(test_sync__sources_of_one_repository_share_a_fetch_and_pass_together),
+		cmocka_unit_test(test_sync__large_inventory_is_packed_and_read_back),
 		cmocka_unit_test(test_sync__prune_keeps_namespaces_it_did_not_create),
 		cmocka_unit_test(test_sync__prune_keeps_crds_it_did_not_create),
 		cmocka_unit_test(test_sync__insecure_kubeconfig_is_said),
