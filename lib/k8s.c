@@ -364,9 +364,9 @@ static int guard_write(struct latch_k8s *k, const char *method, const char *path
 	return 0;
 }
 
-static int request(struct latch_k8s *k, const char *method, const char *path, const char *content_type,
-		   const char *accept,
-		   const char *body, long *ret_status, json_t **ret, struct latch_error *err)
+/* The request, its answer's body left as text in ret_body (to latch_http_response_done). */
+static int request_raw(struct latch_k8s *k, const char *method, const char *path, const char *content_type,
+		       const char *accept, const char *body, struct latch_http_response *ret, struct latch_error *err)
 {
 	if (guard_write(k, method, path, err) < 0)
 		return LATCH_EFORBIDDEN;
@@ -379,26 +379,41 @@ static int request(struct latch_k8s *k, const char *method, const char *path, co
 					  .n_headers = k->auth_header ? 3 : 2, .retry_status = retry_status };
 	if (body)
 		req.body = latch_view_str(body);
-	struct latch_http_response resp = { 0 };
 	int r = latch_buf_check(&url, "request URL", err);
 	if (r == 0)
 		r = latch_buf_check(&ct, "Content-Type", err);
 	if (r == 0)
 		r = latch_buf_check(&ac, "Accept", err);
 	if (r == 0)
-		r = latch_http_do(k->http, &req, &resp, err);
-	count_request(method, r == 0 ? resp.status : 0);
-	if (r == 0) {
-		*ret_status = resp.status;
-		*ret = NULL;
-		struct latch_json_limits lim = { BODY_MAX, 128 };
-		if (resp.body.len && latch_json_parse(latch_buf_view(&resp.body), path, &lim, ret, err) < 0)
-			r = latch_error_prefix(err, "%s %s answered %ld with a body that is not JSON", method, path, resp.status);
-	}
-	latch_http_response_done(&resp);
+		r = latch_http_do(k->http, &req, ret, err);
+	count_request(method, r == 0 ? ret->status : 0);
 	latch_buf_done(&url);
 	latch_buf_done(&ct);
 	latch_buf_done(&ac);
+	return r;
+}
+
+static int parse_body(const struct latch_buf *body, const char *method, const char *path, long status, json_t **ret,
+		      struct latch_error *err)
+{
+	*ret = NULL;
+	struct latch_json_limits lim = { BODY_MAX, 128 };
+	if (body->len && latch_json_parse(latch_buf_view(body), path, &lim, ret, err) < 0)
+		return latch_error_prefix(err, "%s %s answered %ld with a body that is not JSON", method, path, status);
+	return 0;
+}
+
+static int request(struct latch_k8s *k, const char *method, const char *path, const char *content_type,
+		   const char *accept,
+		   const char *body, long *ret_status, json_t **ret, struct latch_error *err)
+{
+	struct latch_http_response resp = { 0 };
+	int r = request_raw(k, method, path, content_type, accept, body, &resp, err);
+	if (r == 0) {
+		*ret_status = resp.status;
+		r = parse_body(&resp.body, method, path, resp.status, ret, err);
+	}
+	latch_http_response_done(&resp);
 	return r;
 }
 
@@ -711,41 +726,124 @@ static void append_query_escaped(struct latch_buf *b, const char *s)
 	}
 }
 
+/* A list body parsed a piece at a time. */
+struct cursor {
+	const char *text;
+	size_t len, at;
+};
+
+static void skip_space(struct cursor *c)
+{
+	while (c->at < c->len && strchr(" \t\r\n", c->text[c->at]))
+		c->at++;
+}
+
+static bool take(struct cursor *c, char ch)
+{
+	skip_space(c);
+	if (c->at >= c->len || c->text[c->at] != ch)
+		return false;
+	c->at++;
+	return true;
+}
+
+/* The JSON value at the cursor (jansson parses it alone and says where it ended). */
+static json_t *next_value(struct cursor *c)
+{
+	skip_space(c);
+	json_error_t e;
+	json_t *v = c->at < c->len ? json_loadb(c->text + c->at, c->len - c->at, JSON_DECODE_ANY | JSON_DISABLE_EOF_CHECK, &e)
+				   : NULL;
+	if (v)
+		c->at += (size_t)e.position;
+	return v;
+}
+
+/* Each element of the array at the cursor through fn, parsed and freed one at a time. */
+static int each_element(struct cursor *c, int (*fn)(json_t *item, void *arg), void *arg)
+{
+	if (!take(c, '['))
+		return LATCH_EPARSE;
+	if (take(c, ']'))
+		return 0;
+	do {
+		json_t *item = next_value(c);
+		int r = item ? fn(item, arg) : LATCH_EPARSE;
+		json_decref(item);
+		if (r < 0)
+			return r;
+	} while (take(c, ','));
+	return take(c, ']') ? 0 : LATCH_EPARSE;
+}
+
+int latch_k8s_list_body_each(struct latch_view body, int (*fn)(json_t *item, void *arg), void *arg, json_t **ret_meta)
+{
+	struct cursor c = { body.ptr ? body.ptr : "", body.len, 0 };
+	*ret_meta = NULL;
+	if (!take(&c, '{'))
+		return LATCH_EPARSE;
+	if (take(&c, '}'))
+		return 0;
+	int r = 0;
+	do {
+		json_t *key = next_value(&c);
+		if (!json_is_string(key) || !take(&c, ':'))
+			r = LATCH_EPARSE;
+		else if (strcmp(json_string_value(key), "items") == 0)
+			r = each_element(&c, fn, arg);
+		else if (strcmp(json_string_value(key), "metadata") == 0 && !*ret_meta)
+			r = (*ret_meta = next_value(&c)) ? 0 : LATCH_EPARSE;
+		else
+			json_decref(next_value(&c));
+		json_decref(key);
+	} while (r == 0 && take(&c, ','));
+	return r < 0 ? r : take(&c, '}') ? 0 : LATCH_EPARSE;
+}
+
+struct list_walk {
+	const char *path;
+	const struct latch_k8s_list_options *o;
+	int (*fn)(json_t *item, void *arg);
+	void *arg;
+};
+
 /* One page of a cluster-wide list; *cont gets the continue token (NULL on the last page). */
-static int list_page(struct latch_k8s *k, const char *path, const struct latch_k8s_list_options *o, char **cont, json_t *items,
-		     struct latch_error *err)
+static int list_page(struct latch_k8s *k, const struct list_walk *w, char **cont, struct latch_error *err)
 {
 	struct latch_buf url = LATCH_BUF_INIT(16384);
-	latch_buf_printf(&url, "%s?limit=500%s", path, o->cached ? "&resourceVersion=0" : "");
-	if (o->label_selector)
-		latch_buf_printf(&url, "&labelSelector=%s", o->label_selector);
+	latch_buf_printf(&url, "%s?limit=500%s", w->path, w->o->cached ? "&resourceVersion=0" : "");
+	if (w->o->label_selector)
+		latch_buf_printf(&url, "&labelSelector=%s", w->o->label_selector);
 	if (*cont) {
 		latch_buf_append_str(&url, "&continue=");
 		append_query_escaped(&url, *cont);
 	}
 	free(*cont);
 	*cont = NULL;
-	long status = 0;
-	json_t *resp = NULL;
+	struct latch_http_response resp = { 0 };
+	json_t *meta = NULL, *answer = NULL;
 	int r = latch_buf_check(&url, "list URL", err);
 	if (r == 0)
-		r = request(k, "GET", latch_buf_str(&url), NULL, o->metadata_only ? METADATA_ONLY : NULL, NULL, &status,
-			    &resp, err);
-	if (r == 0 && status != 200)
-		r = status_error(status, resp, path, err);
-	if (r == 0) {
-		json_array_extend(items, json_object_get(resp, "items"));
-		const char *next = latch_json_get_str(json_object_get(resp, "metadata"), "continue");
-		if (next && *next && !(*cont = strdup(next)))
-			r = latch_error_set(err, LATCH_ENOMEM, "out of memory");
-	}
-	json_decref(resp);
+		r = request_raw(k, "GET", latch_buf_str(&url), NULL, w->o->metadata_only ? METADATA_ONLY : NULL, NULL, &resp, err);
+	if (r == 0 && resp.status != 200 && parse_body(&resp.body, "GET", w->path, resp.status, &answer, err) == 0)
+		r = status_error(resp.status, answer, w->path, err);
+	else if (r == 0 && resp.status != 200)
+		r = latch_error_prefix(err, "%s: the API server answered %ld", w->path, resp.status);
+	if (r == 0 && (r = latch_k8s_list_body_each(latch_buf_view(&resp.body), w->fn, w->arg, &meta)) == LATCH_EPARSE)
+		r = latch_error_set(err, r, "GET %s answered with a list that is not JSON", w->path);
+	const char *next = latch_json_get_str(meta, "continue");
+	if (r == 0 && next && *next && !(*cont = strdup(next)))
+		r = latch_error_set(err, LATCH_ENOMEM, "out of memory");
+	json_decref(meta);
+	json_decref(answer);
+	latch_http_response_done(&resp);
 	latch_buf_done(&url);
 	return r;
 }
 
-int latch_k8s_list(struct latch_k8s *k, const char *api_version, const char *kind, const struct latch_k8s_list_options *o,
-		   json_t **ret, struct latch_error *err)
+int latch_k8s_list_each(struct latch_k8s *k, const char *api_version, const char *kind,
+			const struct latch_k8s_list_options *o, int (*fn)(json_t *item, void *arg), void *arg,
+			struct latch_error *err)
 {
 	_cleanup_free_ char *path = NULL;
 	bool namespaced = false;
@@ -759,15 +857,29 @@ int latch_k8s_list(struct latch_k8s *k, const char *api_version, const char *kin
 			memmove(ns, rest, strlen(rest) + 1);
 	}
 	static const struct latch_k8s_list_options every_object = { 0 };
-	json_t *items = json_array();
+	struct list_walk w = { path, o ? o : &every_object, fn, arg };
 	char *cont = NULL;
 	do
-		r = list_page(k, path, o ? o : &every_object, &cont, items, err);
+		r = list_page(k, &w, &cont, err);
 	while (r == 0 && cont);
 	free(cont);
+	return r < 0 ? latch_error_prefix(err, "listing %s", kind) : 0;
+}
+
+static int append_item(json_t *item, void *arg)
+{
+	return json_array_append(arg, item) < 0 ? LATCH_ENOMEM : 0;
+}
+
+int latch_k8s_list(struct latch_k8s *k, const char *api_version, const char *kind, const struct latch_k8s_list_options *o,
+		   json_t **ret, struct latch_error *err)
+{
+	json_t *items = json_array();
+	int r = items ? latch_k8s_list_each(k, api_version, kind, o, append_item, items, err)
+		      : latch_error_set(err, LATCH_ENOMEM, "out of memory");
 	if (r < 0) {
 		json_decref(items);
-		return latch_error_prefix(err, "listing %s", kind);
+		return r;
 	}
 	*ret = items;
 	return 0;

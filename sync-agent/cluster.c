@@ -140,10 +140,32 @@ int sync_validate(struct latch_k8s *k, const json_t *objects, json_t *created_he
 	return r;
 }
 
-/* This source's live objects of the kinds in objects, by object key: one list per kind,
- * selected by the owner labels. Items get back the kind and apiVersion lists leave out. */
+struct live_kind {
+	const char *api_version, *kind;
+	enum sync_live keep;
+	json_t *live;
+};
+
+/* One listed item into live under its key, with back the kind and apiVersion lists leave out. */
+static int keep_live(json_t *item, void *arg)
+{
+	const struct live_kind *lk = arg;
+	/* Drift needs the resourceVersion, health the status: not who owns which field. */
+	json_object_del(json_object_get(item, "metadata"), "managedFields");
+	json_object_set_new(item, "apiVersion", json_string(lk->api_version));
+	json_object_set_new(item, "kind", json_string(lk->kind));
+	_cleanup_free_ char *key = sync_object_key_in(item, sync_object_meta(item, "namespace"));
+	if (!key)
+		return LATCH_ENOMEM;
+	if (lk->keep != SYNC_LIVE_FINGERPRINT)
+		return json_object_set(lk->live, key, item) < 0 ? LATCH_ENOMEM : 0;
+	_cleanup_free_ char *fingerprint = sync_object_fingerprint(item);
+	/* One without a fingerprint counts as changed: it is applied again. */
+	return fingerprint && json_object_set_new(lk->live, key, json_string(fingerprint)) < 0 ? LATCH_ENOMEM : 0;
+}
+
 int sync_list_live(struct latch_k8s *k, const struct sync_config *c, const struct sync_source *s, const json_t *objects,
-		   bool cached, bool metadata_only, json_t *live, struct latch_error *err)
+		   bool cached, enum sync_live keep, json_t *live, struct latch_error *err)
 {
 	struct latch_buf selector = LATCH_BUF_INIT(1024);
 	latch_buf_printf(&selector, LABEL_CONFIG "=%s," LABEL_SOURCE "=%s", c->name, s->name);
@@ -155,33 +177,29 @@ int sync_list_live(struct latch_k8s *k, const struct sync_config *c, const struc
 		const char *api_version = latch_json_get_str(o, "apiVersion"), *kind = latch_json_get_str(o, "kind");
 		struct latch_buf kk = LATCH_BUF_INIT(1024);
 		latch_buf_printf(&kk, "%s/%s", api_version, kind);
-		json_t *items = NULL;
 		if (r == 0)
 			r = latch_buf_check(&kk, "apiVersion/kind", err);
 		if (r == 0 && !json_object_get(listed, latch_buf_str(&kk))) {
 			json_object_set_new(listed, latch_buf_str(&kk), json_true());
-			struct latch_k8s_list_options lo = { latch_buf_str(&selector), cached, metadata_only };
-			r = latch_k8s_list(k, api_version, kind, &lo, &items, err);
+			struct latch_k8s_list_options lo = { latch_buf_str(&selector), cached, keep != SYNC_LIVE_WHOLE };
+			struct live_kind lk = { api_version, kind, keep, live };
+			r = latch_k8s_list_each(k, api_version, kind, &lo, keep_live, &lk, err);
 			if (r == LATCH_ENOTFOUND && !latch_k8s_serves(k, api_version, kind))
 				r = 0; /* a kind the server no longer serves has no objects */
 		}
-		size_t j;
-		json_t *item;
-		json_array_foreach(items, j, item) {
-			/* Drift needs the resourceVersion, health the status: not who owns which field. */
-			json_object_del(json_object_get(item, "metadata"), "managedFields");
-			json_object_set_new(item, "apiVersion", json_string(api_version));
-			json_object_set_new(item, "kind", json_string(kind));
-			_cleanup_free_ char *key = sync_object_key_in(item, sync_object_meta(item, "namespace"));
-			if (key)
-				json_object_set(live, key, item);
-		}
-		json_decref(items);
 		latch_buf_done(&kk);
 	}
 	json_decref(listed);
 	latch_buf_done(&selector);
 	return r;
+}
+
+char *sync_live_fingerprint(const json_t *live, const json_t *obj)
+{
+	const json_t *listed = sync_object_live(live, obj);
+	if (json_is_string(listed))
+		return strdup(json_string_value(listed));
+	return sync_object_fingerprint(listed);
 }
 
 /* Objects whose live fingerprint is not the one the last pass recorded: changed by someone
@@ -193,7 +211,7 @@ json_t *sync_drifted_objects(const json_t *objects, const json_t *fingerprints, 
 	json_t *o;
 	json_array_foreach(out ? objects : NULL, i, o) {
 		_cleanup_free_ char *key = sync_object_key(o);
-		_cleanup_free_ char *now = sync_object_fingerprint(sync_object_live(live, o));
+		_cleanup_free_ char *now = sync_live_fingerprint(live, o);
 		const char *recorded = key ? latch_json_get_str(fingerprints, key) : NULL;
 		if ((!recorded || !now || strcmp(recorded, now) != 0) && json_array_append(out, o) < 0) {
 			json_decref(out);
@@ -285,7 +303,7 @@ static void note_applied(const json_t *obj, const char *fingerprint, json_t *fin
 	_cleanup_free_ char *listed = NULL;
 	const char *before = key ? latch_json_get_str(fingerprints, key) : NULL;
 	if (!before && live)
-		before = listed = sync_object_fingerprint(sync_object_live(live, obj));
+		before = listed = sync_live_fingerprint(live, obj);
 	if (!before || !fingerprint || strcmp(before, fingerprint) != 0) {
 		res->changed++;
 		sync_result_note(res, sync_object_entry(obj), before ? "Updated" : "Created");
@@ -433,7 +451,7 @@ int sync_prune(struct latch_k8s *k, const struct sync_config *c, const struct sy
 	}
 	int r = json_array_size(gone) ? latch_k8s_discover(k, err) : 0;
 	if (r == 0 && json_array_size(gone))
-		r = sync_list_live(k, c, s, gone, false, true, live, err); /* fresh: never delete what was just taken over */
+		r = sync_list_live(k, c, s, gone, false, SYNC_LIVE_METADATA, live, err); /* fresh: never delete what was just taken over */
 	size_t i;
 	json_t *o;
 	json_array_foreach(gone, i, o) {
@@ -469,7 +487,7 @@ int sync_wait_healthy(struct latch_k8s *k, const struct sync_config *c, const st
 		char reason[512] = "";
 		const json_t *waiting = NULL;
 		json_t *live = json_object();
-		r = sync_list_live(k, c, s, workloads, false, false, live, err); /* fresh: a cached copy may predate the apply */
+		r = sync_list_live(k, c, s, workloads, false, SYNC_LIVE_WHOLE, live, err); /* fresh: a cached copy may predate the apply */
 		json_array_foreach(workloads, i, o) {
 			if (r < 0 || waiting)
 				break;

@@ -18,11 +18,19 @@ int sync_resolve_namespaces(struct latch_k8s *k, json_t *objects, struct latch_e
  * key -> what the server would store. */
 int sync_validate(struct latch_k8s *k, const json_t *objects, json_t *created_here, json_t *would_store, struct latch_error *err);
 
-/* This source's live objects of the kinds in objects, into live (key -> object): one list per
- * kind by the owner labels; cached lists come from the API server's watch cache; metadata_only
- * lists carry no spec or status. */
+/* What sync_list_live keeps of each live object. */
+enum sync_live {
+	SYNC_LIVE_WHOLE,       /* the object, spec and status (for health and diff) */
+	SYNC_LIVE_METADATA,    /* its metadata only */
+	SYNC_LIVE_FINGERPRINT, /* only its fingerprint, as a string: all a no-op pass needs */
+};
+/* This source's live objects of the kinds in objects into live, by object key: one list per
+ * kind by the owner labels; cached lists come from the API server's watch cache. */
 int sync_list_live(struct latch_k8s *k, const struct sync_config *c, const struct sync_source *s, const json_t *objects,
-		   bool cached, bool metadata_only, json_t *live, struct latch_error *err);
+		   bool cached, enum sync_live keep, json_t *live, struct latch_error *err);
+/* The fingerprint (sync_object_fingerprint) of obj's live copy in what sync_list_live
+ * returned, whatever it kept; NULL when there is none. To free. */
+char *sync_live_fingerprint(const json_t *live, const json_t *obj);
 /* Objects whose live fingerprint (sync_object_fingerprint) is not the recorded one
  * (fingerprints: key -> fingerprint); NULL when out of memory. */
 json_t *sync_drifted_objects(const json_t *objects, const json_t *fingerprints, const json_t *live);

@@ -297,7 +297,7 @@ static json_t *live_if_unchanged(struct latch_k8s *k, const struct sync_config *
 		return NULL;
 	json_t *live = json_object();
 	struct latch_error err = LATCH_ERROR_INIT;
-	if (sync_list_live(k, c, s, objects, true, true, live, &err) < 0) {
+	if (sync_list_live(k, c, s, objects, true, SYNC_LIVE_FINGERPRINT, live, &err) < 0) {
 		LATCH_LOG(LATCH_LOG_WARN, "listing the live objects failed; applying every object", { "source", s->name },
 			  { "error", latch_error_message(&err) });
 		json_decref(live);
@@ -394,7 +394,7 @@ static int print_diff(struct latch_k8s *k, const struct sync_config *c, const st
 		      struct latch_error *err)
 {
 	json_t *live = json_object(), *gone = json_array(), *keep = sync_entry_set(current);
-	int r = live && gone && keep ? sync_list_live(k, c, s, objects, false, false, live, err) : latch_error_set(err, LATCH_ENOMEM, "out of memory");
+	int r = live && gone && keep ? sync_list_live(k, c, s, objects, false, SYNC_LIVE_WHOLE, live, err) : latch_error_set(err, LATCH_ENOMEM, "out of memory");
 	size_t i;
 	json_t *e;
 	json_array_foreach(lp->entries, i, e) {
@@ -404,7 +404,7 @@ static int print_diff(struct latch_k8s *k, const struct sync_config *c, const st
 	/* As the prune would: only what is still labelled as this source's. */
 	json_t *still_ours = json_object(), *pruned = json_array();
 	if (r == 0 && json_array_size(gone))
-		r = sync_list_live(k, c, s, gone, false, true, still_ours, err);
+		r = sync_list_live(k, c, s, gone, false, SYNC_LIVE_METADATA, still_ours, err);
 	json_array_foreach(gone, i, e) if (sync_object_live(still_ours, e)) json_array_append_new(pruned, sync_object_entry(e));
 	json_decref(still_ours);
 	json_decref(gone);

@@ -104,3 +104,13 @@ struct latch_k8s_list_options {
  * the items (which carry no kind or apiVersion). o NULL: every object, uncached. */
 int latch_k8s_list(struct latch_k8s *k, const char *api_version, const char *kind, const struct latch_k8s_list_options *o,
 		   json_t **ret, struct latch_error *err);
+/* The same, each item through fn as it is read (fn's return < 0 stops the list and is
+ * returned; fn may take a reference): a long list is never held as one tree. */
+int latch_k8s_list_each(struct latch_k8s *k, const char *api_version, const char *kind,
+			const struct latch_k8s_list_options *o, int (*fn)(json_t *item, void *arg), void *arg,
+			struct latch_error *err);
+/* A list body's items through fn one at a time, each parsed alone and freed after (a list of
+ * 10,000 objects is never one tree); ret_meta gets its metadata (the continue token), or NULL.
+ * LATCH_EPARSE when the body is not a JSON object whose items are an array; what fn returns
+ * when it is < 0. */
+int latch_k8s_list_body_each(struct latch_view body, int (*fn)(json_t *item, void *arg), void *arg, json_t **ret_meta);

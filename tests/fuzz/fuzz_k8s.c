@@ -57,9 +57,19 @@ static void read_as_discovery(const json_t *doc)
 	}
 }
 
-/* One body as the API server might answer: an object, a list of them, or discovery. */
+static int read_listed(json_t *item, void *arg)
+{
+	read_as_object(item);
+	return 0;
+}
+
+/* One body as the API server might answer: an object, a list of them (streamed as latch-sync
+ * reads lists, then whole), or discovery. */
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
+	json_t *meta = NULL;
+	latch_k8s_list_body_each(latch_view_make((const char *)data, size), read_listed, NULL, &meta);
+	json_decref(meta);
 	struct latch_json_limits lim = LATCH_JSON_LIMITS_DEFAULT;
 	json_t *doc = NULL;
 	if (latch_json_parse(latch_view_make((const char *)data, size), "fuzz", &lim, &doc, NULL) < 0)

@@ -57,6 +57,48 @@ static struct latch_k8s *client_knowing_core_v1(void)
 }
 
 /* kubectl reads a relative tokenFile from the kubeconfig's folder, not the working one. */
+static int collect_name(json_t *item, void *arg)
+{
+	const char *name = latch_json_get_str(json_object_get(item, "metadata"), "name");
+	return json_array_append_new(arg, json_string(name ? name : "?")) < 0 ? LATCH_ENOMEM : 0;
+}
+
+/* The items a list body streams are the ones a whole parse finds, in order; its continue
+ * token is kept; a body that is not such a list is refused, never half read as fine. */
+static void test_k8s__list_body_streams_the_items_a_whole_parse_finds(void **state)
+{
+	static const char body[] =
+		" {\"kind\": \"ConfigMapList\", \"apiVersion\": \"v1\",\n"
+		"  \"metadata\": {\"resourceVersion\": \"471\", \"continue\": \"eyJ2Ijoi\"},\n"
+		"  \"items\": [ {\"metadata\": {\"name\": \"a\", \"labels\": {\"x\": \"[{,\"}}, \"data\": {\"k\": \"]}\"}},\n"
+		"    {\"metadata\": {\"name\": \"b\"}, \"data\": {\"n\": 12, \"t\": true}} , {\"metadata\": {\"name\": \"c\"}} ],\n"
+		"  \"extra\": [1, 2.5e3, null, \"\\\"}\"] } ";
+	json_t *whole = json_loads(body, 0, NULL), *names = json_array(), *meta = NULL;
+	assert_non_null(whole);
+	assert_int_equal(latch_k8s_list_body_each(latch_view_str(body), collect_name, names, &meta), 0);
+	size_t i;
+	json_t *item;
+	assert_int_equal(json_array_size(names), json_array_size(json_object_get(whole, "items")));
+	json_array_foreach(json_object_get(whole, "items"), i, item)
+		assert_string_equal(json_string_value(json_array_get(names, i)),
+				    latch_json_get_str(json_object_get(item, "metadata"), "name"));
+	assert_string_equal(latch_json_get_str(meta, "continue"), "eyJ2Ijoi");
+	json_decref(meta);
+	json_decref(names);
+	json_decref(whole);
+
+	static const char *const broken[] = { "", "[]", "{\"items\": {}}", "{\"items\": [{\"metadata\": {}}",
+					      "{\"items\": [{}] \"x\": 1}", "{\"items\": [{},]}", "{\"kind\" \"List\"}" };
+	for (size_t b = 0; b < sizeof(broken) / sizeof(broken[0]); b++) {
+		names = json_array();
+		meta = NULL;
+		if (latch_k8s_list_body_each(latch_view_str(broken[b]), collect_name, names, &meta) != LATCH_EPARSE)
+			fail_msg("'%s' was read as a list", broken[b]);
+		json_decref(meta);
+		json_decref(names);
+	}
+}
+
 static void test_k8s__token_file_is_relative_to_the_kubeconfig(void **state)
 {
 	char dir[] = "/tmp/latch-test-k8s-XXXXXX";
@@ -141,6 +183,7 @@ static void test_k8s__a_group_version_that_cannot_name_a_path_is_not_learned(voi
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_k8s__list_body_streams_the_items_a_whole_parse_finds),
 		cmocka_unit_test(test_k8s__token_file_is_relative_to_the_kubeconfig),
 		cmocka_unit_test(test_k8s__discovery_teaches_kinds_not_subresources),
 		cmocka_unit_test(test_k8s__names_that_would_leave_their_path_segment_are_refused),
