@@ -202,9 +202,8 @@ char *sync_live_fingerprint(const json_t *live, const json_t *obj)
 	return sync_object_fingerprint(listed);
 }
 
-/* Objects whose live fingerprint is not the one the last pass recorded: changed by someone
- * else (drift), or gone. */
-json_t *sync_drifted_objects(const json_t *objects, const json_t *fingerprints, const json_t *live)
+json_t *sync_changed_objects(const json_t *objects, const json_t *digests, const json_t *fingerprints,
+			     const json_t *live)
 {
 	json_t *out = json_array();
 	size_t i;
@@ -213,7 +212,11 @@ json_t *sync_drifted_objects(const json_t *objects, const json_t *fingerprints, 
 		_cleanup_free_ char *key = sync_object_key(o);
 		_cleanup_free_ char *now = sync_live_fingerprint(live, o);
 		const char *recorded = key ? latch_json_get_str(fingerprints, key) : NULL;
-		if ((!recorded || !now || strcmp(recorded, now) != 0) && json_array_append(out, o) < 0) {
+		const char *applied = key && digests ? latch_json_get_str(digests, key) : NULL;
+		const char *digest = sync_object_digest(o);
+		bool drifted = !recorded || !now || strcmp(recorded, now) != 0;
+		bool changed = digests && (!applied || !digest || strcmp(applied, digest) != 0);
+		if ((drifted || changed) && json_array_append(out, o) < 0) {
 			json_decref(out);
 			return NULL;
 		}

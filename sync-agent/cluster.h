@@ -31,9 +31,13 @@ int sync_list_live(struct latch_k8s *k, const struct sync_config *c, const struc
 /* The fingerprint (sync_object_fingerprint) of obj's live copy in what sync_list_live
  * returned, whatever it kept; NULL when there is none. To free. */
 char *sync_live_fingerprint(const json_t *live, const json_t *obj);
-/* Objects whose live fingerprint (sync_object_fingerprint) is not the recorded one
- * (fingerprints: key -> fingerprint); NULL when out of memory. */
-json_t *sync_drifted_objects(const json_t *objects, const json_t *fingerprints, const json_t *live);
+/* Objects to apply again: those whose live fingerprint (sync_object_fingerprint) is not the
+ * recorded one (fingerprints: key -> fingerprint), changed by someone else or gone, and those
+ * whose digest (sync_object_digest) is not the one recorded when they were last applied
+ * (digests: key -> digest; NULL when the revision renders as it did then). NULL when out of
+ * memory. */
+json_t *sync_changed_objects(const json_t *objects, const json_t *digests, const json_t *fingerprints,
+			     const json_t *live);
 
 /* Server-side apply, staged. versions: the recorded fingerprints, updated with what this
  * apply stored; live: the objects as listed before (or NULL); created: Namespaces

@@ -67,6 +67,7 @@ json_t *sync_object_wire(const json_t *obj)
 	json_t *copy = json_deep_copy(obj);
 	json_object_del(json_object_get(copy, "metadata"), "_defaultNamespace");
 	json_object_del(json_object_get(copy, "metadata"), "_origin");
+	json_object_del(json_object_get(copy, "metadata"), "_digest");
 	return copy;
 }
 
@@ -219,7 +220,7 @@ char *sync_object_fingerprint(const json_t *obj)
 
 /* FNV-1a, 64 bits: tells whether what a revision renders to changed (a config change on the
  * same commit), not a security boundary. */
-char *sync_objects_hash(const json_t *objects)
+char *sync_objects_hash(json_t *objects)
 {
 	uint64_t h = 14695981039346656037ull;
 	size_t i;
@@ -232,11 +233,20 @@ char *sync_objects_hash(const json_t *objects)
 			return NULL;
 		h = fnv1a(h, text);
 		h = fnv1a(h, "\n");
+		char digest[17];
+		snprintf(digest, sizeof(digest), "%016llx", (unsigned long long)fnv1a(14695981039346656037ull, text));
 		latch_secret_free(text); /* the objects may be Secrets */
+		if (json_object_set_new(json_object_get(o, "metadata"), "_digest", json_string(digest)) < 0)
+			return NULL;
 	}
 	char *hex = malloc(17);
 	if (hex)
 		snprintf(hex, 17, "%016llx", (unsigned long long)h);
 	return hex;
+}
+
+const char *sync_object_digest(const json_t *obj)
+{
+	return latch_json_get_str(json_object_get(obj, "metadata"), "_digest");
 }
 

@@ -54,6 +54,9 @@ json_t *sync_objects_sorted(json_t *objects);
  * change of the spec moves and status writes by controllers do not, with a hash of the
  * labels; for an object without a generation, its resourceVersion. */
 char *sync_object_fingerprint(const json_t *obj);
-/* A short hash of the objects as they would be sent (hex, to free; NULL when out of memory). */
-char *sync_objects_hash(const json_t *objects);
+/* A short hash of the objects as they would be sent (hex, to free; NULL when out of memory).
+ * Each object gets its own in its metadata (sync_object_digest), kept out of what is sent. */
+char *sync_objects_hash(json_t *objects);
+/* The hash of one object as it would be sent, set by sync_objects_hash; NULL before. */
+const char *sync_object_digest(const json_t *obj);
 

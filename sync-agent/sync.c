@@ -71,6 +71,7 @@ static json_t *inventory_field(const json_t *data, const json_t *binary, const c
 /* What the last pass recorded. */
 struct last_pass {
 	json_t *data, *binary;
+	json_t *digests;  /* the digest of each object as it was last applied (sync_object_digest) */
 	json_t *entries;  /* the objects it left in the cluster */
 	json_t *versions; /* their fingerprints by object key (sync_object_fingerprint) */
 	json_t *created;  /* Namespaces and CRDs latch-sync created (sync_created_key) */
@@ -87,9 +88,10 @@ static int last_pass_read(struct latch_k8s *k, const struct sync_config *c, cons
 	lp->entries = inventory_field(lp->data, lp->binary, "inventory", true);
 	lp->versions = inventory_field(lp->data, lp->binary, "fingerprints", false);
 	lp->created = inventory_field(lp->data, lp->binary, "createdNamespaces", true);
+	lp->digests = inventory_field(lp->data, lp->binary, "renderedDigests", false);
 	lp->applied_revision = latch_json_get_str(lp->data, "lastAppliedRevision");
 	lp->rendered_hash = latch_json_get_str(lp->data, "renderedHash");
-	if (!lp->entries || !lp->versions || !lp->created)
+	if (!lp->entries || !lp->versions || !lp->created || !lp->digests)
 		return latch_error_set(err, LATCH_ENOMEM, "out of memory");
 	return 0;
 }
@@ -99,6 +101,7 @@ static void last_pass_done(struct last_pass *lp)
 	json_decref(lp->entries);
 	json_decref(lp->versions);
 	json_decref(lp->created);
+	json_decref(lp->digests);
 	json_decref(lp->data);
 	json_decref(lp->binary);
 }
@@ -106,7 +109,7 @@ static void last_pass_done(struct last_pass *lp)
 /* What a pass writes to the inventory. */
 struct record {
 	const json_t *previous;         /* the inventory's data as the pass found it */
-	const json_t *entries, *versions, *created;
+	const json_t *entries, *versions, *created, *digests;
 	const char *applied_revision;   /* NULL: keep the last one (and its rendered hash) */
 	const char *rendered_hash;
 	const char *attempted_revision;
@@ -154,6 +157,7 @@ static int write_inventory(struct latch_k8s *k, const struct sync_config *c, con
 	json_t *binary = json_object();
 	record_list(data, binary, "inventory", rec->entries);
 	record_list(data, binary, "fingerprints", rec->versions);
+	record_list(data, binary, "renderedDigests", rec->digests);
 	/* Server-side apply drops the fields this manager stops sending: carry over what this
 	 * pass does not replace. */
 	const json_t *old = rec->previous;
@@ -266,7 +270,8 @@ static int record_intent(struct latch_k8s *k, const struct sync_config *c, const
 	json_t *both = r == 0 ? union_of(lp->entries, current) : NULL;
 	struct latch_buf result = LATCH_BUF_INIT(256);
 	latch_buf_printf(&result, "Applying %.12s", revision);
-	struct record rec = { lp->data, both, lp->versions, lp->created, NULL, NULL, revision, latch_buf_str(&result), NULL };
+	struct record rec = { lp->data, both, lp->versions, lp->created, lp->digests, NULL, NULL, revision, latch_buf_str(&result),
+			      NULL };
 	if (r == 0)
 		r = both ? write_inventory(k, c, s, &rec, err) : latch_error_set(err, LATCH_ENOMEM, "out of memory");
 	latch_buf_done(&result);
@@ -288,12 +293,13 @@ static char *timings_text(const struct timings *t)
 	return text;
 }
 
-/* The live objects, when the revision and what it renders to are the ones last applied: then
- * only what drifted is applied again. NULL means apply (and validate) everything. */
-static json_t *live_if_unchanged(struct latch_k8s *k, const struct sync_config *c, const struct sync_source *s, const json_t *objects,
-				 bool unchanged)
+/* The fingerprints of the live objects once a pass has recorded some: then only what changed
+ * in the revision or drifted in the cluster is validated and applied. NULL means validate and
+ * apply everything. */
+static json_t *live_fingerprints(struct latch_k8s *k, const struct sync_config *c, const struct sync_source *s,
+				 const json_t *objects, const struct last_pass *lp)
 {
-	if (!unchanged)
+	if (json_object_size(lp->versions) == 0)
 		return NULL;
 	json_t *live = json_object();
 	struct latch_error err = LATCH_ERROR_INIT;
@@ -305,6 +311,24 @@ static json_t *live_if_unchanged(struct latch_k8s *k, const struct sync_config *
 	}
 	latch_error_done(&err);
 	return live;
+}
+
+/* What the inventory records as applied once a revision is in the cluster: every object's
+ * digest (those not applied again had these already). */
+static json_t *digests_of(const json_t *objects)
+{
+	json_t *digests = json_object();
+	size_t i;
+	json_t *o;
+	json_array_foreach(digests ? objects : NULL, i, o) {
+		_cleanup_free_ char *key = sync_object_key(o);
+		const char *digest = sync_object_digest(o);
+		if (!key || !digest || json_object_set_new(digests, key, json_string(digest)) < 0) {
+			json_decref(digests);
+			return NULL;
+		}
+	}
+	return digests;
 }
 
 /* How far a pass got in the cluster. */
@@ -358,9 +382,10 @@ static json_t *entries_after(const struct last_pass *lp, const json_t *current, 
 /* Record the attempt either way; a failed revision keeps the last applied one. Events when
  * something happened, not on every quiet pass. */
 static int record_pass(struct latch_k8s *k, const struct sync_config *c, const struct sync_source *s, const struct last_pass *lp,
-		       const json_t *current, const struct sync_result *res, const char *hash, const struct timings *t,
-		       const struct progress *p, bool quiet, int r, struct latch_error *err)
+		       const json_t *current, const struct sync_result *res, const char *hash, const json_t *applied_digests,
+		       const struct timings *t, const struct progress *p, bool quiet, int r, struct latch_error *err)
 {
+	const json_t *digests = applied_digests ? applied_digests : lp->digests;
 	if (r == 0 && quiet && already_recorded(lp, res->revision))
 		return 0;
 	struct latch_buf result = LATCH_BUF_INIT(8192);
@@ -371,7 +396,7 @@ static int record_pass(struct latch_k8s *k, const struct sync_config *c, const s
 		latch_buf_printf(&result, "%s%s", p->in_cluster ? "Applied, unhealthy: " : "", latch_error_message(err));
 	char *durations = quiet ? NULL : timings_text(t);
 	json_t *entries = entries_after(lp, current, p);
-	struct record rec = { lp->data, entries, lp->versions, lp->created, p->in_cluster ? res->revision : NULL, hash,
+	struct record rec = { lp->data, entries, lp->versions, lp->created, digests, p->in_cluster ? res->revision : NULL, hash,
 			      res->revision[0] ? res->revision : "unknown", latch_buf_str(&result), durations };
 	struct latch_error ierr = LATCH_ERROR_INIT;
 	if ((!entries || write_inventory(k, c, s, &rec, &ierr) < 0) && r == 0)
@@ -477,10 +502,17 @@ int sync_source_pass(struct latch_k8s *k, const struct sync_config *c, const str
 	t.rendered = latch_monotonic_s();
 	bool unchanged = r == 0 && lp.applied_revision && strcmp(lp.applied_revision, res.revision) == 0 && lp.rendered_hash &&
 			 strcmp(lp.rendered_hash, hash) == 0;
-	if (r == 0 && (live = live_if_unchanged(k, c, s, objects, unchanged && !dry_run)))
-		to_apply = sync_drifted_objects(objects, lp.versions, live);
-	else if (r == 0 && (r = sync_validate(k, objects, new_namespaces, would_store, err)) == 0)
+	if (r == 0 && !dry_run)
+		live = live_fingerprints(k, c, s, objects, &lp);
+	if (r == 0 && live) {
+		/* What the revision changes, validated first, and what drifted (it was validated when
+		 * it was applied): a one-line change to a revision of 10,000 objects is two requests. */
+		to_apply = sync_changed_objects(objects, unchanged ? NULL : lp.digests, lp.versions, live);
+		r = !to_apply ? latch_error_set(err, LATCH_ENOMEM, "out of memory")
+		    : unchanged ? 0 : sync_validate(k, to_apply, new_namespaces, would_store, err);
+	} else if (r == 0 && (r = sync_validate(k, objects, new_namespaces, would_store, err)) == 0) {
 		to_apply = json_incref(objects);
+	}
 	if (r == 0 && dry_run)
 		r = print_diff(k, c, s, objects, would_store, &lp, current, diff, &res, err);
 	t.validated = t.applied = t.pruned = t.healthy = latch_monotonic_s();
@@ -491,10 +523,12 @@ int sync_source_pass(struct latch_k8s *k, const struct sync_config *c, const str
 		mark_drift_corrected(res.touched);
 	}
 	bool quiet = unchanged && res.changed == 0 && res.pruned == 0;
+	json_t *digests = p.in_cluster ? digests_of(objects) : NULL;
 	if (!dry_run && readable)
-		r = record_pass(k, c, s, &lp, current ? current : lp.entries, &res, hash, &t, &p, quiet, r, err);
+		r = record_pass(k, c, s, &lp, current ? current : lp.entries, &res, hash, digests, &t, &p, quiet, r, err);
 	else if (!dry_run && r < 0)
 		record_event(k, c, s, true, "SyncFailed", latch_error_message(err));
+	json_decref(digests);
 	if (r == 0 && !dry_run)
 		res.entries = json_incref(current);
 	last_pass_done(&lp);

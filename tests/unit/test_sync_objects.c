@@ -177,11 +177,43 @@ static void test_sync_objects__drifted_objects_are_the_changed_and_the_gone(void
 	json_t *live = parse("{"
 			     "\"v1/ConfigMap/a/same\":{\"metadata\":{\"name\":\"same\",\"resourceVersion\":\"10\"}},"
 			     "\"v1/ConfigMap/a/edited\":{\"metadata\":{\"name\":\"edited\",\"resourceVersion\":\"15\"}}}");
-	json_t *drifted = sync_drifted_objects(objects, recorded, live);
+	json_t *drifted = sync_changed_objects(objects, NULL, recorded, live);
 	char *list = names(drifted);
 	assert_string_equal(list, "ConfigMap a/edited\nConfigMap a/deleted\n");
 	free(list);
 	json_decref(drifted);
+	json_decref(objects);
+	json_decref(recorded);
+	json_decref(live);
+}
+
+/* Changed in the revision: an object whose digest is not the one recorded when it was last
+ * applied, or that has none recorded; live copies given as fingerprints, as a no-op lists them. */
+static void test_sync_objects__changed_objects_are_the_edited_and_the_new(void **state)
+{
+	json_t *objects = parse("["
+		"{\"apiVersion\":\"v1\",\"kind\":\"ConfigMap\",\"metadata\":{\"name\":\"same\",\"namespace\":\"a\"}},"
+		"{\"apiVersion\":\"v1\",\"kind\":\"ConfigMap\",\"metadata\":{\"name\":\"edited\",\"namespace\":\"a\"}},"
+		"{\"apiVersion\":\"v1\",\"kind\":\"ConfigMap\",\"metadata\":{\"name\":\"new\",\"namespace\":\"a\"}}]");
+	free(sync_objects_hash(objects));
+	const char *same = sync_object_digest(json_array_get(objects, 0));
+	assert_non_null(same);
+	assert_string_not_equal(same, sync_object_digest(json_array_get(objects, 1)));
+	json_t *digests = json_pack("{s:s,s:s}", "v1/ConfigMap/a/same", same, "v1/ConfigMap/a/edited", "0000000000000000");
+	json_t *recorded = parse("{\"v1/ConfigMap/a/same\":\"r10\",\"v1/ConfigMap/a/edited\":\"r11\",\"v1/ConfigMap/a/new\":\"r12\"}");
+	json_t *live = parse("{\"v1/ConfigMap/a/same\":\"r10\",\"v1/ConfigMap/a/edited\":\"r11\",\"v1/ConfigMap/a/new\":\"r12\"}");
+	json_t *changed = sync_changed_objects(objects, digests, recorded, live);
+	char *list = names(changed);
+	assert_string_equal(list, "ConfigMap a/edited\nConfigMap a/new\n");
+	free(list);
+	json_decref(changed);
+	changed = sync_changed_objects(objects, NULL, recorded, live);
+	assert_int_equal(json_array_size(changed), 0);
+	json_decref(changed);
+	json_t *wire = sync_object_wire(json_array_get(objects, 0));
+	assert_null(json_object_get(json_object_get(wire, "metadata"), "_digest"));
+	json_decref(wire);
+	json_decref(digests);
 	json_decref(objects);
 	json_decref(recorded);
 	json_decref(live);
@@ -262,6 +294,7 @@ int main(void)
 		cmocka_unit_test(test_sync_objects__fingerprint_moves_with_spec_and_labels_not_status),
 		cmocka_unit_test(test_sync_objects__rendered_hash_follows_what_is_sent),
 		cmocka_unit_test(test_sync_objects__drifted_objects_are_the_changed_and_the_gone),
+		cmocka_unit_test(test_sync_objects__changed_objects_are_the_edited_and_the_new),
 		cmocka_unit_test(test_sync_objects__diff_names_objects_and_fields),
 		cmocka_unit_test(test_sync_objects__prune_keeps_namespaces_and_crds_it_did_not_create),
 	};
