@@ -1,6 +1,7 @@
 /* latch-inject: a manifest filter (stdin or files to stdout) and a KRM function. */
 #include <dirent.h>
 #include <getopt.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -189,6 +190,22 @@ static int read_stdin(struct latch_buf *out, struct latch_error *err)
 	return ferror(stdin) ? latch_error_set(err, LATCH_EIO, "reading stdin failed") : 0;
 }
 
+/* A mapped file cut short while it is read (an editor saving in place) raises SIGBUS on the
+ * pages that went: say which file and stop, having written nothing (output is all or nothing). */
+static const char *volatile reading = "the input";
+
+static void input_cut_short(int sig)
+{
+	static const char before[] = "latch-inject: ";
+	static const char after[] = ": the file shrank while it was read; nothing was written\n";
+	(void)sig;
+	/* Only write(2) and _exit(2): what a signal handler may call. */
+	(void)latch_write_all(2, latch_view_make(before, sizeof(before) - 1));
+	(void)latch_write_all(2, latch_view_str(reading));
+	(void)latch_write_all(2, latch_view_make(after, sizeof(after) - 1));
+	_exit(74);
+}
+
 /* A file is mapped and given back as it is read (see latch_input_open); stdin is held whole. */
 static int open_input(const char *name, bool from_stdin, struct latch_input *in, struct latch_error *err)
 {
@@ -291,6 +308,7 @@ static int process(struct cli *c, const char *name, bool from_stdin, struct sink
 	struct latch_yaml_reader *reader = NULL;
 	struct latch_yaml_limits lim = LATCH_YAML_LIMITS_DEFAULT;
 	lim.max_bytes = INPUT_MAX;
+	reading = name;
 	int r = open_input(name, from_stdin, &in, err);
 	if (r == 0)
 		r = latch_yaml_reader_new(in.text, name, &lim, &reader, err);
@@ -370,6 +388,8 @@ int main(int argc, char **argv)
 {
 	struct cli c = { 0 };
 	c.opts.memo = &c.memo;
+	struct sigaction bus = { .sa_handler = input_cut_short };
+	sigaction(SIGBUS, &bus, NULL);
 	int r = parse_args(argc, argv, &c);
 	if (r != 0) {
 		cli_done(&c);

@@ -393,8 +393,8 @@ static int request_raw(struct latch_k8s *k, const char *method, const char *path
 	return r;
 }
 
-static int parse_body(const struct latch_buf *body, const char *method, const char *path, long status, json_t **ret,
-		      struct latch_error *err)
+static int parse_body(const struct latch_buf *body, const char *method, const char *path, long status,
+		      json_t **ret, struct latch_error *err)
 {
 	*ret = NULL;
 	struct latch_json_limits lim = { BODY_MAX, 128 };
@@ -752,8 +752,8 @@ static json_t *next_value(struct cursor *c)
 {
 	skip_space(c);
 	json_error_t e;
-	json_t *v = c->at < c->len ? json_loadb(c->text + c->at, c->len - c->at, JSON_DECODE_ANY | JSON_DISABLE_EOF_CHECK, &e)
-				   : NULL;
+	size_t flags = JSON_DECODE_ANY | JSON_DISABLE_EOF_CHECK;
+	json_t *v = c->at < c->len ? json_loadb(c->text + c->at, c->len - c->at, flags, &e) : NULL;
 	if (v)
 		c->at += (size_t)e.position;
 	return v;
@@ -776,7 +776,8 @@ static int each_element(struct cursor *c, int (*fn)(json_t *item, void *arg), vo
 	return take(c, ']') ? 0 : LATCH_EPARSE;
 }
 
-int latch_k8s_list_body_each(struct latch_view body, int (*fn)(json_t *item, void *arg), void *arg, json_t **ret_meta)
+int latch_k8s_list_body_each(struct latch_view body, int (*fn)(json_t *item, void *arg), void *arg,
+			     json_t **ret_meta)
 {
 	struct cursor c = { body.ptr ? body.ptr : "", body.len, 0 };
 	*ret_meta = NULL;
@@ -824,12 +825,15 @@ static int list_page(struct latch_k8s *k, const struct list_walk *w, char **cont
 	json_t *meta = NULL, *answer = NULL;
 	int r = latch_buf_check(&url, "list URL", err);
 	if (r == 0)
-		r = request_raw(k, "GET", latch_buf_str(&url), NULL, w->o->metadata_only ? METADATA_ONLY : NULL, NULL, &resp, err);
+		r = request_raw(k, "GET", latch_buf_str(&url), NULL, w->o->metadata_only ? METADATA_ONLY : NULL, NULL,
+				&resp, err);
 	if (r == 0 && resp.status != 200 && parse_body(&resp.body, "GET", w->path, resp.status, &answer, err) == 0)
 		r = status_error(resp.status, answer, w->path, err);
 	else if (r == 0 && resp.status != 200)
 		r = latch_error_prefix(err, "%s: the API server answered %ld", w->path, resp.status);
-	if (r == 0 && (r = latch_k8s_list_body_each(latch_buf_view(&resp.body), w->fn, w->arg, &meta)) == LATCH_EPARSE)
+	if (r == 0)
+		r = latch_k8s_list_body_each(latch_buf_view(&resp.body), w->fn, w->arg, &meta);
+	if (r == LATCH_EPARSE)
 		r = latch_error_set(err, r, "GET %s answered with a list that is not JSON", w->path);
 	const char *next = latch_json_get_str(meta, "continue");
 	if (r == 0 && next && *next && !(*cont = strdup(next)))
@@ -871,8 +875,8 @@ static int append_item(json_t *item, void *arg)
 	return json_array_append(arg, item) < 0 ? LATCH_ENOMEM : 0;
 }
 
-int latch_k8s_list(struct latch_k8s *k, const char *api_version, const char *kind, const struct latch_k8s_list_options *o,
-		   json_t **ret, struct latch_error *err)
+int latch_k8s_list(struct latch_k8s *k, const char *api_version, const char *kind,
+		   const struct latch_k8s_list_options *o, json_t **ret, struct latch_error *err)
 {
 	json_t *items = json_array();
 	int r = items ? latch_k8s_list_each(k, api_version, kind, o, append_item, items, err)

@@ -629,7 +629,8 @@ int latch_yaml_writer_new(struct latch_buf *out, struct latch_yaml_writer **ret,
 	return 0;
 }
 
-int latch_yaml_writer_add(struct latch_yaml_writer *w, const struct latch_yaml_node *root, struct latch_error *err)
+int latch_yaml_writer_add(struct latch_yaml_writer *w, const struct latch_yaml_node *root,
+			  struct latch_error *err)
 {
 	if (w->broken)
 		return latch_error_set(err, LATCH_EINVAL, "emitting YAML: an earlier document failed");

@@ -303,10 +303,9 @@ void sync_result_done(struct sync_result *res)
 static void note_applied(const json_t *obj, const char *fingerprint, json_t *fingerprints, const json_t *live, struct sync_result *res)
 {
 	_cleanup_free_ char *key = sync_object_key(obj);
-	_cleanup_free_ char *listed = NULL;
-	const char *before = key ? latch_json_get_str(fingerprints, key) : NULL;
-	if (!before && live)
-		before = listed = sync_live_fingerprint(live, obj);
+	const char *recorded = key ? latch_json_get_str(fingerprints, key) : NULL;
+	_cleanup_free_ char *listed = !recorded && live ? sync_live_fingerprint(live, obj) : NULL;
+	const char *before = recorded ? recorded : listed;
 	if (!before || !fingerprint || strcmp(before, fingerprint) != 0) {
 		res->changed++;
 		sync_result_note(res, sync_object_entry(obj), before ? "Updated" : "Created");
@@ -454,7 +453,8 @@ int sync_prune(struct latch_k8s *k, const struct sync_config *c, const struct sy
 	}
 	int r = json_array_size(gone) ? latch_k8s_discover(k, err) : 0;
 	if (r == 0 && json_array_size(gone))
-		r = sync_list_live(k, c, s, gone, false, SYNC_LIVE_METADATA, live, err); /* fresh: never delete what was just taken over */
+		/* fresh: never delete what was just taken over */
+		r = sync_list_live(k, c, s, gone, false, SYNC_LIVE_METADATA, live, err);
 	size_t i;
 	json_t *o;
 	json_array_foreach(gone, i, o) {
@@ -490,7 +490,8 @@ int sync_wait_healthy(struct latch_k8s *k, const struct sync_config *c, const st
 		char reason[512] = "";
 		const json_t *waiting = NULL;
 		json_t *live = json_object();
-		r = sync_list_live(k, c, s, workloads, false, SYNC_LIVE_WHOLE, live, err); /* fresh: a cached copy may predate the apply */
+		/* fresh: a cached copy may predate the apply */
+		r = sync_list_live(k, c, s, workloads, false, SYNC_LIVE_WHOLE, live, err);
 		json_array_foreach(workloads, i, o) {
 			if (r < 0 || waiting)
 				break;

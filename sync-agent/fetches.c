@@ -74,7 +74,8 @@ char *sync_fetch_dir(const struct sync_config *c, const struct sync_source *s)
 	unsigned int n = 0;
 	EVP_MD_CTX *md = EVP_MD_CTX_new();
 	bool ok = md && EVP_DigestInit_ex(md, EVP_sha256(), NULL) == 1;
-	const char *fields[] = { s->url, s->username_file, s->password_file, s->ssh_key_file, s->known_hosts_file, s->ca_file };
+	const char *fields[] = { s->url, s->username_file, s->password_file,
+				 s->ssh_key_file, s->known_hosts_file, s->ca_file };
 	for (size_t i = 0; ok && i < sizeof(fields) / sizeof(fields[0]); i++)
 		digest_field(md, fields[i]);
 	ok = ok && EVP_DigestFinal_ex(md, digest, &n) == 1 && n >= 16;
@@ -145,7 +146,9 @@ int sync_fetch_once(struct sync_fetches *f, const char *dir, sync_fetch_fn fetch
 {
 	if (f && f->round) {
 		struct fetched *e = fetched_for(f, dir);
-		return e ? fetch_in_round(f, e, fetch, arg, observed, err) : latch_error_set(err, LATCH_ENOMEM, "out of memory");
+		if (!e)
+			return latch_error_set(err, LATCH_ENOMEM, "out of memory");
+		return fetch_in_round(f, e, fetch, arg, observed, err);
 	}
 	double seconds = 0;
 	int r = fetch_timed(fetch, arg, &seconds, err);

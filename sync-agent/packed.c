@@ -22,7 +22,9 @@ static int gzip(const char *text, size_t len, struct latch_buf *out)
 	z.avail_in = (uInt)len;
 	z.next_out = dst;
 	z.avail_out = (uInt)bound;
-	int r = dst && deflate(&z, Z_FINISH) == Z_STREAM_END ? latch_buf_append(out, dst, z.total_out) : LATCH_ENOMEM;
+	int r = LATCH_ENOMEM;
+	if (dst && deflate(&z, Z_FINISH) == Z_STREAM_END)
+		r = latch_buf_append(out, dst, z.total_out);
 	deflateEnd(&z);
 	free(dst);
 	return r;
@@ -57,7 +59,8 @@ json_t *sync_packed_from_json(const json_t *v)
 	char *text = json_dumps(v, JSON_COMPACT | JSON_SORT_KEYS | JSON_ENCODE_ANY);
 	struct latch_buf zipped = LATCH_BUF_INIT(UNPACKED_MAX), b64 = LATCH_BUF_INIT(2 * UNPACKED_MAX);
 	json_t *packed = NULL;
-	if (text && gzip(text, strlen(text), &zipped) == 0 && latch_base64_encode(latch_buf_view(&zipped), false, &b64) == 0)
+	if (text && gzip(text, strlen(text), &zipped) == 0 &&
+	    latch_base64_encode(latch_buf_view(&zipped), false, &b64) == 0)
 		packed = json_string(latch_buf_str(&b64));
 	free(text);
 	latch_buf_done(&zipped);

@@ -26,15 +26,16 @@ static char *inventory_name(const struct sync_config *c, const struct sync_sourc
 
 /* The inventory ConfigMap's data and binaryData, or empty objects when there is none yet. Any
  * other failure to read it fails the pass: taking it for empty would forget what to prune. */
-static int read_inventory_data(struct latch_k8s *k, const struct sync_config *c, const struct sync_source *s, json_t **ret_data,
-			       json_t **ret_binary, struct latch_error *err)
+static int read_inventory_data(struct latch_k8s *k, const struct sync_config *c, const struct sync_source *s,
+			       json_t **ret_data, json_t **ret_binary, struct latch_error *err)
 {
 	_cleanup_free_ char *name = inventory_name(c, s);
 	json_t *cm = NULL;
 	int r = latch_k8s_get(k, "v1", "ConfigMap", c->namespace, name, &cm, err);
 	if (r < 0 && r != LATCH_ENOTFOUND)
 		return latch_error_prefix(err, "reading the inventory ConfigMap %s/%s", c->namespace, name);
-	json_t *data = json_incref(json_object_get(cm, "data")), *binary = json_incref(json_object_get(cm, "binaryData"));
+	json_t *data = json_incref(json_object_get(cm, "data"));
+	json_t *binary = json_incref(json_object_get(cm, "binaryData"));
 	json_decref(cm);
 	if (!json_is_object(data)) {
 		json_decref(data);
@@ -134,17 +135,17 @@ static json_t *dumped(const json_t *v)
  * text). Smaller ones stay readable with kubectl get. */
 #define INVENTORY_PLAIN_MAX (128u << 10)
 
-static void record_list(json_t *data, json_t *binary, const char *key, const json_t *list)
+/* false when out of memory: the list is then missing, and the inventory must not be written. */
+static bool record_list(json_t *data, json_t *binary, const char *key, const json_t *list)
 {
 	json_t *text = dumped(list);
-	if (json_string_length(text) <= INVENTORY_PLAIN_MAX) {
-		json_object_set_new(data, key, text);
-		return;
-	}
+	if (text && json_string_length(text) <= INVENTORY_PLAIN_MAX)
+		return json_object_set_new(data, key, text) == 0;
 	json_decref(text);
 	char packed_key[64];
 	snprintf(packed_key, sizeof(packed_key), "%s.gz", key);
-	json_object_set_new(binary, packed_key, sync_packed_from_json(list));
+	json_t *packed = text ? sync_packed_from_json(list) : NULL;
+	return packed && json_object_set_new(binary, packed_key, packed) == 0;
 }
 
 static int write_inventory(struct latch_k8s *k, const struct sync_config *c, const struct sync_source *s, const struct record *rec,
@@ -155,9 +156,9 @@ static int write_inventory(struct latch_k8s *k, const struct sync_config *c, con
 	json_t *data = json_pack("{s:o,s:s,s:s}", "createdNamespaces", dumped(rec->created), "lastAttemptedRevision",
 				 rec->attempted_revision, "result", rec->result);
 	json_t *binary = json_object();
-	record_list(data, binary, "inventory", rec->entries);
-	record_list(data, binary, "fingerprints", rec->versions);
-	record_list(data, binary, "renderedDigests", rec->digests);
+	bool listed = data && binary && record_list(data, binary, "inventory", rec->entries) &&
+		      record_list(data, binary, "fingerprints", rec->versions) &&
+		      record_list(data, binary, "renderedDigests", rec->digests);
 	/* Server-side apply drops the fields this manager stops sending: carry over what this
 	 * pass does not replace. */
 	const json_t *old = rec->previous;
@@ -178,7 +179,7 @@ static int write_inventory(struct latch_k8s *k, const struct sync_config *c, con
 	json_t *ns = json_pack("{s:s,s:s,s:{s:s}}", "apiVersion", "v1", "kind", "Namespace", "metadata", "name", c->namespace);
 	struct latch_k8s_apply_options ao = { FIELD_MANAGER "-inventory", true, false, NULL };
 	/* A builder call that failed would leave a field out: the inventory is written whole or not. */
-	int r = !name || !cm || !ns || latch_json_allocation_failures() != json_failures
+	int r = !name || !cm || !ns || !listed || latch_json_allocation_failures() != json_failures
 			? latch_error_set(err, LATCH_ENOMEM, "out of memory")
 			: latch_k8s_apply(k, ns, &ao, NULL, err);
 	if (r == 0)
@@ -270,8 +271,8 @@ static int record_intent(struct latch_k8s *k, const struct sync_config *c, const
 	json_t *both = r == 0 ? union_of(lp->entries, current) : NULL;
 	struct latch_buf result = LATCH_BUF_INIT(256);
 	latch_buf_printf(&result, "Applying %.12s", revision);
-	struct record rec = { lp->data, both, lp->versions, lp->created, lp->digests, NULL, NULL, revision, latch_buf_str(&result),
-			      NULL };
+	struct record rec = { lp->data, both, lp->versions, lp->created, lp->digests,
+			      NULL, NULL, revision, latch_buf_str(&result), NULL };
 	if (r == 0)
 		r = both ? write_inventory(k, c, s, &rec, err) : latch_error_set(err, LATCH_ENOMEM, "out of memory");
 	latch_buf_done(&result);
@@ -296,8 +297,8 @@ static char *timings_text(const struct timings *t)
 /* The fingerprints of the live objects once a pass has recorded some: then only what changed
  * in the revision or drifted in the cluster is validated and applied. NULL means validate and
  * apply everything. */
-static json_t *live_fingerprints(struct latch_k8s *k, const struct sync_config *c, const struct sync_source *s,
-				 const json_t *objects, const struct last_pass *lp)
+static json_t *live_fingerprints(struct latch_k8s *k, const struct sync_config *c,
+				 const struct sync_source *s, const json_t *objects, const struct last_pass *lp)
 {
 	if (json_object_size(lp->versions) == 0)
 		return NULL;
@@ -382,8 +383,9 @@ static json_t *entries_after(const struct last_pass *lp, const json_t *current, 
 /* Record the attempt either way; a failed revision keeps the last applied one. Events when
  * something happened, not on every quiet pass. */
 static int record_pass(struct latch_k8s *k, const struct sync_config *c, const struct sync_source *s, const struct last_pass *lp,
-		       const json_t *current, const struct sync_result *res, const char *hash, const json_t *applied_digests,
-		       const struct timings *t, const struct progress *p, bool quiet, int r, struct latch_error *err)
+		       const json_t *current, const struct sync_result *res, const char *hash,
+		       const json_t *applied_digests, const struct timings *t, const struct progress *p, bool quiet, int r,
+		       struct latch_error *err)
 {
 	const json_t *digests = applied_digests ? applied_digests : lp->digests;
 	if (r == 0 && quiet && already_recorded(lp, res->revision))
@@ -396,7 +398,8 @@ static int record_pass(struct latch_k8s *k, const struct sync_config *c, const s
 		latch_buf_printf(&result, "%s%s", p->in_cluster ? "Applied, unhealthy: " : "", latch_error_message(err));
 	char *durations = quiet ? NULL : timings_text(t);
 	json_t *entries = entries_after(lp, current, p);
-	struct record rec = { lp->data, entries, lp->versions, lp->created, digests, p->in_cluster ? res->revision : NULL, hash,
+	struct record rec = { lp->data, entries, lp->versions, lp->created, digests,
+			      p->in_cluster ? res->revision : NULL, hash,
 			      res->revision[0] ? res->revision : "unknown", latch_buf_str(&result), durations };
 	struct latch_error ierr = LATCH_ERROR_INIT;
 	if ((!entries || write_inventory(k, c, s, &rec, &ierr) < 0) && r == 0)
@@ -413,13 +416,34 @@ static int record_pass(struct latch_k8s *k, const struct sync_config *c, const s
 	return r;
 }
 
+/* What this pass applies, checked by the server first. Once a pass has recorded fingerprints:
+ * what the revision changes, validated, and what drifted (validated when it was applied), so
+ * a one-line change to a revision of 10,000 objects is two requests; else every object. */
+static int choose_and_validate(struct latch_k8s *k, const struct sync_config *c, const struct sync_source *s,
+			       const json_t *objects, const struct last_pass *lp, bool unchanged, bool dry_run,
+			       json_t *new_namespaces, json_t *would_store, json_t **live, json_t **to_apply,
+			       struct latch_error *err)
+{
+	*live = dry_run ? NULL : live_fingerprints(k, c, s, objects, lp);
+	if (!*live) {
+		int r = sync_validate(k, objects, new_namespaces, would_store, err);
+		*to_apply = r == 0 ? json_incref((json_t *)objects) : NULL;
+		return r;
+	}
+	*to_apply = sync_changed_objects(objects, unchanged ? NULL : lp->digests, lp->versions, *live);
+	if (!*to_apply)
+		return latch_error_set(err, LATCH_ENOMEM, "out of memory");
+	return unchanged ? 0 : sync_validate(k, *to_apply, new_namespaces, would_store, err);
+}
+
 /* diff: the revision against what this source has in the cluster. */
 static int print_diff(struct latch_k8s *k, const struct sync_config *c, const struct sync_source *s, const json_t *objects,
 		      const json_t *would_store, const struct last_pass *lp, const json_t *current, FILE *out, struct sync_result *res,
 		      struct latch_error *err)
 {
 	json_t *live = json_object(), *gone = json_array(), *keep = sync_entry_set(current);
-	int r = live && gone && keep ? sync_list_live(k, c, s, objects, false, SYNC_LIVE_WHOLE, live, err) : latch_error_set(err, LATCH_ENOMEM, "out of memory");
+	int r = live && gone && keep ? sync_list_live(k, c, s, objects, false, SYNC_LIVE_WHOLE, live, err)
+				     : latch_error_set(err, LATCH_ENOMEM, "out of memory");
 	size_t i;
 	json_t *e;
 	json_array_foreach(lp->entries, i, e) {
@@ -502,17 +526,9 @@ int sync_source_pass(struct latch_k8s *k, const struct sync_config *c, const str
 	t.rendered = latch_monotonic_s();
 	bool unchanged = r == 0 && lp.applied_revision && strcmp(lp.applied_revision, res.revision) == 0 && lp.rendered_hash &&
 			 strcmp(lp.rendered_hash, hash) == 0;
-	if (r == 0 && !dry_run)
-		live = live_fingerprints(k, c, s, objects, &lp);
-	if (r == 0 && live) {
-		/* What the revision changes, validated first, and what drifted (it was validated when
-		 * it was applied): a one-line change to a revision of 10,000 objects is two requests. */
-		to_apply = sync_changed_objects(objects, unchanged ? NULL : lp.digests, lp.versions, live);
-		r = !to_apply ? latch_error_set(err, LATCH_ENOMEM, "out of memory")
-		    : unchanged ? 0 : sync_validate(k, to_apply, new_namespaces, would_store, err);
-	} else if (r == 0 && (r = sync_validate(k, objects, new_namespaces, would_store, err)) == 0) {
-		to_apply = json_incref(objects);
-	}
+	if (r == 0)
+		r = choose_and_validate(k, c, s, objects, &lp, unchanged, dry_run, new_namespaces, would_store, &live,
+					&to_apply, err);
 	if (r == 0 && dry_run)
 		r = print_diff(k, c, s, objects, would_store, &lp, current, diff, &res, err);
 	t.validated = t.applied = t.pruned = t.healthy = latch_monotonic_s();

@@ -113,4 +113,5 @@ int latch_k8s_list_each(struct latch_k8s *k, const char *api_version, const char
  * 10,000 objects is never one tree); ret_meta gets its metadata (the continue token), or NULL.
  * LATCH_EPARSE when the body is not a JSON object whose items are an array; what fn returns
  * when it is < 0. */
-int latch_k8s_list_body_each(struct latch_view body, int (*fn)(json_t *item, void *arg), void *arg, json_t **ret_meta);
+int latch_k8s_list_body_each(struct latch_view body, int (*fn)(json_t *item, void *arg), void *arg,
+			     json_t **ret_meta);

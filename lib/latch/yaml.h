@@ -98,7 +98,8 @@ int latch_yaml_emit(const struct latch_yaml_stream *stream, struct latch_buf *ou
  * (the end of the stream, flushed to out), free. After a failure only free is of use. */
 struct latch_yaml_writer;
 int latch_yaml_writer_new(struct latch_buf *out, struct latch_yaml_writer **ret, struct latch_error *err);
-int latch_yaml_writer_add(struct latch_yaml_writer *w, const struct latch_yaml_node *root, struct latch_error *err);
+int latch_yaml_writer_add(struct latch_yaml_writer *w, const struct latch_yaml_node *root,
+			  struct latch_error *err);
 int latch_yaml_writer_finish(struct latch_yaml_writer *w, struct latch_error *err);
 void latch_yaml_writer_free(struct latch_yaml_writer *w);
 void latch_yaml_stream_done(struct latch_yaml_stream *stream);

@@ -1699,15 +1699,16 @@ static void push_shared_repository(const struct repo *r, const char *name)
 	for (size_t i = 0; i < 4; i++) {
 		char rel[64], text[256];
 		snprintf(rel, sizeof(rel), "shared/%s/cm.yaml", shared_folders[i]);
-		snprintf(text, sizeof(text), "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: shared-%s, namespace: default}\n"
-			 "data: {v: one}\n", shared_folders[i]);
+		snprintf(text, sizeof(text), "apiVersion: v1\nkind: ConfigMap\n"
+			 "metadata: {name: shared-%s, namespace: default}\ndata: {v: one}\n", shared_folders[i]);
 		write_in(r, rel, text);
 		snprintf(rel, sizeof(rel), "shared/%s/kustomization.yaml", shared_folders[i]);
 		write_in(r, rel, "resources: [cm.yaml]\n");
 	}
 	char cmd[4096];
-	snprintf(cmd, sizeof(cmd), "cd repo && git add -A && git commit -qm shared && git init -q --bare '%s/%s.git' && "
-		 "git push -q '%s/%s.git' main", getenv("LATCH_GIT_ROOT"), name, getenv("LATCH_GIT_ROOT"), name);
+	snprintf(cmd, sizeof(cmd), "cd repo && git add -A && git commit -qm shared && "
+		 "git init -q --bare '%s/%s.git' && git push -q '%s/%s.git' main", getenv("LATCH_GIT_ROOT"), name,
+		 getenv("LATCH_GIT_ROOT"), name);
 	gitops_sh(r->dir, cmd);
 }
 
@@ -1725,11 +1726,12 @@ static void write_shared_config(const struct repo *r, const char *url, const cha
 				const char *password_file)
 {
 	struct latch_buf config = LATCH_BUF_INIT(1u << 16);
-	latch_buf_printf(&config, "apiVersion: latch.dev/v1alpha1\nkind: SyncConfig\nmetadata: {name: shared}\nspec:\n"
-			 "  namespace: latch-system\n  cacheDir: %s/cache\n  sources:\n", r->dir);
+	latch_buf_printf(&config, "apiVersion: latch.dev/v1alpha1\nkind: SyncConfig\nmetadata: {name: shared}\n"
+			 "spec:\n  namespace: latch-system\n  cacheDir: %s/cache\n  sources:\n", r->dir);
 	for (size_t i = 0; i < 4; i++)
-		latch_buf_printf(&config, "  - {name: %s, url: '%s', path: shared/%s, render: kustomize, kustomizePath: '%s',\n"
-				 "     healthCheck: false, caFile: '%s',\n     credentials: {usernameFile: '%s', passwordFile: '%s'}}\n",
+		latch_buf_printf(&config, "  - {name: %s, url: '%s', path: shared/%s, render: kustomize,\n"
+				 "     kustomizePath: '%s', healthCheck: false, caFile: '%s',\n"
+				 "     credentials: {usernameFile: '%s', passwordFile: '%s'}}\n",
 				 shared_folders[i], url, shared_folders[i], probe, stack.ca, user, password_file);
 	stack_write_file(r->config, latch_buf_str(&config));
 	latch_buf_done(&config);
@@ -1796,10 +1798,11 @@ static void test_sync__sources_of_one_repository_share_a_fetch_and_pass_together
 static void write_many_configmaps(const struct repo *r, const char *ns, int n)
 {
 	char cmd[1024];
-	snprintf(cmd, sizeof(cmd), "mkdir -p repo/big && { printf -- '---\\napiVersion: v1\\nkind: Namespace\\nmetadata: {name: %s}\\n'; "
-		 "i=0; while [ $i -lt %d ]; do printf -- '---\\napiVersion: v1\\nkind: ConfigMap\\nmetadata: {name: big-%%d, namespace: %s}\\n"
-		 "data: {v: x}\\n' $i; i=$((i+1)); done; } > repo/big/cms.yaml && cd repo && git add -A && git commit -qm 'n=%d'",
-		 ns, n, ns, n);
+	snprintf(cmd, sizeof(cmd), "mkdir -p repo/big && { "
+		 "printf -- '---\\napiVersion: v1\\nkind: Namespace\\nmetadata: {name: %s}\\n'; i=0; "
+		 "while [ $i -lt %d ]; do printf -- '---\\napiVersion: v1\\nkind: ConfigMap\\n"
+		 "metadata: {name: big-%%d, namespace: %s}\\ndata: {v: x}\\n' $i; i=$((i+1)); done; } "
+		 "> repo/big/cms.yaml && cd repo && git add -A && git commit -qm 'n=%d'", ns, n, ns, n);
 	gitops_sh(r->dir, cmd);
 }
 
@@ -1839,9 +1842,10 @@ static long configmap_applies(const struct repo *r)
 	char out[1024], cmd[4096];
 	const char *state = getenv("LATCH_STACK_DIR");
 	snprintf(out, sizeof(out), "%s/applies.txt", r->dir);
-	snprintf(cmd, sizeof(cmd), "curl -sS --cacert '%s/pki/ca.crt' --cert '%s/pki/admin.crt' --key '%s/pki/admin.key' '%s/metrics' | "
-		 "awk '/^apiserver_request_total[{]/ && /resource=\"configmaps\"/ && /verb=\"APPLY\"/ { n += $NF } END { print n + 0 }' "
-		 "> '%s'", state, state, state, getenv("LATCH_KUBE_URL"), out);
+	snprintf(cmd, sizeof(cmd), "curl -sS --cacert '%s/pki/ca.crt' --cert '%s/pki/admin.crt' "
+		 "--key '%s/pki/admin.key' '%s/metrics' | awk '/^apiserver_request_total[{]/ && "
+		 "/resource=\"configmaps\"/ && /verb=\"APPLY\"/ { n += $NF } END { print n + 0 }' > '%s'",
+		 state, state, state, getenv("LATCH_KUBE_URL"), out);
 	gitops_sh(r->dir, cmd);
 	char *text = stack_read_file(out);
 	long n = strtol(text, NULL, 10);
@@ -1865,8 +1869,8 @@ static void test_sync__large_inventory_is_packed_and_read_back(void **state)
 		*c = (char)tolower((unsigned char)*c);
 	gitops_sh(r.dir, "mkdir -p repo && cd repo && git init -q -b main");
 	write_many_configmaps(&r, name, 2000);
-	snprintf(config, sizeof(config), "apiVersion: latch.dev/v1alpha1\nkind: SyncConfig\nmetadata: {name: %s}\nspec:\n"
-		 "  namespace: latch-system\n  cacheDir: %s/cache\n  sources:\n"
+	snprintf(config, sizeof(config), "apiVersion: latch.dev/v1alpha1\nkind: SyncConfig\nmetadata: {name: %s}\n"
+		 "spec:\n  namespace: latch-system\n  cacheDir: %s/cache\n  sources:\n"
 		 "  - {name: apps, url: 'file://%s/repo', path: big, healthCheck: false}\n", name, r.dir, r.dir);
 	stack_write_file(r.config, config);
 	assert_int_equal(sync_once(&r), 0);
@@ -1892,7 +1896,8 @@ static void test_sync__large_inventory_is_packed_and_read_back(void **state)
 	/* One object changes in a revision of 1,000: it alone is validated and applied (a dry run,
 	 * an apply, and the inventory's write), where applying the revision whole takes 2,001. */
 	long before = configmap_applies(&r);
-	gitops_sh(r.dir, "cd repo && sed -i '0,/data: {v: x}/s//data: {v: changed}/' big/cms.yaml && git commit -qam one");
+	gitops_sh(r.dir, "cd repo && sed -i '0,/data: {v: x}/s//data: {v: changed}/' big/cms.yaml && "
+		  "git commit -qam one");
 	assert_int_equal(sync_once(&r), 0);
 	long applies = configmap_applies(&r) - before;
 	printf("# a one-object change to 1,000 ConfigMaps: %ld ConfigMap applies\n", applies);

@@ -70,8 +70,10 @@ static void test_k8s__list_body_streams_the_items_a_whole_parse_finds(void **sta
 	static const char body[] =
 		" {\"kind\": \"ConfigMapList\", \"apiVersion\": \"v1\",\n"
 		"  \"metadata\": {\"resourceVersion\": \"471\", \"continue\": \"eyJ2Ijoi\"},\n"
-		"  \"items\": [ {\"metadata\": {\"name\": \"a\", \"labels\": {\"x\": \"[{,\"}}, \"data\": {\"k\": \"]}\"}},\n"
-		"    {\"metadata\": {\"name\": \"b\"}, \"data\": {\"n\": 12, \"t\": true}} , {\"metadata\": {\"name\": \"c\"}} ],\n"
+		"  \"items\": [ {\"metadata\": {\"name\": \"a\", \"labels\": {\"x\": \"[{,\"}},\n"
+		"    \"data\": {\"k\": \"]}\"}},\n"
+		"    {\"metadata\": {\"name\": \"b\"}, \"data\": {\"n\": 12, \"t\": true}} ,\n"
+		"    {\"metadata\": {\"name\": \"c\"}} ],\n"
 		"  \"extra\": [1, 2.5e3, null, \"\\\"}\"] } ";
 	json_t *whole = json_loads(body, 0, NULL), *names = json_array(), *meta = NULL;
 	assert_non_null(whole);

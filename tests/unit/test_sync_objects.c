@@ -199,9 +199,11 @@ static void test_sync_objects__changed_objects_are_the_edited_and_the_new(void *
 	const char *same = sync_object_digest(json_array_get(objects, 0));
 	assert_non_null(same);
 	assert_string_not_equal(same, sync_object_digest(json_array_get(objects, 1)));
-	json_t *digests = json_pack("{s:s,s:s}", "v1/ConfigMap/a/same", same, "v1/ConfigMap/a/edited", "0000000000000000");
-	json_t *recorded = parse("{\"v1/ConfigMap/a/same\":\"r10\",\"v1/ConfigMap/a/edited\":\"r11\",\"v1/ConfigMap/a/new\":\"r12\"}");
-	json_t *live = parse("{\"v1/ConfigMap/a/same\":\"r10\",\"v1/ConfigMap/a/edited\":\"r11\",\"v1/ConfigMap/a/new\":\"r12\"}");
+	json_t *digests = json_pack("{s:s,s:s}", "v1/ConfigMap/a/same", same, "v1/ConfigMap/a/edited",
+				    "0000000000000000");
+	static const char fingerprints[] = "{\"v1/ConfigMap/a/same\":\"r10\",\"v1/ConfigMap/a/edited\":\"r11\","
+					   "\"v1/ConfigMap/a/new\":\"r12\"}";
+	json_t *recorded = parse(fingerprints), *live = parse(fingerprints);
 	json_t *changed = sync_changed_objects(objects, digests, recorded, live);
 	char *list = names(changed);
 	assert_string_equal(list, "ConfigMap a/edited\nConfigMap a/new\n");
