@@ -304,12 +304,13 @@ static void note_applied(const json_t *obj, const char *fingerprint, json_t *fin
 {
 	_cleanup_free_ char *key = sync_object_key(obj);
 	const char *recorded = key ? latch_json_get_str(fingerprints, key) : NULL;
-	_cleanup_free_ char *listed = !recorded && live ? sync_live_fingerprint(live, obj) : NULL;
+	char *listed = !recorded && live ? sync_live_fingerprint(live, obj) : NULL;
 	const char *before = recorded ? recorded : listed;
 	if (!before || !fingerprint || strcmp(before, fingerprint) != 0) {
 		res->changed++;
 		sync_result_note(res, sync_object_entry(obj), before ? "Updated" : "Created");
 	}
+	free(listed);
 	if (key && fingerprint)
 		json_object_set_new(fingerprints, key, json_string(fingerprint));
 }
