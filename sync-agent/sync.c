@@ -50,6 +50,13 @@ static int read_inventory_data(struct latch_k8s *k, const struct sync_config *c,
 	return data && binary ? 0 : latch_error_set(err, LATCH_ENOMEM, "out of memory");
 }
 
+/* Where a list packed into binaryData lives: KEY.gz. */
+static const char *packed_key(const char *key, char buf[64])
+{
+	snprintf(buf, 64, "%s.gz", key);
+	return buf;
+}
+
 /* A JSON text field of the inventory, plain in data or packed in binaryData as KEY.gz (see
  * record_list), or an empty value of the expected type. */
 static json_t *inventory_field(const json_t *data, const json_t *binary, const char *key, bool array)
@@ -59,9 +66,8 @@ static json_t *inventory_field(const json_t *data, const json_t *binary, const c
 	if (text) {
 		v = json_loads(text, 0, NULL);
 	} else {
-		char packed_key[64];
-		snprintf(packed_key, sizeof(packed_key), "%s.gz", key);
-		v = sync_packed_to_json(latch_json_get_str(binary, packed_key));
+		char packed[64];
+		v = sync_packed_to_json(latch_json_get_str(binary, packed_key(key, packed)));
 	}
 	if (array ? json_is_array(v) : json_is_object(v))
 		return v;
@@ -142,10 +148,9 @@ static bool record_list(json_t *data, json_t *binary, const char *key, const jso
 	if (text && json_string_length(text) <= INVENTORY_PLAIN_MAX)
 		return json_object_set_new(data, key, text) == 0;
 	json_decref(text);
-	char packed_key[64];
-	snprintf(packed_key, sizeof(packed_key), "%s.gz", key);
+	char name[64];
 	json_t *packed = text ? sync_packed_from_json(list) : NULL;
-	return packed && json_object_set_new(binary, packed_key, packed) == 0;
+	return packed && json_object_set_new(binary, packed_key(key, name), packed) == 0;
 }
 
 static int write_inventory(struct latch_k8s *k, const struct sync_config *c, const struct sync_source *s, const struct record *rec,
