@@ -10,6 +10,7 @@
 #include "latch/log.h"
 #include "objects.h"
 #include "parallel.h"
+#include "round.h"
 
 static bool serves_version(const json_t *spec, const char *version)
 {
@@ -144,7 +145,23 @@ struct live_kind {
 	const char *api_version, *kind;
 	enum sync_live keep;
 	json_t *live;
+	const struct sync_round *round; /* a list shared by the round: live by source, the round's only */
 };
+
+/* Where a listed item goes: live, or, in a list the round shares, live's set for its source
+ * (NULL: not a source the round passes). */
+static json_t *live_set_of(const struct live_kind *lk, const json_t *item)
+{
+	if (!lk->round)
+		return lk->live;
+	const char *source = latch_json_get_str(json_object_get(json_object_get(item, "metadata"), "labels"), LABEL_SOURCE);
+	if (!source || !sync_round_passes_source(lk->round, source))
+		return NULL;
+	json_t *set = json_object_get(lk->live, source);
+	if (!set && json_object_set_new(lk->live, source, set = json_object()) < 0)
+		return NULL;
+	return set;
+}
 
 /* One listed item into live under its key, with back the kind and apiVersion lists leave out. */
 static int keep_live(json_t *item, void *arg)
@@ -154,14 +171,91 @@ static int keep_live(json_t *item, void *arg)
 	json_object_del(json_object_get(item, "metadata"), "managedFields");
 	json_object_set_new(item, "apiVersion", json_string(lk->api_version));
 	json_object_set_new(item, "kind", json_string(lk->kind));
+	json_t *set = live_set_of(lk, item);
+	if (!set)
+		return 0;
 	_cleanup_free_ char *key = sync_object_key_in(item, sync_object_meta(item, "namespace"));
 	if (!key)
 		return LATCH_ENOMEM;
 	if (lk->keep != SYNC_LIVE_FINGERPRINT)
-		return json_object_set(lk->live, key, item) < 0 ? LATCH_ENOMEM : 0;
+		return json_object_set(set, key, item) < 0 ? LATCH_ENOMEM : 0;
 	_cleanup_free_ char *fingerprint = sync_object_fingerprint(item);
 	/* One without a fingerprint counts as changed: it is applied again. */
-	return fingerprint && json_object_set_new(lk->live, key, json_string(fingerprint)) < 0 ? LATCH_ENOMEM : 0;
+	return fingerprint && json_object_set_new(set, key, json_string(fingerprint)) < 0 ? LATCH_ENOMEM : 0;
+}
+
+static int list_kind(struct latch_k8s *k, const char *selector, bool cached, struct live_kind *lk,
+		     struct latch_error *err)
+{
+	struct latch_k8s_list_options lo = { selector, cached, lk->keep != SYNC_LIVE_WHOLE };
+	int r = latch_k8s_list_each(k, lk->api_version, lk->kind, &lo, keep_live, lk, err);
+	if (r == LATCH_ENOTFOUND && !latch_k8s_serves(k, lk->api_version, lk->kind))
+		r = 0; /* a kind the server no longer serves has no objects */
+	return r;
+}
+
+/* A kind's list shared by the passes of a round: every object of the config, kept by source. */
+struct shared_list {
+	struct latch_k8s *k;
+	const struct sync_config *c;
+	const struct sync_source *s;
+	const char *api_version, *kind;
+	json_t *live;
+};
+
+static int make_shared_list(void *arg, json_t **kept, struct latch_error *err)
+{
+	const struct shared_list *sl = arg;
+	struct latch_buf selector = LATCH_BUF_INIT(1024);
+	latch_buf_printf(&selector, LABEL_CONFIG "=%s", sl->c->name);
+	json_t *by_source = json_object();
+	struct live_kind lk = { sl->api_version, sl->kind, SYNC_LIVE_FINGERPRINT, by_source, sl->c->round };
+	int r = latch_buf_check(&selector, "label selector", err);
+	if (r == 0)
+		r = by_source ? list_kind(sl->k, latch_buf_str(&selector), true, &lk, err)
+			      : latch_error_set(err, LATCH_ENOMEM, "out of memory");
+	latch_buf_done(&selector);
+	if (r < 0) {
+		json_decref(by_source);
+		return r;
+	}
+	*kept = by_source;
+	return 0;
+}
+
+/* A source passes once a round: its part of the list is moved out, not copied. */
+static int take_shared_list(void *arg, json_t *kept, struct latch_error *err)
+{
+	const struct shared_list *sl = arg;
+	json_t *mine = json_object_get(kept, sl->s->name);
+	if (mine && json_object_update(sl->live, mine) < 0)
+		return latch_error_set(err, LATCH_ENOMEM, "out of memory");
+	json_object_del(kept, sl->s->name);
+	return 0;
+}
+
+static int list_kind_shared(struct latch_k8s *k, const struct sync_config *c, const struct sync_source *s,
+			    const char *kind_key, const struct live_kind *lk, struct latch_error *err)
+{
+	struct shared_list sl = { k, c, s, lk->api_version, lk->kind, lk->live };
+	struct sync_round_work w = { make_shared_list, take_shared_list, &sl };
+	struct latch_buf key = LATCH_BUF_INIT(1024);
+	latch_buf_printf(&key, "list %s", kind_key);
+	double seconds;
+	int r = latch_buf_check(&key, "list key", err);
+	if (r == 0)
+		r = sync_round_once(c->round, latch_buf_str(&key), &w, &seconds, err);
+	latch_buf_done(&key);
+	return r;
+}
+
+/* A cached fingerprint list is shared by a round that passes at least half the config's
+ * sources: one list per kind instead of one per source and kind (100 sources, 2 kinds: 2
+ * requests, not 200). For fewer it would send more than the sources' own lists would. */
+static bool shares_lists(const struct sync_config *c, bool cached, enum sync_live keep)
+{
+	size_t passes = sync_round_passes(c->round);
+	return cached && keep == SYNC_LIVE_FINGERPRINT && passes >= 2 && 2 * passes >= c->n_sources;
 }
 
 int sync_list_live(struct latch_k8s *k, const struct sync_config *c, const struct sync_source *s, const json_t *objects,
@@ -169,6 +263,7 @@ int sync_list_live(struct latch_k8s *k, const struct sync_config *c, const struc
 {
 	struct latch_buf selector = LATCH_BUF_INIT(1024);
 	latch_buf_printf(&selector, LABEL_CONFIG "=%s," LABEL_SOURCE "=%s", c->name, s->name);
+	bool shared = shares_lists(c, cached, keep);
 	json_t *listed = json_object();
 	size_t i;
 	json_t *o;
@@ -181,11 +276,9 @@ int sync_list_live(struct latch_k8s *k, const struct sync_config *c, const struc
 			r = latch_buf_check(&kk, "apiVersion/kind", err);
 		if (r == 0 && !json_object_get(listed, latch_buf_str(&kk))) {
 			json_object_set_new(listed, latch_buf_str(&kk), json_true());
-			struct latch_k8s_list_options lo = { latch_buf_str(&selector), cached, keep != SYNC_LIVE_WHOLE };
-			struct live_kind lk = { api_version, kind, keep, live };
-			r = latch_k8s_list_each(k, api_version, kind, &lo, keep_live, &lk, err);
-			if (r == LATCH_ENOTFOUND && !latch_k8s_serves(k, api_version, kind))
-				r = 0; /* a kind the server no longer serves has no objects */
+			struct live_kind lk = { api_version, kind, keep, live, NULL };
+			r = shared ? list_kind_shared(k, c, s, latch_buf_str(&kk), &lk, err)
+				   : list_kind(k, latch_buf_str(&selector), cached, &lk, err);
 		}
 		latch_buf_done(&kk);
 	}

@@ -14,7 +14,7 @@
 #include "latch/git.h"
 #include "latch/log.h"
 #include "lease.h"
-#include "fetches.h"
+#include "round.h"
 #include "objects.h"
 #include "parallel.h"
 #include "serve.h"
@@ -268,8 +268,8 @@ static int pass_unit(struct latch_k8s *k, size_t n, void *arg)
 	return pass_one(k, p->cfg, n, p->dry_run, p->sv, p->leases) ? 0 : LATCH_EINVAL;
 }
 
-/* n passes, concurrent at a time, each repository fetched once; returns the number that
- * failed. A diff prints its sources in order, one at a time. */
+/* n passes, concurrent at a time, each repository fetched once and each kind listed once;
+ * returns the number that failed. A diff prints its sources in order, one at a time. */
 static size_t pass_round(struct latch_k8s *k, const struct passes *p, size_t n, long concurrent)
 {
 	int *results = calloc(n ? n : 1, sizeof(*results));
@@ -277,9 +277,14 @@ static size_t pass_round(struct latch_k8s *k, const struct passes *p, size_t n, 
 		LATCH_LOG(LATCH_LOG_ERROR, "out of memory starting a round of passes");
 		return n;
 	}
-	sync_fetches_round_begin(p->cfg->fetches);
+	const char **names = calloc(n ? n : 1, sizeof(*names));
+	for (size_t i = 0; names && i < n; i++)
+		names[i] = p->cfg->sources[p->sources ? p->sources[i] : i].name;
+	/* Without the names the round still fetches once; it only lists per source. */
+	sync_round_begin(p->cfg->round, names, names ? n : 0);
 	parallel_run(k, n, p->dry_run ? 1 : (size_t)concurrent, pass_unit, (void *)p, true, results);
-	sync_fetches_round_end(p->cfg->fetches);
+	sync_round_end(p->cfg->round);
+	free(names);
 	size_t failed = 0;
 	for (size_t i = 0; i < n; i++)
 		failed += results[i] != 0;
@@ -482,7 +487,7 @@ int main(int argc, char **argv)
 		return 65;
 	}
 	int code;
-	if (sync_fetches_new(&cfg.fetches) < 0) {
+	if (sync_round_new(&cfg.round) < 0) {
 		LATCH_LOG(LATCH_LOG_ERROR, "out of memory");
 		code = 70;
 	} else if (connect(&o, &k, &err) < 0) {
@@ -496,7 +501,7 @@ int main(int argc, char **argv)
 		code = pass_all(k, &cfg, strcmp(o.mode, "diff") == 0, o.concurrent, NULL, NULL) ? 1 : 0;
 	}
 	latch_k8s_free(k);
-	sync_fetches_free(cfg.fetches);
+	sync_round_free(cfg.round);
 	sync_config_done(&cfg);
 	latch_error_done(&err);
 	latch_git_shutdown();

@@ -356,7 +356,7 @@ int sync_render_revision(const struct sync_config *c, const struct sync_source *
 	struct latch_git *g = NULL;
 	struct latch_git_ref ref = { s->branch, s->tag, s->commit };
 	struct fetch_arg arg = { dir, s };
-	int r = dir ? sync_fetch_once(c->fetches, dir, fetch_repository, &arg, observed, err)
+	int r = dir ? sync_fetch_once(c->round, dir, fetch_repository, &arg, observed, err)
 		    : latch_error_set(err, LATCH_ENOMEM, "out of memory");
 	if (r == 0)
 		r = latch_git_open(dir, s->url, &g, err);

@@ -186,9 +186,15 @@ static int write_inventory(struct latch_k8s *k, const struct sync_config *c, con
 	/* A builder call that failed would leave a field out: the inventory is written whole or not. */
 	int r = !name || !cm || !ns || !listed || latch_json_allocation_failures() != json_failures
 			? latch_error_set(err, LATCH_ENOMEM, "out of memory")
-			: latch_k8s_apply(k, ns, &ao, NULL, err);
-	if (r == 0)
-		r = latch_k8s_apply(k, cm, &ao, NULL, err);
+			: latch_k8s_apply(k, cm, &ao, NULL, err);
+	/* The Namespace is made when the first write finds it missing, not applied before every
+	 * write: two requests a pass saved, 200 in a round of 100 sources. */
+	if (r == LATCH_ENOTFOUND) {
+		latch_error_done(err);
+		r = latch_k8s_apply(k, ns, &ao, NULL, err);
+		if (r == 0)
+			r = latch_k8s_apply(k, cm, &ao, NULL, err);
+	}
 	json_decref(ns);
 	json_decref(cm);
 	return r;

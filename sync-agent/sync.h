@@ -9,7 +9,7 @@
 #include "latch/error.h"
 #include "latch/k8s.h"
 
-struct sync_fetches;
+struct sync_round;
 
 /* verify.mode, as Flux spells it: HEAD (the commit), Tag (the annotated tag), TagAndHEAD. */
 enum {
@@ -52,7 +52,7 @@ struct sync_config {
 	char *cache_dir;
 	struct sync_source *sources;
 	size_t n_sources;
-	struct sync_fetches *fetches; /* shared by the passes (fetches.h); NULL: each fetches */
+	struct sync_round *round; /* what a round of passes shares (round.h); NULL: nothing */
 };
 
 int sync_config_load(const char *path, struct sync_config *ret, struct latch_error *err);
