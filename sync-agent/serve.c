@@ -425,8 +425,26 @@ struct hook_request {
 	bool too_big;
 };
 
+/* A push is news of its repository: every source reading it passes, in one round (one fetch,
+ * one list per kind), as in Flux every Kustomization of a GitRepository follows its new
+ * revision. Returns how many. */
+static size_t request_repository_passes(struct serve *sv, size_t hooked)
+{
+	const char *url = sv->cfg->sources[hooked].url;
+	size_t n = 0;
+	pthread_mutex_lock(&sv->lock);
+	for (size_t i = 0; i < sv->cfg->n_sources; i++)
+		if (strcmp(sv->cfg->sources[i].url, url) == 0) {
+			sv->stats[i].pass_requested = true;
+			n++;
+		}
+	pthread_mutex_unlock(&sv->lock);
+	kill(getpid(), SIGUSR1); /* wakes the loop, which waits for it */
+	return n;
+}
+
 /* A complete hook: checked against the source's secret (read at every hook, so it can be
- * rotated by updating the Secret), then a pass of that source is requested. */
+ * rotated by updating the Secret), then the passes of its repository's sources are requested. */
 static unsigned hook_verdict(struct serve *sv, struct MHD_Connection *c, struct hook_request *h,
 			     struct latch_buf *out)
 {
@@ -449,9 +467,13 @@ static unsigned hook_verdict(struct serve *sv, struct MHD_Connection *c, struct 
 		LATCH_LOG(LATCH_LOG_WARN, "refused a webhook without a valid signature", { "source", s->name });
 		return latch_buf_printf(out, "no valid signature\n"), 401;
 	}
-	serve_request_pass(sv, h->source);
-	LATCH_LOG(LATCH_LOG_INFO, "a signed webhook starts a pass", { "source", s->name });
-	return latch_buf_printf(out, "pass of %s started\n", s->name), 202;
+	size_t n = request_repository_passes(sv, h->source);
+	char others[32];
+	snprintf(others, sizeof(others), "%zu", n - 1);
+	LATCH_LOG(LATCH_LOG_INFO, "a signed webhook starts a pass", { "source", s->name },
+		  { "others_on_its_repository", others });
+	return latch_buf_printf(out, "pass of %s and %zu other source(s) of its repository started\n", s->name,
+				n - 1), 202;
 }
 
 /* POST /hook/<source>: called first with the headers, then with each part of the body, then
@@ -528,14 +550,6 @@ static enum MHD_Result handle(void *cls, struct MHD_Connection *c, const char *u
 	enum MHD_Result r = respond(c, status, type, &body);
 	latch_buf_done(&body);
 	return r;
-}
-
-void serve_request_pass(struct serve *sv, size_t source)
-{
-	pthread_mutex_lock(&sv->lock);
-	sv->stats[source].pass_requested = true;
-	pthread_mutex_unlock(&sv->lock);
-	kill(getpid(), SIGUSR1); /* wakes the loop, which waits for it */
 }
 
 void serve_held_elsewhere(struct serve *sv, size_t source, bool elsewhere, const char *holder)

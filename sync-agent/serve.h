@@ -27,8 +27,6 @@ void serve_heartbeat(struct serve *sv);
 /* Whether a signed push hook asked for a pass of this source since the last call (the hook
  * also sends SIGUSR1 to the process, which the loop waits for). */
 bool serve_take_pass_request(struct serve *sv, size_t source);
-/* Ask the loop for a pass of source at once (a push hook, or another replica's). */
-void serve_request_pass(struct serve *sv, size_t source);
 /* This replica does not hold the source's Lease (elsewhere). When another replica, holder,
  * does, /readyz does not wait for the source here and the page names that replica; when none
  * does yet (holder NULL or ""), /readyz waits. Accepts a NULL sv. */

@@ -1921,7 +1921,8 @@ static void test_sync__large_inventory_is_packed_and_read_back(void **state)
 
 /* A round that passes every source of a config lists each kind once for all of them, where
  * it listed it once per source: a no-op pass of 100 sources was 200 lists. Each source still
- * sees its own objects only: a drifted one is put back by its source alone. */
+ * sees its own objects only: a drifted one is put back by its source alone. A push hook for
+ * one source passes all the sources of its repository. */
 static void test_sync__a_round_lists_each_kind_once_for_all_its_sources(void **state)
 {
 	enum { SOURCES = 6 };
@@ -1949,8 +1950,11 @@ static void test_sync__a_round_lists_each_kind_once_for_all_its_sources(void **s
 			 "> repo/s%d/cms.yaml", i, i, name, i);
 		gitops_sh(r.dir, cmd);
 		n += snprintf(config + n, sizeof(config) - (size_t)n, "  - {name: s%d, url: 'file://%s/repo', path: s%d, "
-			      "healthCheck: false}\n", i, r.dir, i);
+			      "healthCheck: false, interval: 1h%s%s%s}\n", i, r.dir, i, i ? "" : ", webhook: {secretFile: '",
+			      i ? "" : r.dir, i ? "" : "/hook-secret'}");
 	}
+	snprintf(cmd, sizeof(cmd), "%s/hook-secret", r.dir);
+	stack_write_file(cmd, "round-s3cret\n");
 	/* A kind one source alone has. */
 	snprintf(cmd, sizeof(cmd), "printf -- '---\\napiVersion: v1\\nkind: ServiceAccount\\n"
 		 "metadata: {name: only-s0, namespace: %s}\\n' > repo/s0/sa.yaml && cd repo && git add -A && "
@@ -1983,6 +1987,25 @@ static void test_sync__a_round_lists_each_kind_once_for_all_its_sources(void **s
 	assert_non_null(v);
 	assert_string_equal(v, "x");
 	free(v);
+
+	/* A push hook for one source passes every source of its repository, in one round. */
+	int port;
+	pid_t pid = spawn_listening(&r, &port);
+	gitops_sh(r.dir, "cd repo && sed -i '0,/data: {v: x}/s//data: {v: pushed}/' s4/cms.yaml && git commit -qam push");
+	static const char push[] = "{\"ref\":\"refs/heads/main\"}";
+	char good[128];
+	github_signature("round-s3cret", push, good);
+	double sent = stack_now();
+	assert_int_equal(http_post(port, "/hook/s0", good, push, strlen(push)), 202);
+	while ((v = gitops_configmap_value(k, name, "c4-0", "v")) && strcmp(v, "pushed") != 0 && stack_now() - sent < 10) {
+		free(v);
+		usleep(50 * 1000);
+	}
+	assert_non_null(v);
+	assert_string_equal(v, "pushed");
+	free(v);
+	stop_listening(pid);
+	assert_int_equal(gitops_count_in(r.log, "others_on_its_repository=5"), 1);
 	latch_k8s_delete(k, "v1", "Namespace", NULL, name, &err);
 	latch_error_done(&err);
 	latch_k8s_free(k);
