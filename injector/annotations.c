@@ -1012,14 +1012,12 @@ static int build_config(const struct inject_context *ctx, const struct ann_set *
 
 /* The generated configuration goes through latch-init's own parser: a template or value
  * latch-init would refuse in the pod is refused here, with the annotation named. */
-static int validate_config(const struct inject_context *ctx, const struct ann_set *set, const json_t *config)
+static int validate_config(const struct inject_context *ctx, const struct ann_set *set, struct inject_settings *s)
 {
-	char *text = json_dumps(config, JSON_COMPACT);
+	char *text = s->config_text = json_dumps(s->config, JSON_COMPACT | JSON_SORT_KEYS);
 	struct latch_inject_memo *memo = ctx->opts->memo;
-	if (text && memo && memo->valid_config && strcmp(memo->valid_config, text) == 0) {
-		free(text);
+	if (text && memo && memo->valid_config && strcmp(memo->valid_config, text) == 0)
 		return 0;
-	}
 	struct latch_config parsed;
 	struct latch_error inner = LATCH_ERROR_INIT;
 	int r = text ? latch_config_parse(latch_view_str(text), "LATCH_CONFIG", &parsed, &inner) : LATCH_ENOMEM;
@@ -1027,13 +1025,10 @@ static int validate_config(const struct inject_context *ctx, const struct ann_se
 		latch_config_done(&parsed);
 		if (memo) {
 			free(memo->valid_config);
-			memo->valid_config = text;
-			text = NULL;
+			memo->valid_config = strdup(text);
 		}
-		free(text);
 		return 0;
 	}
-	free(text);
 	/* Point at the template annotation when the template is what failed. */
 	const char *msg = latch_error_message(&inner);
 	const struct ann *at = NULL;
@@ -1210,7 +1205,7 @@ int inject_read_annotations(const struct inject_context *ctx, const struct latch
 		if (r == 0)
 			r = build_config(ctx, &set, &s);
 		if (r == 0)
-			r = validate_config(ctx, &set, s.config);
+			r = validate_config(ctx, &set, &s);
 	}
 	ann_set_done(&set);
 	if (r < 0) {
@@ -1249,6 +1244,7 @@ void inject_settings_done(struct inject_settings *s)
 	free(s->token_volume_name);
 	free(s->token_audience);
 	json_decref(s->config);
+	free(s->config_text);
 	*s = (struct inject_settings){ 0 };
 }
 

@@ -55,6 +55,7 @@ struct inject_settings {
 	char *token_volume_name;
 	char *token_audience;
 	json_t *config;         /* the LATCH_CONFIG object, validated */
+	char *config_text;      /* it as the container's LATCH_CONFIG value: compact, keys sorted */
 };
 
 struct inject_context {

@@ -285,7 +285,6 @@ static json_t *mounts_json(const struct inject_settings *s, const struct latch_y
 static json_t *container_json(const struct inject_settings *s, const struct latch_yaml_node *spec,
 			      const char *image, long uid)
 {
-	char *config = json_dumps(s->config, JSON_COMPACT | JSON_SORT_KEYS);
 	bool sidecar = !s->pre_populate_only;
 	json_t *args = json_array();
 	if (s->log_level) {
@@ -297,7 +296,7 @@ static json_t *container_json(const struct inject_settings *s, const struct latc
 			      "command", "/latch-init", "args", args);
 	if (sidecar)
 		json_object_set_new(c, "restartPolicy", json_string("Always"));
-	json_object_set_new(c, "env", env_json(s, config));
+	json_object_set_new(c, "env", env_json(s, s->config_text));
 	json_object_set_new(c, "resources", resources_json(s));
 	/* latch-init logs the cause of a failure last (never a value): the kubelet shows it in
 	 * the pod's status and `kubectl describe pod`. */
@@ -311,7 +310,6 @@ static json_t *container_json(const struct inject_settings *s, const struct latc
 								 "periodSeconds", 1, "failureThreshold",
 								 (deadline > 0 ? deadline : 120) + 30));
 	json_object_set_new(c, "volumeMounts", mounts_json(s, spec));
-	free(config);
 	return c;
 }
 

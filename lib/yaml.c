@@ -677,8 +677,13 @@ int latch_yaml_emit(const struct latch_yaml_stream *stream, struct latch_buf *ou
 
 /* ---- scalar resolution and JSON ---- */
 
+/* No word the lists below hold is longer: a longer scalar is none of them. */
+#define RESOLVED_WORD_MAX 5
+
 static bool one_of(const char *s, const char *const *words)
 {
+	if (strnlen(s, RESOLVED_WORD_MAX + 1) > RESOLVED_WORD_MAX)
+		return false;
 	for (; *words; words++)
 		if (strcmp(s, *words) == 0)
 			return true;
@@ -766,14 +771,19 @@ json_t *latch_yaml_scalar_to_json(const struct latch_yaml_node *n)
 	return json_stringn(n->value, n->len);
 }
 
+/* Whether a plain scalar reads back as this string, as latch_yaml_scalar_to_json reads it;
+ * without building the value (this runs for every string latch-inject writes). */
+static bool plain_reads_as_string(const char *value)
+{
+	long long i;
+	double d;
+	return !one_of(value, yaml_null) && !one_of(value, yaml_true) && !one_of(value, yaml_false) &&
+	       !looks_like_int(value, &i) && !looks_like_float(value, &d);
+}
+
 struct latch_yaml_node *latch_yaml_string_new(const char *value)
 {
-	struct latch_yaml_node probe = { .kind = LATCH_YAML_SCALAR, .style = LATCH_YAML_STYLE_PLAIN,
-					 .value = (char *)value, .len = strlen(value) };
-	json_t *meaning = latch_yaml_scalar_to_json(&probe);
-	bool plain_ok = json_is_string(meaning);
-	json_decref(meaning);
-	return latch_yaml_scalar_new(value, plain_ok ? LATCH_YAML_STYLE_ANY : LATCH_YAML_STYLE_DOUBLE);
+	return latch_yaml_scalar_new(value, plain_reads_as_string(value) ? LATCH_YAML_STYLE_ANY : LATCH_YAML_STYLE_DOUBLE);
 }
 
 json_t *latch_yaml_to_json(const struct latch_yaml_node *n)
