@@ -1012,7 +1012,8 @@ static int build_config(const struct inject_context *ctx, const struct ann_set *
 
 /* The generated configuration goes through latch-init's own parser: a template or value
  * latch-init would refuse in the pod is refused here, with the annotation named. */
-static int validate_config(const struct inject_context *ctx, const struct ann_set *set, struct inject_settings *s)
+static int validate_config(const struct inject_context *ctx, const struct ann_set *set,
+			   struct inject_settings *s)
 {
 	char *text = s->config_text = json_dumps(s->config, JSON_COMPACT | JSON_SORT_KEYS);
 	struct latch_inject_memo *memo = ctx->opts->memo;

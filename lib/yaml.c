@@ -783,7 +783,8 @@ static bool plain_reads_as_string(const char *value)
 
 struct latch_yaml_node *latch_yaml_string_new(const char *value)
 {
-	return latch_yaml_scalar_new(value, plain_reads_as_string(value) ? LATCH_YAML_STYLE_ANY : LATCH_YAML_STYLE_DOUBLE);
+	enum latch_yaml_style style = plain_reads_as_string(value) ? LATCH_YAML_STYLE_ANY : LATCH_YAML_STYLE_DOUBLE;
+	return latch_yaml_scalar_new(value, style);
 }
 
 json_t *latch_yaml_to_json(const struct latch_yaml_node *n)

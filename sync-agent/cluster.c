@@ -154,7 +154,8 @@ static json_t *live_set_of(const struct live_kind *lk, const json_t *item)
 {
 	if (!lk->round)
 		return lk->live;
-	const char *source = latch_json_get_str(json_object_get(json_object_get(item, "metadata"), "labels"), LABEL_SOURCE);
+	const json_t *labels = json_object_get(json_object_get(item, "metadata"), "labels");
+	const char *source = latch_json_get_str(labels, LABEL_SOURCE);
 	if (!source || !sync_round_passes_source(lk->round, source))
 		return NULL;
 	json_t *set = json_object_get(lk->live, source);

@@ -111,7 +111,8 @@ static struct work *work_for(struct sync_round *r, const char *key)
 	return found;
 }
 
-static int make_timed(const struct sync_round_work *w, json_t **kept, double *seconds, struct latch_error *err)
+static int make_timed(const struct sync_round_work *w, json_t **kept, double *seconds,
+		      struct latch_error *err)
 {
 	double started = latch_monotonic_s();
 	int r = w->make(w->arg, kept, err);
@@ -125,8 +126,8 @@ static int take(const struct sync_round_work *w, json_t *kept, struct latch_erro
 }
 
 /* This round's making of it, now unless an earlier pass of the round made it. */
-static int once_in_round(struct sync_round *r, struct work *e, const struct sync_round_work *w, double *made_in,
-			 struct latch_error *err)
+static int once_in_round(struct sync_round *r, struct work *e, const struct sync_round_work *w,
+			 double *made_in, struct latch_error *err)
 {
 	int result;
 	pthread_mutex_lock(&e->lock);
@@ -139,7 +140,8 @@ static int once_in_round(struct sync_round *r, struct work *e, const struct sync
 		e->result = result;
 		e->round = r->round;
 	} else {
-		result = e->result < 0 ? latch_error_set(err, e->result, "%s", e->message ? e->message : "out of memory") : 0;
+		const char *message = e->message ? e->message : "out of memory";
+		result = e->result < 0 ? latch_error_set(err, e->result, "%s", message) : 0;
 	}
 	if (result == 0)
 		result = take(w, e->kept, err);

@@ -1936,7 +1936,8 @@ static void test_sync__a_round_lists_each_kind_once_for_all_its_sources(void **s
 		*c = (char)tolower((unsigned char)*c);
 	struct latch_k8s *k = kube();
 	struct latch_error err = LATCH_ERROR_INIT;
-	json_t *ns = json_pack("{s:s,s:s,s:{s:s}}", "apiVersion", "v1", "kind", "Namespace", "metadata", "name", name);
+	json_t *ns = json_pack("{s:s,s:s,s:{s:s}}", "apiVersion", "v1", "kind", "Namespace", "metadata", "name",
+			       name);
 	struct latch_k8s_apply_options by_hand = { .field_manager = "kubectl-create", .force = true };
 	assert_int_equal(latch_k8s_apply(k, ns, &by_hand, NULL, &err), 0);
 	json_decref(ns);
@@ -1972,8 +1973,8 @@ static void test_sync__a_round_lists_each_kind_once_for_all_its_sources(void **s
 	assert_true(lists >= 1 && lists <= 2);
 	assert_int_equal(gitops_count_in(r.log, "changed=0 drifted=0 pruned=0"), SOURCES);
 
-	json_t *edit = json_pack("{s:s,s:s,s:{s:s,s:s},s:{s:s}}", "apiVersion", "v1", "kind", "ConfigMap", "metadata",
-				 "name", "c3-1", "namespace", name, "data", "v", "edited by hand");
+	json_t *edit = json_pack("{s:s,s:s,s:{s:s,s:s},s:{s:s}}", "apiVersion", "v1", "kind", "ConfigMap",
+				 "metadata", "name", "c3-1", "namespace", name, "data", "v", "edited by hand");
 	struct latch_k8s_apply_options hand = { .field_manager = "kubectl-edit", .force = true };
 	assert_int_equal(latch_k8s_apply(k, edit, &hand, NULL, &err), 0);
 	json_decref(edit);
@@ -1991,13 +1992,15 @@ static void test_sync__a_round_lists_each_kind_once_for_all_its_sources(void **s
 	/* A push hook for one source passes every source of its repository, in one round. */
 	int port;
 	pid_t pid = spawn_listening(&r, &port);
-	gitops_sh(r.dir, "cd repo && sed -i '0,/data: {v: x}/s//data: {v: pushed}/' s4/cms.yaml && git commit -qam push");
+	gitops_sh(r.dir, "cd repo && sed -i '0,/data: {v: x}/s//data: {v: pushed}/' s4/cms.yaml && "
+		  "git commit -qam push");
 	static const char push[] = "{\"ref\":\"refs/heads/main\"}";
 	char good[128];
 	github_signature("round-s3cret", push, good);
 	double sent = stack_now();
 	assert_int_equal(http_post(port, "/hook/s0", good, push, strlen(push)), 202);
-	while ((v = gitops_configmap_value(k, name, "c4-0", "v")) && strcmp(v, "pushed") != 0 && stack_now() - sent < 10) {
+	while ((v = gitops_configmap_value(k, name, "c4-0", "v")) && strcmp(v, "pushed") != 0 &&
+	       stack_now() - sent < 10) {
 		free(v);
 		usleep(50 * 1000);
 	}
