@@ -40,6 +40,10 @@ struct latch_k8s {
 	double (*write_time_left)(void *arg);
 	void *write_guard_arg;
 	unsigned deadline_ms; /* of each request, retries included */
+	/* Clones given back, their connections still open: the next borrow takes one instead of
+	 * opening a connection (a TLS handshake for client and server each time). */
+	struct latch_k8s *spares[LATCH_K8S_SPARES_MAX];
+	size_t n_spares;
 };
 
 static void forget_resources(struct latch_k8s *k);
@@ -53,6 +57,8 @@ void latch_k8s_free(struct latch_k8s *k)
 {
 	if (!k)
 		return;
+	for (size_t i = 0; i < k->n_spares; i++)
+		latch_k8s_free(k->spares[i]);
 	latch_http_client_free(k->http);
 	free(k->server);
 	latch_secret_free(k->auth_header);
@@ -87,6 +93,15 @@ static int copy_resources(const struct latch_k8s *from, struct latch_k8s *to)
 	return 0;
 }
 
+/* The state a clone follows besides discovery. */
+static void take_state(const struct latch_k8s *k, struct latch_k8s *c)
+{
+	c->discovered = k->discovered;
+	c->write_time_left = k->write_time_left;
+	c->write_guard_arg = k->write_guard_arg;
+	c->deadline_ms = k->deadline_ms;
+}
+
 int latch_k8s_clone(const struct latch_k8s *k, struct latch_k8s **ret, struct latch_error *err)
 {
 	struct latch_k8s *c = calloc(1, sizeof(*c));
@@ -95,10 +110,7 @@ int latch_k8s_clone(const struct latch_k8s *k, struct latch_k8s **ret, struct la
 		latch_k8s_free(c);
 		return latch_error_set(err, LATCH_ENOMEM, "out of memory");
 	}
-	c->discovered = k->discovered;
-	c->write_time_left = k->write_time_left;
-	c->write_guard_arg = k->write_guard_arg;
-	c->deadline_ms = k->deadline_ms;
+	take_state(k, c);
 	int r = latch_http_client_clone(k->http, &c->http, err);
 	if (r < 0) {
 		latch_k8s_free(c);
@@ -106,6 +118,30 @@ int latch_k8s_clone(const struct latch_k8s *k, struct latch_k8s **ret, struct la
 	}
 	*ret = c;
 	return 0;
+}
+
+int latch_k8s_borrow(struct latch_k8s *k, struct latch_k8s **ret, struct latch_error *err)
+{
+	if (!k->n_spares)
+		return latch_k8s_clone(k, ret, err);
+	struct latch_k8s *c = k->spares[--k->n_spares];
+	/* What discovery found and the write guard may have changed since it was given back. */
+	forget_resources(c);
+	if (copy_resources(k, c) < 0) {
+		latch_k8s_free(c);
+		return latch_error_set(err, LATCH_ENOMEM, "out of memory");
+	}
+	take_state(k, c);
+	*ret = c;
+	return 0;
+}
+
+void latch_k8s_give_back(struct latch_k8s *k, struct latch_k8s *clone)
+{
+	if (k->n_spares < LATCH_K8S_SPARES_MAX)
+		k->spares[k->n_spares++] = clone;
+	else
+		latch_k8s_free(clone);
 }
 
 void latch_k8s_forget_discovery(struct latch_k8s *k)

@@ -1,5 +1,6 @@
 /* Workers take the next unit by an atomic index. Each owns a clone of the client, so no
- * connection or curl handle is shared between threads. */
+ * connection or curl handle is shared between threads; the clones go back to the client
+ * afterwards, connections open, for the next step to reuse. */
 #include "parallel.h"
 
 #include <pthread.h>
@@ -57,7 +58,7 @@ int parallel_run(struct latch_k8s *k, size_t n, size_t workers, parallel_fn fn, 
 	size_t wanted = workers < PARALLEL_MAX_WORKERS ? workers : PARALLEL_MAX_WORKERS, cloned = 0, started = 0;
 	if (n < wanted)
 		wanted = n;
-	while (cloned + 1 < wanted && latch_k8s_clone(k, &helpers[cloned].client, NULL) == 0) {
+	while (cloned + 1 < wanted && latch_k8s_borrow(k, &helpers[cloned].client, NULL) == 0) {
 		helpers[cloned].shared = &sh;
 		cloned++;
 	}
@@ -67,7 +68,7 @@ int parallel_run(struct latch_k8s *k, size_t n, size_t workers, parallel_fn fn, 
 	for (size_t t = 0; t < started; t++)
 		pthread_join(threads[t], NULL);
 	for (size_t t = 0; t < cloned; t++)
-		latch_k8s_free(helpers[t].client);
+		latch_k8s_give_back(k, helpers[t].client);
 	for (size_t i = 0; i < n; i++)
 		if (results[i] < 0)
 			return results[i];

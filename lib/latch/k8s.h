@@ -31,6 +31,12 @@ const char *latch_k8s_server(const struct latch_k8s *k);
 /* Another client to the same server with its own connection and a copy of what discovery
  * found: one per thread (a client is not thread-safe). */
 int latch_k8s_clone(const struct latch_k8s *k, struct latch_k8s **ret, struct latch_error *err);
+/* The same, reusing a clone given back to k (and its open connection) when there is one; give
+ * it back with latch_k8s_give_back, which keeps up to LATCH_K8S_SPARES_MAX (the rest are
+ * freed; the kept ones with k). Both from k's own thread. */
+#define LATCH_K8S_SPARES_MAX 8
+int latch_k8s_borrow(struct latch_k8s *k, struct latch_k8s **ret, struct latch_error *err);
+void latch_k8s_give_back(struct latch_k8s *k, struct latch_k8s *clone);
 /* Run discovery now if it has not run (before cloning: clones copy what it found). */
 int latch_k8s_discover(struct latch_k8s *k, struct latch_error *err);
 /* Whether the last discovery found the kind, and whether it is namespaced (no request, no

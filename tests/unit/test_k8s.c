@@ -56,6 +56,50 @@ static struct latch_k8s *client_knowing_core_v1(void)
 	return k;
 }
 
+/* A borrowed clone given back is the next one borrowed (its connection open), with what the
+ * client learned since: discovery and the write guard. At most LATCH_K8S_SPARES_MAX wait. */
+static double no_time_left(void *arg)
+{
+	return 0;
+}
+
+static void test_k8s__borrowed_clones_are_reused_with_the_client_s_state(void **state)
+{
+	struct latch_k8s *k = NULL, *first = NULL, *again = NULL;
+	struct latch_error err = LATCH_ERROR_INIT;
+	if (latch_k8s_from_kubeconfig_text(latch_view_str(inline_token), "config", &k, &err) < 0)
+		fail_msg("%s", latch_error_message(&err));
+	assert_int_equal(latch_k8s_borrow(k, &first, &err), 0);
+	assert_false(latch_k8s_serves(first, "v1", "ConfigMap"));
+	latch_k8s_give_back(k, first);
+
+	struct latch_json_limits lim = LATCH_JSON_LIMITS_DEFAULT;
+	json_t *list = NULL;
+	assert_int_equal(latch_json_parse(latch_view_str(core_v1), "core_v1", &lim, &list, NULL), 0);
+	assert_int_equal(latch_k8s_learn_resources(k, "v1", list), 0);
+	json_decref(list);
+	latch_k8s_set_write_guard(k, no_time_left, NULL);
+	assert_int_equal(latch_k8s_borrow(k, &again, &err), 0);
+	assert_ptr_equal(again, first);
+	assert_true(latch_k8s_serves(again, "v1", "ConfigMap"));
+	assert_true(latch_k8s_namespaced(again, "v1", "ConfigMap"));
+	/* The guard came along: a write now is refused before any request. */
+	json_t *cm = json_pack("{s:s,s:s,s:{s:s,s:s}}", "apiVersion", "v1", "kind", "ConfigMap", "metadata", "name", "x",
+			       "namespace", "default");
+	struct latch_k8s_apply_options ao = { .field_manager = "test", .force = true };
+	assert_int_equal(latch_k8s_apply(again, cm, &ao, NULL, &err), LATCH_EFORBIDDEN);
+	json_decref(cm);
+	latch_error_done(&err);
+
+	struct latch_k8s *many[LATCH_K8S_SPARES_MAX + 2];
+	many[0] = again;
+	for (size_t i = 1; i < LATCH_K8S_SPARES_MAX + 2; i++)
+		assert_int_equal(latch_k8s_borrow(k, &many[i], &err), 0);
+	for (size_t i = 0; i < LATCH_K8S_SPARES_MAX + 2; i++)
+		latch_k8s_give_back(k, many[i]); /* two are freed here, the rest with k (LSan checks) */
+	latch_k8s_free(k);
+}
+
 /* kubectl reads a relative tokenFile from the kubeconfig's folder, not the working one. */
 static int collect_name(json_t *item, void *arg)
 {
@@ -187,6 +231,7 @@ int main(void)
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_k8s__list_body_streams_the_items_a_whole_parse_finds),
 		cmocka_unit_test(test_k8s__token_file_is_relative_to_the_kubeconfig),
+		cmocka_unit_test(test_k8s__borrowed_clones_are_reused_with_the_client_s_state),
 		cmocka_unit_test(test_k8s__discovery_teaches_kinds_not_subresources),
 		cmocka_unit_test(test_k8s__names_that_would_leave_their_path_segment_are_refused),
 		cmocka_unit_test(test_k8s__a_group_version_that_cannot_name_a_path_is_not_learned),
