@@ -148,18 +148,18 @@ struct live_kind {
 	const struct sync_round *round; /* a list shared by the round: live by source, the round's only */
 };
 
-/* Where a listed item goes: live, or, in a list the round shares, live's set for its source
- * (NULL: not a source the round passes). */
-static json_t *live_set_of(const struct live_kind *lk, const json_t *item)
+/* Where a listed item goes: live, or, in a list the round shares, live's set for its source;
+ * *skip when it is no source's the round passes. NULL otherwise only when out of memory. */
+static json_t *live_set_of(const struct live_kind *lk, const json_t *item, bool *skip)
 {
+	*skip = false;
 	if (!lk->round)
 		return lk->live;
 	const json_t *labels = json_object_get(json_object_get(item, "metadata"), "labels");
 	const char *source = latch_json_get_str(labels, LABEL_SOURCE);
-	if (!source || !sync_round_passes_source(lk->round, source))
-		return NULL;
-	json_t *set = json_object_get(lk->live, source);
-	if (!set && json_object_set_new(lk->live, source, set = json_object()) < 0)
+	*skip = !source || !sync_round_passes_source(lk->round, source);
+	json_t *set = *skip ? NULL : json_object_get(lk->live, source);
+	if (!*skip && !set && json_object_set_new(lk->live, source, set = json_object()) < 0)
 		return NULL;
 	return set;
 }
@@ -172,9 +172,12 @@ static int keep_live(json_t *item, void *arg)
 	json_object_del(json_object_get(item, "metadata"), "managedFields");
 	json_object_set_new(item, "apiVersion", json_string(lk->api_version));
 	json_object_set_new(item, "kind", json_string(lk->kind));
-	json_t *set = live_set_of(lk, item);
-	if (!set)
+	bool skip;
+	json_t *set = live_set_of(lk, item, &skip);
+	if (skip)
 		return 0;
+	if (!set)
+		return LATCH_ENOMEM;
 	_cleanup_free_ char *key = sync_object_key_in(item, sync_object_meta(item, "namespace"));
 	if (!key)
 		return LATCH_ENOMEM;
