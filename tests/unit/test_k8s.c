@@ -84,8 +84,8 @@ static void test_k8s__borrowed_clones_are_reused_with_the_client_s_state(void **
 	assert_true(latch_k8s_serves(again, "v1", "ConfigMap"));
 	assert_true(latch_k8s_namespaced(again, "v1", "ConfigMap"));
 	/* The guard came along: a write now is refused before any request. */
-	json_t *cm = json_pack("{s:s,s:s,s:{s:s,s:s}}", "apiVersion", "v1", "kind", "ConfigMap", "metadata", "name", "x",
-			       "namespace", "default");
+	json_t *cm = json_pack("{s:s,s:s,s:{s:s,s:s}}", "apiVersion", "v1", "kind", "ConfigMap", "metadata", "name",
+			       "x", "namespace", "default");
 	struct latch_k8s_apply_options ao = { .field_manager = "test", .force = true };
 	assert_int_equal(latch_k8s_apply(again, cm, &ao, NULL, &err), LATCH_EFORBIDDEN);
 	json_decref(cm);
