@@ -1012,16 +1012,14 @@ static int build_config(const struct inject_context *ctx, const struct ann_set *
 
 /* The generated configuration goes through latch-init's own parser: a template or value
  * latch-init would refuse in the pod is refused here, with the annotation named. */
-static int validate_config(const struct inject_context *ctx, const struct ann_set *set,
-			   struct inject_settings *s)
+static int validate_config(const struct inject_context *ctx, const struct ann_set *set, const char *text)
 {
-	char *text = s->config_text = json_dumps(s->config, JSON_COMPACT | JSON_SORT_KEYS);
 	struct latch_inject_memo *memo = ctx->opts->memo;
-	if (text && memo && memo->valid_config && strcmp(memo->valid_config, text) == 0)
+	if (memo && memo->valid_config && strcmp(memo->valid_config, text) == 0)
 		return 0;
 	struct latch_config parsed;
 	struct latch_error inner = LATCH_ERROR_INIT;
-	int r = text ? latch_config_parse(latch_view_str(text), "LATCH_CONFIG", &parsed, &inner) : LATCH_ENOMEM;
+	int r = latch_config_parse(latch_view_str(text), "LATCH_CONFIG", &parsed, &inner);
 	if (r == 0) {
 		latch_config_done(&parsed);
 		if (memo) {
@@ -1205,8 +1203,11 @@ int inject_read_annotations(const struct inject_context *ctx, const struct latch
 			r = read_settings(ctx, &set, &s);
 		if (r == 0)
 			r = build_config(ctx, &set, &s);
+		/* As the container carries it, and as latch-init's parser checks it. */
+		if (r == 0 && !(s.config_text = json_dumps(s.config, JSON_COMPACT | JSON_SORT_KEYS)))
+			r = latch_error_set(ctx->err, LATCH_ENOMEM, "out of memory");
 		if (r == 0)
-			r = validate_config(ctx, &set, &s);
+			r = validate_config(ctx, &set, s.config_text);
 	}
 	ann_set_done(&set);
 	if (r < 0) {

@@ -245,10 +245,9 @@ static int list_kind_shared(struct latch_k8s *k, const struct sync_config *c, co
 	struct sync_round_work w = { make_shared_list, take_shared_list, &sl };
 	struct latch_buf key = LATCH_BUF_INIT(1024);
 	latch_buf_printf(&key, "list %s", kind_key);
-	double seconds;
 	int r = latch_buf_check(&key, "list key", err);
 	if (r == 0)
-		r = sync_round_once(c->round, latch_buf_str(&key), &w, &seconds, err);
+		r = sync_round_once(c->round, latch_buf_str(&key), &w, NULL, err);
 	latch_buf_done(&key);
 	return r;
 }

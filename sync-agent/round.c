@@ -145,7 +145,8 @@ static int once_in_round(struct sync_round *r, struct work *e, const struct sync
 	}
 	if (result == 0)
 		result = take(w, e->kept, err);
-	*made_in = e->seconds;
+	if (made_in)
+		*made_in = e->seconds;
 	pthread_mutex_unlock(&e->lock);
 	return result;
 }
@@ -160,7 +161,10 @@ int sync_round_once(struct sync_round *r, const char *key, const struct sync_rou
 		return once_in_round(r, e, w, made_in, err);
 	}
 	json_t *kept = NULL;
-	int result = make_timed(w, &kept, made_in, err);
+	double seconds;
+	int result = make_timed(w, &kept, &seconds, err);
+	if (made_in)
+		*made_in = seconds;
 	if (result == 0)
 		result = take(w, kept, err);
 	json_decref(kept);

@@ -33,7 +33,7 @@ struct sync_round_work {
 };
 
 /* The work named key, made now unless a pass of this round made it: then that outcome (its
- * error, if it failed). made_in gets how long the making took. r may be NULL, and outside a
+ * error, if it failed). made_in, when not NULL, gets how long the making took. r may be NULL, and outside a
  * round the work is made every time. */
 int sync_round_once(struct sync_round *r, const char *key, const struct sync_round_work *w, double *made_in,
 		    struct latch_error *err);
