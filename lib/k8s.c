@@ -9,6 +9,7 @@
 
 #include "latch/base64.h"
 #include "latch/buf.h"
+#include "latch/clock.h"
 #include "latch/file.h"
 #include "latch/http.h"
 #include "latch/yaml.h"
@@ -19,6 +20,9 @@
 #define KUBECONFIG_MAX (1u << 20)
 #define BODY_MAX (64u << 20)
 #define SA_DIR "/var/run/secrets/kubernetes.io/serviceaccount"
+/* The kubelet rotates a projected token about hourly; client-go reads its file again each
+ * minute, and so does this client. */
+#define TOKEN_REREAD_S 60.0
 /* A list of PartialObjectMetadata: each item's metadata, without spec or status. */
 #define METADATA_ONLY "application/json;as=PartialObjectMetadataList;g=meta.k8s.io;v=v1"
 
@@ -33,6 +37,8 @@ struct latch_k8s {
 	struct latch_http_client *http;
 	char *server;
 	char *auth_header; /* "Authorization: Bearer ..." or NULL */
+	char *token_file;  /* where auth_header's token is read from again, or NULL */
+	double token_read_at;
 	struct resource *resources;
 	size_t n_resources;
 	bool discovered;
@@ -62,6 +68,7 @@ void latch_k8s_free(struct latch_k8s *k)
 	latch_http_client_free(k->http);
 	free(k->server);
 	latch_secret_free(k->auth_header);
+	free(k->token_file);
 	forget_resources(k);
 	free(k);
 }
@@ -106,10 +113,11 @@ int latch_k8s_clone(const struct latch_k8s *k, struct latch_k8s **ret, struct la
 {
 	struct latch_k8s *c = calloc(1, sizeof(*c));
 	if (!c || !(c->server = strdup(k->server)) || (k->auth_header && !(c->auth_header = strdup(k->auth_header))) ||
-	    copy_resources(k, c) < 0) {
+	    (k->token_file && !(c->token_file = strdup(k->token_file))) || copy_resources(k, c) < 0) {
 		latch_k8s_free(c);
 		return latch_error_set(err, LATCH_ENOMEM, "out of memory");
 	}
+	c->token_read_at = k->token_read_at;
 	take_state(k, c);
 	int r = latch_http_client_clone(k->http, &c->http, err);
 	if (r < 0) {
@@ -155,6 +163,7 @@ struct connection {
 	const char *server;
 	struct latch_tls_options tls;
 	char *token; /* secret */
+	char *token_file; /* where token was read, to be read again */
 	/* storage for what tls points to */
 	char *ca_pem, *cert_pem, *key_pem, *ca_file, *cert_file, *key_file;
 };
@@ -165,9 +174,19 @@ static void connection_done(struct connection *c)
 	free(c->cert_pem);
 	latch_secret_free(c->key_pem);
 	latch_secret_free(c->token);
+	free(c->token_file);
 	free(c->ca_file);
 	free(c->cert_file);
 	free(c->key_file);
+}
+
+static char *bearer_header(const char *token)
+{
+	struct latch_buf h = LATCH_SECRET_BUF_INIT(65536);
+	latch_buf_printf(&h, "Authorization: Bearer %s", token);
+	char *header = latch_buf_take(&h);
+	latch_buf_done(&h);
+	return header;
 }
 
 static int open_client(const struct connection *c, struct latch_k8s **ret, struct latch_error *err)
@@ -178,12 +197,12 @@ static int open_client(const struct connection *c, struct latch_k8s **ret, struc
 		return latch_error_set(err, LATCH_ENOMEM, "out of memory");
 	}
 	k->insecure = c->tls.insecure_skip_verify;
-	if (c->token) {
-		struct latch_buf h = LATCH_SECRET_BUF_INIT(65536);
-		latch_buf_printf(&h, "Authorization: Bearer %s", c->token);
-		k->auth_header = latch_buf_take(&h);
-		latch_buf_done(&h);
+	if ((c->token && !(k->auth_header = bearer_header(c->token))) ||
+	    (c->token_file && !(k->token_file = strdup(c->token_file)))) {
+		latch_k8s_free(k);
+		return latch_error_set(err, LATCH_ENOMEM, "out of memory");
 	}
+	k->token_read_at = latch_monotonic_s();
 	struct latch_http_options o = LATCH_HTTP_OPTIONS_DEFAULT;
 	o.tls = c->tls;
 	o.max_body = BODY_MAX;
@@ -254,8 +273,9 @@ static int user_credentials(const char *path, const json_t *user, struct connect
 	if (r == 0 && (v = latch_json_get_str(user, "token")))
 		c->token = strdup(v);
 	else if (r == 0 && (v = latch_json_get_str(user, "tokenFile"))) {
-		_cleanup_free_ char *file = relative_to(path, v); /* as kubectl resolves it */
-		r = file ? read_token_file(file, &c->token, err) : latch_error_set(err, LATCH_ENOMEM, "out of memory");
+		c->token_file = relative_to(path, v); /* as kubectl resolves it */
+		r = c->token_file ? read_token_file(c->token_file, &c->token, err) :
+				    latch_error_set(err, LATCH_ENOMEM, "out of memory");
 	}
 	c->tls.client_cert_pem = c->cert_pem;
 	c->tls.client_key_pem = c->key_pem;
@@ -337,9 +357,10 @@ int latch_k8s_in_cluster(struct latch_k8s **ret, struct latch_error *err)
 		return latch_error_set(err, LATCH_EINVAL, "not in a cluster: KUBERNETES_SERVICE_HOST/PORT are not set");
 	struct latch_buf server = LATCH_BUF_INIT(1024);
 	latch_buf_printf(&server, strchr(host, ':') ? "https://[%s]:%s" : "https://%s:%s", host, port);
-	struct connection c = { .server = latch_buf_str(&server) };
+	struct connection c = { .server = latch_buf_str(&server), .token_file = strdup(SA_DIR "/token") };
 	c.tls.ca_file = SA_DIR "/ca.crt";
-	int r = read_token_file(SA_DIR "/token", &c.token, err);
+	int r = c.token_file ? read_token_file(c.token_file, &c.token, err) :
+			       latch_error_set(err, LATCH_ENOMEM, "out of memory");
 	if (r == 0)
 		r = open_client(&c, ret, err);
 	connection_done(&c);
@@ -400,12 +421,30 @@ static int guard_write(struct latch_k8s *k, const char *method, const char *path
 	return 0;
 }
 
+/* Reads the token file again; true when it holds another token than the one sent. A file that
+ * cannot be read keeps the token in use: the API server says whether it still holds. */
+static bool token_rotated(struct latch_k8s *k)
+{
+	k->token_read_at = latch_monotonic_s();
+	_cleanup_secret_ char *token = NULL, *header = NULL;
+	if (read_token_file(k->token_file, &token, NULL) < 0 || !*token || !(header = bearer_header(token)))
+		return false;
+	if (k->auth_header && strcmp(header, k->auth_header) == 0)
+		return false;
+	latch_secret_free(k->auth_header);
+	k->auth_header = header;
+	header = NULL;
+	return true;
+}
+
 /* The request, its answer's body left as text in ret_body (to latch_http_response_done). */
 static int request_raw(struct latch_k8s *k, const char *method, const char *path, const char *content_type,
 		       const char *accept, const char *body, struct latch_http_response *ret, struct latch_error *err)
 {
 	if (guard_write(k, method, path, err) < 0)
 		return LATCH_EFORBIDDEN;
+	if (k->token_file && latch_monotonic_s() - k->token_read_at >= TOKEN_REREAD_S)
+		token_rotated(k);
 	struct latch_buf url = LATCH_BUF_INIT(16384), ct = LATCH_BUF_INIT(512), ac = LATCH_BUF_INIT(512);
 	latch_buf_printf(&url, "%s%s", k->server, path);
 	latch_buf_printf(&ct, "Content-Type: %s", content_type ? content_type : "application/json");
@@ -422,6 +461,12 @@ static int request_raw(struct latch_k8s *k, const char *method, const char *path
 		r = latch_buf_check(&ac, "Accept", err);
 	if (r == 0)
 		r = latch_http_do(k->http, &req, ret, err);
+	/* A token rotated within the minute may already be revoked: the new one is tried at once. */
+	if (r == 0 && ret->status == 401 && k->token_file && token_rotated(k)) {
+		latch_http_response_done(ret);
+		headers[2] = k->auth_header;
+		r = latch_http_do(k->http, &req, ret, err);
+	}
 	count_request(method, r == 0 ? ret->status : 0);
 	latch_buf_done(&url);
 	latch_buf_done(&ct);

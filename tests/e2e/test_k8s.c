@@ -8,6 +8,7 @@
 
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "latch/k8s.h"
 #include "stack.h"
@@ -96,12 +97,147 @@ static void test_k8s__server_refusal_names_object_and_message(void **state)
 	latch_k8s_free(k);
 }
 
+static struct latch_http_client *admin_client(void)
+{
+	struct latch_tls_options tls = { .ca_file = stack.ca, .client_cert_file = stack.admin_cert,
+					 .client_key_file = stack.admin_key };
+	return stack_client(&tls);
+}
+
+/* A Secret in demo; returns its uid (caller frees). */
+static char *create_secret(struct latch_http_client *admin, const char *name)
+{
+	char url[512], body[512];
+	snprintf(url, sizeof(url), "%s/api/v1/namespaces/demo/secrets", stack.kube_url);
+	snprintf(body, sizeof(body), "{\"apiVersion\":\"v1\",\"kind\":\"Secret\",\"metadata\":{\"name\":\"%s\"}}",
+		 name);
+	json_t *resp = NULL;
+	long status = stack_call(admin, "POST", url, body, NULL, &resp);
+	if (status != 201)
+		fail_msg("creating Secret demo/%s answered %ld", name, status);
+	char *uid = strdup(json_string_value(latch_json_path(resp, "metadata.uid")));
+	json_decref(resp);
+	return uid;
+}
+
+/* A token of ServiceAccount demo/app that holds only while Secret demo/<secret> exists, as a
+ * projected token holds only while its pod does. */
+static char *token_bound_to_secret(struct latch_http_client *admin, const char *secret)
+{
+	char *uid = create_secret(admin, secret);
+	char url[512], body[1024];
+	snprintf(url, sizeof(url), "%s/api/v1/namespaces/demo/serviceaccounts/app/token", stack.kube_url);
+	snprintf(body, sizeof(body),
+		 "{\"apiVersion\":\"authentication.k8s.io/v1\",\"kind\":\"TokenRequest\","
+		 "\"spec\":{\"expirationSeconds\":3600,\"boundObjectRef\":"
+		 "{\"apiVersion\":\"v1\",\"kind\":\"Secret\",\"name\":\"%s\",\"uid\":\"%s\"}}}",
+		 secret, uid);
+	json_t *resp = NULL;
+	long status = stack_call(admin, "POST", url, body, NULL, &resp);
+	if (status != 201)
+		fail_msg("TokenRequest bound to Secret demo/%s answered %ld", secret, status);
+	char *token = strdup(json_string_value(latch_json_path(resp, "status.token")));
+	json_decref(resp);
+	free(uid);
+	return token;
+}
+
+static void delete_secret(struct latch_http_client *admin, const char *name)
+{
+	char url[512];
+	snprintf(url, sizeof(url), "%s/api/v1/namespaces/demo/secrets/%s", stack.kube_url, name);
+	json_t *resp = NULL;
+	long status = stack_call(admin, "DELETE", url, NULL, NULL, &resp);
+	json_decref(resp);
+	if (status != 200 && status != 404)
+		fail_msg("deleting Secret demo/%s answered %ld", name, status);
+}
+
+static const char *const self_review =
+	"{\"apiVersion\":\"authentication.k8s.io/v1\",\"kind\":\"SelfSubjectReview\"}";
+
+/* Whether the API server takes token: 201, or 401 when it does not. Sent without the admin's
+ * client certificate, which it would take first. */
+static long self_review_as(const char *token)
+{
+	struct latch_tls_options tls = { .ca_file = stack.ca };
+	struct latch_http_client *c = stack_client(&tls);
+	char url[512], header[4096];
+	snprintf(url, sizeof(url), "%s/apis/authentication.k8s.io/v1/selfsubjectreviews", stack.kube_url);
+	snprintf(header, sizeof(header), "Authorization: Bearer %s", token);
+	json_t *resp = NULL;
+	long status = stack_call(c, "POST", url, self_review, header, &resp);
+	json_decref(resp);
+	latch_http_client_free(c);
+	return status;
+}
+
+/* The kubelet rotates a pod's token file; the old token stops holding once its pod is gone (or
+ * it expires). A client reading the file once would fail from then on. */
+static void test_k8s__a_rotated_token_file_is_read_again(void **state)
+{
+	struct latch_http_client *admin = admin_client();
+	delete_secret(admin, "latch-token-a");
+	delete_secret(admin, "latch-token-b");
+	char *token_a = token_bound_to_secret(admin, "latch-token-a");
+	char *token_b = token_bound_to_secret(admin, "latch-token-b");
+	char *dir = stack_mkdtemp("latch-token");
+	char token_file[1024], kubeconfig_file[1024], kubeconfig[4096];
+	snprintf(token_file, sizeof(token_file), "%s/token", dir);
+	snprintf(kubeconfig_file, sizeof(kubeconfig_file), "%s/kubeconfig", dir);
+	snprintf(kubeconfig, sizeof(kubeconfig),
+		 "apiVersion: v1\nkind: Config\ncurrent-context: sa\n"
+		 "clusters: [{name: stack, cluster: {server: '%s', certificate-authority: '%s'}}]\n"
+		 "users: [{name: app, user: {tokenFile: token}}]\n"
+		 "contexts: [{name: sa, context: {cluster: stack, user: app}}]\n", stack.kube_url, stack.ca);
+	stack_write_file(token_file, token_a);
+	stack_write_file(kubeconfig_file, kubeconfig);
+
+	struct latch_k8s *k = NULL;
+	struct latch_error err = LATCH_ERROR_INIT;
+	assert_int_equal(latch_k8s_from_kubeconfig(kubeconfig_file, &k, &err), 0);
+	long status = 0;
+	json_t *out = NULL;
+	assert_int_equal(latch_k8s_request(k, "POST", "/apis/authentication.k8s.io/v1/selfsubjectreviews", NULL,
+					   self_review, &status, &out, &err), 0);
+	assert_int_equal(status, 201);
+	assert_string_equal(json_string_value(latch_json_path(out, "status.userInfo.username")),
+			    "system:serviceaccount:demo:app");
+	json_decref(out);
+
+	/* The rotation: the file holds B, then A's Secret goes and A with it. */
+	stack_write_file(token_file, token_b);
+	delete_secret(admin, "latch-token-a");
+	/* The API server keeps a token it took for 10 s before it looks at it again. */
+	double deadline = stack_now() + 20;
+	while (self_review_as(token_a) != 401 && stack_now() < deadline)
+		usleep(100 * 1000);
+	assert_int_equal(self_review_as(token_a), 401);
+
+	assert_int_equal(latch_k8s_request(k, "POST", "/apis/authentication.k8s.io/v1/selfsubjectreviews", NULL,
+					   self_review, &status, &out, &err), 0);
+	assert_int_equal(status, 201);
+	assert_string_equal(json_string_value(latch_json_path(out, "status.userInfo.username")),
+			    "system:serviceaccount:demo:app");
+	json_decref(out);
+
+	latch_k8s_free(k);
+	latch_error_done(&err);
+	delete_secret(admin, "latch-token-b");
+	stack_rm_rf(dir);
+	free(dir);
+	free(token_a);
+	free(token_b);
+	latch_http_client_free(admin);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_k8s__apply_get_delete),
 		cmocka_unit_test(test_k8s__discovery_maps_kinds_to_paths),
 		cmocka_unit_test(test_k8s__server_refusal_names_object_and_message),
+		cmocka_unit_test(test_k8s__a_rotated_token_file_is_read_again),
 	};
 	return cmocka_run_group_tests(tests, stack_load, NULL);
 }
