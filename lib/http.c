@@ -21,8 +21,12 @@ struct latch_http_client {
 
 struct attempt {
 	struct latch_http_response *resp;
+	const struct latch_http_request *req;
+	CURL *curl;
 	size_t max_body;
 	bool over_cap;
+	bool streamed;      /* the sink had bytes */
+	bool sink_refused;
 	long retry_after_s;
 };
 
@@ -152,6 +156,13 @@ static size_t on_body(char *ptr, size_t size, size_t nmemb, void *userdata)
 {
 	struct attempt *a = userdata;
 	size_t n = size * nmemb;
+	long status = 0;
+	if (a->req->sink && curl_easy_getinfo(a->curl, CURLINFO_RESPONSE_CODE, &status) == CURLE_OK && status >= 200 &&
+	    status < 300) {
+		a->streamed = true;
+		a->sink_refused = !a->req->sink(ptr, n, a->req->sink_arg);
+		return a->sink_refused ? 0 : n;
+	}
 	if (a->resp->body.len + n > a->max_body || latch_buf_append(&a->resp->body, ptr, n) < 0) {
 		a->over_cap = true;
 		return 0;
@@ -484,7 +495,7 @@ static int run_attempts(struct latch_http_client *c, const struct latch_http_req
 	for (unsigned attempt = 0;; attempt++) {
 		latch_buf_init(&resp->body, c->opts.max_body, true);
 		resp->attempts = attempt + 1;
-		struct attempt a = { .resp = resp, .max_body = c->opts.max_body };
+		struct attempt a = { .resp = resp, .req = req, .curl = c->curl, .max_body = c->opts.max_body };
 		unsigned long long timeout = c->opts.request_timeout_ms;
 		if (deadline) {
 			unsigned long long now = now_ms();
@@ -497,7 +508,7 @@ static int run_attempts(struct latch_http_client *c, const struct latch_http_req
 		errbuf[0] = '\0';
 		set_request(c, req, url, headers, connect_to, &a, timeout, errbuf);
 		CURLcode cc = curl_easy_perform(c->curl);
-		int code = curl_code_to_latch(cc, a.over_cap);
+		int code = a.sink_refused ? LATCH_EPARSE : curl_code_to_latch(cc, a.over_cap);
 		bool last = attempt + 1 >= p->max_attempts;
 		if (code == 0) {
 			curl_easy_getinfo(c->curl, CURLINFO_RESPONSE_CODE, &resp->status);
@@ -512,7 +523,7 @@ static int run_attempts(struct latch_http_client *c, const struct latch_http_req
 			continue;
 		}
 		latch_http_response_done(resp);
-		if (transport_retryable(code) && !last && backoff(c, attempt, 0, deadline))
+		if (transport_retryable(code) && !a.streamed && !last && backoff(c, attempt, 0, deadline))
 			continue;
 		if (previous.status && code == LATCH_ETIMEOUT) {
 			*resp = previous;

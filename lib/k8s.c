@@ -437,9 +437,11 @@ static bool token_rotated(struct latch_k8s *k)
 	return true;
 }
 
-/* The request, its answer's body left as text in ret_body (to latch_http_response_done). */
+/* The request, its answer's body left as text in ret_body (to latch_http_response_done), or
+ * given to sink as it arrives when it is a 2xx one (see latch_http_request). */
 static int request_raw(struct latch_k8s *k, const char *method, const char *path, const char *content_type,
-		       const char *accept, const char *body, struct latch_http_response *ret, struct latch_error *err)
+		       const char *accept, const char *body, bool (*sink)(const char *, size_t, void *), void *sink_arg,
+		       struct latch_http_response *ret, struct latch_error *err)
 {
 	if (guard_write(k, method, path, err) < 0)
 		return LATCH_EFORBIDDEN;
@@ -451,7 +453,8 @@ static int request_raw(struct latch_k8s *k, const char *method, const char *path
 	latch_buf_printf(&ac, "Accept: %s", accept ? accept : "application/json");
 	const char *headers[3] = { latch_buf_str(&ct), latch_buf_str(&ac), k->auth_header };
 	struct latch_http_request req = { .method = method, .url = latch_buf_str(&url), .headers = headers,
-					  .n_headers = k->auth_header ? 3 : 2, .retry_status = retry_status };
+					  .n_headers = k->auth_header ? 3 : 2, .retry_status = retry_status,
+					  .sink = sink, .sink_arg = sink_arg };
 	if (body)
 		req.body = latch_view_str(body);
 	int r = latch_buf_check(&url, "request URL", err);
@@ -489,7 +492,7 @@ static int request(struct latch_k8s *k, const char *method, const char *path, co
 		   const char *body, long *ret_status, json_t **ret, struct latch_error *err)
 {
 	struct latch_http_response resp = { 0 };
-	int r = request_raw(k, method, path, content_type, accept, body, &resp, err);
+	int r = request_raw(k, method, path, content_type, accept, body, NULL, NULL, &resp, err);
 	if (r == 0) {
 		*ret_status = resp.status;
 		r = parse_body(&resp.body, method, path, resp.status, ret, err);
@@ -707,6 +710,15 @@ static void describe(const json_t *obj, struct latch_buf *out)
 int latch_k8s_apply(struct latch_k8s *k, const json_t *obj, const struct latch_k8s_apply_options *o, json_t **ret,
 		    struct latch_error *err)
 {
+	char *body = json_dumps(obj, JSON_COMPACT);
+	int r = body ? latch_k8s_apply_text(k, obj, body, o, ret, err) : latch_error_set(err, LATCH_ENOMEM, "out of memory");
+	latch_secret_free(body); /* it may be a Secret */
+	return r;
+}
+
+int latch_k8s_apply_text(struct latch_k8s *k, const json_t *obj, const char *body,
+			 const struct latch_k8s_apply_options *o, json_t **ret, struct latch_error *err)
+{
 	const json_t *meta = json_object_get(obj, "metadata");
 	struct latch_buf what = LATCH_BUF_INIT(4096);
 	describe(obj, &what);
@@ -722,10 +734,9 @@ int latch_k8s_apply(struct latch_k8s *k, const json_t *obj, const struct latch_k
 	struct latch_buf url = LATCH_BUF_INIT(16384);
 	latch_buf_printf(&url, "%s?fieldManager=%s%s%s", path, o->field_manager, o->force ? "&force=true" : "",
 			 o->dry_run ? "&dryRun=All" : "");
-	char *body = json_dumps(obj, JSON_COMPACT);
 	long status = 0;
 	json_t *resp = NULL;
-	r = body ? latch_buf_check(&url, "apply URL", err) : latch_error_set(err, LATCH_ENOMEM, "out of memory");
+	r = latch_buf_check(&url, "apply URL", err);
 	if (r == 0)
 		r = latch_k8s_request(k, "PATCH", latch_buf_str(&url), "application/apply-patch+yaml", body, &status, &resp,
 				      err);
@@ -736,7 +747,6 @@ int latch_k8s_apply(struct latch_k8s *k, const json_t *obj, const struct latch_k
 	if (r == 0 && ret)
 		*ret = json_incref(resp);
 	json_decref(resp);
-	free(body);
 	latch_buf_done(&url);
 	latch_buf_done(&what);
 	return r;
@@ -807,79 +817,172 @@ static void append_query_escaped(struct latch_buf *b, const char *s)
 	}
 }
 
-/* A list body parsed a piece at a time. */
-struct cursor {
-	const char *text;
-	size_t len, at;
+/* A list body read as it arrives: each element of its items array is parsed alone when its
+ * last byte is in and handed to fn, so a list of 10,000 objects is never held whole, as text
+ * or as a tree. The bytes around the items (kind, metadata with the continue token) are kept
+ * and parsed at the end, with the items array left empty. */
+enum items_expect { ITEMS_FIRST, ITEMS_ELEMENT, ITEMS_COMMA };
+
+struct list_stream {
+	int (*fn)(json_t *item, void *arg);
+	void *arg;
+	int result;     /* the first failure: LATCH_EPARSE or what fn returned */
+	int depth;      /* of open objects and arrays */
+	bool in_string, escaped;
+	bool top_is_object, expect_key, reading_key;
+	char key[8];    /* the top-level key being read; only "items" matters */
+	size_t key_len;
+	bool key_is_items, in_items;
+	enum items_expect expect;
+	struct latch_buf outer, item;
 };
 
-static void skip_space(struct cursor *c)
+static void list_stream_init(struct list_stream *ls, int (*fn)(json_t *item, void *arg), void *arg)
 {
-	while (c->at < c->len && strchr(" \t\r\n", c->text[c->at]))
-		c->at++;
+	*ls = (struct list_stream){ .fn = fn, .arg = arg };
+	/* Whole lists may hold Secrets. */
+	latch_buf_init(&ls->outer, BODY_MAX, true);
+	latch_buf_init(&ls->item, BODY_MAX, true);
 }
 
-static bool take(struct cursor *c, char ch)
+static void list_stream_done(struct list_stream *ls)
 {
-	skip_space(c);
-	if (c->at >= c->len || c->text[c->at] != ch)
-		return false;
-	c->at++;
-	return true;
+	latch_buf_done(&ls->outer);
+	latch_buf_done(&ls->item);
 }
 
-/* The JSON value at the cursor (jansson parses it alone and says where it ended). */
-static json_t *next_value(struct cursor *c)
+static void item_complete(struct list_stream *ls)
 {
-	skip_space(c);
 	json_error_t e;
-	size_t flags = JSON_DECODE_ANY | JSON_DISABLE_EOF_CHECK;
-	json_t *v = c->at < c->len ? json_loadb(c->text + c->at, c->len - c->at, flags, &e) : NULL;
-	if (v)
-		c->at += (size_t)e.position;
-	return v;
+	json_t *item = latch_buf_error(&ls->item) ? NULL : json_loadb(ls->item.ptr, ls->item.len, 0, &e);
+	ls->result = item ? ls->fn(item, ls->arg) : latch_buf_error(&ls->item) ? latch_buf_error(&ls->item) : LATCH_EPARSE;
+	if (ls->result > 0)
+		ls->result = 0;
+	json_decref(item);
+	latch_buf_reset(&ls->item);
+	ls->expect = ITEMS_COMMA;
 }
 
-/* Each element of the array at the cursor through fn, parsed and freed one at a time. */
-static int each_element(struct cursor *c, int (*fn)(json_t *item, void *arg), void *arg)
+/* A byte between the elements of items: only ',', ']', whitespace and an element's '{'. */
+static bool between_items(struct list_stream *ls, char ch)
 {
-	if (!take(c, '['))
-		return LATCH_EPARSE;
-	if (take(c, ']'))
-		return 0;
-	do {
-		json_t *item = next_value(c);
-		int r = item ? fn(item, arg) : LATCH_EPARSE;
-		json_decref(item);
-		if (r < 0)
-			return r;
-	} while (take(c, ','));
-	return take(c, ']') ? 0 : LATCH_EPARSE;
+	if (strchr(" \t\r\n", ch))
+		return true;
+	if (ch == ',' && ls->expect == ITEMS_COMMA) {
+		ls->expect = ITEMS_ELEMENT;
+		return true;
+	}
+	if (ch == ']' && ls->expect != ITEMS_ELEMENT) {
+		ls->in_items = false;
+		ls->depth--;
+		latch_buf_putc(&ls->outer, ch);
+		return true;
+	}
+	if (ch == '{' && ls->expect != ITEMS_COMMA) {
+		ls->depth++;
+		latch_buf_putc(&ls->item, ch);
+		return true;
+	}
+	return false;
+}
+
+static void string_byte(struct list_stream *ls, char ch)
+{
+	if (ls->escaped)
+		ls->escaped = false;
+	else if (ch == '\\')
+		ls->escaped = true;
+	else if (ch == '"')
+		ls->in_string = false;
+	if (ls->reading_key && ls->in_string && ls->key_len < sizeof(ls->key))
+		ls->key[ls->key_len++] = ch;
+	else if (ls->reading_key && !ls->in_string) {
+		ls->reading_key = false;
+		ls->key_is_items = ls->key_len == 5 && memcmp(ls->key, "items", 5) == 0;
+	}
+}
+
+/* Outside strings: nesting, and at the top level where keys start. */
+static void structure_byte(struct list_stream *ls, char ch)
+{
+	if (ch == '"') {
+		ls->in_string = true;
+		if (ls->depth == 1 && ls->top_is_object && ls->expect_key) {
+			ls->reading_key = true;
+			ls->key_len = 0;
+		}
+	} else if (ch == '{' || ch == '[') {
+		if (++ls->depth == 1)
+			ls->top_is_object = ch == '{';
+		if (ls->depth == 1 && ch == '{')
+			ls->expect_key = true;
+		if (ls->depth == 2 && ch == '[' && ls->top_is_object && ls->key_is_items) {
+			ls->in_items = true;
+			ls->expect = ITEMS_FIRST;
+		}
+	} else if (ch == '}' || ch == ']') {
+		if (--ls->depth < 0)
+			ls->result = LATCH_EPARSE;
+	} else if (ch == ',' && ls->depth == 1) {
+		ls->expect_key = true;
+		ls->key_is_items = false;
+	} else if (ch == ':' && ls->depth == 1) {
+		ls->expect_key = false;
+	}
+}
+
+static void list_stream_byte(struct list_stream *ls, char ch)
+{
+	if (ls->in_items && ls->depth == 2 && !ls->in_string) {
+		if (!between_items(ls, ch))
+			ls->result = LATCH_EPARSE;
+		return;
+	}
+	bool in_item = ls->in_items && ls->depth >= 3;
+	latch_buf_putc(in_item ? &ls->item : &ls->outer, ch);
+	if (ls->in_string)
+		string_byte(ls, ch);
+	else
+		structure_byte(ls, ch);
+	if (in_item && ls->depth == 2)
+		item_complete(ls);
+}
+
+static bool list_stream_feed(const char *data, size_t len, void *arg)
+{
+	struct list_stream *ls = arg;
+	for (size_t i = 0; i < len && ls->result == 0; i++)
+		list_stream_byte(ls, data[i]);
+	if (ls->result == 0 && latch_buf_error(&ls->outer))
+		ls->result = latch_buf_error(&ls->outer);
+	return ls->result == 0;
+}
+
+/* The bytes around the items, parsed: a JSON object whose items, if any, were an array. */
+static int list_stream_finish(struct list_stream *ls, json_t **ret_meta)
+{
+	*ret_meta = NULL;
+	if (ls->result < 0)
+		return ls->result;
+	json_error_t e;
+	json_t *outer = ls->depth == 0 && !ls->in_string ? json_loadb(ls->outer.ptr, ls->outer.len, 0, &e) : NULL;
+	const json_t *items = json_object_get(outer, "items");
+	int r = json_is_object(outer) && (!items || json_is_array(items)) ? 0 : LATCH_EPARSE;
+	if (r == 0)
+		*ret_meta = json_incref(json_object_get(outer, "metadata"));
+	json_decref(outer);
+	return r;
 }
 
 int latch_k8s_list_body_each(struct latch_view body, int (*fn)(json_t *item, void *arg), void *arg,
 			     json_t **ret_meta)
 {
-	struct cursor c = { body.ptr ? body.ptr : "", body.len, 0 };
-	*ret_meta = NULL;
-	if (!take(&c, '{'))
-		return LATCH_EPARSE;
-	if (take(&c, '}'))
-		return 0;
-	int r = 0;
-	do {
-		json_t *key = next_value(&c);
-		if (!json_is_string(key) || !take(&c, ':'))
-			r = LATCH_EPARSE;
-		else if (strcmp(json_string_value(key), "items") == 0)
-			r = each_element(&c, fn, arg);
-		else if (strcmp(json_string_value(key), "metadata") == 0 && !*ret_meta)
-			r = (*ret_meta = next_value(&c)) ? 0 : LATCH_EPARSE;
-		else
-			json_decref(next_value(&c));
-		json_decref(key);
-	} while (r == 0 && take(&c, ','));
-	return r < 0 ? r : take(&c, '}') ? 0 : LATCH_EPARSE;
+	struct list_stream ls;
+	list_stream_init(&ls, fn, arg);
+	list_stream_feed(body.ptr ? body.ptr : "", body.len, &ls);
+	int r = list_stream_finish(&ls, ret_meta);
+	list_stream_done(&ls);
+	return r;
 }
 
 struct list_walk {
@@ -903,24 +1006,29 @@ static int list_page(struct latch_k8s *k, const struct list_walk *w, char **cont
 	free(*cont);
 	*cont = NULL;
 	struct latch_http_response resp = { 0 };
+	struct list_stream ls;
+	list_stream_init(&ls, w->fn, w->arg);
 	json_t *meta = NULL, *answer = NULL;
 	int r = latch_buf_check(&url, "list URL", err);
 	if (r == 0)
 		r = request_raw(k, "GET", latch_buf_str(&url), NULL, w->o->metadata_only ? METADATA_ONLY : NULL, NULL,
-				&resp, err);
+				list_stream_feed, &ls, &resp, err);
 	if (r == 0 && resp.status != 200 && parse_body(&resp.body, "GET", w->path, resp.status, &answer, err) == 0)
 		r = status_error(resp.status, answer, w->path, err);
 	else if (r == 0 && resp.status != 200)
 		r = latch_error_prefix(err, "%s: the API server answered %ld", w->path, resp.status);
-	if (r == 0)
-		r = latch_k8s_list_body_each(latch_buf_view(&resp.body), w->fn, w->arg, &meta);
+	if (r == 0 || ls.result < 0)
+		r = list_stream_finish(&ls, &meta);
 	if (r == LATCH_EPARSE)
 		r = latch_error_set(err, r, "GET %s answered with a list that is not JSON", w->path);
+	else if (r < 0 && ls.result == r)
+		r = latch_error_set(err, r, "GET %s: %s", w->path, latch_code_name(r));
 	const char *next = latch_json_get_str(meta, "continue");
 	if (r == 0 && next && *next && !(*cont = strdup(next)))
 		r = latch_error_set(err, LATCH_ENOMEM, "out of memory");
 	json_decref(meta);
 	json_decref(answer);
+	list_stream_done(&ls);
 	latch_http_response_done(&resp);
 	latch_buf_done(&url);
 	return r;

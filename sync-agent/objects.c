@@ -8,6 +8,8 @@
 
 #include "latch/buf.h"
 
+#define WIRE_KEY "_wire"
+
 /* Apply order: what others depend on first, then a stable order by kind. */
 static int kind_rank(const char *kind)
 {
@@ -64,11 +66,52 @@ const char *sync_object_origin(const json_t *obj)
 /* The object as sent to the server: without our bookkeeping fields. */
 json_t *sync_object_wire(const json_t *obj)
 {
+	const char *packed = latch_json_get_str(obj, WIRE_KEY);
+	if (packed)
+		return json_loads(packed, 0, NULL);
 	json_t *copy = json_deep_copy(obj);
 	json_object_del(json_object_get(copy, "metadata"), "_defaultNamespace");
 	json_object_del(json_object_get(copy, "metadata"), "_origin");
 	json_object_del(json_object_get(copy, "metadata"), "_digest");
 	return copy;
+}
+
+char *sync_object_wire_text(const json_t *obj)
+{
+	const char *packed = latch_json_get_str(obj, WIRE_KEY);
+	if (packed)
+		return strdup(packed);
+	json_t *w = sync_object_wire(obj);
+	char *text = w ? json_dumps(w, JSON_COMPACT | JSON_SORT_KEYS) : NULL;
+	json_decref(w);
+	return text;
+}
+
+/* metadata[key] of from into to, when from has it. */
+static int copy_meta(const json_t *from, json_t *to, const char *key)
+{
+	json_t *v = json_object_get(from, key);
+	return v ? json_object_set(to, key, v) : 0;
+}
+
+json_t *sync_object_pack(const json_t *obj)
+{
+	if (sync_object_first_stage(obj))
+		return json_incref((json_t *)obj);
+	char *text = sync_object_wire_text(obj);
+	const json_t *meta = json_object_get(obj, "metadata");
+	json_t *packed = text ? json_pack("{s:O*,s:O*,s:{},s:s}", "apiVersion", json_object_get(obj, "apiVersion"), "kind",
+					  json_object_get(obj, "kind"), "metadata", WIRE_KEY, text)
+			      : NULL;
+	json_t *packed_meta = json_object_get(packed, "metadata");
+	static const char *const kept[] = { "name", "namespace", "_defaultNamespace", "_origin", "_digest", NULL };
+	for (int i = 0; packed && kept[i]; i++)
+		if (copy_meta(meta, packed_meta, kept[i]) < 0) {
+			json_decref(packed);
+			packed = NULL;
+		}
+	latch_secret_free(text);
+	return packed;
 }
 
 bool sync_object_is(const json_t *obj, const char *kind)
@@ -226,9 +269,7 @@ char *sync_objects_hash(json_t *objects)
 	size_t i;
 	json_t *o;
 	json_array_foreach(objects, i, o) {
-		json_t *w = sync_object_wire(o);
-		char *text = w ? json_dumps(w, JSON_COMPACT | JSON_SORT_KEYS) : NULL;
-		json_decref(w);
+		char *text = sync_object_wire_text(o);
 		if (!text)
 			return NULL;
 		h = fnv1a(h, text);

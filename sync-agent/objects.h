@@ -22,6 +22,13 @@ const char *sync_object_namespace(const json_t *obj);
 const char *sync_object_origin(const json_t *obj);
 /* A copy without the bookkeeping fields: what is sent to the server. */
 json_t *sync_object_wire(const json_t *obj);
+/* The same as compact JSON text, keys sorted (to free with latch_secret_free). */
+char *sync_object_wire_text(const json_t *obj);
+/* How a rendered object is held until the pass ends: its identity and bookkeeping, with
+ * what is sent as text (_wire). A small Deployment as a jansson tree takes about 5 KB, as
+ * text under 500 bytes. Namespaces and CRDs stay whole (a CRD's spec is read). A new
+ * reference; NULL when out of memory. */
+json_t *sync_object_pack(const json_t *obj);
 
 /* "apiVersion/kind/namespace/name" (to free); _in with the namespace given. */
 char *sync_object_key(const json_t *obj);

@@ -86,9 +86,10 @@ static int apply_one(struct latch_k8s *k, size_t i, void *ctx)
 	struct apply_job *j = &a->jobs[i];
 	struct latch_k8s_apply_options o = *a->options;
 	o.default_namespace = sync_object_default_namespace(j->object);
-	json_t *wire = sync_object_wire(j->object); /* made here: one copy alive per worker */
-	int r = wire ? latch_k8s_apply(k, wire, &o, &j->stored, &j->error) : latch_error_set(&j->error, LATCH_ENOMEM, "out of memory");
-	json_decref(wire);
+	char *wire = sync_object_wire_text(j->object); /* made here: one copy alive per worker */
+	int r = wire ? latch_k8s_apply_text(k, j->object, wire, &o, &j->stored, &j->error)
+		     : latch_error_set(&j->error, LATCH_ENOMEM, "out of memory");
+	latch_secret_free(wire);
 	if (r == 0 && !o.dry_run && !(j->fingerprint = sync_object_fingerprint(j->stored)))
 		r = latch_error_set(&j->error, LATCH_EINVAL, "the API server's answer has no resourceVersion");
 	/* A thousand answers with their managedFields are tens of MB as jansson trees. */

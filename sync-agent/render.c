@@ -65,8 +65,9 @@ static int render_text(const struct sync_config *c, const struct sync_source *s,
 			json_object_set_new(json_object_get(obj, "metadata"), "_origin", json_string(origin));
 			if (s->target_namespace && !sync_object_meta(obj, "namespace"))
 				json_object_set_new(json_object_get(obj, "metadata"), "_defaultNamespace", json_string(s->target_namespace));
-			json_array_append(objects, obj);
-			r = 0;
+			json_t *packed = sync_object_pack(obj);
+			r = packed && json_array_append_new(objects, packed) == 0 ? 0
+										 : latch_error_set(err, LATCH_ENOMEM, "out of memory");
 		}
 		json_decref(obj);
 		latch_yaml_node_free(doc.root);

@@ -69,6 +69,12 @@ struct latch_http_request {
 	/* Return true to retry this status (e.g. 429, 5xx); NULL retries no status. */
 	bool (*retry_status)(long status, void *userdata);
 	void *userdata;
+	/* With a sink, a 2xx answer's body goes to it as it arrives instead of into the response
+	 * (the body cap is then the sink's to keep); it returns false to stop the transfer, which
+	 * fails with LATCH_EPARSE. An attempt that fails once the sink had bytes is not retried:
+	 * they cannot be taken back. */
+	bool (*sink)(const char *data, size_t len, void *sink_arg);
+	void *sink_arg;
 };
 
 struct latch_http_response {

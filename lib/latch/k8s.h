@@ -88,6 +88,10 @@ struct latch_k8s_apply_options {
  * refusal is an error carrying the server's message and the object's kind/name. */
 int latch_k8s_apply(struct latch_k8s *k, const json_t *obj, const struct latch_k8s_apply_options *o, json_t **ret,
 		    struct latch_error *err);
+/* The same with the body given as JSON text; identity names the object (apiVersion, kind,
+ * metadata.name and .namespace: the rest of it is not read). */
+int latch_k8s_apply_text(struct latch_k8s *k, const json_t *identity, const char *body,
+			 const struct latch_k8s_apply_options *o, json_t **ret, struct latch_error *err);
 /* Get an object; LATCH_ENOTFOUND when it does not exist. */
 int latch_k8s_get(struct latch_k8s *k, const char *api_version, const char *kind, const char *ns, const char *name,
 		  json_t **ret, struct latch_error *err);
