@@ -198,11 +198,21 @@ bool sync_entry_set_has(const json_t *set, const json_t *e)
 	return key && json_object_get(set, key);
 }
 
+/* The entry shares the object's strings: one per object, not two, in a revision held whole. */
 json_t *sync_object_entry(const json_t *obj)
 {
-	const char *ns = sync_object_namespace(obj);
-	return json_pack("{s:s,s:s,s:s,s:s}", "apiVersion", latch_json_get_str(obj, "apiVersion"), "kind",
-			 latch_json_get_str(obj, "kind"), "namespace", ns ? ns : "", "name", sync_object_meta(obj, "name"));
+	const json_t *meta = json_object_get(obj, "metadata");
+	json_t *ns = json_object_get(meta, "namespace");
+	if (!json_is_string(ns))
+		ns = json_object_get(meta, "_defaultNamespace");
+	json_t *api_version = json_object_get(obj, "apiVersion"), *kind = json_object_get(obj, "kind");
+	json_t *name = json_object_get(meta, "name");
+	if (!json_is_string(api_version) || !json_is_string(kind) || !json_is_string(name))
+		return NULL;
+	return json_is_string(ns) ? json_pack("{s:O,s:O,s:O,s:O}", "apiVersion", api_version, "kind", kind, "namespace", ns,
+					      "name", name)
+				  : json_pack("{s:O,s:O,s:s,s:O}", "apiVersion", api_version, "kind", kind, "namespace", "",
+					      "name", name);
 }
 
 /* An inventory entry as an object carrying only its identity, for list_live and live_of. */
