@@ -8,6 +8,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "held_output.h"
 #include "inject.h"
 #include "latch/file.h"
 #include "latch/json.h"
@@ -266,7 +267,7 @@ static int function_config(struct cli *c, const struct latch_yaml_node *doc)
  * values collected for the end. */
 struct sink {
 	bool json;
-	struct latch_buf *out;
+	struct held_output *out;
 	struct latch_yaml_writer *yaml; /* made at the first document */
 	json_t *items;
 };
@@ -279,23 +280,29 @@ static int sink_add(struct sink *k, struct latch_yaml_doc *doc, const char *name
 			return latch_error_set(err, LATCH_EINVAL, "%s:%zu: the document cannot be written as JSON", name, doc->line);
 		return 0;
 	}
-	int r = k->yaml ? 0 : latch_yaml_writer_new(k->out, &k->yaml, err);
-	return r < 0 ? r : latch_yaml_writer_add(k->yaml, doc->root, err);
+	int r = k->yaml ? 0 : latch_yaml_writer_new(&k->out->text, &k->yaml, err);
+	if (r == 0)
+		r = latch_yaml_writer_add(k->yaml, doc->root, err);
+	return r < 0 ? r : held_output_pack(k->out, false, err);
 }
 
 static int sink_finish(struct sink *k, struct latch_error *err)
 {
-	if (!k->json)
-		return k->yaml ? latch_yaml_writer_finish(k->yaml, err) : 0;
+	if (!k->json) {
+		int r = k->yaml ? latch_yaml_writer_finish(k->yaml, err) : 0;
+		return r < 0 ? r : held_output_pack(k->out, true, err);
+	}
 	json_t *doc = json_array_size(k->items) == 1 ? json_incref(json_array_get(k->items, 0))
 						     : json_pack("{s:s,s:s,s:O}", "apiVersion", "v1", "kind", "List", "items", k->items);
 	char *text = json_dumps(doc, JSON_INDENT(2) | JSON_ENCODE_ANY);
-	int r = text ? latch_buf_append_str(k->out, text) : LATCH_ENOMEM;
+	int r = text ? latch_buf_append_str(&k->out->text, text) : LATCH_ENOMEM;
 	if (r == 0)
-		r = latch_buf_putc(k->out, '\n');
-	free(text);
+		r = latch_buf_putc(&k->out->text, '\n');
+	latch_secret_free(text);
 	json_decref(doc);
-	return r < 0 ? latch_error_set(err, r, "the output is larger than %u bytes", OUTPUT_MAX) : 0;
+	if (r == LATCH_ENOMEM)
+		return latch_error_set(err, r, "out of memory");
+	return held_output_pack(k->out, true, err);
 }
 
 /* One input, a document at a time: parse, inject, write to the sink, free, and give back the
@@ -351,7 +358,7 @@ static int collect_inputs(struct cli *c, char ***files, size_t *n_files, struct 
 	return 0;
 }
 
-static int run(struct cli *c, struct latch_buf *out, struct latch_buf *warnings, struct latch_error *err)
+static int run(struct cli *c, struct held_output *out, struct latch_buf *warnings, struct latch_error *err)
 {
 	char **files = NULL;
 	size_t n_files = 0;
@@ -395,17 +402,18 @@ int main(int argc, char **argv)
 		cli_done(&c);
 		return r;
 	}
-	struct latch_buf out = LATCH_BUF_INIT(OUTPUT_MAX), warnings = LATCH_BUF_INIT(1u << 20);
+	struct held_output out;
+	struct latch_buf warnings = LATCH_BUF_INIT(1u << 20);
 	struct latch_error err = LATCH_ERROR_INIT;
-	r = run(&c, &out, &warnings, &err);
+	r = held_output_init(&out, OUTPUT_MAX, &err);
+	if (r == 0)
+		r = run(&c, &out, &warnings, &err);
 	fputs(latch_buf_str(&warnings), stderr);
-	if (r < 0) {
+	if (r == 0)
+		r = held_output_write(&out, stdout, &err);
+	if (r < 0)
 		fprintf(stderr, "latch-inject: %s\n", latch_error_message(&err));
-	} else if (fwrite(out.ptr ? out.ptr : "", 1, out.len, stdout) != out.len || fflush(stdout) != 0) {
-		fprintf(stderr, "latch-inject: writing the output failed\n");
-		r = -1;
-	}
-	latch_buf_done(&out);
+	held_output_done(&out);
 	latch_buf_done(&warnings);
 	latch_error_done(&err);
 	cli_done(&c);

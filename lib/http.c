@@ -157,8 +157,8 @@ static size_t on_body(char *ptr, size_t size, size_t nmemb, void *userdata)
 	struct attempt *a = userdata;
 	size_t n = size * nmemb;
 	long status = 0;
-	if (a->req->sink && curl_easy_getinfo(a->curl, CURLINFO_RESPONSE_CODE, &status) == CURLE_OK && status >= 200 &&
-	    status < 300) {
+	bool answered = a->req->sink && curl_easy_getinfo(a->curl, CURLINFO_RESPONSE_CODE, &status) == CURLE_OK;
+	if (answered && status >= 200 && status < 300) {
 		a->streamed = true;
 		a->sink_refused = !a->req->sink(ptr, n, a->req->sink_arg);
 		return a->sink_refused ? 0 : n;

@@ -112,8 +112,8 @@ static void take_state(const struct latch_k8s *k, struct latch_k8s *c)
 int latch_k8s_clone(const struct latch_k8s *k, struct latch_k8s **ret, struct latch_error *err)
 {
 	struct latch_k8s *c = calloc(1, sizeof(*c));
-	if (!c || !(c->server = strdup(k->server)) || (k->auth_header && !(c->auth_header = strdup(k->auth_header))) ||
-	    (k->token_file && !(c->token_file = strdup(k->token_file))) || copy_resources(k, c) < 0) {
+	if (!c || !(c->server = strdup(k->server)) || (k->auth_header && !(c->auth_header = strdup(k->auth_header)))
+	    || (k->token_file && !(c->token_file = strdup(k->token_file))) || copy_resources(k, c) < 0) {
 		latch_k8s_free(c);
 		return latch_error_set(err, LATCH_ENOMEM, "out of memory");
 	}
@@ -854,8 +854,9 @@ static void list_stream_done(struct list_stream *ls)
 static void item_complete(struct list_stream *ls)
 {
 	json_error_t e;
-	json_t *item = latch_buf_error(&ls->item) ? NULL : json_loadb(ls->item.ptr, ls->item.len, 0, &e);
-	ls->result = item ? ls->fn(item, ls->arg) : latch_buf_error(&ls->item) ? latch_buf_error(&ls->item) : LATCH_EPARSE;
+	int overflow = latch_buf_error(&ls->item);
+	json_t *item = overflow ? NULL : json_loadb(ls->item.ptr, ls->item.len, 0, &e);
+	ls->result = item ? ls->fn(item, ls->arg) : overflow ? overflow : LATCH_EPARSE;
 	if (ls->result > 0)
 		ls->result = 0;
 	json_decref(item);

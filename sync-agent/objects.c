@@ -100,9 +100,11 @@ json_t *sync_object_pack(const json_t *obj)
 		return json_incref((json_t *)obj);
 	char *text = sync_object_wire_text(obj);
 	const json_t *meta = json_object_get(obj, "metadata");
-	json_t *packed = text ? json_pack("{s:O*,s:O*,s:{},s:s}", "apiVersion", json_object_get(obj, "apiVersion"), "kind",
-					  json_object_get(obj, "kind"), "metadata", WIRE_KEY, text)
-			      : NULL;
+	json_t *api_version = json_object_get(obj, "apiVersion"), *kind = json_object_get(obj, "kind");
+	json_t *packed = NULL;
+	if (text)
+		packed = json_pack("{s:O*,s:O*,s:{},s:s}", "apiVersion", api_version, "kind", kind, "metadata", WIRE_KEY,
+				   text);
 	json_t *packed_meta = json_object_get(packed, "metadata");
 	static const char *const kept[] = { "name", "namespace", "_defaultNamespace", "_origin", "_digest", NULL };
 	for (int i = 0; packed && kept[i]; i++)
@@ -209,10 +211,11 @@ json_t *sync_object_entry(const json_t *obj)
 	json_t *name = json_object_get(meta, "name");
 	if (!json_is_string(api_version) || !json_is_string(kind) || !json_is_string(name))
 		return NULL;
-	return json_is_string(ns) ? json_pack("{s:O,s:O,s:O,s:O}", "apiVersion", api_version, "kind", kind, "namespace", ns,
-					      "name", name)
-				  : json_pack("{s:O,s:O,s:s,s:O}", "apiVersion", api_version, "kind", kind, "namespace", "",
-					      "name", name);
+	if (!json_is_string(ns))
+		return json_pack("{s:O,s:O,s:s,s:O}", "apiVersion", api_version, "kind", kind, "namespace", "", "name",
+				 name);
+	return json_pack("{s:O,s:O,s:O,s:O}", "apiVersion", api_version, "kind", kind, "namespace", ns, "name",
+			 name);
 }
 
 /* An inventory entry as an object carrying only its identity, for list_live and live_of. */
