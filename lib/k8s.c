@@ -932,28 +932,58 @@ static void structure_byte(struct list_stream *ls, char ch)
 	}
 }
 
+/* The outer bytes and those between items, one at a time (there are few of them). */
 static void list_stream_byte(struct list_stream *ls, char ch)
 {
-	if (ls->in_items && ls->depth == 2 && !ls->in_string) {
+	if (ls->in_items && ls->depth == 2) {
 		if (!between_items(ls, ch))
 			ls->result = LATCH_EPARSE;
 		return;
 	}
-	bool in_item = ls->in_items && ls->depth >= 3;
-	latch_buf_putc(in_item ? &ls->item : &ls->outer, ch);
+	latch_buf_putc(&ls->outer, ch);
 	if (ls->in_string)
 		string_byte(ls, ch);
 	else
 		structure_byte(ls, ch);
-	if (in_item && ls->depth == 2)
-		item_complete(ls);
+}
+
+/* Inside an item: only where it ends matters. Returns the index past its last byte, or len. */
+static size_t scan_item(struct list_stream *ls, const char *data, size_t at, size_t len)
+{
+	for (; at < len; at++) {
+		char ch = data[at];
+		if (ls->in_string) {
+			if (ls->escaped)
+				ls->escaped = false;
+			else if (ch == '\\')
+				ls->escaped = true;
+			else if (ch == '"')
+				ls->in_string = false;
+		} else if (ch == '"') {
+			ls->in_string = true;
+		} else if (ch == '{' || ch == '[') {
+			ls->depth++;
+		} else if ((ch == '}' || ch == ']') && --ls->depth == 2) {
+			return at + 1;
+		}
+	}
+	return len;
 }
 
 static bool list_stream_feed(const char *data, size_t len, void *arg)
 {
 	struct list_stream *ls = arg;
-	for (size_t i = 0; i < len && ls->result == 0; i++)
-		list_stream_byte(ls, data[i]);
+	for (size_t at = 0; at < len && ls->result == 0;) {
+		if (!(ls->in_items && ls->depth >= 3)) {
+			list_stream_byte(ls, data[at++]);
+			continue;
+		}
+		size_t end = scan_item(ls, data, at, len);
+		latch_buf_append(&ls->item, data + at, end - at);
+		at = end;
+		if (ls->depth == 2)
+			item_complete(ls);
+	}
 	if (ls->result == 0 && latch_buf_error(&ls->outer))
 		ls->result = latch_buf_error(&ls->outer);
 	return ls->result == 0;
