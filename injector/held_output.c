@@ -4,9 +4,14 @@
 #include <stdlib.h>
 #include <string.h>
 
-/* Text is deflated in pieces of this size: large enough for deflate to find its repeats. */
+/* The first this much is held as it is: most outputs never pay for deflate. Below the 4 MiB
+ * its buffer has by then, so handing it over copies nothing. */
+#define PLAIN_MAX (3u << 20)
+/* Past it, text is deflated in pieces of this size: large enough for deflate to find repeats. */
 #define PIECE (256u << 10)
 #define CHUNK 65536u
+/* Raw deflate: nothing checks a stream that never leaves the process. */
+#define RAW_WINDOW (-15)
 
 static voidpf zeroed_alloc(voidpf opaque, uInt items, uInt size)
 {
@@ -21,17 +26,12 @@ static void zeroing_free(voidpf opaque, voidpf p)
 	free(p);
 }
 
-int held_output_init(struct held_output *h, size_t max, struct latch_error *err)
+void held_output_init(struct held_output *h, size_t max)
 {
 	*h = (struct held_output){ .max = max };
+	latch_buf_init(&h->head, max, true);
 	latch_buf_init(&h->text, max, true);
 	latch_buf_init(&h->packed, max, true);
-	h->z.zalloc = zeroed_alloc;
-	h->z.zfree = zeroing_free;
-	if (deflateInit(&h->z, 1) != Z_OK)
-		return latch_error_set(err, LATCH_ENOMEM, "out of memory");
-	h->open = true;
-	return 0;
 }
 
 static int deflate_text(struct held_output *h, bool finish, unsigned char *chunk)
@@ -52,12 +52,21 @@ static int deflate_text(struct held_output *h, bool finish, unsigned char *chunk
 	return 0;
 }
 
-int held_output_pack(struct held_output *h, bool finish, struct latch_error *err)
+/* text's first PLAIN_MAX bytes and more become the plain head; what follows is deflated. */
+static int start_deflate(struct held_output *h)
 {
-	if (latch_buf_error(&h->text) || h->total + h->text.len > h->max)
-		return latch_error_set(err, LATCH_ELIMIT, "the output is larger than %zu bytes", h->max);
-	if (!h->open || (!finish && h->text.len < PIECE))
-		return 0;
+	h->head = h->text;
+	h->total = h->head.len;
+	latch_buf_init(&h->text, h->max, true);
+	h->z = (z_stream){ .zalloc = zeroed_alloc, .zfree = zeroing_free };
+	if (deflateInit2(&h->z, 1, Z_DEFLATED, RAW_WINDOW, 8, Z_DEFAULT_STRATEGY) != Z_OK)
+		return LATCH_ENOMEM;
+	h->deflating = true;
+	return 0;
+}
+
+static int deflate_piece(struct held_output *h, bool finish)
+{
 	h->total += h->text.len;
 	unsigned char *chunk = malloc(CHUNK);
 	int r = chunk ? deflate_text(h, finish, chunk) : LATCH_ENOMEM;
@@ -65,10 +74,21 @@ int held_output_pack(struct held_output *h, bool finish, struct latch_error *err
 		explicit_bzero(chunk, CHUNK);
 	free(chunk);
 	latch_buf_reset(&h->text);
-	if (finish) {
-		deflateEnd(&h->z);
-		h->open = false;
+	return r;
+}
+
+int held_output_pack(struct held_output *h, bool finish, struct latch_error *err)
+{
+	if (latch_buf_error(&h->text) || h->total + h->text.len > h->max)
+		return latch_error_set(err, LATCH_ELIMIT, "the output is larger than %zu bytes", h->max);
+	if (h->finished || (!h->deflating && h->text.len < PLAIN_MAX)) {
+		h->finished = finish;
+		return 0;
 	}
+	int r = h->deflating ? 0 : start_deflate(h);
+	if (r == 0 && (finish || h->text.len >= PIECE))
+		r = deflate_piece(h, finish);
+	h->finished = finish;
 	return r < 0 ? latch_error_set(err, r, "holding the output back: %s", latch_code_name(r)) : 0;
 }
 
@@ -88,30 +108,44 @@ static int inflate_to(z_stream *z, FILE *out, unsigned char *chunk)
 	return 0;
 }
 
-int held_output_write(const struct held_output *h, FILE *out, struct latch_error *err)
+static int inflate_packed(const struct held_output *h, FILE *out)
 {
 	z_stream z = { .zalloc = zeroed_alloc, .zfree = zeroing_free };
 	z.next_in = (Bytef *)(h->packed.ptr ? h->packed.ptr : "");
 	z.avail_in = (uInt)h->packed.len;
 	unsigned char *chunk = malloc(CHUNK);
-	if (!chunk || inflateInit(&z) != Z_OK) {
+	if (!chunk || inflateInit2(&z, RAW_WINDOW) != Z_OK) {
 		free(chunk);
-		return latch_error_set(err, LATCH_ENOMEM, "out of memory");
+		return LATCH_ENOMEM;
 	}
 	int r = inflate_to(&z, out, chunk);
 	inflateEnd(&z);
 	explicit_bzero(chunk, CHUNK);
 	free(chunk);
+	return r;
+}
+
+int held_output_write(const struct held_output *h, FILE *out, struct latch_error *err)
+{
+	const struct latch_buf *plain = h->deflating ? &h->head : &h->text;
+	int r = 0;
+	if (fwrite(plain->ptr ? plain->ptr : "", 1, plain->len, out) != plain->len)
+		r = LATCH_EIO;
+	else if (h->deflating)
+		r = inflate_packed(h, out);
 	if (r == 0 && fflush(out) != 0)
 		r = LATCH_EIO;
+	if (r == LATCH_ENOMEM)
+		return latch_error_set(err, r, "out of memory");
 	return r < 0 ? latch_error_set(err, r, "writing the output failed") : 0;
 }
 
 void held_output_done(struct held_output *h)
 {
-	if (h->open)
+	if (h->deflating)
 		deflateEnd(&h->z);
-	h->open = false;
+	h->deflating = false;
+	latch_buf_done(&h->head);
 	latch_buf_done(&h->text);
 	latch_buf_done(&h->packed);
 }

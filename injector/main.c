@@ -405,9 +405,8 @@ int main(int argc, char **argv)
 	struct held_output out;
 	struct latch_buf warnings = LATCH_BUF_INIT(1u << 20);
 	struct latch_error err = LATCH_ERROR_INIT;
-	r = held_output_init(&out, OUTPUT_MAX, &err);
-	if (r == 0)
-		r = run(&c, &out, &warnings, &err);
+	held_output_init(&out, OUTPUT_MAX);
+	r = run(&c, &out, &warnings, &err);
 	fputs(latch_buf_str(&warnings), stderr);
 	if (r == 0)
 		r = held_output_write(&out, stdout, &err);

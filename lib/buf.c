@@ -37,7 +37,7 @@ static int ensure(struct latch_buf *b, size_t need)
 		cap = b->max + 1;
 	char *p;
 	if (b->secret) {
-		p = malloc(cap);
+		p = calloc(1, cap); /* zero past what is copied: a reset zeroes only up to dirty */
 		if (!p)
 			return LATCH_ENOMEM;
 		if (b->ptr)
@@ -76,6 +76,8 @@ int latch_buf_append(struct latch_buf *b, const void *data, size_t n)
 		memcpy(b->ptr + b->len, data, n);
 	b->len += n;
 	b->ptr[b->len] = '\0';
+	if (b->len > b->dirty)
+		b->dirty = b->len;
 	return 0;
 }
 
@@ -109,6 +111,8 @@ int latch_buf_vprintf(struct latch_buf *b, const char *fmt, va_list ap)
 		return failed(b, r);
 	vsnprintf(b->ptr + b->len, (size_t)n + 1, fmt, ap);
 	b->len += (size_t)n;
+	if (b->len > b->dirty)
+		b->dirty = b->len;
 	return 0;
 }
 
@@ -123,12 +127,14 @@ int latch_buf_printf(struct latch_buf *b, const char *fmt, ...)
 
 void latch_buf_reset(struct latch_buf *b)
 {
+	/* Past dirty nothing was written since the last zeroing (a caller may have lowered len). */
 	if (b->ptr) {
 		if (b->secret)
-			explicit_bzero(b->ptr, b->cap);
+			explicit_bzero(b->ptr, b->dirty + 1 < b->cap ? b->dirty + 1 : b->cap);
 		b->ptr[0] = '\0';
 	}
 	b->len = 0;
+	b->dirty = 0;
 	b->error = 0;
 }
 
@@ -156,7 +162,7 @@ char *latch_buf_take(struct latch_buf *b)
 		return NULL;
 	char *p = b->ptr;
 	b->ptr = NULL;
-	b->len = b->cap = 0;
+	b->len = b->cap = b->dirty = 0;
 	return p;
 }
 
@@ -174,7 +180,7 @@ void latch_buf_done(struct latch_buf *b)
 {
 	release(b->ptr, b->cap, b->secret);
 	b->ptr = NULL;
-	b->len = b->cap = 0;
+	b->len = b->cap = b->dirty = 0;
 	b->error = 0;
 }
 

@@ -30,10 +30,11 @@ struct latch_buf {
 	size_t max;
 	bool secret;
 	int error; /* the first failed append's code, 0 while none failed */
+	size_t dirty; /* how far it was written since it was last zeroed: what a reset zeroes */
 };
 
-#define LATCH_BUF_INIT(max_) { NULL, 0, 0, (max_), false, 0 }
-#define LATCH_SECRET_BUF_INIT(max_) { NULL, 0, 0, (max_), true, 0 }
+#define LATCH_BUF_INIT(max_) { NULL, 0, 0, (max_), false, 0, 0 }
+#define LATCH_SECRET_BUF_INIT(max_) { NULL, 0, 0, (max_), true, 0, 0 }
 
 void latch_buf_init(struct latch_buf *b, size_t max, bool secret);
 int latch_buf_append(struct latch_buf *b, const void *data, size_t n);

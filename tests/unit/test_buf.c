@@ -105,6 +105,20 @@ static void test_buf__secret_growth_keeps_data_and_reset_zeroes(void **state)
 	latch_buf_done(&b);
 }
 
+/* A caller may cut a secret buffer short by lowering len (the template's precision does): the
+ * next reset still zeroes what was written past it. */
+static void test_buf__reset_zeroes_past_a_lowered_len(void **state)
+{
+	struct latch_buf b = LATCH_SECRET_BUF_INIT(4096);
+	assert_int_equal(latch_buf_append_str(&b, "a password of some length"), 0);
+	b.len = 3;
+	assert_int_equal(latch_buf_append_str(&b, "xy"), 0);
+	latch_buf_reset(&b);
+	for (size_t i = 0; i < b.cap; i++)
+		assert_int_equal(b.ptr[i], 0);
+	latch_buf_done(&b);
+}
+
 static void test_buf__take_hands_over(void **state)
 {
 	struct latch_buf b = LATCH_BUF_INIT(64);
@@ -138,6 +152,7 @@ int main(void)
 		cmocka_unit_test(test_buf__check_refuses_what_a_failure_cut_short),
 		cmocka_unit_test(test_buf__empty_buffer_reads_as_empty_string),
 		cmocka_unit_test(test_buf__secret_growth_keeps_data_and_reset_zeroes),
+		cmocka_unit_test(test_buf__reset_zeroes_past_a_lowered_len),
 		cmocka_unit_test(test_buf__take_hands_over),
 		cmocka_unit_test(test_buf__views),
 	};
