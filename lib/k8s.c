@@ -23,6 +23,9 @@
 /* The kubelet rotates a projected token about hourly; client-go reads its file again each
  * minute, and so does this client. */
 #define TOKEN_REREAD_S 60.0
+/* Aggregated discovery (Kubernetes 1.30 and later): every group's resources in one answer; a
+ * server without it answers with the legacy document. */
+#define DISCOVERY_V2 "application/json;g=apidiscovery.k8s.io;v=v2;as=APIGroupDiscoveryList,application/json"
 /* A list of PartialObjectMetadata: each item's metadata, without spec or status. */
 #define METADATA_ONLY "application/json;as=PartialObjectMetadataList;g=meta.k8s.io;v=v1"
 
@@ -585,15 +588,19 @@ static int discover_group_version(struct latch_k8s *k, const char *prefix, const
 {
 	struct latch_buf path = LATCH_BUF_INIT(4096);
 	latch_buf_printf(&path, "%s/%s", prefix, group_version);
-	long status = 0;
+	struct latch_http_response resp = { 0 };
 	json_t *list = NULL;
 	int r = latch_buf_check(&path, "discovery path", err);
 	if (r == 0)
-		r = latch_k8s_request(k, "GET", latch_buf_str(&path), NULL, NULL, &status, &list, err);
-	if (r == 0 && status == 200 && latch_k8s_learn_resources(k, group_version, list) == LATCH_ENOMEM)
+		r = request_raw(k, "GET", latch_buf_str(&path), NULL, NULL, NULL, NULL, NULL, &resp, err);
+	/* A group version that is not served (or vanished since /apis listed it) is not an error:
+	 * the API server's 404 for it is not even JSON. */
+	if (r == 0 && resp.status == 200)
+		r = parse_body(&resp.body, "GET", latch_buf_str(&path), resp.status, &list, err);
+	if (r == 0 && list && latch_k8s_learn_resources(k, group_version, list) == LATCH_ENOMEM)
 		r = latch_error_set(err, LATCH_ENOMEM, "out of memory");
-	/* A group version that vanished between the two calls is not an error. */
 	json_decref(list);
+	latch_http_response_done(&resp);
 	latch_buf_done(&path);
 	return r;
 }
@@ -610,11 +617,68 @@ static void forget_resources(struct latch_k8s *k)
 	k->n_resources = 0;
 }
 
-static int discover(struct latch_k8s *k, struct latch_error *err)
+/* One version of an aggregated discovery item as the APIResourceList latch_k8s_learn_resources
+ * reads (subresources are listed apart in this format, so none are kept). */
+static json_t *resource_list_of(const json_t *version)
 {
-	if (k->discovered)
-		return 0;
-	forget_resources(k);
+	json_t *resources = json_array(), *res;
+	size_t i;
+	json_array_foreach(json_object_get(version, "resources"), i, res) {
+		const char *scope = latch_json_get_str(res, "scope");
+		json_t *entry = json_pack("{s:s?,s:s?,s:b}", "name", latch_json_get_str(res, "resource"), "kind",
+					  latch_json_get_str(json_object_get(res, "responseKind"), "kind"), "namespaced",
+					  scope && strcmp(scope, "Namespaced") == 0);
+		if (!entry || json_array_append_new(resources, entry) < 0) {
+			json_decref(resources);
+			return NULL;
+		}
+	}
+	return resources ? json_pack("{s:o}", "resources", resources) : NULL;
+}
+
+int latch_k8s_learn_aggregated(struct latch_k8s *k, const json_t *doc)
+{
+	const char *kind = latch_json_get_str(doc, "kind");
+	if (!kind || strcmp(kind, "APIGroupDiscoveryList") != 0 || !json_is_array(json_object_get(doc, "items")))
+		return 1;
+	size_t i, j;
+	json_t *group, *version;
+	json_array_foreach(json_object_get(doc, "items"), i, group) {
+		const char *name = latch_json_get_str(json_object_get(group, "metadata"), "name");
+		json_array_foreach(json_object_get(group, "versions"), j, version) {
+			const char *v = latch_json_get_str(version, "version");
+			struct latch_buf gv = LATCH_BUF_INIT(1024);
+			latch_buf_printf(&gv, "%s%s%s", name && *name ? name : "", name && *name ? "/" : "", v ? v : "");
+			json_t *list = resource_list_of(version);
+			/* A name too long for a path is skipped, as learn_resources skips what cannot be one. */
+			int r = !list ? LATCH_ENOMEM : latch_buf_error(&gv) ? latch_buf_error(&gv)
+									    : latch_k8s_learn_resources(k, latch_buf_str(&gv), list);
+			json_decref(list);
+			latch_buf_done(&gv);
+			if (r == LATCH_ENOMEM)
+				return r;
+		}
+	}
+	return 0;
+}
+
+/* 0 when path answered with an aggregated document (learned), 1 with a legacy one. */
+static int discover_aggregated(struct latch_k8s *k, const char *path, struct latch_error *err)
+{
+	long status = 0;
+	json_t *doc = NULL;
+	int r = request(k, "GET", path, NULL, DISCOVERY_V2, NULL, &status, &doc, err);
+	if (r == 0 && status != 200)
+		r = status_error(status, doc, path, err);
+	if (r == 0 && (r = latch_k8s_learn_aggregated(k, doc)) == LATCH_ENOMEM)
+		r = latch_error_set(err, r, "out of memory");
+	json_decref(doc);
+	return r;
+}
+
+/* One request for each group version. */
+static int discover_legacy(struct latch_k8s *k, struct latch_error *err)
+{
 	int r = discover_group_version(k, "/api", "v1", err);
 	long status = 0;
 	json_t *groups = NULL;
@@ -634,6 +698,21 @@ static int discover(struct latch_k8s *k, struct latch_error *err)
 		}
 	}
 	json_decref(groups);
+	return r;
+}
+
+static int discover(struct latch_k8s *k, struct latch_error *err)
+{
+	if (k->discovered)
+		return 0;
+	forget_resources(k);
+	int r = discover_aggregated(k, "/api", err);
+	if (r == 0)
+		r = discover_aggregated(k, "/apis", err);
+	if (r == 1) {
+		forget_resources(k);
+		r = discover_legacy(k, err);
+	}
 	k->discovered = r == 0;
 	return r;
 }
@@ -675,10 +754,13 @@ int latch_k8s_object_path(struct latch_k8s *k, const char *api_version, const ch
 	const struct resource *res = NULL;
 	int r = discover(k, err);
 	if (r == 0 && !(res = find_resource(k, api_version, kind))) {
-		/* A CRD applied a moment ago: discovery is refreshed once. */
+		/* A CRD applied a moment ago: discovery is refreshed once, and its group version asked
+		 * for alone (the aggregated document may not have caught up with it yet). */
 		k->discovered = false;
 		r = discover(k, err);
-		if (r == 0 && !(res = find_resource(k, api_version, kind)))
+		if (r == 0 && !(res = find_resource(k, api_version, kind)) && group_version_ok(api_version))
+			r = discover_group_version(k, strchr(api_version, '/') ? "/apis" : "/api", api_version, err);
+		if (r == 0 && !res && !(res = find_resource(k, api_version, kind)))
 			return latch_error_set(err, LATCH_ENOTFOUND, "the API server serves no kind %s in %s", kind, api_version);
 	}
 	if (r < 0)

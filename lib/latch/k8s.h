@@ -50,6 +50,10 @@ void latch_k8s_forget_discovery(struct latch_k8s *k);
  * latch_k8s_forget_discovery. Subresources and names that cannot be a path segment are
  * skipped. LATCH_EINVAL when group_version cannot name a path, LATCH_ENOMEM. */
 int latch_k8s_learn_resources(struct latch_k8s *k, const char *group_version, const json_t *list);
+/* The same for an aggregated discovery document (APIGroupDiscoveryList, what GET /api and
+ * /apis answer to its Accept type): every group version in it. 1 when doc is not one (a server
+ * that answered with the legacy document), LATCH_ENOMEM, else 0. */
+int latch_k8s_learn_aggregated(struct latch_k8s *k, const json_t *doc);
 
 /* How many requests the process's clients made with method (0 GET, 1 POST, 2 PUT, 3 PATCH,
  * 4 DELETE; its name in ret_method) that were answered with status (0: no answer). */

@@ -187,6 +187,50 @@ static void test_k8s__discovery_teaches_kinds_not_subresources(void **state)
 }
 
 /* A name from a manifest is one path segment: "../secrets/x" must not reach another resource. */
+/* What kube-apiserver 1.36 answers to GET /apis with the aggregated discovery Accept type
+ * (recorded from the stack's server, cut to two groups and the fields read). */
+static const char aggregated_apis[] =
+	"{\"kind\":\"APIGroupDiscoveryList\",\"apiVersion\":\"apidiscovery.k8s.io/v2\",\"metadata"
+	"\":{},\"items\":[{\"metadata\":{\"name\":\"apps\"},\"versions\":[{\"version\":\"v1\",\"r"
+	"esources\":[{\"resource\":\"deployments\",\"responseKind\":{\"group\":\"\",\"version\":\""
+	"\",\"kind\":\"Deployment\"},\"scope\":\"Namespaced\",\"subresources\":[{\"subresource\":"
+	"\"scale\",\"responseKind\":{\"group\":\"autoscaling\",\"version\":\"v1\",\"kind\":\"Scal"
+	"e\"}},{\"subresource\":\"status\",\"responseKind\":{\"group\":\"\",\"version\":\"\",\"ki"
+	"nd\":\"Deployment\"}}]}],\"freshness\":\"Current\"}]},{\"metadata\":{\"name\":\"rbac.aut"
+	"horization.k8s.io\"},\"versions\":[{\"version\":\"v1\",\"resources\":[{\"resource\":\"cl"
+	"usterroles\",\"responseKind\":{\"group\":\"\",\"version\":\"\",\"kind\":\"ClusterRole\"}"
+	",\"scope\":\"Cluster\"}],\"freshness\":\"Current\"}]}]}";
+
+/* Aggregated discovery teaches each group version's kinds, their scope and plural, not the
+ * subresources listed with them; a legacy document is left for the legacy walk. */
+static void test_k8s__aggregated_discovery_teaches_kinds_and_scope(void **state)
+{
+	struct latch_k8s *k = NULL;
+	struct latch_error err = LATCH_ERROR_INIT;
+	if (latch_k8s_from_kubeconfig_text(latch_view_str(inline_token), "config", &k, &err) < 0)
+		fail_msg("%s", latch_error_message(&err));
+	json_t *doc = json_loads(aggregated_apis, 0, NULL);
+	assert_non_null(doc);
+	assert_int_equal(latch_k8s_learn_aggregated(k, doc), 0);
+	assert_true(latch_k8s_serves(k, "apps/v1", "Deployment"));
+	assert_true(latch_k8s_namespaced(k, "apps/v1", "Deployment"));
+	assert_true(latch_k8s_serves(k, "rbac.authorization.k8s.io/v1", "ClusterRole"));
+	assert_false(latch_k8s_namespaced(k, "rbac.authorization.k8s.io/v1", "ClusterRole"));
+	assert_false(latch_k8s_serves(k, "autoscaling/v1", "Scale")); /* only a subresource's kind */
+	char *path = NULL;
+	assert_int_equal(latch_k8s_object_path(k, "apps/v1", "Deployment", "team", "web", NULL, &path, NULL, &err),
+			 0);
+	assert_string_equal(path, "/apis/apps/v1/namespaces/team/deployments/web");
+	free(path);
+	json_decref(doc);
+
+	json_t *legacy = json_pack("{s:s,s:[]}", "kind", "APIGroupList", "groups");
+	assert_int_equal(latch_k8s_learn_aggregated(k, legacy), 1);
+	json_decref(legacy);
+	latch_error_done(&err);
+	latch_k8s_free(k);
+}
+
 static void test_k8s__names_that_would_leave_their_path_segment_are_refused(void **state)
 {
 	struct latch_k8s *k = client_knowing_core_v1();
@@ -233,6 +277,7 @@ int main(void)
 		cmocka_unit_test(test_k8s__token_file_is_relative_to_the_kubeconfig),
 		cmocka_unit_test(test_k8s__borrowed_clones_are_reused_with_the_client_s_state),
 		cmocka_unit_test(test_k8s__discovery_teaches_kinds_not_subresources),
+		cmocka_unit_test(test_k8s__aggregated_discovery_teaches_kinds_and_scope),
 		cmocka_unit_test(test_k8s__names_that_would_leave_their_path_segment_are_refused),
 		cmocka_unit_test(test_k8s__a_group_version_that_cannot_name_a_path_is_not_learned),
 	};
