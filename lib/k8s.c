@@ -793,7 +793,8 @@ int latch_k8s_apply(struct latch_k8s *k, const json_t *obj, const struct latch_k
 		    struct latch_error *err)
 {
 	char *body = json_dumps(obj, JSON_COMPACT);
-	int r = body ? latch_k8s_apply_text(k, obj, body, o, ret, err) : latch_error_set(err, LATCH_ENOMEM, "out of memory");
+	int r = body ? latch_k8s_apply_text(k, obj, body, o, ret, err)
+		     : latch_error_set(err, LATCH_ENOMEM, "out of memory");
 	latch_secret_free(body); /* it may be a Secret */
 	return r;
 }
@@ -969,7 +970,8 @@ static bool between_items(struct list_stream *ls, char ch)
 	return false;
 }
 
-static void string_byte(struct list_stream *ls, char ch)
+/* A byte inside a string: only an unescaped quote ends it. */
+static inline void string_step(struct list_stream *ls, char ch)
 {
 	if (ls->escaped)
 		ls->escaped = false;
@@ -977,6 +979,11 @@ static void string_byte(struct list_stream *ls, char ch)
 		ls->escaped = true;
 	else if (ch == '"')
 		ls->in_string = false;
+}
+
+static void string_byte(struct list_stream *ls, char ch)
+{
+	string_step(ls, ch);
 	if (ls->reading_key && ls->in_string && ls->key_len < sizeof(ls->key))
 		ls->key[ls->key_len++] = ch;
 	else if (ls->reading_key && !ls->in_string) {
@@ -1035,12 +1042,7 @@ static size_t scan_item(struct list_stream *ls, const char *data, size_t at, siz
 	for (; at < len; at++) {
 		char ch = data[at];
 		if (ls->in_string) {
-			if (ls->escaped)
-				ls->escaped = false;
-			else if (ch == '\\')
-				ls->escaped = true;
-			else if (ch == '"')
-				ls->in_string = false;
+			string_step(ls, ch);
 		} else if (ch == '"') {
 			ls->in_string = true;
 		} else if (ch == '{' || ch == '[') {

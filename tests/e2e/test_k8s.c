@@ -104,6 +104,19 @@ static struct latch_http_client *admin_client(void)
 	return stack_client(&tls);
 }
 
+/* POST body to url, which must create (201); returns the answer's field at path (to free). */
+static char *created_field(struct latch_http_client *admin, const char *url, const char *body,
+			   const char *path)
+{
+	json_t *resp = NULL;
+	long status = stack_call(admin, "POST", url, body, NULL, &resp);
+	if (status != 201)
+		fail_msg("POST %s answered %ld", url, status);
+	char *value = strdup(json_string_value(latch_json_path(resp, path)));
+	json_decref(resp);
+	return value;
+}
+
 /* A Secret in demo; returns its uid (caller frees). */
 static char *create_secret(struct latch_http_client *admin, const char *name)
 {
@@ -111,13 +124,7 @@ static char *create_secret(struct latch_http_client *admin, const char *name)
 	snprintf(url, sizeof(url), "%s/api/v1/namespaces/demo/secrets", stack.kube_url);
 	snprintf(body, sizeof(body), "{\"apiVersion\":\"v1\",\"kind\":\"Secret\",\"metadata\":{\"name\":\"%s\"}}",
 		 name);
-	json_t *resp = NULL;
-	long status = stack_call(admin, "POST", url, body, NULL, &resp);
-	if (status != 201)
-		fail_msg("creating Secret demo/%s answered %ld", name, status);
-	char *uid = strdup(json_string_value(latch_json_path(resp, "metadata.uid")));
-	json_decref(resp);
-	return uid;
+	return created_field(admin, url, body, "metadata.uid");
 }
 
 /* A token of ServiceAccount demo/app that holds only while Secret demo/<secret> exists, as a
@@ -132,14 +139,8 @@ static char *token_bound_to_secret(struct latch_http_client *admin, const char *
 		 "\"spec\":{\"expirationSeconds\":3600,\"boundObjectRef\":"
 		 "{\"apiVersion\":\"v1\",\"kind\":\"Secret\",\"name\":\"%s\",\"uid\":\"%s\"}}}",
 		 secret, uid);
-	json_t *resp = NULL;
-	long status = stack_call(admin, "POST", url, body, NULL, &resp);
-	if (status != 201)
-		fail_msg("TokenRequest bound to Secret demo/%s answered %ld", secret, status);
-	char *token = strdup(json_string_value(latch_json_path(resp, "status.token")));
-	json_decref(resp);
 	free(uid);
-	return token;
+	return created_field(admin, url, body, "status.token");
 }
 
 static void delete_secret(struct latch_http_client *admin, const char *name)
