@@ -380,9 +380,8 @@ void sync_result_note(struct sync_result *res, json_t *entry, const char *action
 {
 	if (!res->touched)
 		res->touched = json_object();
-	_cleanup_free_ char *key = entry ? sync_entry_key(entry) : NULL;
-	if (key && res->touched && json_object_set_new(entry, "action", json_string(action)) == 0)
-		json_object_set(res->touched, key, entry);
+	if (sync_entry_key(entry) && res->touched)
+		json_object_set_new(res->touched, sync_entry_key(entry), json_string(action));
 	json_decref(entry);
 }
 
@@ -537,13 +536,14 @@ int sync_prune(struct latch_k8s *k, const struct sync_config *c, const struct sy
 	}
 	for (size_t i = json_array_size(previous); i-- > 0;) {
 		const json_t *e = json_array_get(previous, i);
-		const char *kind = latch_json_get_str(e, "kind");
-		if (!kind || sync_entry_set_has(keep, e))
+		struct sync_entry_parts parts;
+		if (!sync_entry_split(sync_entry_key(e), &parts) || sync_entry_set_has(keep, e))
 			continue;
 		if (sync_kept_unless_created(e, created)) {
-			LATCH_LOG(LATCH_LOG_INFO, strcmp(kind, "Namespace") == 0 ? "kept a Namespace latch-sync did not create"
-										 : "kept a CRD latch-sync did not create",
-				  { "name", latch_json_get_str(e, "name") });
+			bool ns = strcmp(parts.kind, "Namespace") == 0;
+			LATCH_LOG(LATCH_LOG_INFO,
+				  ns ? "kept a Namespace latch-sync did not create" : "kept a CRD latch-sync did not create",
+				  { "name", parts.name });
 			continue;
 		}
 		json_array_append_new(gone, sync_object_from_entry(e));

@@ -161,28 +161,49 @@ char *sync_created_key(const char *kind, const char *name)
 	return latch_buf_take(&b);
 }
 
+/* A key split back into its parts: a name, a namespace and a kind never hold a '/', so they
+ * are the last three fields and the apiVersion ("apps/v1") is the rest. */
+bool sync_entry_split(const char *key, struct sync_entry_parts *p)
+{
+	size_t len = key ? strlen(key) : 0;
+	if (!key || len >= sizeof(p->buf))
+		return false;
+	memcpy(p->buf, key, len + 1);
+	char *fields[3];
+	for (int i = 0; i < 3; i++) {
+		char *slash = strrchr(p->buf, '/');
+		if (!slash)
+			return false;
+		*slash = '\0';
+		fields[i] = slash + 1;
+	}
+	p->name = fields[0];
+	p->namespace = fields[1];
+	p->kind = fields[2];
+	p->api_version = p->buf;
+	return *p->name && *p->kind && *p->api_version;
+}
+
 bool sync_kept_unless_created(const json_t *e, const json_t *created)
 {
-	const char *kind = latch_json_get_str(e, "kind"), *name = latch_json_get_str(e, "name");
-	if (!kind || !name || (strcmp(kind, "Namespace") != 0 && strcmp(kind, "CustomResourceDefinition") != 0))
+	struct sync_entry_parts p;
+	if (!sync_entry_split(sync_entry_key(e), &p))
 		return false;
-	_cleanup_free_ char *key = sync_created_key(kind, name);
+	if (strcmp(p.kind, "Namespace") != 0 && strcmp(p.kind, "CustomResourceDefinition") != 0)
+		return false;
+	_cleanup_free_ char *key = sync_created_key(p.kind, p.name);
 	return !key || !sync_names_contain(created, key); /* out of memory: keep it */
 }
 
-char *sync_entry_key(const json_t *e)
+const char *sync_entry_key(const json_t *e)
 {
-	struct latch_buf b = LATCH_BUF_INIT(4096);
-	latch_buf_printf(&b, "%s/%s/%s/%s", latch_json_get_str(e, "apiVersion"), latch_json_get_str(e, "kind"),
-			 latch_json_get_str(e, "namespace"), latch_json_get_str(e, "name"));
-	return latch_buf_take(&b);
+	return json_string_value(e);
 }
 
 void sync_entry_set_add(json_t *set, const json_t *e)
 {
-	_cleanup_free_ char *key = sync_entry_key(e);
-	if (key)
-		json_object_set_new(set, key, json_true());
+	if (sync_entry_key(e))
+		json_object_set_new(set, sync_entry_key(e), json_true());
 }
 
 json_t *sync_entry_set(const json_t *entries)
@@ -196,37 +217,83 @@ json_t *sync_entry_set(const json_t *entries)
 
 bool sync_entry_set_has(const json_t *set, const json_t *e)
 {
-	_cleanup_free_ char *key = sync_entry_key(e);
-	return key && json_object_get(set, key);
+	return sync_entry_key(e) && json_object_get(set, sync_entry_key(e));
 }
 
-/* The entry shares the object's strings: one per object, not two, in a revision held whole. */
 json_t *sync_object_entry(const json_t *obj)
 {
-	const json_t *meta = json_object_get(obj, "metadata");
-	json_t *ns = json_object_get(meta, "namespace");
-	if (!json_is_string(ns))
-		ns = json_object_get(meta, "_defaultNamespace");
-	json_t *api_version = json_object_get(obj, "apiVersion"), *kind = json_object_get(obj, "kind");
-	json_t *name = json_object_get(meta, "name");
-	if (!json_is_string(api_version) || !json_is_string(kind) || !json_is_string(name))
+	bool identified = latch_json_get_str(obj, "apiVersion") && latch_json_get_str(obj, "kind") &&
+			  sync_object_meta(obj, "name");
+	if (!identified)
 		return NULL;
-	if (!json_is_string(ns))
-		return json_pack("{s:O,s:O,s:s,s:O}", "apiVersion", api_version, "kind", kind, "namespace", "", "name",
-				 name);
-	return json_pack("{s:O,s:O,s:O,s:O}", "apiVersion", api_version, "kind", kind, "namespace", ns, "name",
-			 name);
+	char *key = sync_object_key(obj);
+	json_t *e = key ? json_string(key) : NULL;
+	free(key);
+	return e;
 }
 
-/* An inventory entry as an object carrying only its identity, for list_live and live_of. */
+json_t *sync_entry_object(const char *key)
+{
+	struct sync_entry_parts p;
+	if (!sync_entry_split(key, &p))
+		return NULL;
+	return json_pack("{s:s,s:s,s:s,s:s}", "apiVersion", p.api_version, "kind", p.kind, "namespace", p.namespace,
+			 "name", p.name);
+}
+
 json_t *sync_object_from_entry(const json_t *e)
 {
-	const char *ns = latch_json_get_str(e, "namespace");
-	json_t *o = json_pack("{s:s?,s:s?,s:{s:s?}}", "apiVersion", latch_json_get_str(e, "apiVersion"), "kind", latch_json_get_str(e, "kind"),
-			      "metadata", "name", latch_json_get_str(e, "name"));
-	if (o && ns && *ns)
-		json_object_set_new(json_object_get(o, "metadata"), "namespace", json_string(ns));
+	struct sync_entry_parts p;
+	if (!sync_entry_split(sync_entry_key(e), &p))
+		return NULL;
+	json_t *o = json_pack("{s:s,s:s,s:{s:s}}", "apiVersion", p.api_version, "kind", p.kind, "metadata", "name",
+			      p.name);
+	if (o && *p.namespace)
+		json_object_set_new(json_object_get(o, "metadata"), "namespace", json_string(p.namespace));
 	return o;
+}
+
+json_t *sync_entries_from_inventory(const json_t *list)
+{
+	json_t *entries = json_array();
+	size_t i;
+	json_t *item;
+	json_array_foreach(entries ? list : NULL, i, item) {
+		const char *ns = latch_json_get_str(item, "namespace");
+		json_t *as_object = json_pack("{s:s?,s:s?,s:{s:s?,s:s?}}", "apiVersion",
+					      latch_json_get_str(item, "apiVersion"), "kind", latch_json_get_str(item, "kind"),
+					      "metadata", "name", latch_json_get_str(item, "name"), "namespace",
+					      ns && *ns ? ns : NULL);
+		json_t *e = as_object ? sync_object_entry(as_object) : NULL;
+		json_decref(as_object);
+		if (e && json_array_append_new(entries, e) < 0) {
+			json_decref(entries);
+			return NULL;
+		}
+	}
+	return entries;
+}
+
+char *sync_entries_inventory_text(const json_t *entries)
+{
+	struct latch_buf b = LATCH_BUF_INIT(64u << 20);
+	latch_buf_append_str(&b, "[");
+	size_t i;
+	json_t *e;
+	json_array_foreach(entries, i, e) {
+		json_t *o = sync_entry_object(sync_entry_key(e));
+		char *text = o ? json_dumps(o, JSON_COMPACT | JSON_SORT_KEYS) : NULL;
+		if (!text)
+			latch_buf_done(&b);
+		else
+			latch_buf_printf(&b, "%s%s", i ? "," : "", text);
+		free(text);
+		json_decref(o);
+		if (!text)
+			return NULL;
+	}
+	latch_buf_append_str(&b, "]");
+	return latch_buf_take(&b);
 }
 
 json_t *sync_objects_sorted(json_t *objects)
@@ -246,6 +313,33 @@ json_t *sync_objects_sorted(json_t *objects)
 	}
 	free(items);
 	return out;
+}
+
+/* holder[key] becomes the string seen first with its text. */
+static void share_string(json_t *seen, json_t *holder, const char *key)
+{
+	json_t *v = json_object_get(holder, key);
+	const char *text = json_string_value(v);
+	json_t *known = text ? json_object_get(seen, text) : NULL;
+	if (text && !known)
+		json_object_set(seen, text, v);
+	else if (known && known != v)
+		json_object_set(holder, key, known);
+}
+
+void sync_objects_share_strings(json_t *objects)
+{
+	json_t *seen = json_object();
+	size_t i;
+	json_t *o;
+	json_array_foreach(seen ? objects : NULL, i, o) {
+		json_t *meta = json_object_get(o, "metadata");
+		share_string(seen, o, "apiVersion");
+		share_string(seen, o, "kind");
+		share_string(seen, meta, "namespace");
+		share_string(seen, meta, "_defaultNamespace");
+	}
+	json_decref(seen);
 }
 
 static uint64_t fnv1a(uint64_t h, const char *text)

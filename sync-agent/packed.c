@@ -54,15 +54,12 @@ static int gunzip(struct latch_view in, struct latch_buf *out)
 	return r;
 }
 
-json_t *sync_packed_from_json(const json_t *v)
+json_t *sync_packed_from_text(const char *text)
 {
-	char *text = json_dumps(v, JSON_COMPACT | JSON_SORT_KEYS | JSON_ENCODE_ANY);
 	struct latch_buf zipped = LATCH_BUF_INIT(UNPACKED_MAX), b64 = LATCH_BUF_INIT(2 * UNPACKED_MAX);
 	json_t *packed = NULL;
-	if (text && gzip(text, strlen(text), &zipped) == 0 &&
-	    latch_base64_encode(latch_buf_view(&zipped), false, &b64) == 0)
+	if (gzip(text, strlen(text), &zipped) == 0 && latch_base64_encode(latch_buf_view(&zipped), false, &b64) == 0)
 		packed = json_string(latch_buf_str(&b64));
-	free(text);
 	latch_buf_done(&zipped);
 	latch_buf_done(&b64);
 	return packed;

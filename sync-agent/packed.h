@@ -5,8 +5,8 @@
 
 #include "latch/json.h"
 
-/* v as compact JSON, gzip, base64, in a JSON string; NULL when out of memory. */
-json_t *sync_packed_from_json(const json_t *v);
+/* JSON text gzipped and base64-encoded, in a JSON string; NULL when out of memory. */
+json_t *sync_packed_from_text(const char *text);
 /* The value a packed text holds; NULL when it holds none (not base64, not gzip, not JSON,
  * or over 64 MiB once unpacked). */
 json_t *sync_packed_to_json(const char *packed);

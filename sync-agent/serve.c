@@ -71,7 +71,7 @@ struct source_stats {
 	double hook_tokens;   /* rate limit: HOOK_BURST requests, then HOOK_PER_S */
 	double hook_refilled;
 	json_t *entries;      /* the inventory of the last applied pass (sync_result) */
-	json_t *last_change;  /* entry key -> {action, at}: what the last pass that changed it did */
+	json_t *last_change;  /* entry key -> {action, at}, what the last pass that changed it did (shared) */
 	json_t *pruned_entries; /* what the last pass that pruned pruned: entries with action and at */
 };
 
@@ -304,8 +304,10 @@ static void inventory_table(struct latch_buf *b, const struct sync_source *src, 
 	size_t i;
 	json_t *entry;
 	json_array_foreach(st->entries, i, entry) {
-		_cleanup_free_ char *key = sync_entry_key(entry);
-		inventory_row(b, entry, "In sync", key ? json_object_get(st->last_change, key) : NULL);
+		json_t *record = sync_entry_object(sync_entry_key(entry));
+		if (record)
+			inventory_row(b, record, "In sync", json_object_get(st->last_change, sync_entry_key(entry)));
+		json_decref(record);
 	}
 	json_array_foreach(st->pruned_entries, i, entry) inventory_row(b, entry, "Pruned", entry);
 	latch_buf_append_str(b, "</table></details>\n");
@@ -671,7 +673,7 @@ static void forget_departed(struct source_stats *st)
 	size_t i;
 	json_t *entry;
 	json_array_foreach(kept ? st->entries : NULL, i, entry) {
-		_cleanup_free_ char *key = sync_entry_key(entry);
+		const char *key = sync_entry_key(entry);
 		json_t *change = key ? json_object_get(st->last_change, key) : NULL;
 		if (change)
 			json_object_set(kept, key, change);
@@ -691,14 +693,21 @@ static void keep_inventory(struct source_stats *st, const struct sync_result *re
 	if (!st->last_change)
 		st->last_change = json_object();
 	json_t *pruned = json_array();
+	json_t *changes = json_object(); /* one {action, at} per action, shared by the objects it names */
 	const char *key;
 	json_t *touched;
-	json_object_foreach(res->touched, key, touched) {
-		const char *action = latch_json_get_str(touched, "action");
-		bool was_pruned = action && strcmp(action, "Pruned") == 0;
-		json_t *change = json_pack("{s:s?,s:I}", "action", action, "at", (json_int_t)st->last_pass);
-		if (was_pruned && pruned && json_object_update(change, touched) == 0)
-			json_array_append(pruned, change);
+	json_object_foreach(changes ? res->touched : NULL, key, touched) {
+		const char *action = json_string_value(touched);
+		if (!action)
+			continue;
+		json_t *change = json_incref(json_object_get(changes, action));
+		if (!change && (change = json_pack("{s:s,s:I}", "action", action, "at", (json_int_t)st->last_pass)))
+			json_object_set(changes, action, change);
+		bool was_pruned = strcmp(action, "Pruned") == 0;
+		json_t *record = was_pruned ? sync_entry_object(key) : NULL;
+		if (record && pruned && json_object_update(record, change) == 0)
+			json_array_append(pruned, record);
+		json_decref(record);
 		if (was_pruned)
 			json_object_del(st->last_change, key);
 		else if (change)
@@ -709,6 +718,7 @@ static void keep_inventory(struct source_stats *st, const struct sync_result *re
 		json_decref(st->pruned_entries);
 		st->pruned_entries = json_incref(pruned);
 	}
+	json_decref(changes);
 	json_decref(pruned);
 	if (json_object_size(st->last_change) > json_array_size(st->entries))
 		forget_departed(st);

@@ -92,7 +92,9 @@ static int last_pass_read(struct latch_k8s *k, const struct sync_config *c, cons
 	int r = read_inventory_data(k, c, s, &lp->data, &lp->binary, err);
 	if (r < 0)
 		return r;
-	lp->entries = inventory_field(lp->data, lp->binary, "inventory", true);
+	json_t *listed = inventory_field(lp->data, lp->binary, "inventory", true);
+	lp->entries = sync_entries_from_inventory(listed);
+	json_decref(listed);
 	lp->versions = inventory_field(lp->data, lp->binary, "fingerprints", false);
 	lp->created = inventory_field(lp->data, lp->binary, "createdNamespaces", true);
 	lp->digests = inventory_field(lp->data, lp->binary, "renderedDigests", false);
@@ -141,16 +143,25 @@ static json_t *dumped(const json_t *v)
  * text). Smaller ones stay readable with kubectl get. */
 #define INVENTORY_PLAIN_MAX (128u << 10)
 
-/* false when out of memory: the list is then missing, and the inventory must not be written. */
+/* text (JSON, taken) under key; false when out of memory: the list is then missing, and the
+ * inventory must not be written. */
+static bool record_text(json_t *data, json_t *binary, const char *key, char *text)
+{
+	bool recorded = false;
+	if (text && strlen(text) <= INVENTORY_PLAIN_MAX) {
+		recorded = json_object_set_new(data, key, json_string(text)) == 0;
+	} else if (text) {
+		char name[64];
+		json_t *packed = sync_packed_from_text(text);
+		recorded = packed && json_object_set_new(binary, packed_key(key, name), packed) == 0;
+	}
+	free(text);
+	return recorded;
+}
+
 static bool record_list(json_t *data, json_t *binary, const char *key, const json_t *list)
 {
-	json_t *text = dumped(list);
-	if (text && json_string_length(text) <= INVENTORY_PLAIN_MAX)
-		return json_object_set_new(data, key, text) == 0;
-	json_decref(text);
-	char name[64];
-	json_t *packed = text ? sync_packed_from_json(list) : NULL;
-	return packed && json_object_set_new(binary, packed_key(key, name), packed) == 0;
+	return record_text(data, binary, key, json_dumps(list, JSON_COMPACT | JSON_SORT_KEYS));
 }
 
 static int write_inventory(struct latch_k8s *k, const struct sync_config *c, const struct sync_source *s, const struct record *rec,
@@ -161,7 +172,8 @@ static int write_inventory(struct latch_k8s *k, const struct sync_config *c, con
 	json_t *data = json_pack("{s:o,s:s,s:s}", "createdNamespaces", dumped(rec->created), "lastAttemptedRevision",
 				 rec->attempted_revision, "result", rec->result);
 	json_t *binary = json_object();
-	bool listed = data && binary && record_list(data, binary, "inventory", rec->entries) &&
+	bool listed = data && binary &&
+		      record_text(data, binary, "inventory", sync_entries_inventory_text(rec->entries)) &&
 		      record_list(data, binary, "fingerprints", rec->versions) &&
 		      record_list(data, binary, "renderedDigests", rec->digests);
 	/* Server-side apply drops the fields this manager stops sending: carry over what this
@@ -394,13 +406,13 @@ static json_t *entries_after(const struct last_pass *lp, const json_t *current, 
 /* Record the attempt either way; a failed revision keeps the last applied one. Events when
  * something happened, not on every quiet pass. */
 static int record_pass(struct latch_k8s *k, const struct sync_config *c, const struct sync_source *s, const struct last_pass *lp,
-		       const json_t *current, const struct sync_result *res, const char *hash,
-		       const json_t *applied_digests, const struct timings *t, const struct progress *p, bool quiet, int r,
-		       struct latch_error *err)
+		       const json_t *current, const json_t *objects, const struct sync_result *res, const char *hash,
+		       const struct timings *t, const struct progress *p, bool quiet, int r, struct latch_error *err)
 {
-	const json_t *digests = applied_digests ? applied_digests : lp->digests;
 	if (r == 0 && quiet && already_recorded(lp, res->revision))
 		return 0;
+	json_t *applied_digests = p->in_cluster ? digests_of(objects) : NULL;
+	const json_t *digests = applied_digests ? applied_digests : lp->digests;
 	struct latch_buf result = LATCH_BUF_INIT(8192);
 	if (r == 0)
 		latch_buf_printf(&result, "Applied: %zu objects, %zu changed (%zu drifted), %zu pruned", res->applied, res->changed,
@@ -421,6 +433,7 @@ static int record_pass(struct latch_k8s *k, const struct sync_config *c, const s
 	else if (!quiet)
 		record_event(k, c, s, false, "Synced", latch_buf_str(&result));
 	json_decref(entries);
+	json_decref(applied_digests);
 	free(durations);
 	latch_error_done(&ierr);
 	latch_buf_done(&result);
@@ -495,6 +508,8 @@ static int prepare(struct latch_k8s *k, const struct sync_config *c, const struc
 	json_decref(rendered);
 	if (r == 0)
 		r = sync_resolve_namespaces(k, *objects, err);
+	if (r == 0)
+		sync_objects_share_strings(*objects);
 	if (r == 0 && (!(*current = json_array()) || !(*hash = sync_objects_hash(*objects))))
 		r = latch_error_set(err, LATCH_ENOMEM, "out of memory");
 	size_t i;
@@ -510,11 +525,10 @@ static int prepare(struct latch_k8s *k, const struct sync_config *c, const struc
 static void mark_drift_corrected(json_t *touched)
 {
 	const char *key;
-	json_t *entry;
-	json_object_foreach(touched, key, entry) {
-		const char *action = latch_json_get_str(entry, "action");
-		if (action && strcmp(action, "Pruned") != 0)
-			json_object_set_new(entry, "action", json_string("Drift corrected"));
+	json_t *action;
+	json_object_foreach(touched, key, action) {
+		if (json_string_value(action) && strcmp(json_string_value(action), "Pruned") != 0)
+			json_object_set_new(touched, key, json_string("Drift corrected"));
 	}
 }
 
@@ -550,12 +564,10 @@ int sync_source_pass(struct latch_k8s *k, const struct sync_config *c, const str
 		mark_drift_corrected(res.touched);
 	}
 	bool quiet = unchanged && res.changed == 0 && res.pruned == 0;
-	json_t *digests = p.in_cluster ? digests_of(objects) : NULL;
 	if (!dry_run && readable)
-		r = record_pass(k, c, s, &lp, current ? current : lp.entries, &res, hash, digests, &t, &p, quiet, r, err);
+		r = record_pass(k, c, s, &lp, current ? current : lp.entries, objects, &res, hash, &t, &p, quiet, r, err);
 	else if (!dry_run && r < 0)
 		record_event(k, c, s, true, "SyncFailed", latch_error_message(err));
-	json_decref(digests);
 	if (r == 0 && !dry_run)
 		res.entries = json_incref(current);
 	last_pass_done(&lp);

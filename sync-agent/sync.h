@@ -72,8 +72,8 @@ struct sync_result {
 	size_t drifted;  /* of those, changed although the revision was the same */
 	size_t would_change; /* diff: objects the apply and prune would change */
 	/* For the status page, after a pass that applied: the inventory's entries, and what the
-	 * pass did to each object it touched (entry key -> the entry with "action": "Created",
-	 * "Updated", "Drift corrected" or "Pruned"; an entry not named there is in sync). Names
+	 * pass did to each object it touched (entry key -> "Created", "Updated", "Drift corrected"
+	 * or "Pruned"; an entry not named there is in sync). Names
 	 * only, never content. Owned: sync_result_done() frees them. */
 	json_t *entries, *touched;
 };

@@ -77,8 +77,7 @@ static void test_sync_objects__keys_and_inventory_entries_agree(void **state)
 	assert_string_equal(key, "v1/ConfigMap/team-a/settings");
 	assert_string_equal(ns_key, "v1/Namespace//team-a");
 	json_t *entry = sync_object_entry(cm);
-	char *entry_key = sync_entry_key(entry);
-	assert_string_equal(entry_key, key);
+	assert_string_equal(sync_entry_key(entry), key);
 	json_t *set = json_object();
 	sync_entry_set_add(set, entry);
 	assert_true(sync_entry_set_has(set, entry));
@@ -93,7 +92,6 @@ static void test_sync_objects__keys_and_inventory_entries_agree(void **state)
 	json_decref(other);
 	json_decref(set);
 	json_decref(entry);
-	free(entry_key);
 	free(key);
 	free(ns_key);
 	json_decref(cm);
@@ -243,7 +241,7 @@ static void test_sync_objects__diff_names_objects_and_fields(void **state)
 		"\"status\":{\"x\":2}},"
 		"\"v1/ConfigMap/a/same\":{\"apiVersion\":\"v1\",\"kind\":\"ConfigMap\","
 		"\"metadata\":{\"name\":\"same\",\"namespace\":\"a\",\"resourceVersion\":\"8\"},\"data\":{\"k\":\"v\"}}}");
-	json_t *gone = parse("[{\"apiVersion\":\"v1\",\"kind\":\"Secret\",\"namespace\":\"a\",\"name\":\"old\"}]");
+	json_t *gone = parse("[\"v1/Secret/a/old\"]");
 	char *text = NULL;
 	size_t len = 0;
 	FILE *out = open_memstream(&text, &len);
@@ -261,20 +259,54 @@ static void test_sync_objects__diff_names_objects_and_fields(void **state)
 	json_decref(gone);
 }
 
+/* Entries are held as keys and written as the inventory ConfigMap has always held them:
+ * objects of four fields, an item without apiVersion, kind or name dropped on the way in. */
+static void test_sync_objects__inventory_entries_read_and_written_as_the_configmap_holds_them(void **state)
+{
+	json_t *listed = parse("[{\"apiVersion\":\"apps/v1\",\"kind\":\"Deployment\","
+			       "\"name\":\"api\",\"namespace\":\"b\"},"
+			       "{\"apiVersion\":\"v1\",\"kind\":\"Namespace\",\"name\":\"team-a\",\"namespace\":\"\"},"
+			       "{\"kind\":\"ConfigMap\",\"name\":\"no-version\"},"
+			       "{\"apiVersion\":\"example.org/v1\",\"kind\":\"Widget\",\"name\":\"w\"}]");
+	json_t *entries = sync_entries_from_inventory(listed);
+	assert_int_equal(json_array_size(entries), 3);
+	assert_string_equal(sync_entry_key(json_array_get(entries, 0)), "apps/v1/Deployment/b/api");
+	assert_string_equal(sync_entry_key(json_array_get(entries, 1)), "v1/Namespace//team-a");
+	assert_string_equal(sync_entry_key(json_array_get(entries, 2)), "example.org/v1/Widget//w");
+	char *text = sync_entries_inventory_text(entries);
+	assert_string_equal(text, "[{\"apiVersion\":\"apps/v1\",\"kind\":\"Deployment\","
+				  "\"name\":\"api\",\"namespace\":\"b\"},"
+				  "{\"apiVersion\":\"v1\",\"kind\":\"Namespace\",\"name\":\"team-a\",\"namespace\":\"\"},"
+				  "{\"apiVersion\":\"example.org/v1\",\"kind\":\"Widget\",\"name\":\"w\",\"namespace\":\"\"}]");
+	json_t *deployment = sync_object_from_entry(json_array_get(entries, 0));
+	assert_string_equal(sync_object_meta(deployment, "namespace"), "b");
+	assert_string_equal(sync_object_meta(deployment, "name"), "api");
+	assert_string_equal(latch_json_get_str(deployment, "apiVersion"), "apps/v1");
+	json_t *ns = sync_object_from_entry(json_array_get(entries, 1));
+	assert_null(sync_object_meta(ns, "namespace"));
+	json_t *none = json_array(), *broken = json_string("v1/ConfigMap");
+	char *empty = sync_entries_inventory_text(none);
+	assert_string_equal(empty, "[]");
+	assert_null(sync_entry_object(json_string_value(broken)));
+	free(empty);
+	free(text);
+	json_decref(broken);
+	json_decref(none);
+	json_decref(ns);
+	json_decref(deployment);
+	json_decref(entries);
+	json_decref(listed);
+}
+
 /* A prune deletes a Namespace or CRD only when this source created it. */
 static void test_sync_objects__prune_keeps_namespaces_and_crds_it_did_not_create(void **state)
 {
 	json_t *created = parse("[\"team-a\",\"CustomResourceDefinition/widgets.example.org\"]");
-	json_t *ours = parse("{\"apiVersion\":\"v1\",\"kind\":\"Namespace\",\"namespace\":\"\","
-			     "\"name\":\"team-a\"}");
-	json_t *theirs = parse("{\"apiVersion\":\"v1\",\"kind\":\"Namespace\",\"namespace\":\"\","
-			       "\"name\":\"kube-system\"}");
-	json_t *crd = parse("{\"apiVersion\":\"apiextensions.k8s.io/v1\",\"kind\":\"CustomResourceDefinition\","
-			    "\"namespace\":\"\",\"name\":\"widgets.example.org\"}");
-	json_t *other_crd = parse("{\"apiVersion\":\"apiextensions.k8s.io/v1\","
-				  "\"kind\":\"CustomResourceDefinition\","
-				  "\"namespace\":\"\",\"name\":\"gadgets.example.org\"}");
-	json_t *cm = parse("{\"apiVersion\":\"v1\",\"kind\":\"ConfigMap\",\"namespace\":\"team-a\",\"name\":\"c\"}");
+	json_t *ours = json_string("v1/Namespace//team-a");
+	json_t *theirs = json_string("v1/Namespace//kube-system");
+	json_t *crd = json_string("apiextensions.k8s.io/v1/CustomResourceDefinition//widgets.example.org");
+	json_t *other_crd = json_string("apiextensions.k8s.io/v1/CustomResourceDefinition//gadgets.example.org");
+	json_t *cm = json_string("v1/ConfigMap/team-a/c");
 	assert_false(sync_kept_unless_created(ours, created));
 	assert_true(sync_kept_unless_created(theirs, created));
 	assert_false(sync_kept_unless_created(crd, created));
@@ -298,6 +330,7 @@ int main(void)
 		cmocka_unit_test(test_sync_objects__drifted_objects_are_the_changed_and_the_gone),
 		cmocka_unit_test(test_sync_objects__changed_objects_are_the_edited_and_the_new),
 		cmocka_unit_test(test_sync_objects__diff_names_objects_and_fields),
+		cmocka_unit_test(test_sync_objects__inventory_entries_read_and_written_as_the_configmap_holds_them),
 		cmocka_unit_test(test_sync_objects__prune_keeps_namespaces_and_crds_it_did_not_create),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
