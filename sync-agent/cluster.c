@@ -63,23 +63,79 @@ int sync_resolve_namespaces(struct latch_k8s *k, json_t *objects, struct latch_e
 	return r;
 }
 
+/* Which of some Namespaces and CRDs do not exist yet, asked in parallel. */
+struct presence {
+	const json_t *objects;
+	bool *missing;
+	struct latch_error *errors;
+};
+
+static int ask_presence(struct latch_k8s *k, size_t i, void *ctx)
+{
+	struct presence *p = ctx;
+	const json_t *o = json_array_get(p->objects, i);
+	bool crd = sync_object_is(o, "CustomResourceDefinition");
+	json_t *live = NULL;
+	const char *api_version = crd ? "apiextensions.k8s.io/v1" : "v1";
+	const char *kind = crd ? "CustomResourceDefinition" : "Namespace";
+	int r = latch_k8s_get(k, api_version, kind, NULL, sync_object_meta(o, "name"), &live, &p->errors[i]);
+	json_decref(live);
+	p->missing[i] = r == LATCH_ENOTFOUND;
+	return p->missing[i] ? 0 : r;
+}
+
+/* missing[i]: whether objects[i] (a Namespace or a CRD) does not exist. */
+static int find_missing(struct latch_k8s *k, const json_t *objects, bool *missing, struct latch_error *err)
+{
+	size_t n = json_array_size(objects);
+	struct latch_error *errors = calloc(n ? n : 1, sizeof(*errors));
+	int *results = calloc(n ? n : 1, sizeof(*results));
+	struct presence p = { objects, missing, errors };
+	int r = errors && results ? latch_k8s_discover(k, err)
+				  : latch_error_set(err, LATCH_ENOMEM, "out of memory");
+	if (r == 0)
+		parallel_run(k, n, PARALLEL_MAX_WORKERS, ask_presence, &p, false, results);
+	for (size_t i = 0; r == 0 && i < n; i++) /* the first failure in order */
+		if (results[i] < 0)
+			r = latch_error_set(err, results[i], "%s", latch_error_message(&errors[i]));
+	for (size_t i = 0; errors && i < n; i++)
+		latch_error_done(&errors[i]);
+	free(errors);
+	free(results);
+	return r;
+}
+
+/* The objects of a kind, in their order (a new array; NULL when out of memory). */
+static json_t *of_kind(const json_t *objects, const char *kind)
+{
+	json_t *out = json_array();
+	size_t i;
+	json_t *o;
+	json_array_foreach(out ? objects : NULL, i, o) {
+		if (sync_object_is(o, kind) && json_array_append(out, o) < 0) {
+			json_decref(out);
+			return NULL;
+		}
+	}
+	return out;
+}
+
 /* Namespaces of this revision that do not exist yet. */
 static int new_namespaces(struct latch_k8s *k, const json_t *objects, json_t *ret, struct latch_error *err)
 {
-	size_t i;
-	json_t *o;
-	json_array_foreach(objects, i, o) {
-		if (!sync_object_is(o, "Namespace"))
-			continue;
-		json_t *live = NULL;
-		int r = latch_k8s_get(k, "v1", "Namespace", NULL, sync_object_meta(o, "name"), &live, err);
-		json_decref(live);
-		if (r == LATCH_ENOTFOUND)
-			json_object_set_new(ret, sync_object_meta(o, "name"), json_true());
-		else if (r < 0)
-			return r;
+	json_t *namespaces = of_kind(objects, "Namespace");
+	size_t n = json_array_size(namespaces);
+	bool *missing = calloc(n ? n : 1, sizeof(*missing));
+	int r = namespaces && missing ? find_missing(k, namespaces, missing, err)
+				      : latch_error_set(err, LATCH_ENOMEM, "out of memory");
+	for (size_t i = 0; r == 0 && i < n; i++) {
+		const char *name = sync_object_meta(json_array_get(namespaces, i), "name");
+		if (missing[i] && json_object_set_new(ret, name, json_true()) < 0)
+			r = latch_error_set(err, LATCH_ENOMEM, "out of memory");
 	}
-	return 0;
+	free(missing);
+	json_decref(namespaces);
+	return r;
 }
 
 /* Objects in a Namespace this revision creates, and custom resources of a CRD it defines
@@ -320,30 +376,38 @@ json_t *sync_changed_objects(const json_t *objects, const json_t *digests, const
 	return out;
 }
 
+static char *created_key_of(const json_t *obj)
+{
+	return sync_created_key(latch_json_get_str(obj, "kind"), sync_object_meta(obj, "name"));
+}
+
 /* Namespaces and CRDs this source created: only those may be pruned. Deleting a Namespace
  * deletes everything in it, deleting a CRD every resource of its kind in the cluster; one
- * that existed before latch-sync adopted it is not its to delete. */
-static int note_created(struct latch_k8s *k, const json_t *obj, json_t *created, struct latch_error *err)
+ * that existed before latch-sync adopted it is not its to delete. Each of objects (Namespaces
+ * and CRDs) that created does not name yet is asked for, in parallel, and added if missing. */
+static int note_created(struct latch_k8s *k, const json_t *objects, json_t *created, struct latch_error *err)
 {
-	bool crd = sync_object_is(obj, "CustomResourceDefinition");
-	if (!crd && !sync_object_is(obj, "Namespace"))
-		return 0;
-	_cleanup_free_ char *key = sync_created_key(crd ? "CustomResourceDefinition" : "Namespace",
-						     sync_object_meta(obj, "name"));
-	if (!key)
-		return latch_error_set(err, LATCH_ENOMEM, "out of memory");
-	if (sync_names_contain(created, key))
-		return 0;
-	json_t *live = NULL;
-	const char *name = sync_object_meta(obj, "name");
-	int r = crd ? latch_k8s_get(k, "apiextensions.k8s.io/v1", "CustomResourceDefinition", NULL, name, &live, err)
-		    : latch_k8s_get(k, "v1", "Namespace", NULL, name, &live, err);
-	json_decref(live);
-	if (r == LATCH_ENOTFOUND && json_array_append_new(created, json_string(key)) < 0)
-		return latch_error_set(err, LATCH_ENOMEM, "out of memory");
-	if (r == LATCH_ENOTFOUND)
-		latch_error_done(err);
-	return r == LATCH_ENOTFOUND ? 0 : r;
+	json_t *unnoted = json_array();
+	size_t i;
+	json_t *o;
+	json_array_foreach(unnoted ? objects : NULL, i, o) {
+		_cleanup_free_ char *key = created_key_of(o);
+		if (!sync_names_contain(created, key ? key : ""))
+			json_array_append(unnoted, o);
+	}
+	size_t n = json_array_size(unnoted);
+	bool *missing = calloc(n ? n : 1, sizeof(*missing));
+	int r = unnoted && missing ? find_missing(k, unnoted, missing, err)
+				   : latch_error_set(err, LATCH_ENOMEM, "out of memory");
+	for (i = 0; r == 0 && i < n; i++) {
+		char *key = missing[i] ? created_key_of(json_array_get(unnoted, i)) : NULL;
+		if (missing[i] && (!key || json_array_append_new(created, json_string(key)) < 0))
+			r = latch_error_set(err, LATCH_ENOMEM, "out of memory");
+		free(key);
+	}
+	free(missing);
+	json_decref(unnoted);
+	return r;
 }
 
 static bool condition_true(const json_t *obj, const char *type)
@@ -410,38 +474,61 @@ static void note_applied(const json_t *obj, const char *fingerprint, json_t *fin
 		json_object_set_new(fingerprints, key, json_string(fingerprint));
 }
 
-/* Stage one, one at a time: Namespaces and CRDs, each CRD waited for until Established. */
+/* The revision's Namespaces, in parallel (none depends on another), those missing noted as
+ * created before any is applied. */
+static int apply_namespaces(struct latch_k8s *k, const json_t *objects, json_t *versions, const json_t *live,
+			    json_t *created, struct sync_result *res, struct latch_error *err)
+{
+	json_t *namespaces = of_kind(objects, "Namespace");
+	size_t n = json_array_size(namespaces);
+	int r = namespaces ? note_created(k, namespaces, created, err)
+			   : latch_error_set(err, LATCH_ENOMEM, "out of memory");
+	struct apply_job *jobs = r == 0 ? make_jobs(namespaces, false) : NULL;
+	if (r == 0 && !jobs)
+		r = latch_error_set(err, LATCH_ENOMEM, "out of memory");
+	struct latch_k8s_apply_options ao = { FIELD_MANAGER, true, false, NULL };
+	if (r == 0 && apply_parallel(k, jobs, n, &ao, false) < 0)
+		r = first_job_error(namespaces, jobs, n, err);
+	for (size_t i = 0; r == 0 && i < n; i++)
+		note_applied(json_array_get(namespaces, i), jobs[i].fingerprint, versions, live, res);
+	if (jobs)
+		apply_jobs_done(jobs, n);
+	json_decref(namespaces);
+	return r;
+}
+
+/* Stage one: the Namespaces, then the CRDs one at a time, each waited for until Established. */
 static int apply_first_stage(struct latch_k8s *k, const struct sync_source *s, const json_t *objects, json_t *versions,
 			     const json_t *live, json_t *created, struct sync_result *res, struct latch_error *err)
 {
 	double deadline = latch_monotonic_s() + (double)s->timeout_s;
-	bool crds = false;
+	json_t *crds = of_kind(objects, "CustomResourceDefinition");
+	int r = crds ? apply_namespaces(k, objects, versions, live, created, res, err)
+		     : latch_error_set(err, LATCH_ENOMEM, "out of memory");
+	if (r == 0)
+		r = note_created(k, crds, created, err);
 	size_t i;
 	json_t *o;
-	json_array_foreach(objects, i, o) {
-		if (!sync_object_first_stage(o))
-			continue;
-		struct latch_k8s_apply_options ao = { FIELD_MANAGER, true, false, sync_object_default_namespace(o) };
-		int r = note_created(k, o, created, err);
+	json_array_foreach(r == 0 ? crds : NULL, i, o) {
+		struct latch_k8s_apply_options ao = { FIELD_MANAGER, true, false, NULL };
 		json_t *w = sync_object_wire(o), *stored = NULL;
-		if (r == 0)
-			r = latch_k8s_apply(k, w, &ao, &stored, err);
+		r = latch_k8s_apply(k, w, &ao, &stored, err);
 		json_decref(w);
-		if (r == 0 && sync_object_is(o, "CustomResourceDefinition")) {
-			crds = true;
+		if (r == 0)
 			r = wait_established(k, o, deadline, err);
-		}
 		if (r < 0) {
 			json_decref(stored);
-			return latch_error_prefix(err, "%s", sync_object_origin(o));
+			r = latch_error_prefix(err, "%s", sync_object_origin(o));
+			break;
 		}
 		_cleanup_free_ char *fingerprint = sync_object_fingerprint(stored);
 		note_applied(o, fingerprint, versions, live, res);
 		json_decref(stored);
 	}
-	if (crds) /* their kinds are served now */
+	if (json_array_size(crds)) /* their kinds are served now */
 		latch_k8s_forget_discovery(k);
-	return 0;
+	json_decref(crds);
+	return r;
 }
 
 /* versions: fingerprints the last pass left (read), replaced by this pass's (written).
