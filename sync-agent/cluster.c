@@ -474,25 +474,33 @@ static void note_applied(const json_t *obj, const char *fingerprint, json_t *fin
 		json_object_set_new(fingerprints, key, json_string(fingerprint));
 }
 
+/* objects through server-side applies over up to 8 connections, each one's stored fingerprint
+ * noted (note_applied); the first failure in their order is the error. */
+static int apply_and_note(struct latch_k8s *k, const json_t *objects, json_t *versions, const json_t *live,
+			  struct sync_result *res, struct latch_error *err)
+{
+	size_t n = json_array_size(objects);
+	struct apply_job *jobs = make_jobs(objects, false);
+	if (!jobs)
+		return latch_error_set(err, LATCH_ENOMEM, "out of memory");
+	struct latch_k8s_apply_options ao = { FIELD_MANAGER, true, false, NULL };
+	int r = apply_parallel(k, jobs, n, &ao, false) < 0 ? first_job_error(objects, jobs, n, err) : 0;
+	for (size_t i = 0; r == 0 && i < n; i++)
+		note_applied(json_array_get(objects, i), jobs[i].fingerprint, versions, live, res);
+	apply_jobs_done(jobs, n);
+	return r;
+}
+
 /* The revision's Namespaces, in parallel (none depends on another), those missing noted as
  * created before any is applied. */
 static int apply_namespaces(struct latch_k8s *k, const json_t *objects, json_t *versions, const json_t *live,
 			    json_t *created, struct sync_result *res, struct latch_error *err)
 {
 	json_t *namespaces = of_kind(objects, "Namespace");
-	size_t n = json_array_size(namespaces);
 	int r = namespaces ? note_created(k, namespaces, created, err)
 			   : latch_error_set(err, LATCH_ENOMEM, "out of memory");
-	struct apply_job *jobs = r == 0 ? make_jobs(namespaces, false) : NULL;
-	if (r == 0 && !jobs)
-		r = latch_error_set(err, LATCH_ENOMEM, "out of memory");
-	struct latch_k8s_apply_options ao = { FIELD_MANAGER, true, false, NULL };
-	if (r == 0 && apply_parallel(k, jobs, n, &ao, false) < 0)
-		r = first_job_error(namespaces, jobs, n, err);
-	for (size_t i = 0; r == 0 && i < n; i++)
-		note_applied(json_array_get(namespaces, i), jobs[i].fingerprint, versions, live, res);
-	if (jobs)
-		apply_jobs_done(jobs, n);
+	if (r == 0)
+		r = apply_and_note(k, namespaces, versions, live, res, err);
 	json_decref(namespaces);
 	return r;
 }
@@ -543,17 +551,8 @@ int sync_apply_all(struct latch_k8s *k, const struct sync_source *s, const json_
 	json_array_foreach(objects, i, o) if (!sync_object_first_stage(o)) json_array_append(rest, o);
 	if (r == 0)
 		r = latch_k8s_discover(k, err);
-	size_t n = json_array_size(rest);
-	struct apply_job *jobs = r == 0 ? make_jobs(rest, false) : NULL;
-	if (r == 0 && !jobs)
-		r = latch_error_set(err, LATCH_ENOMEM, "out of memory");
-	struct latch_k8s_apply_options ao = { FIELD_MANAGER, true, false, NULL };
-	if (r == 0 && apply_parallel(k, jobs, n, &ao, false) < 0)
-		r = first_job_error(rest, jobs, n, err);
-	for (size_t j = 0; r == 0 && j < n; j++)
-		note_applied(json_array_get(rest, j), jobs[j].fingerprint, versions, live, res);
-	if (jobs)
-		apply_jobs_done(jobs, n);
+	if (r == 0)
+		r = apply_and_note(k, rest, versions, live, res, err);
 	json_decref(rest);
 	return r;
 }
