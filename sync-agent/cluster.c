@@ -440,13 +440,12 @@ static int wait_established(struct latch_k8s *k, const json_t *crd, double deadl
 	}
 }
 
-void sync_result_note(struct sync_result *res, json_t *entry, const char *action)
+void sync_result_note(struct sync_result *res, const char *key, const char *action)
 {
 	if (!res->touched)
 		res->touched = json_object();
-	if (sync_entry_key(entry) && res->touched)
-		json_object_set_new(res->touched, sync_entry_key(entry), json_string(action));
-	json_decref(entry);
+	if (key && res->touched)
+		json_object_set_new(res->touched, key, json_string(action));
 }
 
 void sync_result_done(struct sync_result *res)
@@ -467,7 +466,7 @@ static void note_applied(const json_t *obj, const char *fingerprint, json_t *fin
 	const char *before = recorded ? recorded : listed;
 	if (!before || !fingerprint || strcmp(before, fingerprint) != 0) {
 		res->changed++;
-		sync_result_note(res, sync_object_entry(obj), before ? "Updated" : "Created");
+		sync_result_note(res, key, before ? "Updated" : "Created");
 	}
 	free(listed);
 	if (key && fingerprint)
@@ -591,7 +590,8 @@ static int delete_all(struct latch_k8s *k, const json_t *objects, bool one_by_on
 			r = latch_error_set(err, results[i], "pruning: %s", latch_error_message(&errors[i]));
 		else if (results[i] == 0) {
 			res->pruned++;
-			sync_result_note(res, sync_object_entry(o), "Pruned");
+			_cleanup_free_ char *key = sync_object_key(o);
+			sync_result_note(res, key, "Pruned");
 			LATCH_LOG(LATCH_LOG_INFO, "pruned", { "kind", latch_json_get_str(o, "kind") }, { "name", sync_object_meta(o, "name") });
 		} else if (results[i] == KEPT) {
 			LATCH_LOG(LATCH_LOG_INFO, "kept an object replaced since it was listed", { "kind", latch_json_get_str(o, "kind") },

@@ -122,12 +122,18 @@ bool sync_object_is(const json_t *obj, const char *kind)
 	return k && strcmp(k, kind) == 0;
 }
 
-char *sync_object_key_in(const json_t *obj, const char *ns)
+/* "apiVersion/kind/namespace/name", the one format of keys and inventory entries. */
+static char *key_of(const char *api_version, const char *kind, const char *ns, const char *name)
 {
 	struct latch_buf b = LATCH_BUF_INIT(4096);
-	latch_buf_printf(&b, "%s/%s/%s/%s", latch_json_get_str(obj, "apiVersion"), latch_json_get_str(obj, "kind"), ns ? ns : "",
-			 sync_object_meta(obj, "name"));
+	latch_buf_printf(&b, "%s/%s/%s/%s", api_version, kind, ns ? ns : "", name);
 	return latch_buf_take(&b);
+}
+
+char *sync_object_key_in(const json_t *obj, const char *ns)
+{
+	return key_of(latch_json_get_str(obj, "apiVersion"), latch_json_get_str(obj, "kind"), ns,
+		      sync_object_meta(obj, "name"));
 }
 
 char *sync_object_key(const json_t *obj)
@@ -259,14 +265,14 @@ json_t *sync_entries_from_inventory(const json_t *list)
 	size_t i;
 	json_t *item;
 	json_array_foreach(entries ? list : NULL, i, item) {
-		const char *ns = latch_json_get_str(item, "namespace");
-		json_t *as_object = json_pack("{s:s?,s:s?,s:{s:s?,s:s?}}", "apiVersion",
-					      latch_json_get_str(item, "apiVersion"), "kind", latch_json_get_str(item, "kind"),
-					      "metadata", "name", latch_json_get_str(item, "name"), "namespace",
-					      ns && *ns ? ns : NULL);
-		json_t *e = as_object ? sync_object_entry(as_object) : NULL;
-		json_decref(as_object);
-		if (e && json_array_append_new(entries, e) < 0) {
+		const char *api_version = latch_json_get_str(item, "apiVersion"), *kind = latch_json_get_str(item, "kind");
+		const char *name = latch_json_get_str(item, "name");
+		if (!api_version || !kind || !name)
+			continue;
+		char *key = key_of(api_version, kind, latch_json_get_str(item, "namespace"), name);
+		int r = key ? json_array_append_new(entries, json_string(key)) : -1;
+		free(key);
+		if (r < 0) {
 			json_decref(entries);
 			return NULL;
 		}

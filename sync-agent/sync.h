@@ -79,9 +79,9 @@ struct sync_result {
 };
 
 void sync_result_done(struct sync_result *res);
-/* Note what the pass did to one object (entry: see sync_object_entry); out of memory only
- * loses the note. */
-void sync_result_note(struct sync_result *res, json_t *entry, const char *action);
+/* Note what the pass did to one object (key: sync_object_key); out of memory, or no key,
+ * only loses the note. */
+void sync_result_note(struct sync_result *res, const char *key, const char *action);
 
 /* What a pass saw on its way, filled whether it applied or not (for metrics). */
 struct sync_observed {
